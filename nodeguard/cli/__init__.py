@@ -1,0 +1,45 @@
+"""The `nodeguard` command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import models as models_cli
+from .pending import PASS_THROUGH, not_implemented
+from .train import train
+
+app = typer.Typer(
+    name="nodeguard",
+    help="Adversarial robustness of Neural ODE image classifiers, with tolerance randomization.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nodeguard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """nodeguard: train, attack and defend Neural ODE image classifiers."""
+
+
+app.command("train")(train)
+app.add_typer(models_cli.app, name="models")
+for _command, _issue in (("attack", 3), ("sweep", 4), ("defend", 5), ("roc", 6)):
+    app.command(_command, context_settings=PASS_THROUGH)(not_implemented(_command, _issue))
+
+
+def main() -> None:
+    app()

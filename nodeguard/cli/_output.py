@@ -1,0 +1,103 @@
+"""One output object per command: human text on stdout, or one JSON object with --json.
+
+Progress bars and log lines always go to stderr, so stdout stays clean for JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    return value
+
+
+class _RichTask:
+    def __init__(self, progress: RichProgress, task_id: Any):
+        self.progress, self.task_id = progress, task_id
+
+    def advance(self, steps: int = 1, **fields: Any) -> None:
+        status = "  ".join(
+            f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in fields.items()
+        )
+        self.progress.update(self.task_id, advance=steps, status=status)
+
+    def close(self) -> None:
+        self.progress.stop_task(self.task_id)
+        self.progress.update(self.task_id, visible=False)
+
+
+class RichReporter:
+    """Implements nodeguard.progress.Progress with rich bars on stderr."""
+
+    def __init__(self, console: Console, quiet: bool = False):
+        self.console = console
+        self.quiet = quiet
+        self.progress = RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            transient=True,
+            disable=quiet or not console.is_terminal,
+        )
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def task(self, description: str, total: int | None) -> _RichTask:
+        return _RichTask(self.progress, self.progress.add_task(description, total=total, status=""))
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[dim]{message}[/dim]", highlight=False)
+
+
+class Output:
+    """Where a command writes: ``result`` prints JSON or calls the human renderer."""
+
+    def __init__(self, json_mode: bool = False):
+        self.json_mode = json_mode
+        self.stdout = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        self.stderr = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+    def reporter(self) -> RichReporter:
+        return RichReporter(self.stderr)
+
+    def result(self, data: dict[str, Any], render=None) -> None:
+        if self.json_mode:
+            sys.stdout.write(json.dumps(_clean(data), default=_json_default) + "\n")
+            sys.stdout.flush()
+        elif render is not None:
+            render(self.stdout)
+
+    def error(self, message: str) -> None:
+        self.stderr.print(f"[bold red]error:[/bold red] {message}", highlight=False)

@@ -1,0 +1,28 @@
+"""Errors that nodeguard reports to its users as one line, without a traceback."""
+
+from __future__ import annotations
+
+
+class NodeguardError(Exception):
+    """Base class of every error meant for the user: its message is the whole story."""
+
+
+class DataUnavailableError(NodeguardError):
+    """A data set is not on disk and cannot be downloaded."""
+
+
+class RegistryError(NodeguardError):
+    """The model registry or a file in it is missing, locked, damaged or foreign."""
+
+
+class ModelNotFoundError(RegistryError):
+    """No model of that name is registered."""
+
+
+class ConfigError(NodeguardError):
+    """A setting has a value nodeguard cannot use."""
+
+
+def unknown_name_error(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> ConfigError:
+    """One message that names the bad value and lists the valid ones (torchdiffeq's habit)."""
+    return ConfigError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(valid))}")

@@ -1,0 +1,61 @@
+"""Classification error and solver cost of a model on a split, at a chosen tolerance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .data import ImageSplit
+from .progress import Progress, SilentProgress
+
+
+@dataclass
+class Evaluation:
+    error: float
+    mean_nfe: float
+    count: int
+    predictions: torch.Tensor
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, images: torch.Tensor, tol: float | None = None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, int]:
+    """Class predictions of one batch (float images in [0, 1]) and the NFE it took."""
+    model.eval()
+    logits = model(images.to(device), tol=tol)
+    return logits.argmax(1).cpu(), int(getattr(model, "last_nfe", 0))
+
+
+def evaluate(
+    model: nn.Module,
+    split: ImageSplit,
+    tol: float | None = None,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    description: str = "evaluating",
+) -> Evaluation:
+    """Error rate (0..1) over ``split`` with the solver at ``tol`` (the model's own if None).
+
+    ``mean_nfe`` is the mean number of function evaluations per batch forward.
+    """
+    progress = progress or SilentProgress()
+    task = progress.task(description, (len(split) + batch_size - 1) // batch_size)
+    predictions, nfes = [], []
+    for images, _labels in split.batches(batch_size):
+        batch_predictions, nfe = predict(model, images, tol=tol, device=device)
+        predictions.append(batch_predictions)
+        nfes.append(nfe)
+        task.advance(1)
+    task.close()
+    all_predictions = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+    wrong = int((all_predictions != split.labels).sum())
+    return Evaluation(
+        error=wrong / max(len(split), 1),
+        mean_nfe=sum(nfes) / max(len(nfes), 1),
+        count=len(split),
+        predictions=all_predictions,
+    )

@@ -1,0 +1,27 @@
+"""Where nodeguard keeps its cache and looks for data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """``NODEGUARD_HOME``, else ``$XDG_CACHE_HOME/nodeguard``, else ``~/.cache/nodeguard``."""
+    explicit = os.environ.get("NODEGUARD_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "nodeguard"
+    return Path.home() / ".cache" / "nodeguard"
+
+
+def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``data_dir`` if given, else ``NODEGUARD_DATA``, else ``<cache root>/data``."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    explicit = os.environ.get("NODEGUARD_DATA")
+    if explicit:
+        return Path(explicit).expanduser()
+    return cache_root() / "data"

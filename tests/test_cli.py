@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from nodeguard import __version__
+from nodeguard.cli import app
+
+runner = CliRunner()
+TINY = ["--epochs", "1", "--filters", "8", "--train-limit", "128", "--test-limit", "64", "--batch-size", "64"]
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_train_json_then_models_list_show_rm():
+    trained = runner.invoke(app, ["train", "mnist5k", *TINY, "--json"])
+    assert trained.exit_code == 0, trained.output
+    data = json.loads(trained.stdout)
+    for key in ("model", "dataset", "arch", "tol_train", "epochs", "test_error", "nfe", "seconds"):
+        assert key in data
+    assert data["model"] == "odenet-mnist5k" and data["tol_train"] == 1e-3
+
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    assert [m["name"] for m in listed["models"]] == ["odenet-mnist5k"]
+
+    shown = runner.invoke(app, ["models", "show", "odenet-mnist5k", "--json"])
+    assert shown.exit_code == 0
+    details = json.loads(shown.stdout)
+    assert details["config"]["training"]["filters"] == 8 and "checkpoint.pt" in details["files"]
+
+    human = runner.invoke(app, ["models"])
+    assert "odenet-mnist5k" in human.stdout
+
+    removed = runner.invoke(app, ["models", "rm", "odenet-mnist5k"])
+    assert removed.exit_code == 0
+    assert json.loads(runner.invoke(app, ["models", "--json"]).stdout)["models"] == []
+
+
+def test_train_human_output_names_the_model():
+    result = runner.invoke(app, ["train", "mnist5k", *TINY, "--arch", "resnet", "--name", "base"])
+    assert result.exit_code == 0, result.output
+    assert "base: resnet on mnist5k" in result.stdout and "test error" in result.stdout
+
+
+def test_bad_input_is_one_line_without_traceback():
+    for args in (
+        ["train", "svhn"],
+        ["train", "mnist5k", "--arch", "vit"],
+        ["models", "show", "nope"],
+        ["train", "mnist5k", "--epochs", "0"],
+        ["train", "mnist5k", "--name", "../x"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, args
+        assert "Traceback" not in result.output
+        assert result.stderr.startswith("error:") and result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_unfinished_commands_say_so_and_exit_2():
+    for command in (["attack", "cw", "--tol-attack", "1e-3"], ["sweep"], ["defend", "imgs"], ["roc"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2
+        assert "not implemented yet" in result.stderr

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from nodeguard.data import (
+    CIFAR10_FOLDER,
+    CIFAR10_TEST_FILES,
+    CIFAR10_TRAIN_FILES,
+    load_dataset,
+    stratified_split,
+)
+from nodeguard.errors import ConfigError, DataUnavailableError
+
+
+def test_mnist5k_split_is_stratified_and_deterministic():
+    first = load_dataset("mnist5k")
+    second = load_dataset("mnist5k")
+    assert len(first.train) == 4000 and len(first.test) == 1000
+    assert torch.equal(first.test.images, second.test.images)
+    assert torch.equal(first.train.labels, second.train.labels)
+    assert torch.bincount(first.train.labels).tolist() == [400] * 10
+    assert torch.bincount(first.test.labels).tolist() == [100] * 10
+    # classes are interleaved, so the first images of the test split are not all zeros
+    assert len(set(first.test.labels[:20].tolist())) >= 5
+    assert first.train.images.dtype == torch.uint8
+    assert 0.0 <= float(first.test.float_images().min()) and float(first.test.float_images().max()) <= 1.0
+
+
+def test_stratified_split_is_disjoint_and_complete():
+    labels = np.repeat(np.arange(3), 10)
+    train, test = stratified_split(labels, test_per_class=2, seed=5)
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(30))
+    assert np.bincount(labels[test]).tolist() == [2, 2, 2]
+    again_train, again_test = stratified_split(labels, test_per_class=2, seed=5)
+    assert np.array_equal(train, again_train) and np.array_equal(test, again_test)
+    _, other_test = stratified_split(labels, test_per_class=2, seed=6)
+    assert not np.array_equal(np.sort(test), np.sort(other_test))
+
+
+def write_idx_images(path, images: np.ndarray, compress: bool = False) -> None:
+    body = struct.pack(">IIII", 0x00000803, *images.shape) + images.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(body) if compress else body)
+
+
+def write_idx_labels(path, labels: np.ndarray) -> None:
+    path.write_bytes(struct.pack(">II", 0x00000801, len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+def test_mnist_loader_reads_idx_files(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    train_images = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    test_images = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    write_idx_images(raw / "train-images-idx3-ubyte", train_images)
+    write_idx_labels(raw / "train-labels-idx1-ubyte", np.array([0, 1, 2, 3, 4, 5]))
+    write_idx_images(raw / "t10k-images-idx3-ubyte", test_images)
+    write_idx_labels(raw / "t10k-labels-idx1-ubyte", np.array([9, 8, 7, 6]))
+
+    dataset = load_dataset("mnist", data_dir=tmp_path, download=False)
+    assert dataset.train.images.shape == (6, 1, 28, 28)
+    assert torch.equal(dataset.train.images[:, 0], torch.from_numpy(train_images))
+    assert dataset.test.labels.tolist() == [9, 8, 7, 6]
+    assert dataset.info.channels == 1
+
+
+def test_mnist_missing_files_give_one_clear_error(tmp_path):
+    with pytest.raises(DataUnavailableError) as caught:
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    message = str(caught.value)
+    assert "train-images-idx3-ubyte" in message and "mnist5k" in message and "\n" not in message
+
+
+def write_cifar_batch(path, images: np.ndarray, labels: list[int]) -> None:
+    batch = {b"batch_label": b"test", b"labels": labels, b"data": images.reshape(len(labels), -1), b"filenames": []}
+    with open(path, "wb") as handle:
+        pickle.dump(batch, handle)
+
+
+def test_cifar10_loader_reads_python_pickles(tmp_path):
+    folder = tmp_path / CIFAR10_FOLDER
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    expected = {}
+    for index, name in enumerate(CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES):
+        images = rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+        expected[name] = images
+        write_cifar_batch(folder / name, images, [index, (index + 1) % 10])
+    dataset = load_dataset("cifar10", data_dir=tmp_path, download=False)
+    assert dataset.train.images.shape == (10, 3, 32, 32)
+    assert dataset.test.images.shape == (2, 3, 32, 32)
+    assert torch.equal(dataset.test.images, torch.from_numpy(expected["test_batch"]))
+    assert dataset.train.labels[:4].tolist() == [0, 1, 1, 2]
+    assert dataset.info.default_filters == 256
+
+
+def test_cifar10_damaged_batch_is_reported(tmp_path):
+    folder = tmp_path / CIFAR10_FOLDER
+    folder.mkdir()
+    for name in CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES:
+        (folder / name).write_bytes(b"not a pickle")
+    with pytest.raises(DataUnavailableError, match="not a readable CIFAR-10 batch"):
+        load_dataset("cifar10", data_dir=tmp_path, download=False)
+
+
+def test_cifar10_missing_files_suggest_mnist5k(tmp_path):
+    with pytest.raises(DataUnavailableError, match="mnist5k"):
+        load_dataset("cifar10", data_dir=tmp_path, download=False)
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(ConfigError, match="cifar10, mnist, mnist5k"):
+        load_dataset("imagenet")
