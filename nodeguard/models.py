@@ -111,6 +111,9 @@ class ODEBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
         tol = self.tol if tol is None else float(tol)
+        if h.shape[0] == 0:
+            self.last_nfe = 0
+            return h
         start = self.func.nfe
         t = self.integration_time.to(h.dtype)
         out = odeint(self.func, h, t, rtol=tol, atol=tol, method=self.method)[1]

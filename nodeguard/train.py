@@ -63,6 +63,10 @@ class TrainConfig:
         for setting, ok in checks.items():
             if not ok:
                 raise ConfigError(f"{setting} must be positive, got {getattr(self, setting)!r}")
+        if self.filters > 32 and self.filters % 32:
+            raise ConfigError(
+                f"filters must be at most 32 or a multiple of 32 (GroupNorm uses 32 groups), got {self.filters}"
+            )
 
     def default_name(self) -> str:
         return f"{self.arch}-{self.dataset}"

@@ -38,3 +38,23 @@ def tiny_config(**overrides) -> TrainConfig:
     )
     settings.update(overrides)
     return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def trained_root(tmp_path_factory):
+    """A cache root holding 'tiny', a small ODE-Net trained once per session on real digits."""
+    from nodeguard.train import train_model
+
+    root = tmp_path_factory.mktemp("trained")
+    config = tiny_config(filters=32, train_limit=1500, test_limit=200, epochs=3, batch_size=32, lr=5e-3, augment=False)
+    train_model(config, name="tiny", registry=Registry(root), device="cpu")
+    return root
+
+
+@pytest.fixture
+def tiny_model(trained_root, isolated_home) -> str:
+    """'tiny' copied into this test's own registry."""
+    import shutil
+
+    shutil.copytree(trained_root, isolated_home, dirs_exist_ok=True)
+    return "tiny"

@@ -84,9 +84,9 @@ def render(console: Console, result: TrainResult) -> None:
         state = f"trained (resumed after epoch {result.resumed_from_epoch})"
     else:
         state = "trained"
+    solver = f"NFE {result.nfe:.1f}  tol_train {result.tol_train:g}  " if result.arch == "odenet" else ""
     console.print(
         f"{result.model}: {result.arch} on {result.dataset}, {state}\n"
-        f"  test error {result.test_error:.2%}  NFE {result.nfe:.1f}  tol_train {result.tol_train:g}  "
-        f"epochs {result.epochs}  {result.seconds:.0f} s\n"
+        f"  test error {result.test_error:.2%}  {solver}epochs {result.epochs}  {result.seconds:.0f} s\n"
         f"  saved in {result.path}"
     )

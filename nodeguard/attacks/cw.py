@@ -1,0 +1,148 @@
+"""Carlini–Wagner L2 with a per-sample binary search over c.
+
+N. Carlini and D. Wagner, "Towards Evaluating the Robustness of Neural Networks",
+IEEE S&P 2017. Untargeted: for each image x with label y, minimise over w
+
+    ||x' - x||_2^2 + c * max(Z_y(x') - max_{j != y} Z_j(x'), -kappa),
+    x' = clamp(1/2 + (1 + 2m)/2 * tanh(w), 0, 1)
+
+with Adam, then move c by binary search for each sample separately: down after a
+success, up (x10 until a success brackets it) after a failure. The smallest successful
+perturbation over all steps and searches is kept.
+
+Differences from ``torchattacks.CW`` (3.5.1), on purpose:
+- c is searched per sample (torchattacks takes one scalar c for the batch);
+- the margin masks the true class with -inf (see ``classification_margin``);
+- the tanh map overshoots [0, 1] by a margin m and is clamped back, so pixels at exactly
+  0 or 1 start at a finite w with a usable gradient (atanh(+-1) = +-inf would freeze them,
+  which is most of an MNIST background);
+- early abort is decided per sample, and aborted samples leave the forward passes.
+
+Arguments (defaults): ``initial_const`` (1.0), ``binary_steps`` (5), ``steps`` (100, per
+search step), ``lr`` (0.05, Adam), ``kappa`` (0, confidence), ``abort_early`` (True),
+``tanh_margin`` (0.05), ``decision_slack`` (0.01: the margin must go this far below
+-kappa, because an adaptive solver's logits move by about its tolerance with the batch an
+image is solved in, which flips adversarials found exactly on the boundary). The model
+is called as given: wrap an ODE-Net in :class:`PinnedTolerance` to fix its tolerance.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchattacks.attack import Attack
+
+from .pinned import classification_margin
+
+NO_UPPER_BOUND = 1e10
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+ABORT_CHECKS = 10
+ABORT_IMPROVEMENT = 0.9999
+
+
+class CarliniWagnerL2(Attack):
+    """Untargeted CW-L2 with per-sample c search; returns the adversarial images.
+
+    Where no adversarial was found the original image is returned.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        initial_const: float = 1.0,
+        binary_steps: int = 5,
+        steps: int = 100,
+        lr: float = 0.05,
+        kappa: float = 0.0,
+        abort_early: bool = True,
+        tanh_margin: float = 0.05,
+        decision_slack: float = 0.01,
+    ):
+        super().__init__("CarliniWagnerL2", model)
+        self.initial_const = float(initial_const)
+        self.binary_steps = int(binary_steps)
+        self.steps = int(steps)
+        self.lr = float(lr)
+        self.kappa = float(kappa)
+        self.abort_early = bool(abort_early)
+        self.tanh_margin = float(tanh_margin)
+        self.decision_slack = float(decision_slack)
+        self.supported_mode = ["default"]
+
+    def to_pixels(self, w: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 + 2.0 * self.tanh_margin
+        return (0.5 + 0.5 * scale * torch.tanh(w)).clamp(0.0, 1.0)
+
+    def to_tanh_space(self, images: torch.Tensor) -> torch.Tensor:
+        # A hair inside [0, 1], so rounding cannot start a pixel on the far side of the
+        # clamp, where its gradient would be zero.
+        scale = 1.0 + 2.0 * self.tanh_margin
+        return torch.atanh((2.0 * images - 1.0) * (1.0 - 1e-6) / scale)
+
+    @property
+    def required_margin(self) -> float:
+        """How far below zero the margin must go: kappa plus the decision slack."""
+        return self.kappa + self.decision_slack
+
+    def is_success(self, margins: torch.Tensor) -> torch.Tensor:
+        return margins < -self.required_margin if self.required_margin == 0 else margins <= -self.required_margin
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        count = len(images)
+        w_start = self.to_tanh_space(images)
+        lower = torch.zeros(count, device=self.device)
+        upper = torch.full((count,), NO_UPPER_BOUND, device=self.device)
+        const = torch.full((count,), self.initial_const, device=self.device)
+        best_l2sq = torch.full((count,), float("inf"), device=self.device)
+        best_adversarial = images.clone()
+        check_every = max(self.steps // ABORT_CHECKS, 1)
+
+        for _search in range(self.binary_steps):
+            w = w_start.clone()
+            first_moment = torch.zeros_like(w)
+            second_moment = torch.zeros_like(w)
+            active = torch.ones(count, dtype=torch.bool, device=self.device)
+            previous_loss = torch.full((count,), float("inf"), device=self.device)
+            found = torch.zeros(count, dtype=torch.bool, device=self.device)
+
+            for step in range(self.steps):
+                index = active.nonzero().squeeze(1)
+                if len(index) == 0:
+                    break
+                w_active = w[index].requires_grad_(True)
+                adversarial = self.to_pixels(w_active)
+                logits = self.get_logits(adversarial)
+                l2sq = (adversarial - images[index]).flatten(1).pow(2).sum(1)
+                margins = classification_margin(logits, labels[index])
+                loss = l2sq + const[index] * margins.clamp(min=-self.required_margin)
+                (gradient,) = torch.autograd.grad(loss.sum(), w_active)
+
+                with torch.no_grad():
+                    succeeded = self.is_success(margins)
+                    found[index] |= succeeded
+                    improved = succeeded & (l2sq < best_l2sq[index])
+                    best_l2sq[index[improved]] = l2sq[improved]
+                    best_adversarial[index[improved]] = adversarial[improved].detach()
+
+                    beta1, beta2 = ADAM_BETAS
+                    first_moment[index] = beta1 * first_moment[index] + (1 - beta1) * gradient
+                    second_moment[index] = beta2 * second_moment[index] + (1 - beta2) * gradient.square()
+                    corrected_first = first_moment[index] / (1 - beta1 ** (step + 1))
+                    corrected_second = second_moment[index] / (1 - beta2 ** (step + 1))
+                    w[index] = w_active.detach() - self.lr * corrected_first / (corrected_second.sqrt() + ADAM_EPS)
+
+                    if self.abort_early and step % check_every == check_every - 1:
+                        stalled = loss.detach() > ABORT_IMPROVEMENT * previous_loss[index]
+                        active[index[stalled]] = False
+                        previous_loss[index] = loss.detach()
+
+            with torch.no_grad():
+                upper = torch.where(found, torch.minimum(upper, const), upper)
+                lower = torch.where(found, lower, torch.maximum(lower, const))
+                bracketed = upper < NO_UPPER_BOUND
+                const = torch.where(bracketed, (lower + upper) / 2, const * 10)
+
+        return best_adversarial.detach()

@@ -1,0 +1,97 @@
+"""`nodeguard attack cw|pgd`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..adversarial import AttackReport, AttackSettings, run_attack
+from ..registry import Registry
+from ._errors import reports_errors
+from ._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption
+from ._output import Output
+
+defaults = AttackSettings()
+
+
+@reports_errors
+def attack(
+    name: Annotated[str, typer.Argument(help="cw (Carlini-Wagner L2, c searched per sample) or pgd.")],
+    model: ModelOption = None,
+    tol_attack: Annotated[
+        float | None, typer.Option("--tol-attack", help="Solver tolerance the attacker uses [default: tol_train].")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", help="Number of images to attack.")] = defaults.count,
+    split: Annotated[str, typer.Option("--split", help="test or train.")] = defaults.split,
+    only_correct: Annotated[
+        bool, typer.Option("--only-correct/--all", help="Attack only images the model classifies correctly.")
+    ] = defaults.only_correct,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = defaults.batch_size,
+    steps: Annotated[int | None, typer.Option("--steps", help="Steps per search (cw: 100) or PGD steps (40).")] = None,
+    binary_steps: Annotated[int, typer.Option("--binary-steps", help="cw: searches over c.")] = defaults.binary_steps,
+    initial_const: Annotated[float, typer.Option("--initial-const", help="cw: first c.")] = defaults.initial_const,
+    lr: Annotated[float, typer.Option("--lr", help="cw: Adam learning rate.")] = defaults.lr,
+    kappa: Annotated[float, typer.Option("--kappa", help="cw: confidence.")] = defaults.kappa,
+    norm: Annotated[str, typer.Option("--norm", help="pgd: linf or l2.")] = defaults.norm,
+    eps: Annotated[float | None, typer.Option("--eps", help="pgd: budget [default: 0.1 linf, 2.0 l2].")] = None,
+    seed: SeedOption = defaults.seed,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Also write pristine/ and adversarial/ PNG files here.")
+    ] = None,
+    device: DeviceOption = "auto",
+    data_dir: DataDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Attack a registered model at a chosen solver tolerance and save the attack set.
+
+    The same request again reuses the saved set; an interrupted attack continues from its
+    last finished batch.
+    """
+    settings = AttackSettings(
+        attack=name,
+        tol_attack=tol_attack,
+        count=count,
+        split=split,
+        only_correct=only_correct,
+        batch_size=batch_size,
+        steps=steps,
+        binary_steps=binary_steps,
+        initial_const=initial_const,
+        lr=lr,
+        kappa=kappa,
+        norm=norm,
+        eps=eps,
+        seed=seed,
+    )
+    output = Output(json_output)
+    with output.reporter() as reporter:
+        report = run_attack(
+            settings,
+            model=model,
+            registry=Registry(),
+            device=device,
+            data_dir=str(data_dir) if data_dir else None,
+            export_dir=export,
+            progress=reporter,
+        )
+    output.result(report.to_dict(), lambda console: render(console, report))
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def render(console: Console, report: AttackReport) -> None:
+    state = "reused" if report.reused else f"{report.seconds:.0f} s"
+    console.print(
+        f"{report.attack} on {report.model} at tol_attack {report.tol_attack:g}: {report.count} images ({state})\n"
+        f"  success rate {report.success_rate:.1%}  mean L2 {_fmt(report.mean_l2, '.3f')}  "
+        f"median L2 {_fmt(report.median_l2, '.3f')}  mean MSE {_fmt(report.mean_mse, '.2e')}\n"
+        f"  on the 8-bit grid: success {report.success_rate_8bit:.1%} (kept by rounding {report.kept_by_rounding}, "
+        f"by outward rounding {report.kept_by_outward_rounding}, lost {report.lost_on_8bit_grid})\n"
+        f"  set {report.set} in {report.path}"
+        + (f"\n  PNG files in {report.exported_to}" if report.exported_to else "")
+    )

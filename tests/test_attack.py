@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchattacks
+from typer.testing import CliRunner
+
+from nodeguard.adversarial import AttackSettings, classify_each, load_attack_set, run_attack
+from nodeguard.attacks import CarliniWagnerL2, PinnedTolerance, classification_margin
+from nodeguard.cli import app
+from nodeguard.data import load_dataset
+from nodeguard.errors import ConfigError
+from nodeguard.images import read_image
+from nodeguard.loading import load_model
+from nodeguard.progress import RecordingProgress
+
+
+def test_margin_is_right_when_other_logits_are_negative():
+    logits = torch.tensor([[-1.0, -3.0, -2.0], [2.0, 5.0, -1.0]])
+    labels = torch.tensor([0, 0])
+    assert classification_margin(logits, labels).tolist() == [1.0, -3.0]
+    # torchattacks' formula takes the zero of the masked-out true class as "other best" and
+    # so calls the first sample misclassified (margin -1) although class 0 wins
+    onehot = torch.nn.functional.one_hot(labels, 3).float()
+    their_margin = logits[:, 0] - torch.max((1 - onehot) * logits, dim=1)[0]
+    assert their_margin.tolist()[0] == -1.0
+
+
+def test_every_pixel_can_move_in_tanh_space(tiny_model):
+    loaded = load_model(tiny_model, device="cpu")
+    attack = CarliniWagnerL2(PinnedTolerance(loaded.model, 1e-3))
+    images = torch.tensor([0.0, 1.0, 0.5])
+    w = attack.to_tanh_space(images)
+    assert torch.isfinite(w).all()
+    assert torch.allclose(attack.to_pixels(w), images, atol=1e-6)
+    w.requires_grad_(True)
+    (gradient,) = torch.autograd.grad(attack.to_pixels(w).sum(), w)
+    assert (gradient > 0.05).all()  # torchattacks' atanh(+-1) would be infinite here
+
+
+def correct_test_images(loaded, count):
+    test = load_dataset("mnist5k").test
+    images, labels = test.float_images(slice(0, 3 * count)), test.labels[: 3 * count]
+    predictions = classify_each(PinnedTolerance(loaded.model, 1e-3), images, ode=True)
+    keep = (predictions == labels).nonzero().squeeze(1)[:count]
+    return images[keep], labels[keep]
+
+
+def test_fixed_c_beats_torchattacks_cw(tiny_model):
+    loaded = load_model(tiny_model, device="cpu")
+    pinned = PinnedTolerance(loaded.model, 1e-3)
+    images, labels = correct_test_images(loaded, 16)
+    const, steps, lr = 100.0, 60, 0.05
+
+    theirs = torchattacks.CW(pinned, c=const, kappa=0, steps=steps, lr=lr)(images, labels)
+    ours = CarliniWagnerL2(pinned, initial_const=const, binary_steps=1, steps=steps, lr=lr, decision_slack=0.0)(
+        images, labels
+    )
+    their_success = classify_each(pinned, theirs, ode=True) != labels
+    our_success = classify_each(pinned, ours, ode=True) != labels
+    assert int(our_success.sum()) >= int(their_success.sum())
+    assert int(our_success.sum()) >= 8
+    their_l2 = (theirs - images).flatten(1).norm(dim=1)
+    our_l2 = (ours - images).flatten(1).norm(dim=1)
+    both = our_success & their_success
+    if both.any():
+        assert float(our_l2[both].mean()) <= float(their_l2[both].mean()) * 1.001
+
+
+def test_successful_adversarials_are_valid_and_misclassified_at_tol_attack(tiny_model, registry):
+    report = run_attack(
+        AttackSettings(count=12, batch_size=6, steps=30, binary_steps=3), model=tiny_model, device="cpu"
+    )
+    assert report.success_rate >= 0.75 and report.count == 12
+    data = load_attack_set(registry, tiny_model, report.set)
+    adversarial, success, labels = data["adversarial"], data["success"], data["labels"]
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    loaded = load_model(tiny_model, device="cpu")
+    loaded.model.tol = 1e-1  # the model's own setting must not matter: verify at tol_attack
+    predictions = classify_each(PinnedTolerance(loaded.model, report.tol_attack), adversarial[success], ode=True)
+    assert (predictions != labels[success]).all()
+    assert report.mean_l2 > 0 and report.mean_mse == pytest.approx(
+        float((data["l2"][success] ** 2 / 784).mean()), rel=1e-5
+    )
+
+
+def test_attack_pins_the_solver_tolerance(tiny_model):
+    loaded = load_model(tiny_model, device="cpu")
+    loaded.model.tol = 0.5
+    seen = []
+    loaded.model.odeblock.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("tol")), with_kwargs=True
+    )
+    run_attack(
+        AttackSettings(count=4, batch_size=4, steps=5, binary_steps=1, tol_attack=1e-4),
+        model=tiny_model,
+        device="cpu",
+        loaded=loaded,
+    )
+    assert seen and set(seen) == {1e-4}
+    assert loaded.model.tol == 0.5
+
+
+class StopAfterFirstBatch(RecordingProgress):
+    def task(self, description, total):
+        class Task:
+            def advance(self, steps=1, **fields):
+                if "success" in fields:
+                    raise KeyboardInterrupt
+
+            def close(self):
+                pass
+
+        return Task()
+
+
+def test_attack_set_is_reused_and_an_interrupted_attack_continues(tiny_model, registry):
+    settings = AttackSettings(count=8, batch_size=4, steps=10, binary_steps=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(settings, model=tiny_model, device="cpu", progress=StopAfterFirstBatch())
+    progress = RecordingProgress()
+    resumed = run_attack(settings, model=tiny_model, device="cpu", progress=progress)
+    assert any("continuing attack" in message and "after 1 finished" in message for message in progress.messages)
+    again_progress = RecordingProgress()
+    again = run_attack(settings, model=tiny_model, device="cpu", progress=again_progress)
+    assert again.reused and again.set == resumed.set and again.success_rate == resumed.success_rate
+    assert any("reusing" in message for message in again_progress.messages)
+
+    straight = run_attack(
+        AttackSettings(count=8, batch_size=4, steps=10, binary_steps=2, seed=1), model=tiny_model, device="cpu"
+    )
+    # CW draws nothing at random: the seed changes the key, not the adversarials
+    assert straight.set != resumed.set
+    first = load_attack_set(registry, tiny_model, resumed.set)["adversarial"]
+    second = load_attack_set(registry, tiny_model, straight.set)["adversarial"]
+    assert torch.equal(first, second)
+
+
+def test_exported_pngs_read_back_as_the_saved_8bit_adversarials(tiny_model, tmp_path):
+    report = run_attack(
+        AttackSettings(count=6, batch_size=6, steps=30, binary_steps=3),
+        model=tiny_model,
+        device="cpu",
+        export_dir=tmp_path / "export",
+    )
+    pristine = sorted((tmp_path / "export" / "pristine").glob("*.png"))
+    adversarial = sorted((tmp_path / "export" / "adversarial").glob("*.png"))
+    assert len(pristine) == 6 and len(adversarial) == round(report.success_rate_8bit * 6) > 0
+    loaded = load_model(tiny_model, device="cpu")
+    pinned = PinnedTolerance(loaded.model, report.tol_attack)
+    images = torch.stack([read_image(path, channels=1) for path in adversarial])
+    labels = torch.tensor([int(path.stem.split("label")[1]) for path in adversarial])
+    assert (classify_each(pinned, images, ode=True) != labels).all()
+
+
+def test_pgd_linf_stays_in_budget(tiny_model, registry):
+    report = run_attack(
+        AttackSettings(attack="pgd", count=6, batch_size=6, steps=10, eps=0.2), model=tiny_model, device="cpu"
+    )
+    data = load_attack_set(registry, tiny_model, report.set)
+    assert (data["adversarial"] - data["clean"]).abs().max() <= 0.2 + 1e-6
+    assert report.success_rate > 0
+
+
+def test_bad_attack_settings_are_refused():
+    with pytest.raises(ConfigError, match="cw, pgd"):
+        AttackSettings(attack="fgsm")
+    with pytest.raises(ConfigError, match="count must be at least 1"):
+        AttackSettings(count=0)
+
+
+def test_attack_cli_json(tiny_model):
+    result = CliRunner().invoke(
+        app, ["attack", "cw", "--count", "4", "--steps", "10", "--binary-steps", "1", "--tol-attack", "1e-3", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    for key in ("model", "attack", "tol_attack", "count", "success_rate", "mean_l2", "mean_mse", "seconds", "set"):
+        assert key in data
+    assert data["model"] == "tiny" and data["tol_attack"] == 1e-3 and 0 <= data["success_rate"] <= 1
+    human = CliRunner().invoke(app, ["attack", "cw", "--count", "4", "--steps", "10", "--binary-steps", "1"])
+    assert "reused" in human.stdout and "success rate" in human.stdout
