@@ -9,6 +9,7 @@ import typer
 from .. import __version__
 from . import models as models_cli
 from .attack import attack
+from .defend import defend
 from .pending import PASS_THROUGH, not_implemented
 from .train import train
 
@@ -38,8 +39,9 @@ def root(
 
 app.command("train")(train)
 app.command("attack")(attack)
+app.command("defend")(defend)
 app.add_typer(models_cli.app, name="models")
-for _command, _issue in (("sweep", 4), ("defend", 5), ("roc", 6)):
+for _command, _issue in (("sweep", 4), ("roc", 6)):
     app.command(_command, context_settings=PASS_THROUGH)(not_implemented(_command, _issue))
 
 

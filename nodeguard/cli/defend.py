@@ -1,0 +1,104 @@
+"""`nodeguard defend PATH...`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..defend import DefendReport, defend_paths
+from ..defense import DEFAULT_TOL_RANGE, DefenseSettings
+from ..errors import ConfigError
+from ..registry import Registry, atomic_write_text
+from ._errors import reports_errors
+from ._options import DeviceOption, JsonOption, ModelOption, SeedOption
+from ._output import Output
+
+
+def parse_tol_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--tol-range takes two numbers like 1e-5,1e-1, got {text!r}") from None
+    return low, high
+
+
+@reports_errors
+def defend(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    model: ModelOption = None,
+    votes: Annotated[int, typer.Option("--votes", "-V", help="Tolerances drawn per image.")] = 15,
+    vmin: Annotated[int, typer.Option("--vmin", help="Accept when more than vmin votes agree.")] = 12,
+    tol_range: Annotated[
+        str, typer.Option("--tol-range", help="Log-uniform range of the drawn tolerances.")
+    ] = f"{DEFAULT_TOL_RANGE[0]:g},{DEFAULT_TOL_RANGE[1]:g}",
+    seed: SeedOption = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="(image, tolerance) pairs solved together.")] = 512,
+    resize: Annotated[bool, typer.Option("--resize", help="Resize images to the model's input size.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the results to FILE.csv or FILE.json.")] = None,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Classify images with tolerance randomization and flag possible adversarials.
+
+    Each image is classified VOTES times, each time with the solver tolerance drawn
+    log-uniformly in the range; its class is accepted when more than VMIN votes agree,
+    else the image is rejected as possibly adversarial. Unreadable files are reported
+    and skipped.
+
+    Exit status: 0 when every image was voted on (accepted or rejected); 3 when some
+    files could not be read or had the wrong size; 1 on an error (a missing path, no
+    image at all, bad settings); 2 on bad usage.
+    """
+    low, high = parse_tol_range(tol_range)
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        raise ConfigError(f"--out must end in .csv or .json, got {out.name}")
+    settings = DefenseSettings(votes=votes, vmin=vmin, tol_low=low, tol_high=high, seed=seed, batch_size=batch_size)
+    output = Output(json_output)
+    with output.reporter() as reporter:
+        report = defend_paths(
+            paths, settings, model=model, registry=Registry(), device=device, resize=resize, progress=reporter
+        )
+    if out is not None:
+        write_report(report, out)
+    output.result(report.to_dict(), lambda console: render(console, report))
+    if report.unreadable:
+        raise typer.Exit(3)
+
+
+def write_report(report: DefendReport, path: Path) -> None:
+    if path.suffix.lower() == ".json":
+        atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "prediction", "v_agree", "votes", "accepted", "error"])
+    for image in report.images:
+        writer.writerow([image["path"], image["prediction"], image["v_agree"], report.votes, image["accepted"], ""])
+    for error in report.errors:
+        writer.writerow([error["path"], "", "", "", "", error["error"]])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def render(console: Console, report: DefendReport) -> None:
+    table = Table(title=f"{report.model}: V={report.votes}, accept when v_agree > {report.vmin}")
+    table.add_column("file", overflow="fold")
+    table.add_column("class", justify="right")
+    table.add_column("v_agree/V", justify="right")
+    table.add_column("verdict")
+    for image in report.images:
+        verdict = "[green]accepted[/green]" if image["accepted"] else "[red]rejected[/red]"
+        table.add_row(image["path"], str(image["prediction"]), f"{image['v_agree']}/{report.votes}", verdict)
+    for error in report.errors:
+        table.add_row(error["path"], "", "", f"[yellow]unreadable[/yellow]: {error['error']}")
+    console.print(table)
+    console.print(
+        f"accepted {report.accepted}, rejected {report.rejected}, unreadable {report.unreadable} "
+        f"({report.seconds:.1f} s)"
+    )
