@@ -59,3 +59,37 @@ def evaluate(
         count=len(split),
         predictions=all_predictions,
     )
+
+
+@torch.no_grad()
+def predict_per_sample(
+    model: nn.Module, images: torch.Tensor, tol: float | None = None, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predictions, NFE per image) with each image solved on its own steps at ``tol``.
+
+    For an ODE-Net, each image follows the steps torchdiffeq would take on it alone
+    (:mod:`nodeguard.solver`), so results do not depend on the batch. Models without a
+    solver are classified in plain batches (NFE 0).
+    """
+    from .models import is_ode_model
+    from .solver import solve_per_sample
+
+    model.eval()
+    device = next(model.parameters()).device
+    predictions, nfes = [], []
+    for chunk in images.split(batch_size):
+        chunk = chunk.to(device)
+        if is_ode_model(model):
+            tolerance = model.tol if tol is None else tol
+            features = model.features(chunk)
+            solution = solve_per_sample(
+                model.odeblock.func, features, torch.full((len(chunk),), float(tolerance), dtype=torch.float64)
+            )
+            predictions.append(model.head(solution.y1).argmax(1).cpu())
+            nfes.append(solution.nfe.cpu())
+        else:
+            predictions.append(model(chunk).argmax(1).cpu())
+            nfes.append(torch.zeros(len(chunk), dtype=torch.long))
+    if not predictions:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    return torch.cat(predictions), torch.cat(nfes)

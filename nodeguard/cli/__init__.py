@@ -10,7 +10,8 @@ from .. import __version__
 from . import models as models_cli
 from .attack import attack
 from .defend import defend
-from .pending import PASS_THROUGH, not_implemented
+from .roc import roc
+from .sweep import sweep
 from .train import train
 
 app = typer.Typer(
@@ -40,9 +41,9 @@ def root(
 app.command("train")(train)
 app.command("attack")(attack)
 app.command("defend")(defend)
+app.command("sweep")(sweep)
+app.command("roc")(roc)
 app.add_typer(models_cli.app, name="models")
-for _command, _issue in (("sweep", 4), ("roc", 6)):
-    app.command(_command, context_settings=PASS_THROUGH)(not_implemented(_command, _issue))
 
 
 def main() -> None:

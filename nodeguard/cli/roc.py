@@ -1,0 +1,88 @@
+"""`nodeguard roc`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..defense import DEFAULT_TOL_RANGE
+from ..errors import ConfigError
+from ..registry import Registry
+from ..roc import RocReport, RocSettings, run_roc
+from ._errors import reports_errors
+from ._options import DeviceOption, JsonOption, ModelOption, SeedOption
+from ._output import Output
+from .defend import parse_tol_range
+
+
+def parse_votes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--votes takes integers separated by commas, got {text!r}") from None
+
+
+@reports_errors
+def roc(
+    model: ModelOption = None,
+    votes: Annotated[str, typer.Option("--votes", help="Numbers of votes V, one curve each.")] = "5,10,15,20",
+    count: Annotated[int, typer.Option("--count", help="Pristine test images (CW attacked at tol_train).")] = 200,
+    tol_range: Annotated[
+        str, typer.Option("--tol-range", help="Log-uniform range of the drawn tolerances.")
+    ] = f"{DEFAULT_TOL_RANGE[0]:g},{DEFAULT_TOL_RANGE[1]:g}",
+    seed: SeedOption = 0,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the ROC picture to this PNG file.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="CW steps per search, if the attack must run.")] = None,
+    binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="CW searches over c.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="(image, tolerance) pairs solved together.")] = 512,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """ROC curves of tolerance randomization: pristine images against their CW adversarials.
+
+    Uses the model's CW attack set made at tol_attack = tol_train (running the attack if
+    there is none); votes are cached, so re-plotting is instant.
+    """
+    low, high = parse_tol_range(tol_range)
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise ConfigError(f"--plot writes a PNG file, got {plot.name}")
+    options = {key: value for key, value in (("steps", steps), ("binary_steps", binary_steps)) if value is not None}
+    settings = RocSettings(
+        votes=parse_votes(votes),
+        count=count,
+        tol_low=low,
+        tol_high=high,
+        seed=seed,
+        batch_size=batch_size,
+        attack_options=options,
+    )
+    output = Output(json_output)
+    with output.reporter() as reporter:
+        report = run_roc(settings, model=model, registry=Registry(), device=device, plot=plot, progress=reporter)
+    output.result(report.to_dict(), lambda console: render(console, report))
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def render(console: Console, report: RocReport) -> None:
+    table = Table(title=f"{report.model}: {report.pristine} pristine vs {report.adversarial} CW adversarials")
+    for column in ("V", "AUC", "rejected @ ≥90% accepted", "v_min", "rejected @ ≥95% accepted", "v_min "):
+        table.add_column(column, justify="right", no_wrap=True)
+    for curve in report.curves:
+        table.add_row(
+            str(curve["votes"]),
+            f"{curve['auc']:.3f}",
+            _share(curve["rejected_at_90_accept"]),
+            str(curve["vmin_at_90_accept"]),
+            _share(curve["rejected_at_95_accept"]),
+            str(curve["vmin_at_95_accept"]),
+        )
+    console.print(table)
+    if report.plot:
+        console.print(f"ROC picture: {report.plot}")

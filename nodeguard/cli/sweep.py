@@ -1,0 +1,85 @@
+"""`nodeguard sweep`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError
+from ..registry import Registry
+from ..sweep import DEFAULT_TOLS, SweepSettings, run_sweep
+from ..sweep_format import table_cells, write_table
+from ._errors import reports_errors
+from ._options import DeviceOption, JsonOption, ModelOption
+from ._output import Output
+
+
+def parse_tols(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--tols takes numbers separated by commas, got {text!r}") from None
+
+
+@reports_errors
+def sweep(
+    model: ModelOption = None,
+    tols: Annotated[str, typer.Option("--tols", help="Tolerances tau, comma separated.")] = ",".join(
+        f"{tol:g}" for tol in DEFAULT_TOLS
+    ),
+    baseline: Annotated[str | None, typer.Option("--baseline", help="A ResNet model for the reference column.")] = None,
+    attack: Annotated[str | None, typer.Option("--attack", help="Also attack at each tau: cw or pgd.")] = None,
+    count: Annotated[int, typer.Option("--count", help="Images attacked per cell.")] = 100,
+    tol_attack: Annotated[
+        float | None,
+        typer.Option("--tol-attack", help="Decoupled: attack once at this tau, classify at each tau_test."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Attack steps (per c search step for cw).")] = None,
+    binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="cw: searches over c.")] = None,
+    test_limit: Annotated[int | None, typer.Option("--test-limit", help="Error on the first N test images.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the table to FILE.csv, .md or .json.")] = None,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Print the tau tables: error, NFE and (with --attack) attack results against tau.
+
+    Every cell is cached in the model's folder: an identical sweep recomputes nothing.
+    """
+    options = {key: value for key, value in (("steps", steps), ("binary_steps", binary_steps)) if value is not None}
+    settings = SweepSettings(
+        tols=parse_tols(tols),
+        attack=attack,
+        count=count,
+        tol_attack=tol_attack,
+        test_limit=test_limit,
+        attack_options=options,
+    )
+    output = Output(json_output)
+    with output.reporter() as reporter:
+        report = run_sweep(
+            settings, model=model, baseline=baseline, registry=Registry(), device=device, progress=reporter
+        )
+    data = report.to_dict()
+    if out is not None:
+        write_table(data, out)
+    output.result(data, lambda console: render(console, data))
+
+
+def render(console: Console, data: dict) -> None:
+    mode = ""
+    if data["attack"]:
+        mode = f", {data['attack']} on {data['count']} images " + (
+            f"made at tau_attack={data['tol_attack']:g}" if data["tol_attack"] else "at tau_attack = tau"
+        )
+    header, body = table_cells(data)
+    table = Table(title=f"{data['model']}: tau_test across{mode}")
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index == 0 else "right", no_wrap=True)
+    for row in body:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"cells computed {data['cells_computed']}, reused from cache {data['cells_reused']}")

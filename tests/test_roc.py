@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nodeguard.cli import app
+from nodeguard.defense import DefenseSettings, ToleranceRandomization
+from nodeguard.errors import ConfigError
+from nodeguard.loading import load_model
+from nodeguard.progress import RecordingProgress
+from nodeguard.roc import RocSettings, roc_from_scores, run_roc
+
+FAST_ATTACK = {"steps": 30, "binary_steps": 3}
+
+
+def test_auc_and_operating_points_by_hand():
+    # pairs (pristine, adversarial): 5>3, 5>4, 5=5 (half), twice; 4>3, 4=4 (half), 4<5 -> 6.5 of 9
+    curve = roc_from_scores(np.array([5, 5, 4]), np.array([3, 4, 5]), votes=5)
+    assert curve.auc == pytest.approx(6.5 / 9)
+    by_vmin = {point["vmin"]: point for point in curve.points}
+    assert by_vmin[0] == {"vmin": 0, "tpr": 1.0, "fpr": 1.0}
+    assert by_vmin[3]["tpr"] == 1.0 and by_vmin[3]["fpr"] == pytest.approx(2 / 3)
+    assert by_vmin[4]["tpr"] == pytest.approx(2 / 3) and by_vmin[4]["fpr"] == pytest.approx(1 / 3)
+    assert by_vmin[5] == {"vmin": 5, "tpr": 0.0, "fpr": 0.0}
+    # at least 90% of pristine accepted only up to v_min = 3, which rejects 1 adversarial in 3
+    assert curve.rejected_at_90_accept == pytest.approx(1 / 3) and curve.vmin_at_90_accept == 3
+
+
+def test_perfect_and_useless_detectors():
+    assert roc_from_scores(np.array([5, 5]), np.array([1, 2]), votes=5).auc == 1.0
+    assert roc_from_scores(np.array([3, 3]), np.array([3, 3]), votes=5).auc == 0.5
+    perfect = roc_from_scores(np.array([5, 5]), np.array([1, 2]), votes=5)
+    assert perfect.rejected_at_90_accept == 1.0 and perfect.rejected_at_95_accept == 1.0
+    with pytest.raises(ConfigError, match="at least one successful adversarial"):
+        roc_from_scores(np.array([5]), np.array([]), votes=5)
+
+
+def test_roc_runs_the_attack_then_caches_the_votes(tiny_model, tmp_path):
+    settings = RocSettings(votes=(3, 5), count=6, attack_options=FAST_ATTACK)
+    progress = RecordingProgress()
+    first = run_roc(settings, model=tiny_model, device="cpu", plot=tmp_path / "roc.png", progress=progress)
+    assert any("running the attack" in message for message in progress.messages)
+    assert not first.votes_reused and first.pristine == 6 and first.adversarial >= 1
+    assert [curve["votes"] for curve in first.curves] == [3, 5]
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for curve in first.curves:
+        assert 0.0 <= curve["auc"] <= 1.0 and len(curve["points"]) == curve["votes"] + 1
+
+    again_progress = RecordingProgress()
+    again = run_roc(settings, model=tiny_model, device="cpu", progress=again_progress)
+    assert again.votes_reused and again.curves == first.curves
+    assert any("nothing to solve" in message for message in again_progress.messages)
+
+
+def test_smaller_v_curves_use_the_first_draws_of_the_largest(tiny_model):
+    from nodeguard.adversarial import AttackSettings, load_attack_set, run_attack
+    from nodeguard.registry import Registry
+
+    settings = RocSettings(votes=(2, 6), count=5, attack_options=FAST_ATTACK)
+    report = run_roc(settings, model=tiny_model, device="cpu")
+    attack = run_attack(AttackSettings(count=5, **FAST_ATTACK), model=tiny_model, device="cpu")
+    pristine = load_attack_set(Registry(), tiny_model, attack.set)["clean"]
+    model = load_model(tiny_model, device="cpu").model
+    two = ToleranceRandomization(model, DefenseSettings(votes=2, vmin=0)).vote(pristine)
+    expected_tpr = [float((two.v_agree() > vmin).float().mean()) for vmin in range(3)]
+    curve_two = report.curves[0]
+    assert [point["tpr"] for point in curve_two["points"]] == pytest.approx(expected_tpr)
+    six = ToleranceRandomization(model, DefenseSettings(votes=6, vmin=0)).vote(pristine)
+    assert torch.equal(six.predictions[:, :2], two.predictions)
+
+
+def test_roc_cli_json(tiny_model, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "roc",
+            "--votes",
+            "3,5",
+            "--count",
+            "5",
+            "--steps",
+            "30",
+            "--binary-steps",
+            "3",
+            "--json",
+            "--plot",
+            str(tmp_path / "r.png"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    curve = data["curves"][0]
+    for key in ("votes", "auc", "points", "rejected_at_90_accept"):
+        assert key in curve
+    assert set(curve["points"][0]) == {"vmin", "tpr", "fpr"}
+    human = CliRunner().invoke(app, ["roc", "--votes", "3,5", "--count", "5", "--steps", "30", "--binary-steps", "3"])
+    assert human.exit_code == 0 and "AUC" in human.stdout
+    bad = CliRunner().invoke(app, ["roc", "--votes", "five"])
+    assert bad.exit_code == 1 and bad.stderr.startswith("error:")

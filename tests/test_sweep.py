@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nodeguard.adversarial import AttackSettings, load_attack_set, run_attack
+from nodeguard.cli import app
+from nodeguard.errors import ConfigError
+from nodeguard.evaluation import predict_per_sample
+from nodeguard.loading import load_model
+from nodeguard.progress import RecordingProgress
+from nodeguard.sweep import SweepSettings, run_sweep
+from nodeguard.sweep_format import to_markdown
+
+runner = CliRunner()
+FAST_ATTACK = {"steps": 8, "binary_steps": 1}
+
+
+def test_error_rows_match_the_model_at_each_tolerance(tiny_model, registry):
+    report = run_sweep(SweepSettings(tols=(1e-3, 1e-1), test_limit=40), model=tiny_model, device="cpu")
+    assert [row["tol"] for row in report.rows] == [1e-3, 1e-1]
+    loaded = load_model(tiny_model, device="cpu")
+    from nodeguard.data import load_dataset
+
+    test = load_dataset("mnist5k").test.subset(40)
+    for row in report.rows:
+        predictions, nfe = predict_per_sample(loaded.model, test.float_images(), tol=row["tol"])
+        assert row["error"] == pytest.approx(float((predictions != test.labels).float().mean()))
+        assert row["nfe"] == pytest.approx(float(nfe.float().mean()))
+    assert report.rows[0]["nfe"] >= report.rows[1]["nfe"]  # tighter tolerance, at least as many steps
+
+
+def test_attack_columns_use_tau_attack_equal_to_tau_test(tiny_model, registry):
+    settings = SweepSettings(tols=(1e-3, 1e-1), attack="cw", count=4, test_limit=20, attack_options=FAST_ATTACK)
+    report = run_sweep(settings, model=tiny_model, device="cpu")
+    for row in report.rows:
+        direct = run_attack(
+            AttackSettings(tol_attack=row["tol"], count=4, **FAST_ATTACK), model=tiny_model, device="cpu"
+        )
+        assert direct.reused and direct.set == row["set"]  # the sweep made exactly this attack set
+        assert row["success_rate"] == direct.success_rate and row["mean_l2"] == direct.mean_l2
+
+
+def test_decoupled_mode_classifies_one_attack_set_at_each_tau(tiny_model, registry):
+    settings = SweepSettings(
+        tols=(1e-4, 1e-1), attack="cw", count=6, tol_attack=1e-3, test_limit=20, attack_options=FAST_ATTACK
+    )
+    report = run_sweep(settings, model=tiny_model, device="cpu")
+    made = run_attack(AttackSettings(tol_attack=1e-3, count=6, **FAST_ATTACK), model=tiny_model, device="cpu")
+    assert made.reused
+    data = load_attack_set(registry, tiny_model, made.set)
+    loaded = load_model(tiny_model, device="cpu")
+    for row in report.rows:
+        predictions, _ = predict_per_sample(loaded.model, data["adversarial"], tol=row["tol"])
+        still = data["success"] & (predictions != data["labels"])
+        assert row["success_rate"] == pytest.approx(float(still.float().mean()))
+    assert report.tol_attack == 1e-3
+
+
+def test_identical_sweep_recomputes_nothing(tiny_model, registry):
+    settings = SweepSettings(tols=(1e-2,), attack="cw", count=3, test_limit=10, attack_options=FAST_ATTACK)
+    first = run_sweep(settings, model=tiny_model, device="cpu")
+    assert first.cells_computed == 2 and first.cells_reused == 0
+    progress = RecordingProgress()
+    second = run_sweep(settings, model=tiny_model, device="cpu", progress=progress)
+    assert second.cells_computed == 0 and second.cells_reused == 2
+    assert second.rows == first.rows
+    assert any("nothing was recomputed" in message for message in progress.messages)
+    files = sorted(p.name for p in (registry.model_dir(tiny_model) / "sweep").iterdir())
+    saved = json.loads((registry.model_dir(tiny_model) / "sweep" / files[0]).read_text())
+    assert saved["settings"]["cell"] == "error" and saved["settings"]["tol"] == 1e-2
+
+
+def test_baseline_column_and_table_layout(tiny_model, registry):
+    from conftest import tiny_config
+
+    from nodeguard.train import train_model
+
+    train_model(tiny_config(arch="resnet", epochs=1), name="base", registry=registry)
+    report = run_sweep(
+        SweepSettings(tols=(1e-3, 1.0), test_limit=10), model=tiny_model, baseline="base", device="cpu"
+    ).to_dict()
+    assert report["baseline"]["model"] == "base" and "error" in report["baseline"]
+    markdown = to_markdown(report).splitlines()
+    assert markdown[0] == "| metric | base | tau=0.001 | tau=1 |"
+    assert markdown[2].startswith("| error % |") and markdown[3].startswith("| mean NFE | - |")
+    with pytest.raises(ConfigError, match="no solver tolerance"):
+        run_sweep(SweepSettings(tols=(1e-3,)), model="base", device="cpu")
+
+
+def test_sweep_cli_json_and_out_files(tiny_model, tmp_path):
+    result = runner.invoke(
+        app, ["sweep", "--tols", "1e-3,1e-1", "--test-limit", "10", "--json", "--out", str(tmp_path / "table.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [row["tol"] for row in data["rows"]] == [1e-3, 1e-1] and data["baseline"] is None
+    assert {"tol", "error", "nfe"} <= set(data["rows"][0])
+    rows = list(csv.DictReader((tmp_path / "table.csv").open()))
+    assert [float(row["tol"]) for row in rows] == [1e-3, 1e-1]
+    human = runner.invoke(app, ["sweep", "--tols", "1e-3", "--test-limit", "10", "--out", str(tmp_path / "t.md")])
+    assert human.exit_code == 0 and "reused from cache 1" in human.stdout
+    assert (tmp_path / "t.md").read_text().startswith("| metric |")
+    bad = runner.invoke(app, ["sweep", "--tols", "1e-3,abc"])
+    assert bad.exit_code == 1 and bad.stderr.startswith("error:")
+    bad_out = runner.invoke(app, ["sweep", "--tols", "1e-3", "--test-limit", "10", "--out", str(tmp_path / "t.xlsx")])
+    assert bad_out.exit_code == 1 and ".csv, .md or .json" in bad_out.stderr
