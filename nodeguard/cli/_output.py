@@ -92,6 +92,13 @@ class Output:
     def reporter(self) -> RichReporter:
         return RichReporter(self.stderr)
 
+    def run(self, stage, render, **kwargs: Any) -> Any:
+        """Run a library stage with progress bars, then print its result (JSON or human)."""
+        with self.reporter() as reporter:
+            report = stage(progress=reporter, **kwargs)
+        self.result(report.to_dict(), lambda console: render(console, report))
+        return report
+
     def result(self, data: dict[str, Any], render=None) -> None:
         if self.json_mode:
             sys.stdout.write(json.dumps(_clean(data), default=_json_default) + "\n")

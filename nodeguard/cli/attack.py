@@ -66,18 +66,16 @@ def attack(
         eps=eps,
         seed=seed,
     )
-    output = Output(json_output)
-    with output.reporter() as reporter:
-        report = run_attack(
-            settings,
-            model=model,
-            registry=Registry(),
-            device=device,
-            data_dir=str(data_dir) if data_dir else None,
-            export_dir=export,
-            progress=reporter,
-        )
-    output.result(report.to_dict(), lambda console: render(console, report))
+    Output(json_output).run(
+        run_attack,
+        render,
+        settings=settings,
+        model=model,
+        registry=Registry(),
+        device=device,
+        data_dir=str(data_dir) if data_dir else None,
+        export_dir=export,
+    )
 
 
 def _fmt(value: float | None, spec: str) -> str:

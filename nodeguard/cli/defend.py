@@ -19,14 +19,7 @@ from ..registry import Registry, atomic_write_text
 from ._errors import reports_errors
 from ._options import DeviceOption, JsonOption, ModelOption, SeedOption
 from ._output import Output
-
-
-def parse_tol_range(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--tol-range takes two numbers like 1e-5,1e-1, got {text!r}") from None
-    return low, high
+from ._parsing import parse_tol_range
 
 
 @reports_errors

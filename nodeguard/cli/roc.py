@@ -16,14 +16,7 @@ from ..roc import RocReport, RocSettings, run_roc
 from ._errors import reports_errors
 from ._options import DeviceOption, JsonOption, ModelOption, SeedOption
 from ._output import Output
-from .defend import parse_tol_range
-
-
-def parse_votes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"--votes takes integers separated by commas, got {text!r}") from None
+from ._parsing import parse_list, parse_tol_range
 
 
 @reports_errors
@@ -52,7 +45,7 @@ def roc(
         raise ConfigError(f"--plot writes a PNG file, got {plot.name}")
     options = {key: value for key, value in (("steps", steps), ("binary_steps", binary_steps)) if value is not None}
     settings = RocSettings(
-        votes=parse_votes(votes),
+        votes=parse_list(votes, int, "--votes", "5,10,15,20"),
         count=count,
         tol_low=low,
         tol_high=high,
@@ -60,10 +53,9 @@ def roc(
         batch_size=batch_size,
         attack_options=options,
     )
-    output = Output(json_output)
-    with output.reporter() as reporter:
-        report = run_roc(settings, model=model, registry=Registry(), device=device, plot=plot, progress=reporter)
-    output.result(report.to_dict(), lambda console: render(console, report))
+    Output(json_output).run(
+        run_roc, render, settings=settings, model=model, registry=Registry(), device=device, plot=plot
+    )
 
 
 def _share(value: float | None) -> str:
@@ -72,7 +64,7 @@ def _share(value: float | None) -> str:
 
 def render(console: Console, report: RocReport) -> None:
     table = Table(title=f"{report.model}: {report.pristine} pristine vs {report.adversarial} CW adversarials")
-    for column in ("V", "AUC", "rejected @ ≥90% accepted", "v_min", "rejected @ ≥95% accepted", "v_min "):
+    for column in ("V", "AUC", "rejected at 90%", "v_min", "rejected at 95%", "v_min "):
         table.add_column(column, justify="right", no_wrap=True)
     for curve in report.curves:
         table.add_row(
@@ -84,5 +76,9 @@ def render(console: Console, report: RocReport) -> None:
             str(curve["vmin_at_95_accept"]),
         )
     console.print(table)
+    console.print(
+        "rejected at 90% (95%): the largest share of adversarials rejected by a v_min that still accepts "
+        "at least 90% (95%) of pristine images"
+    )
     if report.plot:
         console.print(f"ROC picture: {report.plot}")

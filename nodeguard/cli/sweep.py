@@ -9,20 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import ConfigError
 from ..registry import Registry
 from ..sweep import DEFAULT_TOLS, SweepSettings, run_sweep
 from ..sweep_format import table_cells, write_table
 from ._errors import reports_errors
 from ._options import DeviceOption, JsonOption, ModelOption
 from ._output import Output
-
-
-def parse_tols(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"--tols takes numbers separated by commas, got {text!r}") from None
+from ._parsing import parse_list
 
 
 @reports_errors
@@ -51,7 +44,7 @@ def sweep(
     """
     options = {key: value for key, value in (("steps", steps), ("binary_steps", binary_steps)) if value is not None}
     settings = SweepSettings(
-        tols=parse_tols(tols),
+        tols=parse_list(tols, float, "--tols", "1e-4,1e-3,1e-2"),
         attack=attack,
         count=count,
         tol_attack=tol_attack,

@@ -62,19 +62,16 @@ def train(
         train_limit=train_limit,
         test_limit=test_limit,
     )
-    output = Output(json_output)
-    with output.reporter() as reporter:
-        result = train_model(
-            config,
-            name=name,
-            registry=Registry(),
-            device=device,
-            data_dir=str(data_dir) if data_dir else None,
-            restart=restart,
-            progress=reporter,
-        )
-    data = result.to_dict()
-    output.result(data, lambda console: render(console, result))
+    Output(json_output).run(
+        train_model,
+        render,
+        config=config,
+        name=name,
+        registry=Registry(),
+        device=device,
+        data_dir=str(data_dir) if data_dir else None,
+        restart=restart,
+    )
 
 
 def render(console: Console, result: TrainResult) -> None:
