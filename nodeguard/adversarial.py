@@ -41,6 +41,9 @@ SET_FILE = "attack_set.pt"
 PARTIAL_FILE = "partial.pt"
 SUMMARY_FILE = "summary.json"
 DEFAULT_STEPS = {"cw": 100, "pgd": 40}
+# Part of every attack set's key: bump it when an attack's algorithm changes, so sets
+# made by older code are never taken for new ones.
+ALGORITHM_VERSIONS = {"cw": 2, "pgd": 1}
 DEFAULT_EPS = {"linf": 0.1, "l2": 2.0}
 
 
@@ -82,6 +85,7 @@ class AttackSettings:
         """Every setting that shapes the attack set, defaults filled in."""
         common = {
             "attack": self.attack,
+            "algorithm_version": ALGORITHM_VERSIONS[self.attack],
             "tol_attack": float(self.tol_attack if self.tol_attack is not None else tol_train),
             "count": self.count,
             "split": self.split,
