@@ -22,7 +22,7 @@ def attack(
     name: Annotated[str, typer.Argument(help="cw (Carlini-Wagner L2, c searched per sample) or pgd.")],
     model: ModelOption = None,
     tol_attack: Annotated[
-        float | None, typer.Option("--tol-attack", help="Solver tolerance the attacker uses [default: tol_train].")
+        float | None, typer.Option("--tol-attack", help="Solver tolerance the attacker uses (default: tol_train).")
     ] = None,
     count: Annotated[int, typer.Option("--count", help="Number of images to attack.")] = defaults.count,
     split: Annotated[str, typer.Option("--split", help="test or train.")] = defaults.split,
@@ -36,7 +36,7 @@ def attack(
     lr: Annotated[float, typer.Option("--lr", help="cw: Adam learning rate.")] = defaults.lr,
     kappa: Annotated[float, typer.Option("--kappa", help="cw: confidence.")] = defaults.kappa,
     norm: Annotated[str, typer.Option("--norm", help="pgd: linf or l2.")] = defaults.norm,
-    eps: Annotated[float | None, typer.Option("--eps", help="pgd: budget [default: 0.1 linf, 2.0 l2].")] = None,
+    eps: Annotated[float | None, typer.Option("--eps", help="pgd: budget (default: 0.1 linf, 2.0 l2).")] = None,
     seed: SeedOption = defaults.seed,
     export: Annotated[
         Path | None, typer.Option("--export", help="Also write pristine/ and adversarial/ PNG files here.")

@@ -27,7 +27,7 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size")] = defaults.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.")] = defaults.lr,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = defaults.weight_decay,
-    filters: Annotated[int | None, typer.Option("--filters", help="[default: 64, 256 for cifar10]")] = None,
+    filters: Annotated[int | None, typer.Option("--filters", help="Filters (default: 64, 256 for cifar10).")] = None,
     augment: Annotated[
         bool, typer.Option("--augment/--no-augment", help="Random affine (digits) or crop/flip/jitter.")
     ] = True,
@@ -37,7 +37,7 @@ def train(
     test_limit: Annotated[int | None, typer.Option("--test-limit", help="Evaluate on the first N test images.")] = None,
     seed: SeedOption = defaults.seed,
     device: DeviceOption = "auto",
-    name: Annotated[str | None, typer.Option("--name", help="Model name [default: {arch}-{dataset}].")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Model name (default: {arch}-{dataset}).")] = None,
     data_dir: DataDirOption = None,
     restart: Annotated[
         bool, typer.Option("--restart", help="Discard an earlier run of this name and start over.")
