@@ -33,7 +33,7 @@ from .images import save_png
 from .loading import LoadedModel, load_model
 from .models import is_ode_model
 from .progress import Progress, SilentProgress
-from .registry import Registry, atomic_write_json, atomic_write_text, load_torch_file
+from .registry import Registry, atomic_torch_save, atomic_write_json, atomic_write_text, load_torch_file
 
 ATTACKS = ("cw", "pgd")
 ATTACKS_FOLDER = "attacks"
@@ -362,8 +362,7 @@ def _attack_batches(loaded, pinned, resolved, key, folder, ode, data_dir, progre
                 "seconds": time.perf_counter() - started,
             }
         )
-        torch.save(partial, partial_path.with_suffix(".tmp"))
-        partial_path.with_suffix(".tmp").replace(partial_path)
+        atomic_torch_save(partial_path, partial)
         successes += int(success.sum())
         attacked += len(success)
         task.advance(1, success=successes / attacked)
@@ -373,8 +372,6 @@ def _attack_batches(loaded, pinned, resolved, key, folder, ode, data_dir, progre
     data = {key_: torch.cat([batch[key_] for batch in batches]) for key_ in batches[0] if key_ != "seconds"}
     data["indices"] = indices
     seconds = float(sum(batch["seconds"] for batch in batches))
-    from .registry import atomic_torch_save
-
     atomic_torch_save(
         folder / SET_FILE,
         {
