@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from .images import save_png
 from .loading import LoadedModel, load_model
 from .models import is_ode_model
 from .progress import Progress, SilentProgress
-from .registry import Registry, atomic_torch_save, atomic_write_json, atomic_write_text, load_torch_file
+from .registry import Registry, atomic_write_json, atomic_write_text, load_torch_file, save_tagged
 
 ATTACKS = ("cw", "pgd")
 ATTACKS_FOLDER = "attacks"
@@ -282,9 +281,8 @@ def run_attack(
 
     if (folder / SET_FILE).is_file():
         data = load_attack_set(registry, loaded.name, key)
-        summary = json.loads((folder / SUMMARY_FILE).read_text())
         progress.log(f"attack set {key} already exists for {loaded.name}; reusing it")
-        report = summarise(data, loaded.name, resolved, key, folder, summary["seconds"])
+        report = summarise(data, loaded.name, resolved, key, folder, float(data["seconds"]))
         report.reused = True
     else:
         with registry.exclusive(loaded.name, "attacked"):
@@ -306,20 +304,18 @@ def _attack_batches(loaded, pinned, resolved, key, folder, ode, data_dir, progre
     dataset = load_dataset(loaded.dataset, data_dir)
     split = dataset.split(resolved["split"])
     if partial_path.is_file():
-        partial = load_torch_file(partial_path, expected_kind="partial_attack_set")
+        saved = load_torch_file(partial_path, expected_kind="partial_attack_set")
+        partial = {"indices": saved["indices"], "batches": saved["batches"]}
         progress.log(f"continuing attack {key} after {len(partial['batches'])} finished batches")
     else:
-        progress.log(f"choosing {resolved['count']} {resolved['split']} images")
+        progress.log(
+            f"no {resolved['attack']} attack set of {resolved['count']} {resolved['split']} images at "
+            f"tol_attack {resolved['tol_attack']:g} for {loaded.name} yet; running the attack"
+        )
         indices = select_samples(
             pinned, split, resolved["count"], resolved["only_correct"], resolved["batch_size"], ode
         )
-        partial = {
-            "format": "nodeguard-checkpoint",
-            "version": 1,
-            "kind": "partial_attack_set",
-            "indices": indices,
-            "batches": [],
-        }
+        partial = {"indices": indices, "batches": []}
     indices: torch.Tensor = partial["indices"]
     if len(indices) == 0:
         raise ConfigError(f"no {resolved['split']} image to attack (none classified correctly at this tolerance)")
@@ -342,7 +338,8 @@ def _attack_batches(loaded, pinned, resolved, key, folder, ode, data_dir, progre
             adversarial = run_pgd(attack, clean, labels.to(loaded.device), resolved["seed"] + batch_number)
         adversarial = adversarial.detach().clamp(0, 1)
         predictions = classify_each(pinned, adversarial, ode)
-        clean_predictions = classify_each(pinned, clean, ode)
+        # with --only-correct, select_samples classified these very images alone already
+        clean_predictions = labels.clone() if resolved["only_correct"] else classify_each(pinned, clean, ode)
         success = (predictions != labels) & (clean_predictions == labels)
         adversarial_8bit, success_8bit, grid_method = finish_on_8bit_grid(
             pinned, clean, adversarial, labels, success, ode
@@ -362,7 +359,7 @@ def _attack_batches(loaded, pinned, resolved, key, folder, ode, data_dir, progre
                 "seconds": time.perf_counter() - started,
             }
         )
-        atomic_torch_save(partial_path, partial)
+        save_tagged(partial_path, "partial_attack_set", partial)
         successes += int(success.sum())
         attacked += len(success)
         task.advance(1, success=successes / attacked)
@@ -372,20 +369,6 @@ def _attack_batches(loaded, pinned, resolved, key, folder, ode, data_dir, progre
     data = {key_: torch.cat([batch[key_] for batch in batches]) for key_ in batches[0] if key_ != "seconds"}
     data["indices"] = indices
     seconds = float(sum(batch["seconds"] for batch in batches))
-    atomic_torch_save(
-        folder / SET_FILE,
-        {
-            "format": "nodeguard-checkpoint",
-            "version": 1,
-            "kind": "attack_set",
-            "settings": resolved,
-            "seconds": seconds,
-            **data,
-        },
-    )
+    save_tagged(folder / SET_FILE, "attack_set", {"settings": resolved, "seconds": seconds, **data})
     partial_path.unlink(missing_ok=True)
     return data, seconds
-
-
-def remove_attack_sets(registry: Registry, model: str) -> None:
-    shutil.rmtree(registry.model_dir(model) / ATTACKS_FOLDER, ignore_errors=True)

@@ -106,6 +106,12 @@ def load_torch_file(path: Path, expected_kind: str | None = None) -> dict[str, A
     return payload
 
 
+def save_tagged(path: Path, kind: str, payload: dict[str, Any]) -> None:
+    """Save a weights_only-loadable dict with nodeguard's format marker and its ``kind``,
+    atomically; :func:`load_torch_file` reads it back."""
+    atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": kind, **payload})
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -306,9 +312,8 @@ class Registry:
             raise RegistryError(f"{path} is damaged (not valid JSON)") from None
 
     def write_tensors(self, name: str, filename: str, kind: str, payload: dict[str, Any]) -> None:
-        """Save a weights_only-loadable dict, tagged with nodeguard's format marker."""
-        body = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": kind, **payload}
-        atomic_torch_save(self.model_dir(name) / filename, body)
+        """Save a weights_only-loadable dict under the model's folder (see :func:`save_tagged`)."""
+        save_tagged(self.model_dir(name) / filename, kind, payload)
 
     def read_tensors(self, name: str, filename: str, kind: str | None = None) -> dict[str, Any]:
         return load_torch_file(self.model_dir(name) / filename, expected_kind=kind)

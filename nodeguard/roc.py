@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from sklearn.metrics import auc, roc_curve
 
-from .adversarial import AttackSettings, attack_folder, load_attack_set, run_attack, settings_key
+from .adversarial import AttackSettings, load_attack_set, run_attack
 from .defense import DEFAULT_TOL_RANGE, DefenseSettings, ToleranceRandomization, Votes
 from .errors import ConfigError
 from .loading import load_model
@@ -145,7 +145,6 @@ def cached_votes(
     for name, group in images.items():
         progress.log(f"voting on {len(group)} {name} images with {max(settings.votes)} tolerances each")
         predictions[name] = defense.vote(group, progress=progress).predictions
-    path.parent.mkdir(parents=True, exist_ok=True)
     registry.write_tensors(
         loaded.name,
         f"{VOTES_FOLDER}/{path.name}",
@@ -168,9 +167,6 @@ def run_roc(
     progress = progress or SilentProgress()
     loaded = load_model(model, registry=registry, device=device)
     attack_settings = AttackSettings(attack="cw", count=settings.count, **settings.attack_options)
-    key = settings_key(attack_settings.resolved(loaded.tol_train))
-    if not (attack_folder(registry, loaded.name, key) / "attack_set.pt").is_file():
-        progress.log(f"no CW attack set of {settings.count} images at tol_attack = tol_train yet; running the attack")
     report = run_attack(attack_settings, registry=registry, loaded=loaded, progress=progress)
     data = load_attack_set(registry, loaded.name, report.set)
     pristine = data["clean"]

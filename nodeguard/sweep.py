@@ -89,7 +89,6 @@ class CellCache:
             self.reused += 1
             return cached["values"]
         values = compute()
-        (self.registry.model_dir(self.model) / SWEEP_FOLDER).mkdir(parents=True, exist_ok=True)
         self.registry.write_json(self.model, filename, {"settings": settings, "values": values})
         self.computed += 1
         return values
