@@ -201,16 +201,23 @@ def load_attack_set(registry: Registry, model: str, key: str) -> dict[str, Any]:
     return load_torch_file(attack_folder(registry, model, key) / SET_FILE, expected_kind="attack_set")
 
 
+def perturbation_stats(l2: torch.Tensor, mask: torch.Tensor, dims: int) -> dict[str, float | None]:
+    """Mean and median L2 and mean MSE (||delta||^2 / d) over the samples in ``mask``."""
+    chosen = l2[mask]
+    if len(chosen) == 0:
+        return {"mean_l2": None, "median_l2": None, "mean_mse": None}
+    return {
+        "mean_l2": float(chosen.mean()),
+        "median_l2": float(chosen.median()),
+        "mean_mse": float((chosen.square() / dims).mean()),
+    }
+
+
 def summarise(data: dict[str, Any], model: str, resolved: dict[str, Any], key: str, folder: Path, seconds: float):
     success, success_8bit = data["success"], data["success_8bit"]
-    l2 = data["l2"]
     dims = data["clean"][0].numel() if len(data["clean"]) else 1
     l2_8bit = (data["adversarial_8bit"].float() / 255 - data["clean"]).flatten(1).norm(dim=1)
     count = len(success)
-
-    def mean_of(values: torch.Tensor) -> float | None:
-        return float(values.mean()) if len(values) else None
-
     method = data["grid_method"]
     return AttackReport(
         model=model,
@@ -218,11 +225,9 @@ def summarise(data: dict[str, Any], model: str, resolved: dict[str, Any], key: s
         tol_attack=resolved["tol_attack"],
         count=count,
         success_rate=float(success.float().mean()) if count else 0.0,
-        mean_l2=mean_of(l2[success]),
-        median_l2=float(l2[success].median()) if success.any() else None,
-        mean_mse=mean_of(l2[success].square() / dims),
+        **perturbation_stats(data["l2"], success, dims),
         success_rate_8bit=float(success_8bit.float().mean()) if count else 0.0,
-        mean_l2_8bit=mean_of(l2_8bit[success_8bit]),
+        mean_l2_8bit=perturbation_stats(l2_8bit, success_8bit, dims)["mean_l2"],
         kept_by_rounding=int((method == 1).sum()),
         kept_by_outward_rounding=int((method == 2).sum()),
         lost_on_8bit_grid=int((success & ~success_8bit).sum()),

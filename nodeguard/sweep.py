@@ -15,13 +15,15 @@ is cached in its model's folder under ``sweep/`` with the settings that made it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .adversarial import AttackSettings, load_attack_set, run_attack
-from .data import load_dataset
+from .adversarial import AttackSettings, load_attack_set, perturbation_stats, run_attack
+from .data import ImageSplit, load_dataset
 from .errors import ConfigError
 from .evaluation import predict_per_sample
 from .loading import LoadedModel, load_model
@@ -94,11 +96,22 @@ class CellCache:
         return values
 
 
-def error_cell(loaded: LoadedModel, cache: CellCache, tol: float | None, test_limit: int | None) -> dict[str, Any]:
+def lazy_test_split(loaded: LoadedModel, test_limit: int | None) -> Callable[[], ImageSplit]:
+    """The model's test split, loaded on first use only (a fully cached sweep reads no data)."""
+    return functools.cache(lambda: load_dataset(loaded.dataset).test.subset(test_limit))
+
+
+def error_cell(
+    loaded: LoadedModel,
+    cache: CellCache,
+    tol: float | None,
+    test_limit: int | None,
+    test_split: Callable[[], ImageSplit],
+) -> dict[str, Any]:
     settings = {"cell": "error", "tol": tol, "split": "test", "test_limit": test_limit}
 
     def compute() -> dict[str, Any]:
-        test = load_dataset(loaded.dataset).test.subset(test_limit)
+        test = test_split()
         predictions, nfe = predict_per_sample(loaded.model, test.float_images(), tol=tol)
         return {
             "error": float((predictions != test.labels).float().mean()),
@@ -134,15 +147,13 @@ def decoupled_cell(
 
     def compute() -> dict[str, Any]:
         data = load_attack_set(registry, loaded.name, attack_set)
-        success = data["success"]
         predictions, _ = predict_per_sample(loaded.model, data["adversarial"], tol=tol_test)
-        fooled = success & (predictions != data["labels"])
-        dims = data["clean"][0].numel()
-        l2 = data["l2"]
+        fooled = data["success"] & (predictions != data["labels"])
+        stats = perturbation_stats(data["l2"], fooled, data["clean"][0].numel())
         return {
             "success_rate": float(fooled.float().mean()),
-            "mean_l2": float(l2[fooled].mean()) if fooled.any() else None,
-            "mean_mse": float((l2[fooled] ** 2 / dims).mean()) if fooled.any() else None,
+            "mean_l2": stats["mean_l2"],
+            "mean_mse": stats["mean_mse"],
         }
 
     return cache.get_or_compute(settings, compute)
@@ -172,9 +183,10 @@ def run_sweep(
         decoupled_set = decoupled["set"]
         task.advance(1)
 
+    test_split = lazy_test_split(loaded, settings.test_limit)
     rows = []
     for tol in settings.tols:
-        row: dict[str, Any] = {"tol": tol, **error_cell(loaded, cache, tol, settings.test_limit)}
+        row: dict[str, Any] = {"tol": tol, **error_cell(loaded, cache, tol, settings.test_limit, test_split)}
         task.advance(1)
         if settings.attack is not None:
             if decoupled_set is not None:
@@ -188,7 +200,8 @@ def run_sweep(
     if baseline is not None:
         base = load_model(baseline, registry=registry, device=device)
         base_cache = CellCache(registry, base.name)
-        baseline_row = {"model": base.name, **error_cell(base, base_cache, None, settings.test_limit)}
+        base_test = lazy_test_split(base, settings.test_limit)
+        baseline_row = {"model": base.name, **error_cell(base, base_cache, None, settings.test_limit, base_test)}
         if settings.attack is not None:
             baseline_row.update(base_cache.count_attack(attack_cell(base, registry, settings, None, progress)))
         cache.computed += base_cache.computed
