@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ConfigError
-from .models import ImageClassifier, is_ode_model
+from .models import ODENet, is_ode_model
 from .progress import Progress, SilentProgress
-from .solver import solve_per_sample
 
 DEFAULT_TOL_RANGE = (1e-5, 1e-1)
 
@@ -95,7 +94,7 @@ def draw_tolerances(images: torch.Tensor, votes: int, low: float, high: float, s
 
 @torch.no_grad()
 def classify_at_tolerances(
-    model: ImageClassifier,
+    model: ODENet,
     images: torch.Tensor,
     tolerances: torch.Tensor,
     batch_size: int = 512,
@@ -118,8 +117,8 @@ def classify_at_tolerances(
             computed = model.features(images[needed].to(device))
             features_cache.update(zip(needed, computed, strict=True))
         h0 = torch.stack([features_cache[int(i)] for i in chunk_images])
-        solution = solve_per_sample(model.odeblock.func, h0, pair_tol[start : start + batch_size].to(device))
-        predictions[start : start + batch_size] = model.head(solution.y1).argmax(1).cpu()
+        logits, _nfe = model.classify_features_per_sample(h0, pair_tol[start : start + batch_size].to(device))
+        predictions[start : start + batch_size] = logits.argmax(1).cpu()
         for finished in [i for i in features_cache if i < int(chunk_images[-1])]:
             del features_cache[finished]
         task.advance(1)
@@ -130,7 +129,7 @@ def classify_at_tolerances(
 class ToleranceRandomization:
     """The defense around an ODE-Net: ``vote(images)`` gives the votes and verdicts."""
 
-    def __init__(self, model: ImageClassifier, settings: DefenseSettings | None = None):
+    def __init__(self, model: ODENet, settings: DefenseSettings | None = None):
         if not is_ode_model(model):
             raise ConfigError("tolerance randomization needs an ODE model (this one has no solver tolerance)")
         self.model = model

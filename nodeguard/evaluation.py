@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .data import ImageSplit
+from .models import is_ode_model
 from .progress import Progress, SilentProgress
 
 
@@ -71,9 +72,6 @@ def predict_per_sample(
     (:mod:`nodeguard.solver`), so results do not depend on the batch. Models without a
     solver are classified in plain batches (NFE 0).
     """
-    from .models import is_ode_model
-    from .solver import solve_per_sample
-
     model.eval()
     device = next(model.parameters()).device
     predictions, nfes = [], []
@@ -81,12 +79,10 @@ def predict_per_sample(
         chunk = chunk.to(device)
         if is_ode_model(model):
             tolerance = model.tol if tol is None else tol
-            features = model.features(chunk)
-            solution = solve_per_sample(
-                model.odeblock.func, features, torch.full((len(chunk),), float(tolerance), dtype=torch.float64)
-            )
-            predictions.append(model.head(solution.y1).argmax(1).cpu())
-            nfes.append(solution.nfe.cpu())
+            tols = torch.full((len(chunk),), float(tolerance), dtype=torch.float64)
+            logits, nfe = model.classify_features_per_sample(model.features(chunk), tols)
+            predictions.append(logits.argmax(1).cpu())
+            nfes.append(nfe.cpu())
         else:
             predictions.append(model(chunk).argmax(1).cpu())
             nfes.append(torch.zeros(len(chunk), dtype=torch.long))

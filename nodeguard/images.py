@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import NodeguardError
 from .registry import atomic_write
 
 
@@ -39,8 +40,6 @@ def find_images(paths: list[Path]) -> list[Path]:
 
     A missing path, or no image file at all, is an error.
     """
-    from .errors import NodeguardError
-
     found: list[Path] = []
     for path in paths:
         if not path.exists():

@@ -17,6 +17,7 @@ from torch import nn
 from torchdiffeq import odeint
 
 from .errors import unknown_name_error
+from .solver import solve_per_sample
 
 DEFAULT_SOLVER = "dopri5"
 
@@ -204,6 +205,15 @@ class ODENet(ImageClassifier):
 
     def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
         return self.head(self.odeblock(h, tol=tol))
+
+    def classify_features_per_sample(self, h: torch.Tensor, tols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, NFE per sample): sample i solved at ``tols[i]`` on its own steps.
+
+        Each sample steps as torchdiffeq would solve it alone (:mod:`nodeguard.solver`),
+        whatever else is in the batch.
+        """
+        solution = solve_per_sample(self.odeblock.func, h, tols)
+        return self.head(solution.y1), solution.nfe
 
 
 class ResNet(ImageClassifier):
