@@ -80,6 +80,11 @@ class AttackSettings:
         if self.split not in ("train", "test"):
             raise unknown_name_error("split", self.split, ["train", "test"])
 
+    @classmethod
+    def with_overrides(cls, **overrides: Any) -> AttackSettings:
+        """Settings from keyword overrides; those that are None keep the defaults."""
+        return cls(**{name: value for name, value in overrides.items() if value is not None})
+
     def resolved(self, tol_train: float) -> dict[str, Any]:
         """Every setting that shapes the attack set, defaults filled in."""
         common = {

@@ -166,7 +166,7 @@ def run_roc(
     registry = registry or Registry()
     progress = progress or SilentProgress()
     loaded = load_model(model, registry=registry, device=device)
-    attack_settings = AttackSettings(attack="cw", count=settings.count, **settings.attack_options)
+    attack_settings = AttackSettings.with_overrides(attack="cw", count=settings.count, **settings.attack_options)
     report = run_attack(attack_settings, registry=registry, loaded=loaded, progress=progress)
     data = load_attack_set(registry, loaded.name, report.set)
     pristine = data["clean"]

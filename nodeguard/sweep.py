@@ -126,7 +126,9 @@ def attack_cell(
     loaded: LoadedModel, registry: Registry, settings: SweepSettings, tol_attack: float | None, progress: Progress
 ) -> dict[str, Any]:
     report = run_attack(
-        AttackSettings(attack=settings.attack, tol_attack=tol_attack, count=settings.count, **settings.attack_options),
+        AttackSettings.with_overrides(
+            attack=settings.attack, tol_attack=tol_attack, count=settings.count, **settings.attack_options
+        ),
         registry=registry,
         loaded=loaded,
         progress=progress,

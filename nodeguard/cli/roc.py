@@ -43,7 +43,6 @@ def roc(
     low, high = parse_tol_range(tol_range)
     if plot is not None and plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot writes a PNG file, got {plot.name}")
-    options = {key: value for key, value in (("steps", steps), ("binary_steps", binary_steps)) if value is not None}
     settings = RocSettings(
         votes=parse_list(votes, int, "--votes", "5,10,15,20"),
         count=count,
@@ -51,7 +50,7 @@ def roc(
         tol_high=high,
         seed=seed,
         batch_size=batch_size,
-        attack_options=options,
+        attack_options={"steps": steps, "binary_steps": binary_steps},
     )
     Output(json_output).run(
         run_roc, render, settings=settings, model=model, registry=Registry(), device=device, plot=plot

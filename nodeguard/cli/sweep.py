@@ -42,14 +42,13 @@ def sweep(
 
     Every cell is cached in the model's folder: an identical sweep recomputes nothing.
     """
-    options = {key: value for key, value in (("steps", steps), ("binary_steps", binary_steps)) if value is not None}
     settings = SweepSettings(
         tols=parse_list(tols, float, "--tols", "1e-4,1e-3,1e-2"),
         attack=attack,
         count=count,
         tol_attack=tol_attack,
         test_limit=test_limit,
-        attack_options=options,
+        attack_options={"steps": steps, "binary_steps": binary_steps},
     )
     output = Output(json_output)
     with output.reporter() as reporter:
