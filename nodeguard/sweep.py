@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .adversarial import AttackSettings, load_attack_set, perturbation_stats, run_attack
+from .adversarial import ATTACKS, AttackSettings, load_attack_set, perturbation_stats, run_attack
 from .data import ImageSplit, load_dataset
-from .errors import ConfigError
+from .errors import ConfigError, unknown_name_error
 from .evaluation import predict_per_sample
 from .loading import LoadedModel, load_model
 from .models import is_ode_model
@@ -47,6 +47,8 @@ class SweepSettings:
     def __post_init__(self) -> None:
         if not self.tols or any(tol <= 0 for tol in self.tols):
             raise ConfigError("tolerances must be positive numbers")
+        if self.attack is not None and self.attack not in ATTACKS:
+            raise unknown_name_error("attack", self.attack, ATTACKS)
         if self.tol_attack is not None and self.attack is None:
             raise ConfigError("--tol-attack needs an attack (--attack cw)")
         self.tols = tuple(float(tol) for tol in self.tols)

@@ -108,3 +108,9 @@ def test_sweep_cli_json_and_out_files(tiny_model, tmp_path):
     assert bad.exit_code == 1 and bad.stderr.startswith("error:")
     bad_out = runner.invoke(app, ["sweep", "--tols", "1e-3", "--test-limit", "10", "--out", str(tmp_path / "t.xlsx")])
     assert bad_out.exit_code == 1 and ".csv, .md or .json" in bad_out.stderr
+
+
+def test_unknown_attack_is_refused_before_any_cell_is_computed(tiny_model, registry):
+    with pytest.raises(ConfigError, match="unknown attack 'fgsm'"):
+        run_sweep(SweepSettings(tols=(1e-3,), attack="fgsm", test_limit=10), model=tiny_model, device="cpu")
+    assert not (registry.model_dir(tiny_model) / "sweep").exists()
