@@ -7,7 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .catalog import Catalog
 
+AUGMENTATIONS: Catalog = Catalog("augmentation")
+
+
+@AUGMENTATIONS.register("digits")
 def random_affine(
     images: torch.Tensor,
     generator: torch.Generator,
@@ -31,6 +36,7 @@ def random_affine(
     return F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
 
 
+@AUGMENTATIONS.register("natural")
 def random_crop_flip_jitter(
     images: torch.Tensor, generator: torch.Generator, padding: int = 4, jitter: float = 0.2
 ) -> torch.Tensor:
@@ -50,9 +56,6 @@ def random_crop_flip_jitter(
     return ((crops - mean) * contrast + mean * brightness).clamp(0, 1)
 
 
-AUGMENTATIONS = {"digits": random_affine, "natural": random_crop_flip_jitter}
-
-
 def augment(kind: str, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Apply the augmentation registered for a data set kind (``digits`` or ``natural``)."""
-    return AUGMENTATIONS[kind](images, generator)
+    return AUGMENTATIONS.get(kind)(images, generator)

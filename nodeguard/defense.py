@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ConfigError
-from .models import ODENet, is_ode_model
+from .models import ODENet
 from .progress import Progress, SilentProgress
 
 DEFAULT_TOL_RANGE = (1e-5, 1e-1)
@@ -130,14 +130,14 @@ class ToleranceRandomization:
     """The defense around an ODE-Net: ``vote(images)`` gives the votes and verdicts."""
 
     def __init__(self, model: ODENet, settings: DefenseSettings | None = None):
-        if not is_ode_model(model):
+        if not model.has_solver:
             raise ConfigError("tolerance randomization needs an ODE model (this one has no solver tolerance)")
         self.model = model
         self.settings = settings or DefenseSettings()
 
     @property
     def num_classes(self) -> int:
-        return int(self.model.head[-1].out_features)
+        return self.model.num_classes
 
     def vote(self, images: torch.Tensor, votes: int | None = None, progress: Progress | None = None) -> Votes:
         """Votes of float images (N, C, H, W) in [0, 1]."""

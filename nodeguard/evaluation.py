@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .data import ImageSplit
-from .models import is_ode_model
+from .models import ImageClassifier
 from .progress import Progress, SilentProgress
 
 
@@ -64,28 +64,25 @@ def evaluate(
 
 @torch.no_grad()
 def predict_per_sample(
-    model: nn.Module, images: torch.Tensor, tol: float | None = None, batch_size: int = 500
+    model: ImageClassifier, images: torch.Tensor, tol: float | None = None, batch_size: int = 500
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(predictions, NFE per image) with each image solved on its own steps at ``tol``.
 
-    For an ODE-Net, each image follows the steps torchdiffeq would take on it alone
-    (:mod:`nodeguard.solver`), so results do not depend on the batch. Models without a
-    solver are classified in plain batches (NFE 0).
+    nodeguard's one way to classify an image "alone": for an ODE-Net each image follows
+    the steps torchdiffeq would take on it alone (:mod:`nodeguard.solver`), so results do
+    not depend on the batch; models without a solver are classified in plain batches
+    (NFE 0). ``tol`` None means the model's own tolerance.
     """
     model.eval()
     device = next(model.parameters()).device
+    tolerance = float(getattr(model, "tol", 0.0) if tol is None else tol)
     predictions, nfes = [], []
     for chunk in images.split(batch_size):
         chunk = chunk.to(device)
-        if is_ode_model(model):
-            tolerance = model.tol if tol is None else tol
-            tols = torch.full((len(chunk),), float(tolerance), dtype=torch.float64)
-            logits, nfe = model.classify_features_per_sample(model.features(chunk), tols)
-            predictions.append(logits.argmax(1).cpu())
-            nfes.append(nfe.cpu())
-        else:
-            predictions.append(model(chunk).argmax(1).cpu())
-            nfes.append(torch.zeros(len(chunk), dtype=torch.long))
+        tols = torch.full((len(chunk),), tolerance, dtype=torch.float64, device=device)
+        logits, nfe = model.classify_features_per_sample(model.features(chunk), tols)
+        predictions.append(logits.argmax(1).cpu())
+        nfes.append(nfe.cpu())
     if not predictions:
         return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
     return torch.cat(predictions), torch.cat(nfes)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from .errors import NodeguardError
-from .registry import atomic_write
+from .storage import atomic_write
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:

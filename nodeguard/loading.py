@@ -1,4 +1,4 @@
-"""Loading a registered model back from the cache."""
+"""Loading a registered model back from the cache (inference needs nothing from training)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import torch
 
 from .device import resolve_device
 from .errors import RegistryError
-from .models import ImageClassifier
+from .models import ImageClassifier, build_model
 from .registry import Registry
-from .train import build_model
 
 
 @dataclass
 class LoadedModel:
+    """A registered model in eval mode, with what the stages need to know about it."""
+
     name: str
     model: ImageClassifier
     config: dict[str, Any]
@@ -28,6 +29,16 @@ class LoadedModel:
     @property
     def dataset(self) -> str:
         return str(self.config["dataset"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images the model takes."""
+        channels, height, width = self.config["model"]["input_shape"]
+        return int(channels), int(height), int(width)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
 
 
 def load_model(name: str | None = None, registry: Registry | None = None, device: str = "auto") -> LoadedModel:

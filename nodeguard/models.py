@@ -1,97 +1,33 @@
-"""The paper's ODE-Net and its ResNet baseline.
+"""The paper's ODE-Net and its ResNet baseline, their registry, and building them from a config.
 
 Both share a downsampling stem (a 3x3 conv and two stride-2 pre-activation residual
 blocks) and a head (GroupNorm, ReLU, global average pool, Linear). The ODE-Net puts one
 ODE block between them, integrated over t in [0, 1] by an adaptive solver whose
 tolerance (rtol = atol = tol) is an explicit attribute of the block, overridable for one
 call through ``forward(x, tol=...)`` without touching any global state.
+
+A model's config (the ``model`` section of its config.yaml) is what
+:func:`model_config` returns; :func:`build_model` rebuilds the model from it. Inference
+stages need only this module, never the training code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from .errors import unknown_name_error
+from .catalog import Catalog
+from .data import dataset_info
+from .errors import ConfigError
+from .layers import Normalize, ODEFunc, ResBlock, classifier_head, downsampling
 from .solver import solve_per_sample
 
 DEFAULT_SOLVER = "dopri5"
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with min(32, C) groups, as in the paper's code."""
-    return nn.GroupNorm(min(32, channels), channels)
-
-
-class Normalize(nn.Module):
-    """Per-channel normalisation kept inside the model, so inputs stay in [0, 1]."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class ResBlock(nn.Module):
-    """Pre-activation residual block (GN, ReLU, conv3x3, GN, ReLU, conv3x3)."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
-        super().__init__()
-        self.norm1 = group_norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.norm2 = group_norm(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.norm1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        out = self.conv2(torch.relu(self.norm2(out)))
-        return out + shortcut
-
-
-class ConcatConv2d(nn.Module):
-    """3x3 convolution that sees the time t as one extra constant input channel."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels + 1, out_channels, 3, 1, 1)
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        time_channel = torch.ones_like(x[:, :1]) * t
-        return self.conv(torch.cat([time_channel, x], dim=1))
-
-
-class ODEFunc(nn.Module):
-    """f(t, h) = GN(conv(ReLU(GN(conv(ReLU(GN(h))))))) with time-concatenated convs.
-
-    Counts its own evaluations in ``nfe``.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm1 = group_norm(channels)
-        self.conv1 = ConcatConv2d(channels, channels)
-        self.norm2 = group_norm(channels)
-        self.conv2 = ConcatConv2d(channels, channels)
-        self.norm3 = group_norm(channels)
-        self.nfe = 0
-
-    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
-        out = self.conv1(t, torch.relu(self.norm1(h)))
-        out = self.conv2(t, torch.relu(self.norm2(out)))
-        return self.norm3(out)
+PER_SAMPLE_SOLVER = "dopri5"  # the only method nodeguard.solver implements
 
 
 class ODEBlock(nn.Module):
@@ -122,30 +58,14 @@ class ODEBlock(nn.Module):
         return out
 
 
-def downsampling(in_channels: int, filters: int) -> nn.Sequential:
-    """Conv3x3 (no padding) then two stride-2 residual blocks: 28x28 -> 7x7 for MNIST."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, filters, 3, 1),
-        ResBlock(filters, filters, stride=2),
-        ResBlock(filters, filters, stride=2),
-    )
-
-
-def classifier_head(filters: int, num_classes: int) -> nn.Sequential:
-    """GN, ReLU, global average pool, Linear."""
-    return nn.Sequential(
-        group_norm(filters),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(filters, num_classes),
-    )
-
-
 class ImageClassifier(nn.Module):
-    """normalise -> downsampling -> feature block -> head; inputs are images in [0, 1]."""
+    """normalise -> downsampling -> feature block -> head; inputs are images in [0, 1].
+
+    ``has_solver`` says whether the feature block has a solver tolerance that matters.
+    """
 
     arch = "base"
+    has_solver = False
 
     def __init__(
         self,
@@ -156,6 +76,7 @@ class ImageClassifier(nn.Module):
         std: Sequence[float] | None = None,
     ):
         super().__init__()
+        self.num_classes = int(num_classes)
         mean = [0.0] * in_channels if mean is None else list(mean)
         std = [1.0] * in_channels if std is None else list(std)
         self.normalize = Normalize(mean, std)
@@ -169,6 +90,15 @@ class ImageClassifier(nn.Module):
     def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def classify_features_per_sample(self, h: torch.Tensor, tols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, NFE per sample) with sample i classified on its own at ``tols[i]``.
+
+        Without a solver a sample's logits never depend on its batch: a plain forward
+        pass, NFE 0.
+        """
+        logits = self.classify_features(h)
+        return logits, torch.zeros(len(h), dtype=torch.long, device=h.device)
+
     def forward(self, x: torch.Tensor, tol: float | None = None) -> torch.Tensor:
         return self.classify_features(self.features(x), tol=tol)
 
@@ -177,6 +107,7 @@ class ODENet(ImageClassifier):
     """The paper's ODE-Net: downsampling, one ODE block solved at tolerance ``tol``, head."""
 
     arch = "odenet"
+    has_solver = True
 
     def __init__(
         self,
@@ -210,8 +141,13 @@ class ODENet(ImageClassifier):
         """(logits, NFE per sample): sample i solved at ``tols[i]`` on its own steps.
 
         Each sample steps as torchdiffeq would solve it alone (:mod:`nodeguard.solver`),
-        whatever else is in the batch.
+        whatever else is in the batch. Only dopri5 is implemented per sample; a model
+        built with another method is refused here rather than silently solved with dopri5.
         """
+        if self.odeblock.method != PER_SAMPLE_SOLVER:
+            raise ConfigError(
+                f"per-sample solving implements {PER_SAMPLE_SOLVER} only; this model uses {self.odeblock.method!r}"
+            )
         solution = solve_per_sample(self.odeblock.func, h, tols)
         return self.head(solution.y1), solution.nfe
 
@@ -219,7 +155,8 @@ class ODENet(ImageClassifier):
 class ResNet(ImageClassifier):
     """The ResNet baseline: the same stem and head, six residual blocks in between.
 
-    It has no solver: ``tol`` is accepted and ignored so callers can treat both alike.
+    It has no solver: ``forward``'s ``tol`` is accepted and ignored so callers can treat
+    both alike.
     """
 
     arch = "resnet"
@@ -232,7 +169,6 @@ class ResNet(ImageClassifier):
         blocks: int = 6,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        **_ignored: Any,
     ):
         super().__init__(in_channels, num_classes, filters, mean, std)
         self.blocks = nn.Sequential(*[ResBlock(filters, filters) for _ in range(blocks)])
@@ -242,30 +178,36 @@ class ResNet(ImageClassifier):
         return self.head(self.blocks(h))
 
 
-MODELS: dict[str, Callable[..., ImageClassifier]] = {}
-
-
-def register_model(name: str) -> Callable[[Callable[..., ImageClassifier]], Callable[..., ImageClassifier]]:
-    """Register a model constructor under ``name`` for :func:`create_model`."""
-
-    def decorator(factory: Callable[..., ImageClassifier]) -> Callable[..., ImageClassifier]:
-        MODELS[name] = factory
-        return factory
-
-    return decorator
-
-
-register_model("odenet")(ODENet)
-register_model("resnet")(ResNet)
+MODELS: Catalog[type[ImageClassifier]] = Catalog("architecture")
+MODELS.register("odenet", ODENet)
+MODELS.register("resnet", ResNet)
 
 
 def create_model(arch: str, **kwargs: Any) -> ImageClassifier:
     """Build a registered model; keyword arguments that are None keep the model's defaults."""
-    if arch not in MODELS:
-        raise unknown_name_error("architecture", arch, list(MODELS))
-    return MODELS[arch](**{key: value for key, value in kwargs.items() if value is not None})
+    return MODELS.get(arch)(**{key: value for key, value in kwargs.items() if value is not None})
 
 
-def is_ode_model(model: nn.Module) -> bool:
-    """True when the model has a solver whose tolerance matters."""
-    return isinstance(model, ODENet)
+def model_config(arch: str, dataset: str, filters: int, tol: float) -> dict[str, Any]:
+    """The model section of a config.yaml: constructor arguments plus the input shape."""
+    info = dataset_info(dataset)
+    return {
+        "arch": arch,
+        "in_channels": info.channels,
+        "num_classes": info.num_classes,
+        "filters": filters,
+        "tol": tol,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "input_shape": list(info.input_shape),
+    }
+
+
+def build_model(config: dict[str, Any]) -> ImageClassifier:
+    """Rebuild a model from the model section of a config.yaml (see :func:`model_config`)."""
+    factory = MODELS.get(config["arch"])
+    arguments = {key: value for key, value in config.items() if key not in ("arch", "input_shape")}
+    if not factory.has_solver:
+        arguments.pop("tol", None)
+    return create_model(config["arch"], **arguments)
+

@@ -9,10 +9,11 @@ Layout under the cache root (see :func:`nodeguard.paths.cache_root`)::
         checkpoint.pt     weights (and, while training, optimizer state), weights_only-safe
         metrics.json      final metrics
         history.json      one entry per finished epoch
-        ...               attack sets, votes and tables of later stages
+        .busy.lock        held while the model is being trained
+        results/          attack sets, sweep cells and votes (see :mod:`nodeguard.results`)
 
-Every write goes to a temporary file in the same folder and then ``os.replace``, so a
-reader never sees half a file and a killed writer leaves the previous version intact.
+:class:`Registry` owns every file and lock name of a model folder; other modules ask it
+for paths. Writes are atomic (:mod:`nodeguard.storage`).
 """
 
 from __future__ import annotations
@@ -21,21 +22,20 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from filelock import FileLock, Timeout
 
 from .errors import ModelNotFoundError, RegistryError
 from .paths import cache_root
+from .storage import atomic_write_json, atomic_write_text, load_tagged, read_json, save_tagged
 
 INDEX_FILE = "index.json"
 MODELS_FOLDER = "models"
@@ -43,73 +43,10 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
-CHECKPOINT_FORMAT = "nodeguard-checkpoint"
-CHECKPOINT_VERSION = 1
+RESULTS_FOLDER = "results"
+BUSY_LOCK_FILE = ".busy.lock"
 INDEX_LOCK_TIMEOUT_S = 60.0
 VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling file and ``os.replace``."""
-    atomic_write(path, lambda handle: handle.write(data))
-
-
-def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """Call ``write(binary_handle)`` on a temporary sibling of ``path``, then move it in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda handle: torch.save(obj, handle))
-
-
-def load_torch_file(path: Path, expected_kind: str | None = None) -> dict[str, Any]:
-    """Load a nodeguard tensor file with ``weights_only=True``; one clear error otherwise."""
-    if not path.is_file():
-        raise RegistryError(f"{path} is missing")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise RegistryError(f"{path} is damaged or not a nodeguard file ({reason[:200]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise RegistryError(f"{path} is not a nodeguard file (no '{CHECKPOINT_FORMAT}' marker)")
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
-        raise RegistryError(f"{path} was written by a newer nodeguard (format {payload.get('version')})")
-    if expected_kind is not None and payload.get("kind") != expected_kind:
-        raise RegistryError(f"{path} holds a {payload.get('kind')!r}, not a {expected_kind!r}")
-    return payload
-
-
-def save_tagged(path: Path, kind: str, payload: dict[str, Any]) -> None:
-    """Save a weights_only-loadable dict with nodeguard's format marker and its ``kind``,
-    atomically; :func:`load_torch_file` reads it back."""
-    atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": kind, **payload})
 
 
 def now_iso() -> str:
@@ -226,8 +163,11 @@ class Registry:
                 updated=now_iso(),
                 updated_ts=folder.stat().st_mtime,
             ).to_dict()
-        atomic_write_json(self.index_path, {"version": 1, "models": models})
+        self._write_index_unlocked(models)
         return models
+
+    def _write_index_unlocked(self, models: dict[str, dict[str, Any]]) -> None:
+        atomic_write_json(self.index_path, {"version": 1, "models": models})
 
     def entries(self) -> list[ModelEntry]:
         """All models, most recently updated first."""
@@ -256,7 +196,7 @@ class Registry:
         with self.locked():
             models = self._read_index_unlocked()
             models[entry.name] = entry.to_dict()
-            atomic_write_json(self.index_path, {"version": 1, "models": models})
+            self._write_index_unlocked(models)
 
     def latest(self, ready_only: bool = True) -> str:
         """Name of the most recently trained model (``--model``'s default)."""
@@ -281,9 +221,16 @@ class Registry:
                 raise ModelNotFoundError(f"no model named {name!r}")
             models.pop(name, None)
             shutil.rmtree(folder, ignore_errors=True)
-            atomic_write_json(self.index_path, {"version": 1, "models": models})
+            self._write_index_unlocked(models)
 
     # -- files in a model folder -------------------------------------------------------
+    def results_dir(self, name: str) -> Path:
+        """Where the stages keep the results they computed for model ``name``."""
+        return self.model_dir(name) / RESULTS_FOLDER
+
+    def has_config(self, name: str) -> bool:
+        return (self.model_dir(name) / CONFIG_FILE).is_file()
+
     def write_config(self, name: str, config: dict[str, Any]) -> None:
         atomic_write_text(self.model_dir(name) / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
@@ -303,36 +250,46 @@ class Registry:
         atomic_write_json(self.model_dir(name) / filename, obj)
 
     def read_json(self, name: str, filename: str, default: Any = None) -> Any:
-        path = self.model_dir(name) / filename
-        if not path.is_file():
-            return default
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise RegistryError(f"{path} is damaged (not valid JSON)") from None
-
-    def write_tensors(self, name: str, filename: str, kind: str, payload: dict[str, Any]) -> None:
-        """Save a weights_only-loadable dict under the model's folder (see :func:`save_tagged`)."""
-        save_tagged(self.model_dir(name) / filename, kind, payload)
-
-    def read_tensors(self, name: str, filename: str, kind: str | None = None) -> dict[str, Any]:
-        return load_torch_file(self.model_dir(name) / filename, expected_kind=kind)
+        return read_json(self.model_dir(name) / filename, default)
 
     def write_checkpoint(self, name: str, payload: dict[str, Any]) -> None:
-        self.write_tensors(name, CHECKPOINT_FILE, "checkpoint", payload)
+        save_tagged(self.model_dir(name) / CHECKPOINT_FILE, "checkpoint", payload)
 
     def read_checkpoint(self, name: str) -> dict[str, Any]:
-        return self.read_tensors(name, CHECKPOINT_FILE, "checkpoint")
+        return load_tagged(self.model_dir(name) / CHECKPOINT_FILE, expected_kind="checkpoint")
 
     def has_checkpoint(self, name: str) -> bool:
         return (self.model_dir(name) / CHECKPOINT_FILE).is_file()
+
+    def clear(self, name: str) -> None:
+        """Delete everything in a model's folder but its busy lock (``--restart``)."""
+        folder = self.model_dir(name)
+        if not folder.is_dir():
+            return
+        for child in folder.iterdir():
+            if child.name != BUSY_LOCK_FILE:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def discard_unfinished(self, name: str) -> None:
+        """Forget a model that never finished an epoch: its folder and its index entry.
+
+        Used when a training run fails before its first checkpoint, so that nothing it
+        wrote blocks the next run of the same name.
+        """
+        if self.has_checkpoint(name):
+            return
+        with self.locked():
+            models = self._read_index_unlocked()
+            if models.pop(name, None) is not None:
+                self._write_index_unlocked(models)
+        shutil.rmtree(self.model_dir(name), ignore_errors=True)
 
     @contextmanager
     def exclusive(self, name: str, purpose: str = "trained") -> Iterator[None]:
         """Hold a per-model lock so that two processes do not write one model at once."""
         folder = self.model_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(folder / ".busy.lock"), timeout=0)
+        lock = FileLock(str(folder / BUSY_LOCK_FILE), timeout=0)
         try:
             lock.acquire()
         except Timeout:

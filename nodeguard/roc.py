@@ -4,14 +4,12 @@ For each number of votes V the score of an image is v_agree, and an image is acc
 when v_agree > v_min; sweeping v_min from 0 to V traces the ROC curve (TPR: pristine
 accepted, FPR: adversarials accepted). The votes are drawn once for the largest V; the
 first V of an image's draws are a valid draw of V (see :mod:`nodeguard.defense`), so
-every curve comes from the same pass. Votes are cached per (model, attack set,
-tolerance range, seed, largest V).
+every curve comes from the same pass. Votes are kept in the model's result store per
+(attack set, tolerance range, seed, largest V).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,32 +18,51 @@ import numpy as np
 import torch
 from sklearn.metrics import auc, roc_curve
 
-from .adversarial import AttackSettings, load_attack_set, run_attack
-from .defense import DEFAULT_TOL_RANGE, DefenseSettings, ToleranceRandomization, Votes
+from .attack_sets import AttackSettings
+from .attack_stage import make_attack_set
+from .defense import DefenseSettings, ToleranceRandomization, Votes
 from .errors import ConfigError
-from .loading import load_model
+from .loading import LoadedModel, load_model
 from .progress import Progress, SilentProgress
-from .registry import Registry, load_torch_file
+from .registry import Registry
+from .results import ResultStore
 
-VOTES_FOLDER = "votes"
+VOTES_KIND = "votes"
 ACCEPT_LEVELS = (0.90, 0.95)
+DEFENSE_DEFAULTS = DefenseSettings()
 
 
 @dataclass
 class RocSettings:
     votes: tuple[int, ...] = (5, 10, 15, 20)
     count: int = 200
-    tol_low: float = DEFAULT_TOL_RANGE[0]
-    tol_high: float = DEFAULT_TOL_RANGE[1]
-    seed: int = 0
-    batch_size: int = 512
+    tol_low: float = DEFENSE_DEFAULTS.tol_low
+    tol_high: float = DEFENSE_DEFAULTS.tol_high
+    seed: int = DEFENSE_DEFAULTS.seed
+    batch_size: int = DEFENSE_DEFAULTS.batch_size
     attack_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.votes or min(self.votes) < 1:
             raise ConfigError("--votes takes positive integers, like 5,10,15,20")
         self.votes = tuple(sorted(set(int(v) for v in self.votes)))
-        DefenseSettings(votes=max(self.votes), vmin=0, tol_low=self.tol_low, tol_high=self.tol_high)
+        self.defense()  # checks the tolerance range and batch size
+        self.attack_settings()  # an unknown attack option fails before anything runs
+
+    def defense(self) -> DefenseSettings:
+        """The defense that draws the votes: the largest V, every draw kept."""
+        return DefenseSettings(
+            votes=max(self.votes),
+            vmin=0,
+            tol_low=self.tol_low,
+            tol_high=self.tol_high,
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )
+
+    def attack_settings(self) -> AttackSettings:
+        """The CW attack set at tol_attack = tol_train whose adversarials are the negatives."""
+        return AttackSettings.with_overrides(attack="cw", count=self.count, **self.attack_options)
 
 
 @dataclass
@@ -109,48 +126,32 @@ class RocReport:
 
 def cached_votes(
     registry: Registry,
-    loaded,
+    loaded: LoadedModel,
     set_key: str,
     settings: RocSettings,
     images: dict[str, torch.Tensor],
     progress: Progress,
 ) -> tuple[dict[str, torch.Tensor], bool]:
-    """Votes (N, V_max) of each image group, from the cache or computed and saved."""
+    """Votes (N, V_max) of each image group, from the result store or computed and saved."""
+    defense = settings.defense()
     identity = {
         "set": set_key,
-        "tol_low": settings.tol_low,
-        "tol_high": settings.tol_high,
-        "seed": settings.seed,
-        "votes": max(settings.votes),
+        "tol_low": defense.tol_low,
+        "tol_high": defense.tol_high,
+        "seed": defense.seed,
+        "votes": defense.votes,
     }
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    path = registry.model_dir(loaded.name) / VOTES_FOLDER / f"votes-{digest}.pt"
-    if path.is_file():
-        payload = load_torch_file(path, expected_kind="votes")
-        if payload.get("identity") == json.dumps(identity, sort_keys=True):
-            progress.log("votes found in the cache; nothing to solve")
-            return {name: payload[name] for name in images}, True
-    defense = ToleranceRandomization(
-        loaded.model,
-        DefenseSettings(
-            votes=max(settings.votes),
-            vmin=0,
-            tol_low=settings.tol_low,
-            tol_high=settings.tol_high,
-            seed=settings.seed,
-            batch_size=settings.batch_size,
-        ),
-    )
+    stored = ResultStore(registry, loaded.name).result(VOTES_KIND, identity, f"votes-v{defense.votes}")
+    saved = stored.load_tensors()
+    if saved is not None:
+        progress.log("votes found in the cache; nothing to solve")
+        return {name: saved[name] for name in images}, True
+    voter = ToleranceRandomization(loaded.model, defense)
     predictions = {}
     for name, group in images.items():
-        progress.log(f"voting on {len(group)} {name} images with {max(settings.votes)} tolerances each")
-        predictions[name] = defense.vote(group, progress=progress).predictions
-    registry.write_tensors(
-        loaded.name,
-        f"{VOTES_FOLDER}/{path.name}",
-        "votes",
-        {"identity": json.dumps(identity, sort_keys=True), **predictions},
-    )
+        progress.log(f"voting on {len(group)} {name} images with {defense.votes} tolerances each")
+        predictions[name] = voter.vote(group, progress=progress).predictions
+    stored.save_tensors(predictions)
     return predictions, False
 
 
@@ -166,15 +167,13 @@ def run_roc(
     registry = registry or Registry()
     progress = progress or SilentProgress()
     loaded = load_model(model, registry=registry, device=device)
-    attack_settings = AttackSettings.with_overrides(attack="cw", count=settings.count, **settings.attack_options)
-    report = run_attack(attack_settings, registry=registry, loaded=loaded, progress=progress)
-    data = load_attack_set(registry, loaded.name, report.set)
-    pristine = data["clean"]
-    adversarial = data["adversarial_8bit"][data["success_8bit"]].float() / 255
+    attack_set, report = make_attack_set(settings.attack_settings(), loaded, registry, progress=progress)
+    pristine = attack_set.clean
+    adversarial = attack_set.successful_8bit_images()
     predictions, reused = cached_votes(
         registry, loaded, report.set, settings, {"pristine": pristine, "adversarial": adversarial}, progress
     )
-    num_classes = loaded.config["model"]["num_classes"]
+    num_classes = loaded.num_classes
     curves = []
     for votes in settings.votes:
         pristine_scores = Votes(predictions["pristine"], torch.empty(0), num_classes).v_agree(votes).numpy()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .registry import atomic_write
+from .storage import atomic_write
 
 
 def plot_roc(report, path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .registry import atomic_write_text
+from .storage import atomic_write_text
 
 
 def _percent(value: float | None) -> str:

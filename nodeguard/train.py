@@ -8,7 +8,6 @@ same weights as an uninterrupted run (on the CPU).
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,9 +19,9 @@ from . import __version__
 from .augment import augment
 from .data import Dataset, dataset_info, load_dataset
 from .device import resolve_device
-from .errors import ConfigError, unknown_name_error
+from .errors import ConfigError
 from .evaluation import evaluate
-from .models import MODELS, ImageClassifier, create_model
+from .models import MODELS, ImageClassifier, build_model, model_config
 from .progress import Progress, SilentProgress
 from .registry import HISTORY_FILE, METRICS_FILE, ModelEntry, Registry, now_iso
 
@@ -48,8 +47,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         dataset_info(self.dataset)
-        if self.arch not in MODELS:
-            raise unknown_name_error("architecture", self.arch, list(MODELS))
+        MODELS.get(self.arch)
         if self.filters is None:
             self.filters = dataset_info(self.dataset).default_filters
         checks = {
@@ -95,34 +93,11 @@ class TrainResult:
         return asdict(self)
 
 
-def model_config(config: TrainConfig) -> dict[str, Any]:
-    """The constructor arguments of the model, as stored in config.yaml."""
-    info = dataset_info(config.dataset)
-    return {
-        "arch": config.arch,
-        "in_channels": info.channels,
-        "num_classes": info.num_classes,
-        "filters": config.filters,
-        "tol": config.tol_train,
-        "mean": list(info.mean),
-        "std": list(info.std),
-        "input_shape": list(info.input_shape),
-    }
-
-
-def build_model(model_settings: dict[str, Any]) -> ImageClassifier:
-    """Rebuild a model from the ``model`` section of a config.yaml."""
-    arguments = {key: value for key, value in model_settings.items() if key not in ("arch", "input_shape")}
-    if model_settings["arch"] != "odenet":
-        arguments.pop("tol", None)
-    return create_model(model_settings["arch"], **arguments)
-
-
 def seeded_model(config: TrainConfig) -> ImageClassifier:
     """A freshly initialised model whose weights depend only on ``config.seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return build_model(model_config(config))
+        return build_model(model_config(config.arch, config.dataset, config.filters, config.tol_train))
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -185,117 +160,133 @@ def train_model(
     - A finished model with the same settings is reused as is (``reused=True``).
     - An unfinished one continues from its last checkpointed epoch.
     - Other settings under an existing name are refused unless ``restart``.
+    - A run that fails before finishing its first epoch (missing data, Ctrl-C) leaves
+      nothing behind: the model is not registered and the next run starts afresh.
     """
     registry = registry or Registry()
     progress = progress or SilentProgress()
     name = name or config.default_name()
-    folder = registry.model_dir(name)
     torch_device = resolve_device(device)
-
     with registry.exclusive(name, "trained"):
-        if restart and folder.exists():
-            for child in folder.iterdir():
-                if child.name != ".busy.lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        stored = registry.read_config(name) if (folder / "config.yaml").is_file() else None
-        if stored is not None and stored.get("training") != config.as_dict():
-            changed = sorted(
-                key for key in config.as_dict() if stored.get("training", {}).get(key) != config.as_dict()[key]
-            )
-            raise ConfigError(
-                f"model {name!r} exists with other settings ({', '.join(changed)}); "
-                "pass --restart to train it again from scratch, or --name for a new model"
-            )
-        metrics = registry.read_json(name, METRICS_FILE)
-        if stored is not None and metrics is not None:
-            progress.log(f"model {name!r} is already trained with these settings; reusing it")
-            return TrainResult(**{**metrics, "seconds_this_run": 0.0, "reused": True, "path": str(folder)})
+        try:
+            return _train_locked(config, name, registry, torch_device, data_dir, restart, progress)
+        except BaseException:
+            registry.discard_unfinished(name)
+            raise
 
-        created = stored.get("created", now_iso()) if stored else now_iso()
-        if stored is None:
-            registry.write_config(
-                name,
-                {
-                    "name": name,
-                    "dataset": config.dataset,
-                    "model": model_config(config),
-                    "training": config.as_dict(),
-                    "created": created,
-                    "nodeguard_version": __version__,
-                },
-            )
-        progress.log(f"loading {config.dataset}")
-        dataset = load_dataset(config.dataset, data_dir)
-        dataset.train = dataset.train.subset(config.train_limit)
-        dataset.test = dataset.test.subset(config.test_limit)
 
-        model = seeded_model(config).to(torch_device)
-        steps_per_epoch = (len(dataset.train) + config.batch_size - 1) // config.batch_size
-        optimizer, schedule = make_optimizer(model, config, steps_per_epoch)
-        start_epoch, history = 0, []
-        if registry.has_checkpoint(name):
-            checkpoint = registry.read_checkpoint(name)
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            schedule.load_state_dict(checkpoint["schedule"])
-            start_epoch, history = int(checkpoint["epoch"]), list(checkpoint["history"])
-            progress.log(f"resuming {name!r} after epoch {start_epoch}/{config.epochs}")
-
-        entry = ModelEntry(name, config.arch, config.dataset, "training", start_epoch, config.epochs, created=created)
-        registry.put(entry)
-        run_started = time.perf_counter()
-        for epoch in range(start_epoch, config.epochs):
-            epoch_started = time.perf_counter()
-            train_stats = train_one_epoch(model, dataset, config, epoch, optimizer, schedule, torch_device, progress)
-            evaluation = evaluate(model, dataset.test, device=torch_device, batch_size=500)
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    **train_stats,
-                    "test_error": evaluation.error,
-                    "test_nfe": evaluation.mean_nfe,
-                    "lr": schedule.get_last_lr()[0],
-                    "seconds": time.perf_counter() - epoch_started,
-                }
-            )
-            progress.log(
-                f"epoch {epoch + 1}/{config.epochs}: loss {train_stats['train_loss']:.4f}, "
-                f"test error {evaluation.error:.2%}, NFE {evaluation.mean_nfe:.1f}"
-            )
-            registry.write_checkpoint(
-                name,
-                {
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "history": history,
-                },
-            )
-            registry.write_json(name, HISTORY_FILE, history)
-            entry.epochs_done, entry.test_error = epoch + 1, evaluation.error
-            registry.put(entry)
-
-        final = history[-1]
-        result = TrainResult(
-            model=name,
-            dataset=config.dataset,
-            arch=config.arch,
-            tol_train=config.tol_train,
-            epochs=config.epochs,
-            test_error=final["test_error"],
-            nfe=final["test_nfe"],
-            seconds=sum(epoch_stats["seconds"] for epoch_stats in history),
-            seconds_this_run=time.perf_counter() - run_started,
-            resumed_from_epoch=start_epoch,
-            reused=False,
-            path=str(folder),
-            history=history,
+def _train_locked(
+    config: TrainConfig,
+    name: str,
+    registry: Registry,
+    torch_device: torch.device,
+    data_dir: str | None,
+    restart: bool,
+    progress: Progress,
+) -> TrainResult:
+    folder = registry.model_dir(name)
+    if restart:
+        registry.clear(name)
+    # settings of a run that never finished an epoch are not a model yet: they bind nothing
+    stored = registry.read_config(name) if registry.has_checkpoint(name) else None
+    if stored is not None and stored.get("training") != config.as_dict():
+        changed = sorted(
+            key for key in config.as_dict() if stored.get("training", {}).get(key) != config.as_dict()[key]
         )
-        stored_metrics = result.to_dict()
-        for transient in ("seconds_this_run", "reused", "path"):
-            stored_metrics.pop(transient)
-        registry.write_json(name, METRICS_FILE, stored_metrics)
-        entry.status = "ready"
+        raise ConfigError(
+            f"model {name!r} exists with other settings ({', '.join(changed)}); "
+            "pass --restart to train it again from scratch, or --name for a new model"
+        )
+    metrics = registry.read_json(name, METRICS_FILE)
+    if stored is not None and metrics is not None:
+        progress.log(f"model {name!r} is already trained with these settings; reusing it")
+        return TrainResult(**{**metrics, "seconds_this_run": 0.0, "reused": True, "path": str(folder)})
+
+    progress.log(f"loading {config.dataset}")
+    dataset = load_dataset(config.dataset, data_dir)
+    dataset.train = dataset.train.subset(config.train_limit)
+    dataset.test = dataset.test.subset(config.test_limit)
+
+    created = stored.get("created", now_iso()) if stored else now_iso()
+    if stored is None:
+        registry.write_config(
+            name,
+            {
+                "name": name,
+                "dataset": config.dataset,
+                "model": model_config(config.arch, config.dataset, config.filters, config.tol_train),
+                "training": config.as_dict(),
+                "created": created,
+                "nodeguard_version": __version__,
+            },
+        )
+    model = seeded_model(config).to(torch_device)
+    steps_per_epoch = (len(dataset.train) + config.batch_size - 1) // config.batch_size
+    optimizer, schedule = make_optimizer(model, config, steps_per_epoch)
+    start_epoch, history = 0, []
+    if registry.has_checkpoint(name):
+        checkpoint = registry.read_checkpoint(name)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        start_epoch, history = int(checkpoint["epoch"]), list(checkpoint["history"])
+        progress.log(f"resuming {name!r} after epoch {start_epoch}/{config.epochs}")
+
+    entry = ModelEntry(name, config.arch, config.dataset, "training", start_epoch, config.epochs, created=created)
+    registry.put(entry)
+    run_started = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        epoch_started = time.perf_counter()
+        train_stats = train_one_epoch(model, dataset, config, epoch, optimizer, schedule, torch_device, progress)
+        evaluation = evaluate(model, dataset.test, device=torch_device, batch_size=500)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                **train_stats,
+                "test_error": evaluation.error,
+                "test_nfe": evaluation.mean_nfe,
+                "lr": schedule.get_last_lr()[0],
+                "seconds": time.perf_counter() - epoch_started,
+            }
+        )
+        progress.log(
+            f"epoch {epoch + 1}/{config.epochs}: loss {train_stats['train_loss']:.4f}, "
+            f"test error {evaluation.error:.2%}, NFE {evaluation.mean_nfe:.1f}"
+        )
+        registry.write_checkpoint(
+            name,
+            {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "history": history,
+            },
+        )
+        registry.write_json(name, HISTORY_FILE, history)
+        entry.epochs_done, entry.test_error = epoch + 1, evaluation.error
         registry.put(entry)
-        return result
+
+    final = history[-1]
+    result = TrainResult(
+        model=name,
+        dataset=config.dataset,
+        arch=config.arch,
+        tol_train=config.tol_train,
+        epochs=config.epochs,
+        test_error=final["test_error"],
+        nfe=final["test_nfe"],
+        seconds=sum(epoch_stats["seconds"] for epoch_stats in history),
+        seconds_this_run=time.perf_counter() - run_started,
+        resumed_from_epoch=start_epoch,
+        reused=False,
+        path=str(folder),
+        history=history,
+    )
+    stored_metrics = result.to_dict()
+    for transient in ("seconds_this_run", "reused", "path"):
+        stored_metrics.pop(transient)
+    registry.write_json(name, METRICS_FILE, stored_metrics)
+    entry.status = "ready"
+    registry.put(entry)
+    return result

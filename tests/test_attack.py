@@ -7,7 +7,8 @@ import torch
 import torchattacks
 from typer.testing import CliRunner
 
-from nodeguard.adversarial import AttackSettings, classify_each, load_attack_set, run_attack
+from nodeguard.attack_sets import AttackSettings, load_attack_set
+from nodeguard.attack_stage import classify_alone, run_attack
 from nodeguard.attacks import CarliniWagnerL2, PinnedTolerance, classification_margin
 from nodeguard.cli import app
 from nodeguard.data import load_dataset
@@ -43,12 +44,15 @@ def test_every_pixel_can_move_in_tanh_space(tiny_model):
 def correct_test_images(loaded, count):
     test = load_dataset("mnist5k").test
     images, labels = test.float_images(slice(0, 3 * count)), test.labels[: 3 * count]
-    predictions = classify_each(PinnedTolerance(loaded.model, 1e-3), images, ode=True)
+    predictions = classify_alone(loaded.model, images, 1e-3)
     keep = (predictions == labels).nonzero().squeeze(1)[:count]
     return images[keep], labels[keep]
 
 
-def test_fixed_c_beats_torchattacks_cw(tiny_model):
+def test_fixed_c_moves_the_pixels_torchattacks_cw_freezes(tiny_model):
+    """What differs by construction: torchattacks maps pixels at exactly 0 or 1 to w = +-inf,
+    where tanh has no gradient, so they never move (most of an MNIST digit); ours moves them.
+    Comparing the two attacks' success or L2 would compare two optimisers' floats instead."""
     loaded = load_model(tiny_model, device="cpu")
     pinned = PinnedTolerance(loaded.model, 1e-3)
     images, labels = correct_test_images(loaded, 16)
@@ -58,31 +62,29 @@ def test_fixed_c_beats_torchattacks_cw(tiny_model):
     ours = CarliniWagnerL2(pinned, initial_const=const, binary_steps=1, steps=steps, lr=lr, decision_slack=0.0)(
         images, labels
     )
-    their_success = classify_each(pinned, theirs, ode=True) != labels
-    our_success = classify_each(pinned, ours, ode=True) != labels
-    assert int(our_success.sum()) >= int(their_success.sum())
+    saturated = (images == 0) | (images == 1)
+    assert saturated.float().mean() > 0.5  # MNIST: mostly background
+    assert torch.equal(theirs[saturated], images[saturated])
+    assert (ours[saturated] != images[saturated]).any()
+    our_success = classify_alone(loaded.model, ours, 1e-3) != labels
+    # 16 of 16 on the machine this was written on; at c = 100 even a poor run finds half
     assert int(our_success.sum()) >= 8
-    their_l2 = (theirs - images).flatten(1).norm(dim=1)
-    our_l2 = (ours - images).flatten(1).norm(dim=1)
-    both = our_success & their_success
-    if both.any():
-        assert float(our_l2[both].mean()) <= float(their_l2[both].mean()) * 1.001
 
 
 def test_successful_adversarials_are_valid_and_misclassified_at_tol_attack(tiny_model, registry):
     report = run_attack(
-        AttackSettings(count=12, batch_size=6, steps=30, binary_steps=3), model=tiny_model, device="cpu"
+        AttackSettings.with_overrides(count=12, batch_size=6, steps=30, binary_steps=3), model=tiny_model, device="cpu"
     )
     assert report.success_rate >= 0.75 and report.count == 12
     data = load_attack_set(registry, tiny_model, report.set)
-    adversarial, success, labels = data["adversarial"], data["success"], data["labels"]
+    adversarial, success, labels = data.adversarial, data.success, data.labels
     assert adversarial.min() >= 0 and adversarial.max() <= 1
     loaded = load_model(tiny_model, device="cpu")
     loaded.model.tol = 1e-1  # the model's own setting must not matter: verify at tol_attack
-    predictions = classify_each(PinnedTolerance(loaded.model, report.tol_attack), adversarial[success], ode=True)
+    predictions = classify_alone(loaded.model, adversarial[success], report.tol_attack)
     assert (predictions != labels[success]).all()
     assert report.mean_l2 > 0 and report.mean_mse == pytest.approx(
-        float((data["l2"][success] ** 2 / 784).mean()), rel=1e-5
+        float((data.l2[success] ** 2 / 784).mean()), rel=1e-5
     )
 
 
@@ -94,7 +96,7 @@ def test_attack_pins_the_solver_tolerance(tiny_model):
         lambda module, args, kwargs: seen.append(kwargs.get("tol")), with_kwargs=True
     )
     run_attack(
-        AttackSettings(count=4, batch_size=4, steps=5, binary_steps=1, tol_attack=1e-4),
+        AttackSettings.with_overrides(count=4, batch_size=4, steps=5, binary_steps=1, tol_attack=1e-4),
         model=tiny_model,
         device="cpu",
         loaded=loaded,
@@ -117,7 +119,7 @@ class StopAfterFirstBatch(RecordingProgress):
 
 
 def test_attack_set_is_reused_and_an_interrupted_attack_continues(tiny_model, registry):
-    settings = AttackSettings(count=8, batch_size=4, steps=10, binary_steps=2)
+    settings = AttackSettings.with_overrides(count=8, batch_size=4, steps=10, binary_steps=2)
     with pytest.raises(KeyboardInterrupt):
         run_attack(settings, model=tiny_model, device="cpu", progress=StopAfterFirstBatch())
     progress = RecordingProgress()
@@ -129,18 +131,20 @@ def test_attack_set_is_reused_and_an_interrupted_attack_continues(tiny_model, re
     assert any("reusing" in message for message in again_progress.messages)
 
     straight = run_attack(
-        AttackSettings(count=8, batch_size=4, steps=10, binary_steps=2, seed=1), model=tiny_model, device="cpu"
+        AttackSettings.with_overrides(count=8, batch_size=4, steps=10, binary_steps=2, seed=1),
+        model=tiny_model,
+        device="cpu",
     )
     # CW draws nothing at random: the seed changes the key, not the adversarials
     assert straight.set != resumed.set
-    first = load_attack_set(registry, tiny_model, resumed.set)["adversarial"]
-    second = load_attack_set(registry, tiny_model, straight.set)["adversarial"]
+    first = load_attack_set(registry, tiny_model, resumed.set).adversarial
+    second = load_attack_set(registry, tiny_model, straight.set).adversarial
     assert torch.equal(first, second)
 
 
 def test_exported_pngs_read_back_as_the_saved_8bit_adversarials(tiny_model, tmp_path):
     report = run_attack(
-        AttackSettings(count=6, batch_size=6, steps=30, binary_steps=3),
+        AttackSettings.with_overrides(count=6, batch_size=6, steps=30, binary_steps=3),
         model=tiny_model,
         device="cpu",
         export_dir=tmp_path / "export",
@@ -149,18 +153,19 @@ def test_exported_pngs_read_back_as_the_saved_8bit_adversarials(tiny_model, tmp_
     adversarial = sorted((tmp_path / "export" / "adversarial").glob("*.png"))
     assert len(pristine) == 6 and len(adversarial) == round(report.success_rate_8bit * 6) > 0
     loaded = load_model(tiny_model, device="cpu")
-    pinned = PinnedTolerance(loaded.model, report.tol_attack)
     images = torch.stack([read_image(path, channels=1) for path in adversarial])
     labels = torch.tensor([int(path.stem.split("label")[1]) for path in adversarial])
-    assert (classify_each(pinned, images, ode=True) != labels).all()
+    assert (classify_alone(loaded.model, images, report.tol_attack) != labels).all()
 
 
 def test_pgd_linf_stays_in_budget(tiny_model, registry):
     report = run_attack(
-        AttackSettings(attack="pgd", count=6, batch_size=6, steps=10, eps=0.2), model=tiny_model, device="cpu"
+        AttackSettings.with_overrides(attack="pgd", count=6, batch_size=6, steps=10, eps=0.2),
+        model=tiny_model,
+        device="cpu",
     )
     data = load_attack_set(registry, tiny_model, report.set)
-    assert (data["adversarial"] - data["clean"]).abs().max() <= 0.2 + 1e-6
+    assert (data.adversarial - data.clean).abs().max() <= 0.2 + 1e-6
     assert report.success_rate > 0
 
 
@@ -169,6 +174,12 @@ def test_bad_attack_settings_are_refused():
         AttackSettings(attack="fgsm")
     with pytest.raises(ConfigError, match="count must be at least 1"):
         AttackSettings(count=0)
+    with pytest.raises(ConfigError, match="pgd takes no option kappa"):
+        AttackSettings.with_overrides(attack="pgd", kappa=0.1)
+    with pytest.raises(ConfigError, match="unknown PGD norm"):
+        AttackSettings.with_overrides(attack="pgd", norm="l1")
+    with pytest.raises(ConfigError, match="steps must be at least 1"):
+        AttackSettings.with_overrides(steps=0)
 
 
 def test_attack_cli_json(tiny_model):

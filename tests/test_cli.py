@@ -65,3 +65,24 @@ def test_every_command_has_help():
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, command
         assert "--json" in result.stdout, command
+
+
+def test_debug_variable_lets_the_error_through_with_its_traceback(monkeypatch):
+    from nodeguard.errors import ConfigError
+
+    monkeypatch.setenv("NODEGUARD_DEBUG", "1")
+    result = runner.invoke(app, ["train", "svhn"])
+    assert result.exit_code == 1 and isinstance(result.exception, ConfigError)
+    assert not result.stderr.startswith("error:")
+
+
+def test_cli_defaults_are_the_library_defaults():
+    from nodeguard.defense import DefenseSettings
+    from nodeguard.roc import RocSettings
+
+    defend_help = runner.invoke(app, ["defend", "--help"], env={"COLUMNS": "200"}).stdout
+    defense = DefenseSettings()
+    for value in (defense.votes, defense.vmin, defense.batch_size):
+        assert f"(default: {value})" in defend_help or f"[default: {value}]" in defend_help, value
+    roc_help = runner.invoke(app, ["roc", "--help"], env={"COLUMNS": "200"}).stdout
+    assert str(RocSettings().count) in roc_help

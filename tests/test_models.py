@@ -51,3 +51,13 @@ def test_normalisation_lives_in_the_model():
     model = create_model("odenet", in_channels=3, num_classes=10, filters=8, mean=[0.5] * 3, std=[0.25] * 3)
     out = model.normalize(torch.full((1, 3, 2, 2), 0.75))
     assert torch.allclose(out, torch.ones_like(out))
+
+
+def test_per_sample_solving_refuses_a_method_it_does_not_implement():
+    from nodeguard.evaluation import predict_per_sample
+
+    model = make_odenet(method="rk4").eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)  # torchdiffeq runs rk4 as asked
+    with pytest.raises(ConfigError, match="dopri5 only"):
+        predict_per_sample(model, torch.rand(2, 1, 28, 28), tol=1e-3)

@@ -57,13 +57,14 @@ def test_roc_runs_the_attack_then_caches_the_votes(tiny_model, tmp_path):
 
 
 def test_smaller_v_curves_use_the_first_draws_of_the_largest(tiny_model):
-    from nodeguard.adversarial import AttackSettings, load_attack_set, run_attack
+    from nodeguard.attack_sets import AttackSettings, load_attack_set
+    from nodeguard.attack_stage import run_attack
     from nodeguard.registry import Registry
 
     settings = RocSettings(votes=(2, 6), count=5, attack_options=FAST_ATTACK)
     report = run_roc(settings, model=tiny_model, device="cpu")
-    attack = run_attack(AttackSettings(count=5, **FAST_ATTACK), model=tiny_model, device="cpu")
-    pristine = load_attack_set(Registry(), tiny_model, attack.set)["clean"]
+    attack = run_attack(AttackSettings.with_overrides(count=5, **FAST_ATTACK), model=tiny_model, device="cpu")
+    pristine = load_attack_set(Registry(), tiny_model, attack.set).clean
     model = load_model(tiny_model, device="cpu").model
     two = ToleranceRandomization(model, DefenseSettings(votes=2, vmin=0)).vote(pristine)
     expected_tpr = [float((two.v_agree() > vmin).float().mean()) for vmin in range(3)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nodeguard.adversarial import AttackSettings, run_attack
+from nodeguard.attack_sets import AttackSettings
+from nodeguard.attack_stage import run_attack
 from nodeguard.train import TrainConfig, train_model
 
 

@@ -6,7 +6,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from nodeguard.adversarial import AttackSettings, load_attack_set, run_attack
+from nodeguard.attack_sets import AttackSettings, load_attack_set
+from nodeguard.attack_stage import run_attack
 from nodeguard.cli import app
 from nodeguard.errors import ConfigError
 from nodeguard.evaluation import predict_per_sample
@@ -38,7 +39,7 @@ def test_attack_columns_use_tau_attack_equal_to_tau_test(tiny_model, registry):
     report = run_sweep(settings, model=tiny_model, device="cpu")
     for row in report.rows:
         direct = run_attack(
-            AttackSettings(tol_attack=row["tol"], count=4, **FAST_ATTACK), model=tiny_model, device="cpu"
+            AttackSettings.with_overrides(tol_attack=row["tol"], count=4, **FAST_ATTACK), model=tiny_model, device="cpu"
         )
         assert direct.reused and direct.set == row["set"]  # the sweep made exactly this attack set
         assert row["success_rate"] == direct.success_rate and row["mean_l2"] == direct.mean_l2
@@ -49,13 +50,15 @@ def test_decoupled_mode_classifies_one_attack_set_at_each_tau(tiny_model, regist
         tols=(1e-4, 1e-1), attack="cw", count=6, tol_attack=1e-3, test_limit=20, attack_options=FAST_ATTACK
     )
     report = run_sweep(settings, model=tiny_model, device="cpu")
-    made = run_attack(AttackSettings(tol_attack=1e-3, count=6, **FAST_ATTACK), model=tiny_model, device="cpu")
+    made = run_attack(
+        AttackSettings.with_overrides(tol_attack=1e-3, count=6, **FAST_ATTACK), model=tiny_model, device="cpu"
+    )
     assert made.reused
     data = load_attack_set(registry, tiny_model, made.set)
     loaded = load_model(tiny_model, device="cpu")
     for row in report.rows:
-        predictions, _ = predict_per_sample(loaded.model, data["adversarial"], tol=row["tol"])
-        still = data["success"] & (predictions != data["labels"])
+        predictions, _ = predict_per_sample(loaded.model, data.adversarial, tol=row["tol"])
+        still = data.success & (predictions != data.labels)
         assert row["success_rate"] == pytest.approx(float(still.float().mean()))
     assert report.tol_attack == 1e-3
 
@@ -69,8 +72,9 @@ def test_identical_sweep_recomputes_nothing(tiny_model, registry):
     assert second.cells_computed == 0 and second.cells_reused == 2
     assert second.rows == first.rows
     assert any("nothing was recomputed" in message for message in progress.messages)
-    files = sorted(p.name for p in (registry.model_dir(tiny_model) / "sweep").iterdir())
-    saved = json.loads((registry.model_dir(tiny_model) / "sweep" / files[0]).read_text())
+    cells = sorted((registry.results_dir(tiny_model) / "sweep_cell").iterdir())
+    assert len(cells) == 1  # the attack cell is an attack set, stored as one
+    saved = json.loads((cells[0] / "result.json").read_text())
     assert saved["settings"]["cell"] == "error" and saved["settings"]["tol"] == 1e-2
 
 
@@ -113,4 +117,4 @@ def test_sweep_cli_json_and_out_files(tiny_model, tmp_path):
 def test_unknown_attack_is_refused_before_any_cell_is_computed(tiny_model, registry):
     with pytest.raises(ConfigError, match="unknown attack 'fgsm'"):
         run_sweep(SweepSettings(tols=(1e-3,), attack="fgsm", test_limit=10), model=tiny_model, device="cpu")
-    assert not (registry.model_dir(tiny_model) / "sweep").exists()
+    assert not registry.results_dir(tiny_model).exists()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from nodeguard.errors import ConfigError, RegistryError
+from nodeguard.errors import ConfigError, DataUnavailableError, RegistryError
 from nodeguard.loading import load_model
 from nodeguard.progress import RecordingProgress
 from nodeguard.train import train_model
@@ -45,6 +45,7 @@ def test_training_registers_a_model_with_its_settings(registry):
     assert config["training"]["tol_train"] == 1e-3 and config["model"]["filters"] == 8
     loaded = load_model(registry=registry, device="cpu")
     assert loaded.name == result.model and loaded.tol_train == 1e-3
+    assert loaded.input_shape == (1, 28, 28) and loaded.num_classes == 10
     assert registry.get(result.model).status == "ready"
 
 
@@ -95,3 +96,27 @@ def test_bad_settings_are_refused():
         tiny_config(filters=48)
     with pytest.raises(ConfigError, match="unknown dataset"):
         tiny_config(dataset="svhn")
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_nothing_behind(registry, tmp_path):
+    # MNIST files that exist but cannot be read: the data set fails to load, offline
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (raw / name).write_bytes(b"not an IDX file")
+    with pytest.raises(DataUnavailableError):
+        train_model(tiny_config(dataset="mnist"), registry=registry)
+    assert registry.entries() == [] and not registry.model_dir("odenet-mnist").exists()
+    with pytest.raises(DataUnavailableError):  # the data error again, not "exists with other settings"
+        train_model(tiny_config(dataset="mnist", epochs=3), registry=registry)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(tiny_config(), registry=registry, progress=InterruptingProgress("epoch 1/2", 1))
+    assert registry.entries() == [] and not registry.model_dir("odenet-mnist5k").exists()
+    result = train_model(tiny_config(epochs=1, lr=1e-2), registry=registry)
+    assert result.resumed_from_epoch == 0 and registry.get("odenet-mnist5k").status == "ready"

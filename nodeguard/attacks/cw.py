@@ -28,11 +28,15 @@ is called as given: wrap an ODE-Net in :class:`PinnedTolerance` to fix its toler
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
 from torchattacks.attack import Attack
 
+from ..errors import ConfigError
 from .pinned import classification_margin
+from .spec import ATTACKS, AttackSpec, require_at_least
 
 NO_UPPER_BOUND = 1e10
 ADAM_BETAS = (0.9, 0.999)
@@ -146,3 +150,38 @@ class CarliniWagnerL2(Attack):
                 const = torch.where(bracketed, (lower + upper) / 2, const * 10)
 
         return best_adversarial.detach()
+
+
+@dataclass
+class CWOptions:
+    """Options of ``nodeguard attack cw`` (see :class:`CarliniWagnerL2`)."""
+
+    steps: int = 100
+    binary_steps: int = 5
+    initial_const: float = 1.0
+    lr: float = 0.05
+    kappa: float = 0.0
+
+    def __post_init__(self) -> None:
+        require_at_least("steps", self.steps, 1)
+        require_at_least("binary_steps", self.binary_steps, 1)
+        require_at_least("kappa", self.kappa, 0)
+        if self.initial_const <= 0 or self.lr <= 0:
+            raise ConfigError(f"initial_const and lr must be positive, got {self.initial_const} and {self.lr}")
+
+
+def run_cw(model: nn.Module, options: CWOptions, images: torch.Tensor, labels: torch.Tensor, seed: int):
+    """CW draws nothing at random: ``seed`` is not used."""
+    return CarliniWagnerL2(model, **asdict(options))(images, labels)
+
+
+ATTACKS.register(
+    "cw",
+    AttackSpec(
+        name="cw",
+        version=2,
+        options=CWOptions,
+        run=run_cw,
+        summary="Carlini-Wagner L2, c searched per image",
+    ),
+)

@@ -8,6 +8,7 @@ import typer
 
 from .. import __version__
 from . import models as models_cli
+from ._errors import ErrorReportingGroup
 from .attack import attack
 from .defend import defend
 from .roc import roc
@@ -16,6 +17,7 @@ from .train import train
 
 app = typer.Typer(
     name="nodeguard",
+    cls=ErrorReportingGroup,
     help="Adversarial robustness of Neural ODE image classifiers, with tolerance randomization.",
     no_args_is_help=True,
     add_completion=False,

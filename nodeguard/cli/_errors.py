@@ -1,35 +1,50 @@
-"""Library errors become one printed line and an exit status, in one place."""
+"""Library errors become one printed line and an exit status, in one place for the whole app.
+
+The root command group runs every command (sub-commands included) inside
+:func:`reported_errors`. ``NODEGUARD_DEBUG=1`` lets errors through with their traceback.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from ..errors import NodeguardError
 from ._output import Output
 
 EXIT_ERROR = 1
-EXIT_NOT_IMPLEMENTED = 2
 EXIT_INTERRUPTED = 130
+DEBUG_VARIABLE = "NODEGUARD_DEBUG"
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0")
 
 
-def reports_errors(command: F) -> F:
-    """Wrap a command: NodeguardError -> 'error: ...' and exit 1; Ctrl-C -> exit 130."""
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """NodeguardError -> 'error: ...' and exit 1; Ctrl-C -> exit 130 (finished work is kept)."""
+    if debugging():
+        yield
+        return
+    try:
+        yield
+    except NodeguardError as exc:
+        Output().error(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        Output().error("interrupted; finished work is saved, run the same command again to continue")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except NodeguardError as exc:
-            Output().error(str(exc))
-            raise typer.Exit(EXIT_ERROR) from None
-        except KeyboardInterrupt:
-            Output().error("interrupted; finished work is saved, run the same command again to continue")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
 
-    return wrapper  # type: ignore[return-value]
+class ErrorReportingGroup(TyperGroup):
+    """The root group: every command it invokes reports errors through :func:`reported_errors`."""
+
+    def invoke(self, ctx: Any) -> Any:
+        with reported_errors():
+            return super().invoke(ctx)

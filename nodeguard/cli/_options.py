@@ -1,4 +1,4 @@
-"""Option aliases shared by the commands, defined once."""
+"""Option aliases shared by the commands, defined once; defaults come from the library."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from ..defense import DefenseSettings
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object (the result) on stdout; progress goes to stderr.")
@@ -19,3 +21,8 @@ DataDirOption = Annotated[
     typer.Option("--data-dir", envvar="NODEGUARD_DATA", help="Data sets root (default: <cache root>/data)."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
+
+DEFENSE = DefenseSettings()
+TolRangeOption = Annotated[str, typer.Option("--tol-range", help="Log-uniform range of the drawn tolerances.")]
+TOL_RANGE_DEFAULT = f"{DEFENSE.tol_low:g},{DEFENSE.tol_high:g}"
+PairBatchOption = Annotated[int, typer.Option("--batch-size", help="(image, tolerance) pairs solved together.")]

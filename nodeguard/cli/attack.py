@@ -8,18 +8,20 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..adversarial import AttackReport, AttackSettings, run_attack
+from ..attack_sets import AttackReport, AttackSettings
+from ..attack_stage import run_attack
+from ..attacks import ATTACKS, CWOptions, PGDOptions
+from ..attacks.pgd import DEFAULT_EPS
 from ..registry import Registry
-from ._errors import reports_errors
 from ._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption
 from ._output import Output
 
 defaults = AttackSettings()
+CW, PGD = CWOptions(), PGDOptions()
 
 
-@reports_errors
 def attack(
-    name: Annotated[str, typer.Argument(help="cw (Carlini-Wagner L2, c searched per sample) or pgd.")],
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(ATTACKS.names())}.")],
     model: ModelOption = None,
     tol_attack: Annotated[
         float | None, typer.Option("--tol-attack", help="Solver tolerance the attacker uses (default: tol_train).")
@@ -30,13 +32,22 @@ def attack(
         bool, typer.Option("--only-correct/--all", help="Attack only images the model classifies correctly.")
     ] = defaults.only_correct,
     batch_size: Annotated[int, typer.Option("--batch-size")] = defaults.batch_size,
-    steps: Annotated[int | None, typer.Option("--steps", help="Steps per search (cw: 100) or PGD steps (40).")] = None,
-    binary_steps: Annotated[int, typer.Option("--binary-steps", help="cw: searches over c.")] = defaults.binary_steps,
-    initial_const: Annotated[float, typer.Option("--initial-const", help="cw: first c.")] = defaults.initial_const,
-    lr: Annotated[float, typer.Option("--lr", help="cw: Adam learning rate.")] = defaults.lr,
-    kappa: Annotated[float, typer.Option("--kappa", help="cw: confidence.")] = defaults.kappa,
-    norm: Annotated[str, typer.Option("--norm", help="pgd: linf or l2.")] = defaults.norm,
-    eps: Annotated[float | None, typer.Option("--eps", help="pgd: budget (default: 0.1 linf, 2.0 l2).")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help=f"Steps per search (cw: {CW.steps}) or PGD steps ({PGD.steps}).")
+    ] = None,
+    binary_steps: Annotated[
+        int | None, typer.Option("--binary-steps", help=f"cw: searches over c ({CW.binary_steps}).")
+    ] = None,
+    initial_const: Annotated[
+        float | None, typer.Option("--initial-const", help=f"cw: first c ({CW.initial_const:g}).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help=f"cw: Adam learning rate ({CW.lr:g}).")] = None,
+    kappa: Annotated[float | None, typer.Option("--kappa", help=f"cw: confidence ({CW.kappa:g}).")] = None,
+    norm: Annotated[str | None, typer.Option("--norm", help=f"pgd: linf or l2 ({PGD.norm}).")] = None,
+    eps: Annotated[
+        float | None,
+        typer.Option("--eps", help=f"pgd: budget ({DEFAULT_EPS['linf']:g} linf, {DEFAULT_EPS['l2']:g} l2)."),
+    ] = None,
     seed: SeedOption = defaults.seed,
     export: Annotated[
         Path | None, typer.Option("--export", help="Also write pristine/ and adversarial/ PNG files here.")
@@ -48,15 +59,16 @@ def attack(
     """Attack a registered model at a chosen solver tolerance and save the attack set.
 
     The same request again reuses the saved set; an interrupted attack continues from its
-    last finished batch.
+    last finished batch. Options an attack does not take are refused.
     """
-    settings = AttackSettings(
+    settings = AttackSettings.with_overrides(
         attack=name,
         tol_attack=tol_attack,
         count=count,
         split=split,
         only_correct=only_correct,
         batch_size=batch_size,
+        seed=seed,
         steps=steps,
         binary_steps=binary_steps,
         initial_const=initial_const,
@@ -64,7 +76,6 @@ def attack(
         kappa=kappa,
         norm=norm,
         eps=eps,
-        seed=seed,
     )
     Output(json_output).run(
         run_attack,

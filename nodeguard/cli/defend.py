@@ -13,26 +13,32 @@ from rich.console import Console
 from rich.table import Table
 
 from ..defend import DefendReport, defend_paths
-from ..defense import DEFAULT_TOL_RANGE, DefenseSettings
+from ..defense import DefenseSettings
 from ..errors import ConfigError
-from ..registry import Registry, atomic_write_text
-from ._errors import reports_errors
-from ._options import DeviceOption, JsonOption, ModelOption, SeedOption
+from ..registry import Registry
+from ..storage import atomic_write_text
+from ._options import (
+    DEFENSE,
+    TOL_RANGE_DEFAULT,
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    PairBatchOption,
+    SeedOption,
+    TolRangeOption,
+)
 from ._output import Output
 from ._parsing import parse_tol_range
 
 
-@reports_errors
 def defend(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     model: ModelOption = None,
-    votes: Annotated[int, typer.Option("--votes", "-V", help="Tolerances drawn per image.")] = 15,
-    vmin: Annotated[int, typer.Option("--vmin", help="Accept when more than vmin votes agree.")] = 12,
-    tol_range: Annotated[
-        str, typer.Option("--tol-range", help="Log-uniform range of the drawn tolerances.")
-    ] = f"{DEFAULT_TOL_RANGE[0]:g},{DEFAULT_TOL_RANGE[1]:g}",
-    seed: SeedOption = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="(image, tolerance) pairs solved together.")] = 512,
+    votes: Annotated[int, typer.Option("--votes", "-V", help="Tolerances drawn per image.")] = DEFENSE.votes,
+    vmin: Annotated[int, typer.Option("--vmin", help="Accept when more than vmin votes agree.")] = DEFENSE.vmin,
+    tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
+    seed: SeedOption = DEFENSE.seed,
+    batch_size: PairBatchOption = DEFENSE.batch_size,
     resize: Annotated[bool, typer.Option("--resize", help="Resize images to the model's input size.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the results to FILE.csv or FILE.json.")] = None,
     device: DeviceOption = "auto",

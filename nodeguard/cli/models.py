@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from ..registry import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, Registry
-from ._errors import reports_errors
 from ._options import JsonOption
 from ._output import Output
 
@@ -17,7 +16,6 @@ app = typer.Typer(help="List, show and remove registered models.", no_args_is_he
 
 
 @app.callback(invoke_without_command=True)
-@reports_errors
 def list_models(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List the registered models, most recently trained first."""
     if ctx.invoked_subcommand is not None:
@@ -51,7 +49,6 @@ def list_models(ctx: typer.Context, json_output: JsonOption = False) -> None:
 
 
 @app.command("show")
-@reports_errors
 def show(name: Annotated[str, typer.Argument(help="Model name.")], json_output: JsonOption = False) -> None:
     """Show one model: its config, metrics and files."""
     registry = Registry()
@@ -81,7 +78,6 @@ def show(name: Annotated[str, typer.Argument(help="Model name.")], json_output: 
 
 
 @app.command("rm")
-@reports_errors
 def remove(name: Annotated[str, typer.Argument(help="Model name.")], json_output: JsonOption = False) -> None:
     """Remove a model and everything saved under it."""
     Registry().remove(name)

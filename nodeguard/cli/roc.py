@@ -9,29 +9,36 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..defense import DEFAULT_TOL_RANGE
 from ..errors import ConfigError
 from ..registry import Registry
 from ..roc import RocReport, RocSettings, run_roc
-from ._errors import reports_errors
-from ._options import DeviceOption, JsonOption, ModelOption, SeedOption
+from ._options import (
+    TOL_RANGE_DEFAULT,
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    PairBatchOption,
+    SeedOption,
+    TolRangeOption,
+)
 from ._output import Output
 from ._parsing import parse_list, parse_tol_range
 
+ROC = RocSettings()
 
-@reports_errors
+
 def roc(
     model: ModelOption = None,
-    votes: Annotated[str, typer.Option("--votes", help="Numbers of votes V, one curve each.")] = "5,10,15,20",
-    count: Annotated[int, typer.Option("--count", help="Pristine test images (CW attacked at tol_train).")] = 200,
-    tol_range: Annotated[
-        str, typer.Option("--tol-range", help="Log-uniform range of the drawn tolerances.")
-    ] = f"{DEFAULT_TOL_RANGE[0]:g},{DEFAULT_TOL_RANGE[1]:g}",
-    seed: SeedOption = 0,
+    votes: Annotated[str, typer.Option("--votes", help="Numbers of votes V, one curve each.")] = ",".join(
+        str(v) for v in ROC.votes
+    ),
+    count: Annotated[int, typer.Option("--count", help="Pristine test images (CW attacked at tol_train).")] = ROC.count,
+    tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
+    seed: SeedOption = ROC.seed,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the ROC picture to this PNG file.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="CW steps per search, if the attack must run.")] = None,
     binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="CW searches over c.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="(image, tolerance) pairs solved together.")] = 512,
+    batch_size: PairBatchOption = ROC.batch_size,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:

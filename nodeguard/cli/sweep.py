@@ -10,23 +10,23 @@ from rich.console import Console
 from rich.table import Table
 
 from ..registry import Registry
-from ..sweep import DEFAULT_TOLS, SweepSettings, run_sweep
+from ..sweep import SweepSettings, run_sweep
 from ..sweep_format import table_cells, write_table
-from ._errors import reports_errors
 from ._options import DeviceOption, JsonOption, ModelOption
 from ._output import Output
 from ._parsing import parse_list
 
+SWEEP = SweepSettings()
 
-@reports_errors
+
 def sweep(
     model: ModelOption = None,
     tols: Annotated[str, typer.Option("--tols", help="Tolerances tau, comma separated.")] = ",".join(
-        f"{tol:g}" for tol in DEFAULT_TOLS
+        f"{tol:g}" for tol in SWEEP.tols
     ),
     baseline: Annotated[str | None, typer.Option("--baseline", help="A ResNet model for the reference column.")] = None,
     attack: Annotated[str | None, typer.Option("--attack", help="Also attack at each tau: cw or pgd.")] = None,
-    count: Annotated[int, typer.Option("--count", help="Images attacked per cell.")] = 100,
+    count: Annotated[int, typer.Option("--count", help="Images attacked per cell.")] = SWEEP.count,
     tol_attack: Annotated[
         float | None,
         typer.Option("--tol-attack", help="Decoupled: attack once at this tau, classify at each tau_test."),

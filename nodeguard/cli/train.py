@@ -9,14 +9,12 @@ from rich.console import Console
 
 from ..registry import Registry
 from ..train import TrainConfig, TrainResult, train_model
-from ._errors import reports_errors
 from ._options import DataDirOption, DeviceOption, JsonOption, SeedOption
 from ._output import Output
 
 defaults = TrainConfig()
 
 
-@reports_errors
 def train(
     dataset: Annotated[str, typer.Argument(help="mnist5k (bundled, offline), mnist or cifar10.")] = "mnist5k",
     arch: Annotated[str, typer.Option("--arch", help="odenet or resnet.")] = defaults.arch,
@@ -30,7 +28,7 @@ def train(
     filters: Annotated[int | None, typer.Option("--filters", help="Filters (default: 64, 256 for cifar10).")] = None,
     augment: Annotated[
         bool, typer.Option("--augment/--no-augment", help="Random affine (digits) or crop/flip/jitter.")
-    ] = True,
+    ] = defaults.augment,
     train_limit: Annotated[
         int | None, typer.Option("--train-limit", help="Use only the first N training images.")
     ] = None,

@@ -1,0 +1,104 @@
+"""The building blocks of the paper's networks (Carrara et al., neural-ode-features).
+
+GroupNorm with min(32, C) groups, pre-activation residual blocks, time-concatenated
+convolutions, the ODE function f(t, h), the downsampling stem and the classifier head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with min(32, C) groups, as in the paper's code."""
+    return nn.GroupNorm(min(32, channels), channels)
+
+
+class Normalize(nn.Module):
+    """Per-channel normalisation kept inside the model, so inputs stay in [0, 1]."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block (GN, ReLU, conv3x3, GN, ReLU, conv3x3)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.norm1 = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.norm2 = group_norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.norm1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        out = self.conv2(torch.relu(self.norm2(out)))
+        return out + shortcut
+
+
+class ConcatConv2d(nn.Module):
+    """3x3 convolution that sees the time t as one extra constant input channel."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels + 1, out_channels, 3, 1, 1)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        time_channel = torch.ones_like(x[:, :1]) * t
+        return self.conv(torch.cat([time_channel, x], dim=1))
+
+
+class ODEFunc(nn.Module):
+    """f(t, h) = GN(conv(ReLU(GN(conv(ReLU(GN(h))))))) with time-concatenated convs.
+
+    Counts its own evaluations in ``nfe``.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm1 = group_norm(channels)
+        self.conv1 = ConcatConv2d(channels, channels)
+        self.norm2 = group_norm(channels)
+        self.conv2 = ConcatConv2d(channels, channels)
+        self.norm3 = group_norm(channels)
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        out = self.conv1(t, torch.relu(self.norm1(h)))
+        out = self.conv2(t, torch.relu(self.norm2(out)))
+        return self.norm3(out)
+
+
+def downsampling(in_channels: int, filters: int) -> nn.Sequential:
+    """Conv3x3 (no padding) then two stride-2 residual blocks: 28x28 -> 7x7 for MNIST."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, filters, 3, 1),
+        ResBlock(filters, filters, stride=2),
+        ResBlock(filters, filters, stride=2),
+    )
+
+
+def classifier_head(filters: int, num_classes: int) -> nn.Sequential:
+    """GN, ReLU, global average pool, Linear."""
+    return nn.Sequential(
+        group_norm(filters),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(filters, num_classes),
+    )
