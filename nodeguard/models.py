@@ -210,4 +210,3 @@ def build_model(config: dict[str, Any]) -> ImageClassifier:
     if not factory.has_solver:
         arguments.pop("tol", None)
     return create_model(config["arch"], **arguments)
-

@@ -228,9 +228,6 @@ class Registry:
         """Where the stages keep the results they computed for model ``name``."""
         return self.model_dir(name) / RESULTS_FOLDER
 
-    def has_config(self, name: str) -> bool:
-        return (self.model_dir(name) / CONFIG_FILE).is_file()
-
     def write_config(self, name: str, config: dict[str, Any]) -> None:
         atomic_write_text(self.model_dir(name) / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 

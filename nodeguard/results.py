@@ -65,9 +65,6 @@ class StoredResult:
         """A file of this result's folder (the stage's own extras, e.g. partial work)."""
         return self.folder / name
 
-    def exists(self) -> bool:
-        return (self.folder / RESULT_TENSORS).is_file() or (self.folder / RESULT_JSON).is_file()
-
     # -- tensors ----------------------------------------------------------------------
     def load_tensors(self) -> dict[str, Any] | None:
         """The saved tensors, or None when absent or saved for other settings."""

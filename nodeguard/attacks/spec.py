@@ -46,9 +46,6 @@ class AttackSpec:
             )
         return asdict(self.options(**{key: value for key, value in overrides.items() if value is not None}))
 
-    def defaults(self) -> Any:
-        return self.options()
-
 
 ATTACKS: Catalog[AttackSpec] = Catalog("attack")
 
