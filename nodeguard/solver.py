@@ -96,8 +96,9 @@ def _initial_step(func, t0, y0, f0, tol, nfe, index) -> torch.Tensor:
     return torch.minimum(100 * h0, h1).to(torch.float64)
 
 
+@torch.no_grad()
 def _next_step(dt: torch.Tensor, error_ratio: torch.Tensor) -> torch.Tensor:
-    """torchdiffeq's _optimal_step_size, per sample, in float64."""
+    """torchdiffeq's _optimal_step_size, per sample, in float64 (no gradient, as there)."""
     ratio = error_ratio.to(torch.float64)
     shrink_limit = torch.where(ratio < 1, torch.ones_like(ratio), torch.full_like(ratio, DFACTOR))
     safe_ratio = torch.where(ratio == 0, torch.ones_like(ratio), ratio)
@@ -105,20 +106,30 @@ def _next_step(dt: torch.Tensor, error_ratio: torch.Tensor) -> torch.Tensor:
     return torch.where(ratio == 0, dt * IFACTOR, dt * factor)
 
 
-@torch.no_grad()
+def _just_before(t: torch.Tensor) -> torch.Tensor:
+    """The float just below ``t``, with the gradient of ``t`` (torchdiffeq's stitched nextafter)."""
+    return t + (torch.nextafter(t, t - 1) - t).detach()
+
+
 def solve_per_sample(func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor) -> PerSampleSolution:
     """Integrate dy/dt = func(t, y) from t=0 to t=1 for each sample at its own tolerance.
 
     ``func`` receives times shaped (B, 1, ..., 1) (one per sample of the batch it is given)
     and the states of those samples. ``tol`` holds one tolerance per sample (rtol = atol).
+
+    Differentiable: called with gradients enabled, the solution carries the gradient of
+    the discrete solver, as torchdiffeq's dopri5 does (not the adjoint). Gradients flow
+    through the initial step selection and the time points it sets (stage times and the
+    final interpolation), but not through the later step-size control, which torchdiffeq
+    computes under ``no_grad``; the step that passes t=1 is stitched through nextafter as
+    torchdiffeq does. All writes are out of place.
     """
     batch = y0.shape[0]
     dtype, device = y0.dtype, y0.device
     tol = torch.as_tensor(tol, dtype=torch.float64, device=device).reshape(-1).expand(batch).clone()
     nfe = torch.zeros(batch, dtype=torch.long, device=device)
-    result = torch.empty_like(y0)
     if batch == 0:
-        return PerSampleSolution(result, nfe)
+        return PerSampleSolution(torch.empty_like(y0), nfe)
     alpha = _as_float64(ALPHA, dtype, device)
     betas = [_as_float64(beta, dtype, device) for beta in BETA]
     c_error = _as_float64(C_ERROR, dtype, device)
@@ -134,6 +145,8 @@ def solve_per_sample(func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor) -> 
     # per active sample: state y, derivative f, interval [t0, t1] of the latest accepted step
     index, y, f, t0, t1 = all_index, y0, f0, t_start.clone(), t_start.clone()
     interp: list[torch.Tensor] = [y0] * 5
+    finished_index: list[torch.Tensor] = []
+    finished_y: list[torch.Tensor] = []
     for _attempt in range(MAX_ATTEMPTS):
         if len(index) == 0:
             break
@@ -143,26 +156,26 @@ def solve_per_sample(func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor) -> 
             raise FloatingPointError("underflow in the step size of the per-sample dopri5 solver")
         t1_low, dt_low = t1.to(dtype), step_dt.to(dtype)
         end_low = step_t1.to(dtype)
-        k = torch.empty(*f.shape, len(ALPHA) + 1, dtype=dtype, device=device)
-        k[..., 0] = f
-        dt_shape = _expand(dt_low, k)
-        for stage, (stage_alpha, beta) in enumerate(zip(alpha, betas, strict=True)):
+        stages = [f]
+        dt_shape = _expand(dt_low, f.unsqueeze(-1))
+        for stage_alpha, beta in zip(alpha, betas, strict=True):
             if float(stage_alpha) == 1.0:
-                stage_t = torch.nextafter(end_low, end_low - 1)
+                stage_t = _just_before(end_low)
             else:
                 stage_t = t1_low + stage_alpha * dt_low
-            stage_y = y + torch.sum(k[..., : stage + 1] * (beta * dt_shape), dim=-1).view_as(f)
-            k[..., stage + 1] = func(_expand(stage_t, y), stage_y)
+            stage_y = y + torch.sum(torch.stack(stages, -1) * (beta * dt_shape), dim=-1).view_as(f)
+            stages.append(func(_expand(stage_t, y), stage_y))
+        k = torch.stack(stages, -1)
         nfe[index] += len(ALPHA)
         y_new = stage_y
-        f_new = k[..., -1]
+        f_new = stages[-1]
         error = torch.sum(k * (c_error * dt_shape), dim=-1)
         tol_low = _expand(tol[index].to(dtype), y)
         error_ratio = _rms(error / (tol_low + tol_low * torch.maximum(y.abs(), y_new.abs()))).abs()
         accept = error_ratio <= 1
 
         mid = y + torch.sum(k * (c_mid * dt_shape), dim=-1).view_as(y)
-        new_interp = _interp_fit(y, y_new, mid, k[..., 0], k[..., -1], _expand(dt_low, y))
+        new_interp = _interp_fit(y, y_new, mid, stages[0], stages[-1], _expand(dt_low, y))
         accept_state = _expand(accept, y)
         interp = [torch.where(accept_state, new, old) for new, old in zip(new_interp, interp, strict=True)]
         t0 = torch.where(accept, t1, t0)
@@ -174,13 +187,15 @@ def solve_per_sample(func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor) -> 
         done = t1 >= end
         if bool(done.any()):
             x = ((end - t0[done]) / (t1[done] - t0[done])).to(dtype)
-            result[index[done]] = _interp_evaluate([c[done] for c in interp], _expand(x, y[done]))
+            finished_index.append(index[done])
+            finished_y.append(_interp_evaluate([c[done] for c in interp], _expand(x, y[done])))
             keep = ~done
             index, y, f, t0, t1, dt = index[keep], y[keep], f[keep], t0[keep], t1[keep], dt[keep]
             interp = [c[keep] for c in interp]
     else:
         raise FloatingPointError("the per-sample dopri5 solver did not reach t=1")
-    return PerSampleSolution(result, nfe)
+    order = torch.cat(finished_index)
+    return PerSampleSolution(torch.cat(finished_y)[torch.argsort(order)], nfe)
 
 
 def _interp_fit(y0, y1, y_mid, f0, f1, dt):
