@@ -9,9 +9,11 @@ model's data set, at one solver tolerance. It lives in the model's result store
                    clean and adversarial (float32 N x C x H x W in [0, 1]),
                    clean_predictions and predictions (int64, each image classified alone
                    at tol_attack), success (bool: clean correct and adversarial wrong),
-                   l2 (float32, ||adversarial - clean||), adversarial_8bit (uint8),
-                   success_8bit (bool), grid_method (int64: 0 lost or not attempted,
-                   1 plain rounding, 2 outward rounding), seconds, and the settings
+                   margin (float32: true logit minus the best other of the adversarial
+                   alone at tol_attack), l2 (float32, ||adversarial - clean||),
+                   adversarial_8bit (uint8), success_8bit (bool), margin_8bit (float32),
+                   grid_method (int64: 0 lost or not attempted, 1 rounded at the smallest
+                   scale that stays adversarial, 2 outward rounding), seconds, settings
     partial.pt     finished batches while the attack runs (removed when it completes)
     summary.json   the AttackReport, for people and scripts reading the folder
 """
@@ -124,9 +126,11 @@ BATCH_FIELDS = (
     "clean_predictions",
     "predictions",
     "success",
+    "margin",
     "l2",
     "adversarial_8bit",
     "success_8bit",
+    "margin_8bit",
     "grid_method",
 )
 
@@ -143,9 +147,11 @@ class AttackSet:
     clean_predictions: torch.Tensor
     predictions: torch.Tensor
     success: torch.Tensor
+    margin: torch.Tensor
     l2: torch.Tensor
     adversarial_8bit: torch.Tensor
     success_8bit: torch.Tensor
+    margin_8bit: torch.Tensor
     grid_method: torch.Tensor
     seconds: float
 
@@ -212,6 +218,17 @@ def perturbation_stats(l2: torch.Tensor, mask: torch.Tensor, dims: int) -> dict[
     }
 
 
+def margin_stats(margin: torch.Tensor, mask: torch.Tensor, suffix: str) -> dict[str, float | None]:
+    """Median and 90th percentile of |margin| over the samples in ``mask``."""
+    chosen = margin[mask].abs().float()
+    if len(chosen) == 0:
+        return {f"median_abs_margin{suffix}": None, f"p90_abs_margin{suffix}": None}
+    return {
+        f"median_abs_margin{suffix}": float(chosen.median()),
+        f"p90_abs_margin{suffix}": float(torch.quantile(chosen, 0.9)),
+    }
+
+
 @dataclass
 class AttackReport:
     model: str
@@ -227,6 +244,10 @@ class AttackReport:
     kept_by_rounding: int
     kept_by_outward_rounding: int
     lost_on_8bit_grid: int
+    median_abs_margin: float | None
+    p90_abs_margin: float | None
+    median_abs_margin_8bit: float | None
+    p90_abs_margin_8bit: float | None
     seconds: float
     set: str
     path: str
@@ -256,6 +277,8 @@ def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: b
         kept_by_rounding=int((method == 1).sum()),
         kept_by_outward_rounding=int((method == 2).sum()),
         lost_on_8bit_grid=int((success & ~success_8bit).sum()),
+        **margin_stats(attack_set.margin, success, ""),
+        **margin_stats(attack_set.margin_8bit, success_8bit, "_8bit"),
         seconds=attack_set.seconds,
         set=stored.key,
         path=str(stored.folder),

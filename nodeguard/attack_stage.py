@@ -6,13 +6,14 @@ it. Work is saved after each batch; an interrupted attack continues from there. 
 process computing a set holds its lock: other attack sets of the same model can be made
 at the same time.
 
-An adversarial counts as successful only when the model, with its solver at
-tol_attack, misclassifies it when the image is classified on its own (the per-sample
-solver of :func:`nodeguard.evaluation.predict_per_sample`): an adaptive solver's step
-sizes depend on the batch, so that is the image's own prediction. Each adversarial is
-also finished on the 8-bit grid (what a PNG can hold): plain rounding if that keeps it
-adversarial, else rounding every changed pixel away from the original, else it is
-marked as lost on the grid.
+The attack's forward passes and every check solve each image on its own steps at
+tol_attack (the per-sample solver: :class:`nodeguard.attacks.PinnedTolerance`,
+:func:`nodeguard.evaluation.margins_alone`): an adaptive solver's step sizes depend on
+the batch, so that is the prediction the image is judged by. An adversarial counts as
+successful only when the model misclassifies it so. The adversarials of a
+minimal-perturbation attack (CW) are then moved back to the decision boundary, and every
+adversarial is finished on the 8-bit grid (:mod:`nodeguard.boundary`); each one's margin
+is kept, as a float and on the grid.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from .attack_sets import (
     summarise,
 )
 from .attacks import PinnedTolerance
+from .boundary import GRID_STEPS, MARGIN_SLACK, finish_on_8bit_grid, refine_floats
 from .data import ImageSplit, load_dataset
 from .errors import ConfigError
-from .evaluation import predict_per_sample
+from .evaluation import margins_alone, predict_per_sample
 from .loading import LoadedModel, load_model
 from .progress import Progress, SilentProgress
 from .registry import Registry
@@ -50,34 +52,6 @@ SUMMARY_FILE = "summary.json"
 def classify_alone(model: torch.nn.Module, images: torch.Tensor, tol: float) -> torch.Tensor:
     """Predictions of each image solved on its own steps at ``tol``."""
     return predict_per_sample(model, images, tol=tol)[0]
-
-
-def finish_on_8bit_grid(
-    model: torch.nn.Module,
-    tol: float,
-    clean: torch.Tensor,
-    adversarial: torch.Tensor,
-    labels: torch.Tensor,
-    success: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(uint8 adversarials, success on the grid, how: 0 lost, 1 rounded, 2 rounded outward)."""
-    clean_levels = (clean * 255).round()
-    rounded = (adversarial * 255).round().clamp(0, 255)
-    delta = adversarial * 255 - clean_levels
-    outward = (clean_levels + delta.sign() * (delta.abs() - 1e-4).clamp(min=0).ceil()).clamp(0, 255)
-    method = torch.zeros(len(clean), dtype=torch.long)
-    result = clean_levels.clone()
-    candidates = success.nonzero().squeeze(1)
-    if len(candidates):
-        kept = classify_alone(model, rounded[candidates] / 255, tol) != labels[candidates]
-        result[candidates[kept]] = rounded[candidates[kept]]
-        method[candidates[kept]] = 1
-        retry = candidates[~kept]
-        if len(retry):
-            kept_outward = classify_alone(model, outward[retry] / 255, tol) != labels[retry]
-            result[retry[kept_outward]] = outward[retry[kept_outward]]
-            method[retry[kept_outward]] = 2
-    return result.to(torch.uint8), method > 0, method
 
 
 def select_samples(model: torch.nn.Module, split: ImageSplit, settings: ResolvedAttack) -> torch.Tensor:
@@ -100,24 +74,27 @@ def select_samples(model: torch.nn.Module, split: ImageSplit, settings: Resolved
 def attack_one_batch(
     loaded: LoadedModel, settings: ResolvedAttack, clean: torch.Tensor, labels: torch.Tensor, batch_number: int
 ) -> dict[str, Any]:
-    """Attack one batch, verify every adversarial alone at tol_attack, finish it on the 8-bit grid."""
+    """Attack one batch, verify every adversarial alone at tol_attack, move it back to the
+    decision boundary (minimal-perturbation attacks), and finish it on the 8-bit grid."""
     started = time.perf_counter()
-    tol = settings.tol_attack
+    tol, spec, options = settings.tol_attack, settings.spec, settings.attack_options()
     pinned = PinnedTolerance(loaded.model, tol).eval()
-    adversarial = settings.spec.run(
-        pinned,
-        settings.attack_options(),
-        clean.to(loaded.device),
-        labels.to(loaded.device),
-        settings.seed + batch_number,
+    adversarial = spec.run(
+        pinned, options, clean.to(loaded.device), labels.to(loaded.device), settings.seed + batch_number
     )
     adversarial = adversarial.detach().clamp(0, 1).cpu()
-    predictions = classify_alone(loaded.model, adversarial, tol)
+    found = adversarial.clone()  # the attack's own result: the 8-bit search scales its perturbation
     # with only_correct, select_samples classified these very images alone already
     clean_predictions = labels.clone() if settings.only_correct else classify_alone(loaded.model, clean, tol)
-    success = (predictions != labels) & (clean_predictions == labels)
+    target = -(getattr(options, "kappa", 0.0) + MARGIN_SLACK)
+    margin, predictions = margins_alone(loaded.model, adversarial, labels, tol)
+    if spec.refine_to_boundary:
+        rows = ((margin <= target) & (clean_predictions == labels)).nonzero().squeeze(1)
+        adversarial[rows] = refine_floats(loaded.model, tol, clean[rows], adversarial[rows], labels[rows], target)
+        margin[rows], predictions[rows] = margins_alone(loaded.model, adversarial[rows], labels[rows], tol)
+    success = (margin < 0) & (clean_predictions == labels)
     adversarial_8bit, success_8bit, grid_method = finish_on_8bit_grid(
-        loaded.model, tol, clean, adversarial, labels, success
+        loaded.model, tol, clean, found, labels, success, target, GRID_STEPS if spec.refine_to_boundary else 0
     )
     return {
         "clean": clean,
@@ -126,9 +103,11 @@ def attack_one_batch(
         "clean_predictions": clean_predictions,
         "predictions": predictions,
         "success": success,
+        "margin": margin,
         "l2": (adversarial - clean).flatten(1).norm(dim=1),
         "adversarial_8bit": adversarial_8bit,
         "success_8bit": success_8bit,
+        "margin_8bit": margins_alone(loaded.model, adversarial_8bit.float() / 255, labels, tol)[0],
         "grid_method": grid_method,
         "seconds": time.perf_counter() - started,
     }

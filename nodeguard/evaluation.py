@@ -62,6 +62,32 @@ def evaluate(
     )
 
 
+def classification_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Z_y - max_{j != y} Z_j per sample: negative exactly when the sample is misclassified.
+
+    The other logits are masked with -inf, not multiplied by zero, so the margin is right
+    when they are negative (torchattacks' CW takes ``max((1 - onehot) * logits)``, which
+    returns 0 instead of the largest other logit when all the others are negative).
+    """
+    true_logit = logits.gather(1, labels[:, None]).squeeze(1)
+    mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, labels[:, None], True)
+    other_best = logits.masked_fill(mask, float("-inf")).amax(1)
+    return true_logit - other_best
+
+
+def logits_alone(
+    model: ImageClassifier, images: torch.Tensor, tol: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, NFE per image) of one batch, each image solved on its own steps at ``tol``.
+
+    Differentiable (see :func:`nodeguard.solver.solve_per_sample`); ``tol`` None means the
+    model's own tolerance. Models without a solver run a plain forward pass (NFE 0).
+    """
+    tolerance = float(getattr(model, "tol", 0.0) if tol is None else tol)
+    tols = torch.full((len(images),), tolerance, dtype=torch.float64, device=images.device)
+    return model.classify_features_per_sample(model.features(images), tols)
+
+
 @torch.no_grad()
 def predict_per_sample(
     model: ImageClassifier, images: torch.Tensor, tol: float | None = None, batch_size: int = 500
@@ -75,14 +101,29 @@ def predict_per_sample(
     """
     model.eval()
     device = next(model.parameters()).device
-    tolerance = float(getattr(model, "tol", 0.0) if tol is None else tol)
     predictions, nfes = [], []
     for chunk in images.split(batch_size):
-        chunk = chunk.to(device)
-        tols = torch.full((len(chunk),), tolerance, dtype=torch.float64, device=device)
-        logits, nfe = model.classify_features_per_sample(model.features(chunk), tols)
+        logits, nfe = logits_alone(model, chunk.to(device), tol)
         predictions.append(logits.argmax(1).cpu())
         nfes.append(nfe.cpu())
     if not predictions:
         return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
     return torch.cat(predictions), torch.cat(nfes)
+
+
+@torch.no_grad()
+def margins_alone(
+    model: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, tol: float | None, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(margins, predictions) of each image classified alone at ``tol``; the margin is the
+    true logit minus the best other logit, negative exactly when the image is misclassified."""
+    model.eval()
+    device = next(model.parameters()).device
+    margins, predictions = [], []
+    for chunk, chunk_labels in zip(images.split(batch_size), labels.split(batch_size), strict=True):
+        logits = logits_alone(model, chunk.to(device), tol)[0]
+        margins.append(classification_margin(logits, chunk_labels.to(device)).cpu())
+        predictions.append(logits.argmax(1).cpu())
+    if not margins:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(margins), torch.cat(predictions)

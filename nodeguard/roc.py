@@ -118,6 +118,9 @@ class RocReport:
     seed: int
     curves: list[dict[str, Any]]
     votes_reused: bool
+    adversarials_used: str = ""
+    median_abs_margin_8bit: float | None = None
+    p90_abs_margin_8bit: float | None = None
     plot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +191,12 @@ def run_roc(
         seed=settings.seed,
         curves=curves,
         votes_reused=reused,
+        adversarials_used=(
+            f"the {len(adversarial)} successful 8-bit adversarials of {report.attack} attack set {report.set} "
+            f"(tol_attack {report.tol_attack:g})"
+        ),
+        median_abs_margin_8bit=report.median_abs_margin_8bit,
+        p90_abs_margin_8bit=report.p90_abs_margin_8bit,
     )
     if plot is not None:
         from .roc_plot import plot_roc

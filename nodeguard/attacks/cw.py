@@ -179,9 +179,10 @@ ATTACKS.register(
     "cw",
     AttackSpec(
         name="cw",
-        version=2,
+        version=3,
         options=CWOptions,
         run=run_cw,
-        summary="Carlini-Wagner L2, c searched per image",
+        summary="Carlini-Wagner L2, c searched per image, refined to the decision boundary",
+        refine_to_boundary=True,
     ),
 )

@@ -55,5 +55,5 @@ def run_pgd(model: nn.Module, options: PGDOptions, images: torch.Tensor, labels:
 
 ATTACKS.register(
     "pgd",
-    AttackSpec(name="pgd", version=1, options=PGDOptions, run=run_pgd, summary="PGD, L-inf or L2, random start"),
+    AttackSpec(name="pgd", version=2, options=PGDOptions, run=run_pgd, summary="PGD, L-inf or L2, random start"),
 )

@@ -33,6 +33,9 @@ class AttackSpec:
     options: type  # dataclass of the attack's own settings, with their defaults
     run: AttackRunner
     summary: str
+    # a minimal-perturbation attack: its adversarials are moved back to the decision
+    # boundary (margin -(kappa + slack)) after the attack; a fixed-budget one is left as is
+    refine_to_boundary: bool = False
 
     def option_names(self) -> tuple[str, ...]:
         return tuple(field.name for field in fields(self.options))

@@ -101,6 +101,9 @@ def render(console: Console, report: AttackReport) -> None:
         f"median L2 {_fmt(report.median_l2, '.3f')}  mean MSE {_fmt(report.mean_mse, '.2e')}\n"
         f"  on the 8-bit grid: success {report.success_rate_8bit:.1%} (kept by rounding {report.kept_by_rounding}, "
         f"by outward rounding {report.kept_by_outward_rounding}, lost {report.lost_on_8bit_grid})\n"
+        f"  |margin| at tol_attack, median / 90th percentile: {_fmt(report.median_abs_margin, '.2e')} / "
+        f"{_fmt(report.p90_abs_margin, '.2e')}, on the 8-bit grid {_fmt(report.median_abs_margin_8bit, '.2e')} / "
+        f"{_fmt(report.p90_abs_margin_8bit, '.2e')}\n"
         f"  set {report.set} in {report.path}"
         + (f"\n  PNG files in {report.exported_to}" if report.exported_to else "")
     )

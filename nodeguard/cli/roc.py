@@ -82,6 +82,8 @@ def render(console: Console, report: RocReport) -> None:
             str(curve["vmin_at_95_accept"]),
         )
     console.print(table)
+    margins = "n/a" if report.median_abs_margin_8bit is None else f"{report.median_abs_margin_8bit:.2e}"
+    console.print(f"negatives: {report.adversarials_used}; median |margin| {margins}")
     console.print(
         "rejected at 90% (95%): the largest share of adversarials rejected by a v_min that still accepts "
         "at least 90% (95%) of pristine images"
