@@ -84,7 +84,7 @@ class AttackSettings:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        ATTACKS.get(self.attack)
+        spec = ATTACKS.get(self.attack)
         for name in ("count", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -93,7 +93,7 @@ class AttackSettings:
         if self.split not in SPLITS:
             raise unknown_name_error("split", self.split, SPLITS)
         self.options = {key: value for key, value in self.options.items() if value is not None}
-        ATTACKS.get(self.attack).resolve_options(self.options)  # unknown or bad options fail here
+        spec.resolve_options(self.options)  # unknown or bad options fail here
 
     @classmethod
     def with_overrides(cls, **overrides: Any) -> AttackSettings:

@@ -25,7 +25,9 @@ from .evaluation import margins_alone
 # each alone differed by at most 1e-6. The slack is 100 times that.
 MARGIN_SLACK = 1e-4
 FLOAT_STEPS = 24  # bisection steps on s: 2^-24 of the perturbation
-GRID_STEPS = 12  # on the 8-bit grid a scale finer than 1/4096 changes no pixel
+# on the grid: 1/4096 of the perturbation, 16 times finer than the 1/255 spacing of one
+# pixel's levels (pixels change level at scales of their own, so finer can still change one)
+GRID_STEPS = 12
 
 
 def smallest_scale(holds: Callable[[torch.Tensor], torch.Tensor], count: int, steps: int) -> torch.Tensor:

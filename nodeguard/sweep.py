@@ -92,11 +92,19 @@ def lazy_test_split(loaded: LoadedModel, test_limit: int | None) -> Callable[[],
 
 
 def error_cell(
-    loaded: LoadedModel, registry: Registry, counts: CellCounts, tol: float | None, test_limit: int | None
+    loaded: LoadedModel,
+    registry: Registry,
+    counts: CellCounts,
+    tol: float | None,
+    test_limit: int | None,
+    test_split: Callable[[], ImageSplit],
 ) -> dict[str, Any]:
-    """Error and mean NFE per image on the test split at ``tol`` (None: the model has no solver)."""
+    """Error and mean NFE per image on the test split at ``tol`` (None: the model has no solver).
+
+    ``test_split`` is the model's lazily loaded split (:func:`lazy_test_split`), shared by
+    all its cells so the data is read once per model.
+    """
     settings = {"cell": "error", "tol": tol, "split": "test", "test_limit": test_limit}
-    test_split = lazy_test_split(loaded, test_limit)
 
     def compute() -> dict[str, Any]:
         test = test_split()
@@ -173,9 +181,10 @@ def run_sweep(
         decoupled = (decoupled_set, decoupled_row["set"])
         task.advance(1)
 
+    test_split = lazy_test_split(loaded, settings.test_limit)
     rows = []
     for tol in settings.tols:
-        row: dict[str, Any] = {"tol": tol, **error_cell(loaded, registry, counts, tol, settings.test_limit)}
+        row: dict[str, Any] = {"tol": tol, **error_cell(loaded, registry, counts, tol, settings.test_limit, test_split)}
         task.advance(1)
         if settings.attack is not None:
             if decoupled is not None:
@@ -188,7 +197,11 @@ def run_sweep(
     baseline_row = None
     if baseline is not None:
         base = load_model(baseline, registry=registry, device=device)
-        baseline_row = {"model": base.name, **error_cell(base, registry, counts, None, settings.test_limit)}
+        base_split = lazy_test_split(base, settings.test_limit)
+        baseline_row = {
+            "model": base.name,
+            **error_cell(base, registry, counts, None, settings.test_limit, base_split),
+        }
         if settings.attack is not None:
             baseline_row.update(attack_cell(base, registry, counts, settings, None, progress)[0])
     task.close()
