@@ -35,7 +35,7 @@ from .attack_sets import (
     summarise,
 )
 from .attacks import PinnedTolerance
-from .boundary import GRID_STEPS, MARGIN_SLACK, finish_on_8bit_grid, refine_floats
+from .boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS, finish_on_8bit_grid, refine_floats
 from .data import ImageSplit, load_dataset
 from .errors import ConfigError
 from .evaluation import margins_alone, predict_per_sample
@@ -93,8 +93,17 @@ def attack_one_batch(
         adversarial[rows] = refine_floats(loaded.model, tol, clean[rows], adversarial[rows], labels[rows], target)
         margin[rows], predictions[rows] = margins_alone(loaded.model, adversarial[rows], labels[rows], tol)
     success = (margin < 0) & (clean_predictions == labels)
+    refine = spec.refine_to_boundary
     adversarial_8bit, success_8bit, grid_method = finish_on_8bit_grid(
-        loaded.model, tol, clean, found, labels, success, target, GRID_STEPS if spec.refine_to_boundary else 0
+        loaded.model,
+        tol,
+        clean,
+        found,
+        labels,
+        success,
+        target,
+        GRID_STEPS if refine else 0,
+        TIGHTEN_ROUNDS if refine else 0,
     )
     return {
         "clean": clean,

@@ -29,6 +29,16 @@ from .progress import Progress, SilentProgress
 DEFAULT_TOL_RANGE = (1e-5, 1e-1)
 
 
+def check_tol_range(low: float, high: float) -> None:
+    if not 0 < low <= high:
+        raise ConfigError(f"the tolerance range must satisfy 0 < low <= high, got [{low}, {high}]")
+
+
+def log_uniform(uniform: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Uniform draws in [0, 1) mapped log-uniformly onto [low, high]."""
+    return 10 ** (math.log10(low) + uniform * (math.log10(high) - math.log10(low)))
+
+
 @dataclass(frozen=True)
 class DefenseSettings:
     votes: int = 15
@@ -43,10 +53,7 @@ class DefenseSettings:
             raise ConfigError(f"votes must be at least 1, got {self.votes}")
         if not 0 <= self.vmin < self.votes:
             raise ConfigError(f"vmin must be in [0, votes - 1] = [0, {self.votes - 1}], got {self.vmin}")
-        if not 0 < self.tol_low <= self.tol_high:
-            raise ConfigError(
-                f"the tolerance range must satisfy 0 < low <= high, got [{self.tol_low}, {self.tol_high}]"
-            )
+        check_tol_range(self.tol_low, self.tol_high)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
 
@@ -88,7 +95,7 @@ def draw_tolerances(images: torch.Tensor, votes: int, low: float, high: float, s
     for image in images:
         generator = torch.Generator().manual_seed(image_seed(seed, image))
         uniform = torch.rand(votes, generator=generator, dtype=torch.float64)
-        rows.append(10 ** (math.log10(low) + uniform * (math.log10(high) - math.log10(low))))
+        rows.append(log_uniform(uniform, low, high))
     return torch.stack(rows) if rows else torch.empty(0, votes, dtype=torch.float64)
 
 

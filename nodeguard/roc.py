@@ -1,11 +1,11 @@
-"""ROC of tolerance randomization: pristine images positive, CW adversarials negative.
+"""ROC of tolerance randomization: pristine images positive, adversarials negative.
 
 For each number of votes V the score of an image is v_agree, and an image is accepted
 when v_agree > v_min; sweeping v_min from 0 to V traces the ROC curve (TPR: pristine
 accepted, FPR: adversarials accepted). The votes are drawn once for the largest V; the
 first V of an image's draws are a valid draw of V (see :mod:`nodeguard.defense`), so
 every curve comes from the same pass. Votes are kept in the model's result store per
-(attack set, tolerance range, seed, largest V).
+(images, tolerance range, seed, largest V): :mod:`nodeguard.vote_store`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from sklearn.metrics import auc, roc_curve
 
 from .attack_sets import AttackSettings
 from .attack_stage import make_attack_set
-from .defense import DefenseSettings, ToleranceRandomization, Votes
+from .defense import DefenseSettings, Votes
 from .errors import ConfigError
-from .loading import LoadedModel, load_model
+from .loading import load_model
 from .progress import Progress, SilentProgress
 from .registry import Registry
-from .results import ResultStore
+from .vote_store import stored_votes
 
-VOTES_KIND = "votes"
 ACCEPT_LEVELS = (0.90, 0.95)
 DEFENSE_DEFAULTS = DefenseSettings()
 
@@ -40,6 +39,7 @@ class RocSettings:
     tol_high: float = DEFENSE_DEFAULTS.tol_high
     seed: int = DEFENSE_DEFAULTS.seed
     batch_size: int = DEFENSE_DEFAULTS.batch_size
+    attack: str = "cw"
     attack_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,8 +61,8 @@ class RocSettings:
         )
 
     def attack_settings(self) -> AttackSettings:
-        """The CW attack set at tol_attack = tol_train whose adversarials are the negatives."""
-        return AttackSettings.with_overrides(attack="cw", count=self.count, **self.attack_options)
+        """The attack set (at tol_attack = tol_train) whose adversarials are the negatives."""
+        return AttackSettings.with_overrides(attack=self.attack, count=self.count, **self.attack_options)
 
 
 @dataclass
@@ -127,37 +127,6 @@ class RocReport:
         return asdict(self)
 
 
-def cached_votes(
-    registry: Registry,
-    loaded: LoadedModel,
-    set_key: str,
-    settings: RocSettings,
-    images: dict[str, torch.Tensor],
-    progress: Progress,
-) -> tuple[dict[str, torch.Tensor], bool]:
-    """Votes (N, V_max) of each image group, from the result store or computed and saved."""
-    defense = settings.defense()
-    identity = {
-        "set": set_key,
-        "tol_low": defense.tol_low,
-        "tol_high": defense.tol_high,
-        "seed": defense.seed,
-        "votes": defense.votes,
-    }
-    stored = ResultStore(registry, loaded.name).result(VOTES_KIND, identity, f"votes-v{defense.votes}")
-    saved = stored.load_tensors()
-    if saved is not None:
-        progress.log("votes found in the cache; nothing to solve")
-        return {name: saved[name] for name in images}, True
-    voter = ToleranceRandomization(loaded.model, defense)
-    predictions = {}
-    for name, group in images.items():
-        progress.log(f"voting on {len(group)} {name} images with {defense.votes} tolerances each")
-        predictions[name] = voter.vote(group, progress=progress).predictions
-    stored.save_tensors(predictions)
-    return predictions, False
-
-
 def run_roc(
     settings: RocSettings,
     model: str | None = None,
@@ -166,16 +135,19 @@ def run_roc(
     plot: str | Path | None = None,
     progress: Progress | None = None,
 ) -> RocReport:
-    """ROC curves of the defense for each V on the model's CW attack set (made if missing)."""
+    """ROC curves of the defense for each V on the model's attack set (made if missing)."""
     registry = registry or Registry()
     progress = progress or SilentProgress()
     loaded = load_model(model, registry=registry, device=device)
     attack_set, report = make_attack_set(settings.attack_settings(), loaded, registry, progress=progress)
     pristine = attack_set.clean
     adversarial = attack_set.successful_8bit_images()
-    predictions, reused = cached_votes(
-        registry, loaded, report.set, settings, {"pristine": pristine, "adversarial": adversarial}, progress
-    )
+    defense = settings.defense()
+    predictions, found = {}, []
+    for name, images in (("pristine", pristine), ("adversarial", adversarial)):
+        predictions[name], reused_group = stored_votes(registry, loaded, defense, images, name, progress)
+        found.append(reused_group)
+    reused = all(found)
     num_classes = loaded.num_classes
     curves = []
     for votes in settings.votes:

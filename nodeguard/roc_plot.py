@@ -28,7 +28,7 @@ def plot_roc(report, path: Path) -> None:
     axes.set_xlabel("adversarials accepted (false positive rate)")
     axes.set_ylabel("pristine images accepted (true positive rate)")
     axes.set_title(
-        f"Tolerance randomization on {report.model}\n{report.pristine} pristine, {report.adversarial} CW adversarials",
+        f"Tolerance randomization on {report.model}\n{report.pristine} pristine, {report.adversarial} adversarials",
         fontsize=10,
     )
     axes.set_xlim(-0.02, 1.02)

@@ -132,6 +132,33 @@ def test_refined_adversarials_land_on_the_boundary(tiny_model, registry):
     assert report.p90_abs_margin_8bit is not None and report.p90_abs_margin_8bit >= MARGIN_SLACK
 
 
+def test_grid_tightening_only_moves_pixels_back_and_keeps_the_margin(tiny_model, registry):
+    """tighten_on_grid moves pixels toward the original only, never past it, and every row
+    keeps a margin of at most the target."""
+    from nodeguard.boundary import MARGIN_SLACK, tighten_on_grid
+    from nodeguard.evaluation import margins_alone
+
+    report = run_attack(
+        AttackSettings.with_overrides(count=8, batch_size=8, steps=30, binary_steps=3), model=tiny_model, device="cpu"
+    )
+    data = load_attack_set(registry, tiny_model, report.set)
+    model = load_model(tiny_model, device="cpu").model
+    rows = data.success_8bit
+    clean_levels = (data.clean[rows] * 255).round()
+    # start from the plain rounding of the float adversarial, which overshoots the boundary
+    rounded = (data.adversarial[rows] * 255).round()
+    labels = data.labels[rows]
+    start = margins_alone(model, rounded / 255, labels, 1e-3)[0]
+    keep = start <= -MARGIN_SLACK
+    assert keep.any()
+    clean_levels, rounded, labels = clean_levels[keep], rounded[keep], labels[keep]
+    tightened = tighten_on_grid(model, 1e-3, clean_levels, rounded, labels, -MARGIN_SLACK)
+    before, after = rounded - clean_levels, tightened - clean_levels
+    assert (after.abs() <= before.abs()).all() and (after * before >= 0).all()
+    margins = margins_alone(model, tightened / 255, labels, 1e-3)[0]
+    assert (margins <= -MARGIN_SLACK).all()
+
+
 class StopAfterFirstBatch(RecordingProgress):
     def task(self, description, total):
         class Task:

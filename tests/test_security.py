@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nodeguard.attack_sets import AttackSettings, load_attack_set
+from nodeguard.attack_stage import run_attack
+from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
+from nodeguard.boundary import MARGIN_SLACK
+from nodeguard.cli import app
+from nodeguard.data import load_dataset
+from nodeguard.defense import draw_tolerances
+from nodeguard.errors import ConfigError
+from nodeguard.loading import load_model
+from nodeguard.progress import RecordingProgress
+from nodeguard.roc import RocSettings, run_roc
+from nodeguard.security import SecuritySettings, choose_vmin, run_security
+
+FAST = {"steps": 30, "binary_steps": 3}
+
+
+def test_cw_at_kappa_lands_at_minus_kappa(tiny_model, registry):
+    """With confidence kappa, every refined adversarial's margin is -(kappa + slack) to
+    within the bisection's resolution (2^-24 of the perturbation moves the margin by far
+    less than 1e-5), and its 8-bit version is at least that confident."""
+    kappa, epsilon = 0.3, 1e-5
+    report = run_attack(
+        AttackSettings.with_overrides(count=8, batch_size=8, kappa=kappa, **FAST), model=tiny_model, device="cpu"
+    )
+    data = load_attack_set(registry, tiny_model, report.set)
+    margins = data.margin[data.success]
+    assert len(margins) >= 1  # 2 of 8 on the tiny model here; the band is what is tested
+    target = -(kappa + MARGIN_SLACK)
+    assert (margins <= target).all() and (margins >= target - epsilon).all(), margins
+    assert (data.margin_8bit[data.success_8bit] <= target).all()
+
+
+def test_eot_draws_are_the_attackers_own(tiny_model):
+    """The attacker's tolerances come from its own generator: the same attack seed gives
+    the same draws, and they are not the defense's draws for any defense seed."""
+    loaded = load_model(tiny_model, device="cpu")
+    images = load_dataset("mnist5k").test.float_images(slice(0, 3))
+    first = ToleranceDraws(loaded.model, 4, 1e-5, 1e-1, attacker_generator(0))
+    second = ToleranceDraws(loaded.model, 4, 1e-5, 1e-1, attacker_generator(0))
+    first(images)
+    second(images)
+    assert torch.equal(first.last_tolerances, second.last_tolerances)
+    assert first.last_tolerances.min() >= 1e-5 and first.last_tolerances.max() <= 1e-1
+    for defense_seed in range(4):
+        assert not torch.equal(first.last_tolerances, draw_tolerances(images, 4, 1e-5, 1e-1, defense_seed))
+
+
+def check_report(data: dict, attackers: int) -> None:
+    assert len(data["points"]) == attackers
+    for point in data["points"]:
+        assert set(point) >= {"attack", "kappa", "mean_l2", "success_rate", "rejected", "defended_success"}
+        # defended success counts only adversarials that fool the undefended model
+        assert 0.0 <= point["defended_success"] <= point["success_rate"]
+    curve = data["curve"]
+    budgets = [point["eps"] for point in curve]
+    assert budgets == sorted(budgets)
+    for name in ("robust_accuracy_defended", "robust_accuracy_undefended"):
+        values = [point[name] for point in curve]
+        assert all(later <= earlier for earlier, later in zip(values, values[1:], strict=False)), values
+
+
+def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
+    args = ["security", "--model", tiny_model, "--count", "6", "--kappas", "0,0.5", "--draws", "2", "--votes", "5"]
+    args += ["--steps", "30", "--binary-steps", "3", "--eps", "0,0.5,1,2,4", "--device", "cpu"]
+    args += ["--aa-eps", "1.5", "--aa-steps", "5", "--aa-eot-iter", "2"]
+    result = CliRunner().invoke(app, [*args, "--json", "--plot", str(tmp_path / "security.png")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    check_report(data, attackers=4)
+    assert [point["attack"] for point in data["points"]] == ["cw", "cw", "eot-cw", "apgd-rand"]
+    assert (tmp_path / "security.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # at eps 0 no adversarial is admitted: the defended model keeps what it accepts correctly
+    assert data["curve"][0]["robust_accuracy_undefended"] == 1.0
+    assert data["curve"][0]["robust_accuracy_defended"] == data["pristine_accepted_correct"]
+    assert data["vmin_chosen"] and data["pristine_accepted"] >= 0.9
+
+    settings = SecuritySettings(
+        count=6,
+        kappas=(0.0, 0.5),
+        eot_draws=2,
+        autoattack_eps=(1.5,),
+        autoattack_steps=5,
+        autoattack_eot_iter=2,
+        votes=5,
+        eps=(0, 0.5, 1, 2, 4),
+        attack_options=FAST,
+    )
+    progress = RecordingProgress()
+    again = run_security(settings, model=tiny_model, device="cpu", progress=progress)
+    assert again.reused and again.points == data["points"] and again.curve == data["curve"]
+
+    # another defense seed: new votes, but the very same attack sets (no attacker reads it)
+    progress = RecordingProgress()
+    reseeded = run_security(
+        SecuritySettings(**{**settings.__dict__, "seed": 7}), model=tiny_model, device="cpu", progress=progress
+    )
+    assert not reseeded.reused
+    assert [p["set"] for p in reseeded.points] == [p["set"] for p in data["points"]]
+    assert sum("reusing it" in message for message in progress.messages) == 4
+    check_report(reseeded.to_dict(), attackers=4)
+
+    # roc --attack eot-cw takes its negatives from the same eot-cw attack set, and its votes
+    roc = run_roc(
+        RocSettings(votes=(5,), count=6, attack="eot-cw", attack_options={**FAST, "draws": 2}),
+        model=tiny_model,
+        device="cpu",
+    )
+    assert data["points"][2]["set"] in roc.adversarials_used and "eot-cw" in roc.adversarials_used
+    assert roc.votes_reused  # votes are stored by image content: security already voted on these
+
+
+def test_choose_vmin_and_bad_settings():
+    v_agree = torch.tensor([5, 5, 5, 5, 5, 5, 5, 5, 4, 3])
+    assert choose_vmin(v_agree, 5, 0.9) == 3  # v_agree > 3 accepts 9 of 10
+    assert choose_vmin(v_agree, 5, 0.8) == 4  # v_agree > 4 accepts 8 of 10
+    with pytest.raises(ConfigError, match="no attacker"):
+        SecuritySettings(kappas=(), eot=False, autoattack_eps=())
+    with pytest.raises(ConfigError, match="vmin"):
+        SecuritySettings(votes=5, vmin=5)
+    with pytest.raises(ConfigError, match="draws"):
+        SecuritySettings(eot_draws=0)
+
+
+def test_apgd_rand_stays_in_budget_is_reproducible_and_leaves_the_global_generator_alone(tiny_model):
+    from nodeguard.attacks import APGDRandOptions, PinnedTolerance
+    from nodeguard.attacks.apgd_rand import run_apgd_rand
+
+    loaded = load_model(tiny_model, device="cpu")
+    test = load_dataset("mnist5k").test
+    images, labels = test.float_images(slice(0, 4)), test.labels[:4]
+    options = APGDRandOptions(eps=0.8, steps=4, eot_iter=2, judge_draws=2)
+    pinned = PinnedTolerance(loaded.model, 1e-3)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = run_apgd_rand(pinned, options, images, labels, seed=5)
+    assert torch.equal(torch.rand(3), expected)  # APGD's use of the global generator stays inside fork_rng
+    again = run_apgd_rand(pinned, options, images, labels, seed=5)
+    assert torch.equal(first, again)
+    l2 = (first - images).flatten(1).norm(dim=1)
+    assert (l2 <= 0.8 + 1e-4).all(), l2
+    assert first.min() >= 0 and first.max() <= 1
