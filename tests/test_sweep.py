@@ -114,6 +114,22 @@ def test_sweep_cli_json_and_out_files(tiny_model, tmp_path):
     assert bad_out.exit_code == 1 and ".csv, .md or .json" in bad_out.stderr
 
 
+def test_sweep_plot_draws_the_tau_figure(tiny_model, tmp_path):
+    args = ["sweep", "--tols", "1e-3,1e-1", "--test-limit", "10", "--attack", "cw", "--count", "3"]
+    args += ["--steps", "10", "--binary-steps", "1", "--json", "--plot", str(tmp_path / "tau.png")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["plot"] == str(tmp_path / "tau.png")
+    picture = (tmp_path / "tau.png").read_bytes()
+    assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 10_000
+    error_only = runner.invoke(
+        app, ["sweep", "--tols", "1e-3", "--test-limit", "10", "--plot", str(tmp_path / "e.png")]
+    )
+    assert error_only.exit_code == 0 and (tmp_path / "e.png").stat().st_size > 10_000
+    bad = runner.invoke(app, ["sweep", "--tols", "1e-3", "--plot", str(tmp_path / "tau.svg")])
+    assert bad.exit_code == 1 and "PNG" in bad.stderr
+
+
 def test_unknown_attack_is_refused_before_any_cell_is_computed(tiny_model, registry):
     with pytest.raises(ConfigError, match="unknown attack 'fgsm'"):
         run_sweep(SweepSettings(tols=(1e-3,), attack="fgsm", test_limit=10), model=tiny_model, device="cpu")

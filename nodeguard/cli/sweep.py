@@ -9,9 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import ConfigError
 from ..registry import Registry
 from ..sweep import SweepSettings, run_sweep
 from ..sweep_format import table_cells, write_table
+from ..sweep_plot import plot_sweep
 from ._options import DeviceOption, JsonOption, ModelOption
 from ._output import Output
 from ._parsing import parse_list
@@ -35,13 +37,17 @@ def sweep(
     binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="cw: searches over c.")] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", help="Error on the first N test images.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the table to FILE.csv, .md or .json.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Draw the table as the papers' figure (PNG).")] = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
-    """Print the tau tables: error, NFE and (with --attack) attack results against tau.
+    """Print the tau tables: error, NFE and (with --attack) attack results against tau;
+    --plot draws them as the papers' figure.
 
     Every cell is cached in the model's folder: an identical sweep recomputes nothing.
     """
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise ConfigError(f"--plot writes a PNG file, got {plot.name}")
     settings = SweepSettings(
         tols=parse_list(tols, float, "--tols", "1e-4,1e-3,1e-2"),
         attack=attack,
@@ -58,6 +64,9 @@ def sweep(
     data = report.to_dict()
     if out is not None:
         write_table(data, out)
+    if plot is not None:
+        plot_sweep(data, plot)
+        data["plot"] = str(plot)
     output.result(data, lambda console: render(console, data))
 
 
@@ -75,3 +84,5 @@ def render(console: Console, data: dict) -> None:
         table.add_row(*row)
     console.print(table)
     console.print(f"cells computed {data['cells_computed']}, reused from cache {data['cells_reused']}")
+    if data.get("plot"):
+        console.print(f"tau figure: {data['plot']}")
