@@ -163,6 +163,10 @@ class AttackSet:
         """Values per image (d in MSE = ||delta||^2 / d)."""
         return self.clean[0].numel() if len(self.clean) else 1
 
+    def l2_8bit(self) -> torch.Tensor:
+        """L2 distance of each 8-bit adversarial (clean where the attack failed) from its image."""
+        return (self.adversarial_8bit.float() / 255 - self.clean).flatten(1).norm(dim=1)
+
     def successful_8bit_images(self) -> torch.Tensor:
         """The adversarials that succeed on the 8-bit grid, as floats in [0, 1]."""
         return self.adversarial_8bit[self.success_8bit].float() / 255
@@ -263,7 +267,7 @@ def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: b
     """The report of an attack set: success and perturbation, as floats and on the 8-bit grid."""
     count = len(attack_set)
     success, success_8bit = attack_set.success, attack_set.success_8bit
-    l2_8bit = (attack_set.adversarial_8bit.float() / 255 - attack_set.clean).flatten(1).norm(dim=1)
+    l2_8bit = attack_set.l2_8bit()
     method = attack_set.grid_method
     return AttackReport(
         model=model,

@@ -212,7 +212,7 @@ def judge(
     """Rows of one attacker: ``votes`` are the defense's votes on its successful 8-bit adversarials."""
     success = attack_set.success_8bit
     count = len(attack_set)
-    l2_8bit = (attack_set.adversarial_8bit.float() / 255 - attack_set.clean).flatten(1).norm(dim=1)
+    l2_8bit = attack_set.l2_8bit()
     tally = Votes(votes, torch.empty(0), num_classes)
     accepted = tally.accepted(defense.vmin)
     wrong = tally.prediction() != attack_set.labels[success]
@@ -261,8 +261,6 @@ def robust_accuracy_curve(
 def compute_security(
     settings: SecuritySettings, loaded: LoadedModel, registry: Registry, progress: Progress
 ) -> SecurityReport:
-    if not loaded.model.has_solver:
-        raise ConfigError(f"{loaded.name} has no solver tolerance: tolerance randomization needs an ODE model")
     attackers = settings.attackers()
     made = []
     for attacker in attackers:
@@ -316,6 +314,8 @@ def run_security(
     registry = registry or Registry()
     progress = progress or SilentProgress()
     loaded = load_model(model, registry=registry, device=device)
+    if not loaded.model.has_solver:  # before the store makes a folder for a report that cannot exist
+        raise ConfigError(f"{loaded.name} has no solver tolerance: tolerance randomization needs an ODE model")
     stored = ResultStore(registry, loaded.name).result(
         SECURITY_KIND, settings.identity(), f"security-n{settings.count}"
     )
