@@ -93,12 +93,14 @@ def downsampling(in_channels: int, filters: int) -> nn.Sequential:
     )
 
 
-def classifier_head(filters: int, num_classes: int) -> nn.Sequential:
-    """GN, ReLU, global average pool, Linear."""
-    return nn.Sequential(
-        group_norm(filters),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(filters, num_classes),
-    )
+def classifier_head(filters: int, num_classes: int, dropout: float = 0.0) -> nn.Sequential:
+    """GN, ReLU, global average pool, (Dropout,) Linear.
+
+    The dropout layer is there only when ``dropout > 0``, so heads without it keep the
+    parameter names of models trained before it existed.
+    """
+    layers: list[nn.Module] = [group_norm(filters), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(filters, num_classes))
+    return nn.Sequential(*layers)

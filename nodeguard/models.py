@@ -74,6 +74,7 @@ class ImageClassifier(nn.Module):
         filters: int,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.num_classes = int(num_classes)
@@ -81,7 +82,7 @@ class ImageClassifier(nn.Module):
         std = [1.0] * in_channels if std is None else list(std)
         self.normalize = Normalize(mean, std)
         self.downsampling = downsampling(in_channels, filters)
-        self.head = classifier_head(filters, num_classes)
+        self.head = classifier_head(filters, num_classes, dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The downsampled features h(0) that the feature block starts from."""
@@ -118,8 +119,9 @@ class ODENet(ImageClassifier):
         method: str = DEFAULT_SOLVER,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        dropout: float = 0.0,
     ):
-        super().__init__(in_channels, num_classes, filters, mean, std)
+        super().__init__(in_channels, num_classes, filters, mean, std, dropout)
         self.odeblock = ODEBlock(ODEFunc(filters), tol=tol, method=method)
 
     @property
@@ -169,8 +171,9 @@ class ResNet(ImageClassifier):
         blocks: int = 6,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        dropout: float = 0.0,
     ):
-        super().__init__(in_channels, num_classes, filters, mean, std)
+        super().__init__(in_channels, num_classes, filters, mean, std, dropout)
         self.blocks = nn.Sequential(*[ResBlock(filters, filters) for _ in range(blocks)])
         self.last_nfe = 0
 
@@ -188,9 +191,14 @@ def create_model(arch: str, **kwargs: Any) -> ImageClassifier:
     return MODELS.get(arch)(**{key: value for key, value in kwargs.items() if value is not None})
 
 
-def model_config(arch: str, dataset: str, filters: int, tol: float) -> dict[str, Any]:
-    """The model section of a config.yaml: constructor arguments plus the input shape."""
+def model_config(arch: str, dataset: str, filters: int, tol: float, dropout: float = 0.0) -> dict[str, Any]:
+    """The model section of a config.yaml: constructor arguments plus the input shape.
+
+    ``dropout`` is written only when it is used, so configs of models without it read the
+    same as before it existed (and older configs, which lack it, build without it).
+    """
     info = dataset_info(dataset)
+    extra = {"dropout": float(dropout)} if dropout > 0 else {}
     return {
         "arch": arch,
         "in_channels": info.channels,
@@ -200,6 +208,7 @@ def model_config(arch: str, dataset: str, filters: int, tol: float) -> dict[str,
         "mean": list(info.mean),
         "std": list(info.std),
         "input_shape": list(info.input_shape),
+        **extra,
     }
 
 

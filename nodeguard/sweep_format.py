@@ -76,3 +76,36 @@ def write_table(report: dict[str, Any], path: Path) -> None:
     if suffix not in writers:
         raise ConfigError(f"--out must end in .csv, .md or .json, got {path.name}")
     atomic_write_text(path, writers[suffix](report))
+
+
+GRID_KEYS = ["model", "tol_train", "tol_attack", "tol_test", "success_rate", "mean_l2"]
+
+
+def grid_to_markdown(report: dict[str, Any]) -> str:
+    from .sweep_grid import grid_table
+
+    parts = []
+    for described in report["models"]:
+        header, body = grid_table(report, described["model"])
+        lines = [f"{described['model']} (tau_train {described['tol_train']:g}): success / mean L2", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def grid_to_csv(report: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=GRID_KEYS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(report["grid"])
+    return buffer.getvalue()
+
+
+def write_grid(report: dict[str, Any], path: Path) -> None:
+    """Write the decoupling grid as .csv (one line per cell), .md (one table per model) or .json."""
+    suffix = path.suffix.lower()
+    writers = {".csv": grid_to_csv, ".md": grid_to_markdown, ".json": lambda r: json.dumps(r, indent=2) + "\n"}
+    if suffix not in writers:
+        raise ConfigError(f"--out must end in .csv, .md or .json, got {path.name}")
+    atomic_write_text(path, writers[suffix](report))

@@ -26,6 +26,8 @@ from .progress import Progress, SilentProgress
 from .registry import HISTORY_FILE, METRICS_FILE, ModelEntry, Registry, now_iso
 
 EPOCH_SEED_STRIDE = 1_000_003
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("onecycle", "constant")
 
 
 @dataclass
@@ -39,6 +41,9 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    dropout: float = 0.0
     filters: int | None = None
     seed: int = 0
     augment: bool = True
@@ -61,6 +66,11 @@ class TrainConfig:
         for setting, ok in checks.items():
             if not ok:
                 raise ConfigError(f"{setting} must be positive, got {getattr(self, setting)!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for setting, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if getattr(self, setting) not in valid:
+                raise ConfigError(f"unknown {setting} {getattr(self, setting)!r}; valid: {', '.join(valid)}")
         if self.filters > 32 and self.filters % 32:
             raise ConfigError(
                 f"filters must be at most 32 or a multiple of 32 (GroupNorm uses 32 groups), got {self.filters}"
@@ -71,6 +81,16 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @staticmethod
+    def stored_settings(training: dict[str, Any]) -> dict[str, Any]:
+        """A stored ``training`` section with the settings it predates filled in.
+
+        Models trained before ``optimizer``, ``schedule`` and ``dropout`` existed were
+        trained with AdamW, the one-cycle schedule and no dropout: today's defaults.
+        """
+        added = {"optimizer": "adamw", "schedule": "onecycle", "dropout": 0.0}
+        return {**added, **training}
 
 
 @dataclass
@@ -97,7 +117,7 @@ def seeded_model(config: TrainConfig) -> ImageClassifier:
     """A freshly initialised model whose weights depend only on ``config.seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return build_model(model_config(config.arch, config.dataset, config.filters, config.tol_train))
+        return build_model(model_config(config.arch, config.dataset, config.filters, config.tol_train, config.dropout))
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -105,10 +125,25 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
-    )
+    """The optimizer and learning-rate schedule that ``config`` names.
+
+    adamw: decoupled weight decay; adam: weight decay as an L2 term in the gradient (the
+    papers' code); sgd: momentum 0.9. onecycle peaks at ``lr`` after 20% of the steps;
+    constant keeps ``lr`` throughout (the papers' "fixed").
+    """
+    parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
+    elif config.optimizer == "adam":
+        optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
+    else:
+        optimizer = torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=decay)
+    if config.schedule == "onecycle":
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
+        )
+    else:
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     return optimizer, schedule
 
 
@@ -154,8 +189,12 @@ def train_model(
     data_dir: str | None = None,
     restart: bool = False,
     progress: Progress | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train (or resume, or reuse) model ``name`` and register it.
+
+    ``recipe`` (where the settings came from: recipe name, file, overrides) is kept in
+    the model's config.yaml beside the resolved settings; it does not change the model.
 
     - A finished model with the same settings is reused as is (``reused=True``).
     - An unfinished one continues from its last checkpointed epoch.
@@ -169,7 +208,7 @@ def train_model(
     torch_device = resolve_device(device)
     with registry.exclusive(name, "trained"):
         try:
-            return _train_locked(config, name, registry, torch_device, data_dir, restart, progress)
+            return _train_locked(config, name, registry, torch_device, data_dir, restart, progress, recipe)
         except BaseException:
             registry.discard_unfinished(name)
             raise
@@ -183,16 +222,16 @@ def _train_locked(
     data_dir: str | None,
     restart: bool,
     progress: Progress,
+    recipe: dict[str, Any] | None = None,
 ) -> TrainResult:
     folder = registry.model_dir(name)
     if restart:
         registry.clear(name)
     # settings of a run that never finished an epoch are not a model yet: they bind nothing
     stored = registry.read_config(name) if registry.has_checkpoint(name) else None
-    if stored is not None and stored.get("training") != config.as_dict():
-        changed = sorted(
-            key for key in config.as_dict() if stored.get("training", {}).get(key) != config.as_dict()[key]
-        )
+    stored_training = TrainConfig.stored_settings(stored.get("training", {})) if stored is not None else None
+    if stored is not None and stored_training != config.as_dict():
+        changed = sorted(key for key in config.as_dict() if stored_training.get(key) != config.as_dict()[key])
         raise ConfigError(
             f"model {name!r} exists with other settings ({', '.join(changed)}); "
             "pass --restart to train it again from scratch, or --name for a new model"
@@ -214,8 +253,9 @@ def _train_locked(
             {
                 "name": name,
                 "dataset": config.dataset,
-                "model": model_config(config.arch, config.dataset, config.filters, config.tol_train),
+                "model": model_config(config.arch, config.dataset, config.filters, config.tol_train, config.dropout),
                 "training": config.as_dict(),
+                **({"recipe": recipe} if recipe else {}),
                 "created": created,
                 "nodeguard_version": __version__,
             },

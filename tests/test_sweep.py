@@ -134,3 +134,45 @@ def test_unknown_attack_is_refused_before_any_cell_is_computed(tiny_model, regis
     with pytest.raises(ConfigError, match="unknown attack 'fgsm'"):
         run_sweep(SweepSettings(tols=(1e-3,), attack="fgsm", test_limit=10), model=tiny_model, device="cpu")
     assert not registry.results_dir(tiny_model).exists()
+
+
+def test_the_grid_has_one_cell_per_model_tau_attack_and_tau_test_and_recomputes_nothing(tiny_model, registry, tmp_path):
+    from conftest import tiny_config
+
+    from nodeguard.sweep_grid import GridSettings, run_grid
+    from nodeguard.train import train_model
+
+    train_model(tiny_config(tol_train=1e-1, epochs=1), name="loose", registry=registry)
+    args = ["sweep", "--models", f"{tiny_model},loose", "--tol-attack", "1e-3,1e-1", "--tols", "1e-4,1e-2,1"]
+    args += ["--count", "3", "--steps", "8", "--binary-steps", "1", "--json"]
+    args += ["--plot", str(tmp_path / "grid.png"), "--out", str(tmp_path / "grid.csv")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    keys = [(cell["model"], cell["tol_attack"], cell["tol_test"]) for cell in data["grid"]]
+    expected = [(m, a, t) for m in (tiny_model, "loose") for a in (1e-3, 1e-1) for t in (1e-4, 1e-2, 1.0)]
+    assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys))
+    assert {c["model"]: c["tol_train"] for c in data["grid"]} == {tiny_model: 1e-3, "loose": 1e-1}
+    assert {"model", "tol_train", "tol_attack", "tol_test", "success_rate", "mean_l2"} <= set(data["grid"][0])
+    # 2 models x 2 tau_attack attack sets, each judged at 3 tau_test
+    assert data["cells_computed"] == 4 + 12 and data["cells_reused"] == 0
+    # each cell is the share of the attack set's images still misclassified at tau_test
+    for cell in data["grid"]:
+        attack_set = load_attack_set(registry, cell["model"], cell["set"])
+        loaded = load_model(cell["model"], registry=registry, device="cpu")
+        predictions, _ = predict_per_sample(loaded.model, attack_set.adversarial, tol=cell["tol_test"])
+        fooled = attack_set.success & (predictions != attack_set.labels)
+        assert cell["success_rate"] == pytest.approx(float(fooled.float().mean()))
+    picture = (tmp_path / "grid.png").read_bytes()
+    assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 10_000
+    assert len(list(csv.DictReader((tmp_path / "grid.csv").open()))) == 12
+    settings = GridSettings(
+        tol_attacks=(1e-3, 1e-1), tols=(1e-4, 1e-2, 1.0), count=3, attack_options={"steps": 8, "binary_steps": 1}
+    )
+    again = run_grid(settings, [tiny_model, "loose"], registry=registry, device="cpu")
+    assert again.cells_computed == 0 and again.cells_reused == 16
+    assert [cell["success_rate"] for cell in again.grid] == [cell["success_rate"] for cell in data["grid"]]
+    human = runner.invoke(app, [arg for arg in args if arg != "--json"])
+    assert human.exit_code == 0 and "tau_attack" in human.stdout and "reused from cache 16" in human.stdout
+    both = runner.invoke(app, ["sweep", "--models", "loose", "--model", "loose"])
+    assert both.exit_code == 1 and "--models" in both.stderr

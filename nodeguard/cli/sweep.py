@@ -10,9 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError
+from ..grid_plot import plot_grid
 from ..registry import Registry
 from ..sweep import SweepSettings, run_sweep
-from ..sweep_format import table_cells, write_table
+from ..sweep_format import table_cells, write_grid, write_table
+from ..sweep_grid import GridSettings, grid_table, run_grid
 from ..sweep_plot import plot_sweep
 from ._options import DeviceOption, JsonOption, ModelOption
 from ._output import Output
@@ -23,6 +25,14 @@ SWEEP = SweepSettings()
 
 def sweep(
     model: ModelOption = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="The decoupling grid: models (trained at different tau_train), comma separated; "
+            "each is attacked at every --tol-attack and judged at every --tols.",
+        ),
+    ] = None,
     tols: Annotated[str, typer.Option("--tols", help="Tolerances tau, comma separated.")] = ",".join(
         f"{tol:g}" for tol in SWEEP.tols
     ),
@@ -30,8 +40,12 @@ def sweep(
     attack: Annotated[str | None, typer.Option("--attack", help="Also attack at each tau: cw or pgd.")] = None,
     count: Annotated[int, typer.Option("--count", help="Images attacked per cell.")] = SWEEP.count,
     tol_attack: Annotated[
-        float | None,
-        typer.Option("--tol-attack", help="Decoupled: attack once at this tau, classify at each tau_test."),
+        str | None,
+        typer.Option(
+            "--tol-attack",
+            help="Decoupled: attack once at this tau, classify at each tau_test; several (comma separated) "
+            "or --models make the grid.",
+        ),
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Attack steps (per c search step for cw).")] = None,
     binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="cw: searches over c.")] = None,
@@ -48,11 +62,25 @@ def sweep(
     """
     if plot is not None and plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot writes a PNG file, got {plot.name}")
+    tol_attacks = parse_list(tol_attack, float, "--tol-attack", "1e-3,1e-1") if tol_attack else ()
+    if models is not None or len(tol_attacks) > 1:
+        if model is not None or baseline is not None:
+            raise ConfigError("the grid takes --models (not --model or --baseline)")
+        grid_settings = GridSettings(
+            tol_attacks=tol_attacks or (1e-3,),
+            tols=parse_list(tols, float, "--tols", "1e-4,1e-3,1e-2"),
+            attack=attack or "cw",
+            count=count,
+            attack_options={"steps": steps, "binary_steps": binary_steps},
+        )
+        names = list(parse_list(models, str, "--models", "odenet-a,odenet-b")) if models else [Registry().latest()]
+        grid(grid_settings, [name.strip() for name in names], device, out, plot, json_output)
+        return
     settings = SweepSettings(
         tols=parse_list(tols, float, "--tols", "1e-4,1e-3,1e-2"),
         attack=attack,
         count=count,
-        tol_attack=tol_attack,
+        tol_attack=tol_attacks[0] if tol_attacks else None,
         test_limit=test_limit,
         attack_options={"steps": steps, "binary_steps": binary_steps},
     )
@@ -68,6 +96,38 @@ def sweep(
         plot_sweep(data, plot)
         data["plot"] = str(plot)
     output.result(data, lambda console: render(console, data))
+
+
+def grid(
+    settings: GridSettings, models: list[str], device: str, out: Path | None, plot: Path | None, json_output: bool
+) -> None:
+    output = Output(json_output)
+    with output.reporter() as reporter:
+        report = run_grid(settings, models, registry=Registry(), device=device, progress=reporter)
+    data = report.to_dict()
+    if out is not None:
+        write_grid(data, out)
+    if plot is not None:
+        plot_grid(data, plot)
+        data["plot"] = str(plot)
+    output.result(data, lambda console: render_grid(console, data))
+
+
+def render_grid(console: Console, data: dict) -> None:
+    for described in data["models"]:
+        header, body = grid_table(data, described["model"])
+        table = Table(
+            title=f"{described['model']} (tau_train {described['tol_train']:g}): {data['attack']} on "
+            f"{data['count']} images, success / mean L2"
+        )
+        for index, name in enumerate(header):
+            table.add_column(name, justify="left" if index == 0 else "right", no_wrap=True)
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
+    console.print(f"cells computed {data['cells_computed']}, reused from cache {data['cells_reused']}")
+    if data.get("plot"):
+        console.print(f"grid picture: {data['plot']}")
 
 
 def render(console: Console, data: dict) -> None:

@@ -2,38 +2,58 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from ..recipes import resolve_training
 from ..registry import Registry
-from ..train import TrainConfig, TrainResult, train_model
-from ._options import DataDirOption, DeviceOption, JsonOption, SeedOption
+from ..train import TrainResult, train_model
+from ._options import DataDirOption, DeviceOption, JsonOption
 from ._output import Output
-
-defaults = TrainConfig()
 
 
 def train(
-    dataset: Annotated[str, typer.Argument(help="mnist5k (bundled, offline), mnist or cifar10.")] = "mnist5k",
-    arch: Annotated[str, typer.Option("--arch", help="odenet or resnet.")] = defaults.arch,
+    dataset: Annotated[
+        str | None, typer.Argument(help="mnist5k (bundled, offline), mnist or cifar10 [default: mnist5k].")
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option("--recipe", help="Shipped settings to start from: default or paper (WIFS'19) [default: default]."),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="A YAML file of training settings; options given here override it."),
+    ] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="odenet or resnet [default: odenet].")] = None,
     tol_train: Annotated[
-        float, typer.Option("--tol-train", help="Solver tolerance while training.")
-    ] = defaults.tol_train,
-    epochs: Annotated[int, typer.Option("--epochs")] = defaults.epochs,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = defaults.batch_size,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.")] = defaults.lr,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = defaults.weight_decay,
+        float | None, typer.Option("--tol-train", help="Solver tolerance while training [default: 1e-3].")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="[default: 12]")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="[default: 128]")] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Learning rate (the one-cycle peak) [default: 3e-3].")
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="[default: 1e-4]")] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adamw, adam or sgd [default: adamw].")] = None,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="onecycle or constant [default: onecycle].")
+    ] = None,
+    dropout: Annotated[
+        float | None, typer.Option("--dropout", help="Dropout before the classifier [default: 0].")
+    ] = None,
     filters: Annotated[int | None, typer.Option("--filters", help="Filters (default: 64, 256 for cifar10).")] = None,
     augment: Annotated[
-        bool, typer.Option("--augment/--no-augment", help="Random affine (digits) or crop/flip/jitter.")
-    ] = defaults.augment,
+        bool | None,
+        typer.Option("--augment/--no-augment", help="Random affine (digits) or crop/flip/jitter [default: on]."),
+    ] = None,
     train_limit: Annotated[
         int | None, typer.Option("--train-limit", help="Use only the first N training images.")
     ] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", help="Evaluate on the first N test images.")] = None,
-    seed: SeedOption = defaults.seed,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed [default: 0].")] = None,
     device: DeviceOption = "auto",
     name: Annotated[str | None, typer.Option("--name", help="Model name (default: {arch}-{dataset}).")] = None,
     data_dir: DataDirOption = None,
@@ -44,26 +64,35 @@ def train(
 ) -> None:
     """Train an ODE-Net (or the ResNet baseline) and register it.
 
-    An interrupted run continues from its last finished epoch when started again.
+    Settings resolve as: the recipe, then the --config file, then the options given here.
+    The resolved settings are kept in the model's config.yaml. An interrupted run
+    continues from its last finished epoch when started again.
     """
-    config = TrainConfig(
-        dataset=dataset,
-        arch=arch,
-        tol_train=tol_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        filters=filters,
-        seed=seed,
-        augment=augment,
-        train_limit=train_limit,
-        test_limit=test_limit,
-    )
-    Output(json_output).run(
-        train_model,
+    overrides = {
+        "arch": arch,
+        "tol_train": tol_train,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "dropout": dropout,
+        "filters": filters,
+        "augment": augment,
+        "train_limit": train_limit,
+        "test_limit": test_limit,
+        "seed": seed,
+    }
+    output = Output(json_output)
+
+    def resolve_and_train(**kwargs):
+        config, provenance = resolve_training(dataset, recipe, config_file, overrides)
+        return train_model(config, recipe=provenance, **kwargs)
+
+    output.run(
+        resolve_and_train,
         render,
-        config=config,
         name=name,
         registry=Registry(),
         device=device,
