@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .attack_sets import (
+    BATCH_FIELDS,
     AttackReport,
     AttackSet,
     AttackSettings,
@@ -37,6 +38,7 @@ from .attack_sets import (
 from .attacks import PinnedTolerance
 from .boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS, finish_on_8bit_grid, refine_floats
 from .data import ImageSplit, load_dataset
+from .distributed import Ranks, all_gather, barrier, broadcast, current_ranks, share
 from .errors import ConfigError
 from .evaluation import margins_alone, predict_per_sample
 from .loading import LoadedModel, load_model
@@ -161,6 +163,76 @@ def compute_attack_set(
     return attack_set
 
 
+def shard_file(ranks: Ranks) -> str:
+    return f"shard-{ranks.rank}-of-{ranks.world}.pt"
+
+
+def shard_units(indices_count: int, settings: ResolvedAttack, ranks: Ranks) -> list[tuple[int, int, int]]:
+    """This rank's units of work, (batch number, first row, end row) in the set's row order.
+
+    An attack whose adversarials depend on each image alone (CW) gives each rank a
+    contiguous share of the images, attacked in batches of ``batch_size``. Any other
+    attack draws per batch, so it keeps one process's batches whole and deals them out
+    round-robin (a set of fewer batches than ranks leaves ranks idle).
+    """
+    size = settings.batch_size
+    if settings.spec.per_image:
+        rows = share(indices_count, ranks)
+        return [(start // size, start, min(start + size, rows.stop)) for start in range(rows.start, rows.stop, size)]
+    batch_starts = range(0, indices_count, size)
+    return [
+        (number, start, min(start + size, indices_count))
+        for number, start in enumerate(batch_starts)
+        if number % ranks.world == ranks.rank
+    ]
+
+
+def compute_sharded_attack_set(
+    loaded: LoadedModel, settings: ResolvedAttack, stored: StoredResult, data_dir: str | None, progress: Progress
+) -> AttackSet:
+    """This rank's units, saved to its shard file after each one; then every rank's units,
+    gathered and joined into the batches one process would have made."""
+    ranks = current_ranks()
+    split = load_dataset(loaded.dataset, data_dir).split(settings.split)
+    indices = select_samples(loaded.model, split, settings) if ranks.is_main else None
+    indices = broadcast(indices)
+    if len(indices) == 0:
+        raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")
+    path = stored.path(shard_file(ranks))
+    done: dict[tuple[int, int, int], dict[str, Any]] = {}
+    if path.is_file():
+        saved = load_tagged(path, expected_kind="attack_shard")
+        if torch.equal(saved["indices"], indices):
+            done = dict(saved["units"])
+            progress.log(f"continuing attack {stored.key} after {len(done)} finished batches")
+    units = shard_units(len(indices), settings, ranks)
+    task = progress.task(f"{settings.attack} at tol {settings.tol_attack:g} ({ranks.describe()})", len(units))
+    task.advance(sum(unit in done for unit in units))
+    for unit in units:
+        if unit in done:
+            continue
+        batch_number, start, end = unit
+        index = indices[start:end]
+        done[unit] = attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
+        save_tagged(path, "attack_shard", {"indices": indices, "units": done})
+        task.advance(1)
+    task.close()
+    mine = {unit: done[unit] for unit in units}
+    every_unit = {unit: batch for part in all_gather(mine) for unit, batch in part.items()}
+    batches = [every_unit[unit] for unit in sorted(every_unit, key=lambda unit: unit[1])]
+    attack_set = AttackSet.from_batches(settings, indices, batches)
+    if len(attack_set) != len(indices):
+        raise ConfigError(f"the shards of attack {stored.key} hold {len(attack_set)} of {len(indices)} images")
+    if ranks.is_main:
+        stored.save_tensors(attack_set.payload())
+    barrier()  # every rank has its copy of the set: the shard files can go
+    path.unlink(missing_ok=True)
+    if ranks.is_main:  # and those of earlier runs with another number of ranks
+        for leftover in stored.folder.glob("shard-*-of-*.pt"):
+            leftover.unlink(missing_ok=True)
+    return attack_set
+
+
 def make_attack_set(
     settings: AttackSettings,
     loaded: LoadedModel,
@@ -176,10 +248,15 @@ def make_attack_set(
     if attack_set is not None:
         progress.log(f"attack set {stored.key} already exists for {loaded.name}; reusing it")
         return attack_set, summarise(attack_set, loaded.name, stored, reused=True)
-    with stored.computing():
-        attack_set = compute_attack_set(loaded, resolved, stored, data_dir, progress)
+    ranks = current_ranks()
+    with stored.computing(ranks.rank):
+        if ranks.sharded:
+            attack_set = compute_sharded_attack_set(loaded, resolved, stored, data_dir, progress)
+        else:
+            attack_set = compute_attack_set(loaded, resolved, stored, data_dir, progress)
     report = summarise(attack_set, loaded.name, stored, reused=False)
-    atomic_write_json(stored.path(SUMMARY_FILE), {k: v for k, v in report.to_dict().items() if k != "reused"})
+    if ranks.is_main:
+        atomic_write_json(stored.path(SUMMARY_FILE), {k: v for k, v in report.to_dict().items() if k != "reused"})
     return attack_set, report
 
 
@@ -198,7 +275,7 @@ def run_attack(
     progress = progress or SilentProgress()
     loaded = loaded or load_model(model, registry=registry, device=device)
     attack_set, report = make_attack_set(settings, loaded, registry, data_dir, progress)
-    if export_dir is not None:
+    if export_dir is not None and current_ranks().is_main:
         export_pngs(attack_set, Path(export_dir))
         report.exported_to = str(export_dir)
         progress.log(f"wrote {len(attack_set)} pristine and {int(attack_set.success_8bit.sum())} adversarial PNGs")

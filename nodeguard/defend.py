@@ -12,6 +12,7 @@ from .images import find_images, load_image_files
 from .loading import load_model
 from .progress import Progress, SilentProgress
 from .registry import Registry
+from .vote_store import vote_sharded
 
 
 @dataclass
@@ -60,7 +61,7 @@ def defend_paths(
     )
     if len(good):
         progress.log(f"voting on {len(good)} images with {settings.votes} tolerances each")
-        votes = defense.vote(images, progress=progress)
+        votes = vote_sharded(defense, images, progress=progress)
         predictions, v_agree = votes.prediction(), votes.v_agree()
         accepted = votes.accepted(settings.vmin)
         for position, path in enumerate(good):

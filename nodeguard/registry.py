@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
+from .distributed import current_ranks
 from .errors import ModelNotFoundError, RegistryError
 from .paths import cache_root
 from .storage import atomic_write_json, atomic_write_text, load_tagged, read_json, save_tagged
@@ -163,7 +164,8 @@ class Registry:
                 updated=now_iso(),
                 updated_ts=folder.stat().st_mtime,
             ).to_dict()
-        self._write_index_unlocked(models)
+        if current_ranks().is_main:  # in a sharded job only rank 0 writes the index
+            self._write_index_unlocked(models)
         return models
 
     def _write_index_unlocked(self, models: dict[str, dict[str, Any]]) -> None:

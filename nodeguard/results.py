@@ -100,13 +100,17 @@ class StoredResult:
         return values, False
 
     @contextmanager
-    def computing(self) -> Iterator[None]:
+    def computing(self, rank: int = 0) -> Iterator[None]:
         """Hold this result's lock (across processes) while computing it.
 
-        Other results of the same model, and other models, stay free.
+        Other results of the same model, and other models, stay free. In a sharded job
+        rank 0 holds the result's lock and every other rank the lock of its own shard,
+        so the ranks of one job work side by side while a second job (or a lone
+        process) asking for the same result is refused.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.folder / LOCK_FILE), timeout=0)
+        name = LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank{rank}"
+        lock = FileLock(str(self.folder / name), timeout=0)
         try:
             lock.acquire()
         except Timeout:

@@ -21,6 +21,7 @@ from sklearn.metrics import auc, roc_curve
 from .attack_sets import AttackSettings
 from .attack_stage import make_attack_set
 from .defense import DefenseSettings, Votes
+from .distributed import current_ranks
 from .errors import ConfigError
 from .loading import load_model
 from .progress import Progress, SilentProgress
@@ -170,7 +171,7 @@ def run_roc(
         median_abs_margin_8bit=report.median_abs_margin_8bit,
         p90_abs_margin_8bit=report.p90_abs_margin_8bit,
     )
-    if plot is not None:
+    if plot is not None and current_ranks().is_main:
         from .roc_plot import plot_roc
 
         plot_roc(result, Path(plot))

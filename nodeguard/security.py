@@ -39,6 +39,7 @@ from .attack_sets import AttackSet, AttackSettings
 from .attack_stage import make_attack_set
 from .attacks import ATTACKS, APGDRandOptions
 from .defense import DefenseSettings, Votes
+from .distributed import current_ranks
 from .errors import ConfigError
 from .loading import LoadedModel, load_model
 from .progress import Progress, SilentProgress
@@ -324,10 +325,11 @@ def run_security(
         progress.log("security report found in the cache; nothing to compute")
         report = SecurityReport(**{**saved, "reused": True, "plot": None})
     else:
-        with stored.computing():
+        with stored.computing(current_ranks().rank):
             report = compute_security(settings, loaded, registry, progress)
-            stored.save_json({k: v for k, v in report.to_dict().items() if k not in ("reused", "plot")})
-    if plot is not None:
+            if current_ranks().is_main:
+                stored.save_json({k: v for k, v in report.to_dict().items() if k not in ("reused", "plot")})
+    if plot is not None and current_ranks().is_main:
         from .security_plot import plot_security
 
         plot_security(report, Path(plot))

@@ -5,9 +5,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
 from .attack_sets import AttackSet, AttackSettings, perturbation_stats
 from .attack_stage import make_attack_set
 from .data import ImageSplit, load_dataset
+from .distributed import all_gather, current_ranks, share
 from .errors import ConfigError
 from .evaluation import predict_per_sample
 from .loading import LoadedModel, load_model
@@ -72,6 +75,17 @@ class CellCounts:
             self.computed += 1
 
 
+def predict_sharded(model, images, tol: float | None):
+    """(predictions, NFE) of each image alone at ``tol``; in a sharded job each rank
+    classifies its own contiguous share and every rank gets the whole result, in order."""
+    ranks = current_ranks()
+    if not ranks.sharded:
+        return predict_per_sample(model, images, tol=tol)
+    mine = share(len(images), ranks)
+    parts = all_gather(predict_per_sample(model, images[mine.start : mine.stop], tol=tol))
+    return torch.cat([p for p, _ in parts]), torch.cat([n for _, n in parts])
+
+
 def cached_cell(
     loaded: LoadedModel,
     registry: Registry,
@@ -81,7 +95,12 @@ def cached_cell(
 ) -> dict[str, Any]:
     """A table cell of ``loaded`` from its result store, or computed and saved there."""
     stored = ResultStore(registry, loaded.name).result(CELL_KIND, settings, settings["cell"])
-    values, reused = stored.json_or_compute(compute)
+    values = stored.load_json()
+    reused = values is not None
+    if not reused:
+        values = compute()
+        if current_ranks().is_main:
+            stored.save_json(values)
     counts.count(reused)
     return values
 
@@ -108,7 +127,7 @@ def error_cell(
 
     def compute() -> dict[str, Any]:
         test = test_split()
-        predictions, nfe = predict_per_sample(loaded.model, test.float_images(), tol=tol)
+        predictions, nfe = predict_sharded(loaded.model, test.float_images(), tol)
         return {
             "error": float((predictions != test.labels).float().mean()),
             "nfe": float(nfe.float().mean()),
@@ -145,7 +164,7 @@ def decoupled_cell(
     settings = {"cell": "decoupled", "set": set_key, "tol_test": tol_test}
 
     def compute() -> dict[str, Any]:
-        predictions, _ = predict_per_sample(loaded.model, attack_set.adversarial, tol=tol_test)
+        predictions, _ = predict_sharded(loaded.model, attack_set.adversarial, tol_test)
         fooled = attack_set.success & (predictions != attack_set.labels)
         stats = perturbation_stats(attack_set.l2, fooled, attack_set.dims)
         return {

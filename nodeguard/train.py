@@ -19,6 +19,7 @@ from . import __version__
 from .augment import augment
 from .data import Dataset, dataset_info, load_dataset
 from .device import resolve_device
+from .distributed import all_gather, barrier, current_ranks, ensure_process_group, share
 from .errors import ConfigError
 from .evaluation import evaluate
 from .models import MODELS, ImageClassifier, build_model, model_config
@@ -156,8 +157,18 @@ def train_one_epoch(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     progress: Progress,
+    network: torch.nn.Module | None = None,
 ) -> dict[str, float]:
-    model.train()
+    """One epoch of the seeded shuffle; ``network`` is ``model`` wrapped for DDP, if sharded.
+
+    Sharded, every rank draws the same shuffled (and augmented) batch and trains on its
+    contiguous share of it; each rank's loss is its share's summed cross-entropy over
+    the whole batch's size, times the world size, so DDP's gradient average is the
+    gradient of the whole batch's mean loss, as one process computes it.
+    """
+    ranks = current_ranks()
+    network = network or model
+    network.train()
     generator = epoch_generator(config.seed, epoch)
     steps = (len(dataset.train) + config.batch_size - 1) // config.batch_size
     task = progress.task(f"epoch {epoch + 1}/{config.epochs}", steps)
@@ -165,19 +176,27 @@ def train_one_epoch(
     for images, labels in dataset.train.batches(config.batch_size, generator):
         if config.augment:
             images = augment(dataset.info.augmentation, images, generator)
-        images, labels = images.to(device), labels.to(device)
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+        batch_size = len(labels)
+        mine = share(batch_size, ranks)
+        images, labels = images[mine.start : mine.stop].to(device), labels[mine.start : mine.stop].to(device)
+        logits = network(images)
+        summed = F.cross_entropy(logits, labels, reduction="sum")
+        loss = summed * (ranks.world / batch_size)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        loss_sum += loss.item() * len(labels)
+        loss_sum += summed.item()
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
         nfe_sum += model.last_nfe
         task.advance(1, loss=loss_sum / seen, acc=correct / seen, nfe=model.last_nfe)
     task.close()
+    if ranks.sharded:  # the epoch's statistics over every rank's share
+        totals = [
+            sum(values) for values in zip(*all_gather((loss_sum, correct, seen, nfe_sum / ranks.world)), strict=True)
+        ]
+        loss_sum, correct, seen, nfe_sum = totals
     return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "train_nfe": nfe_sum / steps}
 
 
@@ -206,12 +225,40 @@ def train_model(
     progress = progress or SilentProgress()
     name = name or config.default_name()
     torch_device = resolve_device(device)
+    ranks = current_ranks()
+    if ranks.sharded:
+        return _train_sharded(config, name, registry, torch_device, data_dir, restart, progress, recipe)
     with registry.exclusive(name, "trained"):
         try:
             return _train_locked(config, name, registry, torch_device, data_dir, restart, progress, recipe)
         except BaseException:
             registry.discard_unfinished(name)
             raise
+
+
+def _train_sharded(
+    config: TrainConfig,
+    name: str,
+    registry: Registry,
+    torch_device: torch.device,
+    data_dir: str | None,
+    restart: bool,
+    progress: Progress,
+    recipe: dict[str, Any] | None,
+) -> TrainResult:
+    """DDP training under torchrun: rank 0 holds the model's lock and writes everything."""
+    ranks = current_ranks()
+    ensure_process_group()
+    if config.batch_size < ranks.world:
+        raise ConfigError(f"batch_size {config.batch_size} is smaller than the {ranks.world} ranks sharing each batch")
+    if ranks.is_main:
+        with registry.exclusive(name, "trained"):
+            try:
+                return _train_locked(config, name, registry, torch_device, data_dir, restart, progress, recipe)
+            except BaseException:
+                registry.discard_unfinished(name)
+                raise
+    return _train_locked(config, name, registry, torch_device, data_dir, restart, progress, recipe)
 
 
 def _train_locked(
@@ -225,8 +272,11 @@ def _train_locked(
     recipe: dict[str, Any] | None = None,
 ) -> TrainResult:
     folder = registry.model_dir(name)
-    if restart:
+    ranks = current_ranks()
+    main = ranks.is_main
+    if restart and main:
         registry.clear(name)
+    barrier()  # every rank reads the model's folder as rank 0 left it
     # settings of a run that never finished an epoch are not a model yet: they bind nothing
     stored = registry.read_config(name) if registry.has_checkpoint(name) else None
     stored_training = TrainConfig.stored_settings(stored.get("training", {})) if stored is not None else None
@@ -237,6 +287,7 @@ def _train_locked(
             "pass --restart to train it again from scratch, or --name for a new model"
         )
     metrics = registry.read_json(name, METRICS_FILE)
+    barrier()  # read before rank 0 writes anything
     if stored is not None and metrics is not None:
         progress.log(f"model {name!r} is already trained with these settings; reusing it")
         return TrainResult(**{**metrics, "seconds_this_run": 0.0, "reused": True, "path": str(folder)})
@@ -247,7 +298,7 @@ def _train_locked(
     dataset.test = dataset.test.subset(config.test_limit)
 
     created = stored.get("created", now_iso()) if stored else now_iso()
-    if stored is None:
+    if stored is None and main:
         registry.write_config(
             name,
             {
@@ -261,6 +312,12 @@ def _train_locked(
             },
         )
     model = seeded_model(config).to(torch_device)
+    network = model
+    if ranks.sharded:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [torch_device.index] if torch_device.type == "cuda" else None
+        network = DistributedDataParallel(model, device_ids=device_ids)
     steps_per_epoch = (len(dataset.train) + config.batch_size - 1) // config.batch_size
     optimizer, schedule = make_optimizer(model, config, steps_per_epoch)
     start_epoch, history = 0, []
@@ -273,11 +330,15 @@ def _train_locked(
         progress.log(f"resuming {name!r} after epoch {start_epoch}/{config.epochs}")
 
     entry = ModelEntry(name, config.arch, config.dataset, "training", start_epoch, config.epochs, created=created)
-    registry.put(entry)
+    if main:
+        registry.put(entry)
     run_started = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         epoch_started = time.perf_counter()
-        train_stats = train_one_epoch(model, dataset, config, epoch, optimizer, schedule, torch_device, progress)
+        train_stats = train_one_epoch(
+            model, dataset, config, epoch, optimizer, schedule, torch_device, progress, network
+        )
+        # every rank evaluates the whole test split: the same figure as one process
         evaluation = evaluate(model, dataset.test, device=torch_device, batch_size=500)
         history.append(
             {
@@ -293,19 +354,20 @@ def _train_locked(
             f"epoch {epoch + 1}/{config.epochs}: loss {train_stats['train_loss']:.4f}, "
             f"test error {evaluation.error:.2%}, NFE {evaluation.mean_nfe:.1f}"
         )
-        registry.write_checkpoint(
-            name,
-            {
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "history": history,
-            },
-        )
-        registry.write_json(name, HISTORY_FILE, history)
         entry.epochs_done, entry.test_error = epoch + 1, evaluation.error
-        registry.put(entry)
+        if main:
+            registry.write_checkpoint(
+                name,
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "history": history,
+                },
+            )
+            registry.write_json(name, HISTORY_FILE, history)
+            registry.put(entry)
 
     final = history[-1]
     result = TrainResult(
@@ -326,7 +388,9 @@ def _train_locked(
     stored_metrics = result.to_dict()
     for transient in ("seconds_this_run", "reused", "path"):
         stored_metrics.pop(transient)
-    registry.write_json(name, METRICS_FILE, stored_metrics)
     entry.status = "ready"
-    registry.put(entry)
+    if main:
+        registry.write_json(name, METRICS_FILE, stored_metrics)
+        registry.put(entry)
+    barrier()  # the model is registered before any rank moves on
     return result

@@ -12,7 +12,8 @@ import hashlib
 
 import torch
 
-from .defense import DefenseSettings, ToleranceRandomization
+from .defense import DefenseSettings, ToleranceRandomization, Votes
+from .distributed import all_gather, current_ranks, share
 from .loading import LoadedModel
 from .progress import Progress, SilentProgress
 from .registry import Registry
@@ -56,6 +57,27 @@ def stored_votes(
         progress.log(f"votes on the {len(images)} {label} images found in the cache; nothing to solve")
         return saved["predictions"], True
     progress.log(f"voting on {len(images)} {label} images with {defense.votes} tolerances each")
-    predictions = ToleranceRandomization(loaded.model, defense).vote(images, progress=progress).predictions
-    stored.save_tensors({"predictions": predictions})
+    predictions = vote_sharded(ToleranceRandomization(loaded.model, defense), images, progress).predictions
+    if current_ranks().is_main:
+        stored.save_tensors({"predictions": predictions})
     return predictions, False
+
+
+def vote_sharded(defense: ToleranceRandomization, images: torch.Tensor, progress: Progress | None = None) -> Votes:
+    """The defense's votes on ``images``; under a sharded job each rank votes on its own
+    contiguous share and every rank gets all the votes, in order.
+
+    An image's tolerances are drawn from its own pixels and each (image, tolerance) pair
+    is solved on its own steps, so the votes do not depend on how the images are split.
+    """
+    ranks = current_ranks()
+    if not ranks.sharded:
+        return defense.vote(images, progress=progress)
+    mine = share(len(images), ranks)
+    votes = defense.vote(images[mine.start : mine.stop], progress=progress)
+    parts = all_gather((votes.predictions, votes.tolerances))
+    return Votes(
+        torch.cat([predictions for predictions, _ in parts]),
+        torch.cat([tolerances for _, tolerances in parts]),
+        defense.num_classes,
+    )

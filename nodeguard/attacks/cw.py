@@ -195,5 +195,6 @@ ATTACKS.register(
         run=run_cw,
         summary="Carlini-Wagner L2, c searched per image, refined to the decision boundary",
         refine_to_boundary=True,
+        per_image=True,
     ),
 )

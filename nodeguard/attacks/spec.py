@@ -36,6 +36,9 @@ class AttackSpec:
     # a minimal-perturbation attack: its adversarials are moved back to the decision
     # boundary (margin -(kappa + slack)) after the attack; a fixed-budget one is left as is
     refine_to_boundary: bool = False
+    # each image's adversarial depends on that image alone (not on the rest of its batch,
+    # not on the seed): a sharded run may split a batch's images across processes
+    per_image: bool = False
 
     def option_names(self) -> tuple[str, ...]:
         return tuple(field.name for field in fields(self.options))

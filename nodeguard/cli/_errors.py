@@ -14,6 +14,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from ..distributed import current_ranks
 from ..errors import NodeguardError
 from ._output import Output
 
@@ -40,6 +41,12 @@ def reported_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         Output().error("interrupted; finished work is saved, run the same command again to continue")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:
+        if not current_ranks().sharded:
+            raise
+        # one line per failed rank (torchrun then stops the others and exits non-zero)
+        Output().error(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 class ErrorReportingGroup(TyperGroup):

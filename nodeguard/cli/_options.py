@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from ..defense import DefenseSettings
+from ..distributed import current_ranks, oversubscription_warning, set_threads
+from ._output import Output
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object (the result) on stdout; progress goes to stderr.")
@@ -21,6 +23,26 @@ DataDirOption = Annotated[
     typer.Option("--data-dir", envvar="NODEGUARD_DATA", help="Data sets root (default: <cache root>/data)."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
+
+
+def _use_threads(threads: int | None) -> int | None:
+    """Set the thread count as the option is parsed, and warn (once per machine) when the
+    job's processes on this machine would use more threads than it has cores."""
+    set_threads(threads)
+    warning = oversubscription_warning()
+    if warning and current_ranks().local_rank == 0:
+        Output().warn(warning)
+    return threads
+
+
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        callback=_use_threads,
+        help="CPU threads per process (default: what torch picks, the machine's cores).",
+    ),
+]
 
 DEFENSE = DefenseSettings()
 TolRangeOption = Annotated[str, typer.Option("--tol-range", help="Log-uniform range of the drawn tolerances.")]

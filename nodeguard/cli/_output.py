@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+from ..distributed import current_ranks
+
 
 def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):
@@ -77,7 +79,10 @@ class RichReporter:
         return _RichTask(self.progress, self.progress.add_task(description, total=total, status=""))
 
     def log(self, message: str) -> None:
-        if not self.quiet:
+        ranks = current_ranks()
+        if ranks.sharded and not ranks.is_main:  # the other ranks' logs, named; no bars
+            self.console.print(f"[dim]\\[{ranks.describe()}] {message}[/dim]", highlight=False)
+        elif not self.quiet:
             self.console.print(f"[dim]{message}[/dim]", highlight=False)
 
 
@@ -86,11 +91,13 @@ class Output:
 
     def __init__(self, json_mode: bool = False):
         self.json_mode = json_mode
+        # in a sharded job (torchrun) the other ranks compute, rank 0 reports
+        self.main_rank = current_ranks().is_main
         self.stdout = Console(file=sys.stdout, highlight=False, soft_wrap=True)
         self.stderr = Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
     def reporter(self) -> RichReporter:
-        return RichReporter(self.stderr)
+        return RichReporter(self.stderr, quiet=not self.main_rank)
 
     def run(self, stage, render, **kwargs: Any) -> Any:
         """Run a library stage with progress bars, then print its result (JSON or human)."""
@@ -100,6 +107,8 @@ class Output:
         return report
 
     def result(self, data: dict[str, Any], render=None) -> None:
+        if not self.main_rank:
+            return
         if self.json_mode:
             sys.stdout.write(json.dumps(_clean(data), default=_json_default) + "\n")
             sys.stdout.flush()
@@ -107,4 +116,9 @@ class Output:
             render(self.stdout)
 
     def error(self, message: str) -> None:
-        self.stderr.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+        ranks = current_ranks()
+        where = f"{ranks.describe()}: " if ranks.sharded else ""
+        self.stderr.print(f"[bold red]error:[/bold red] {where}{message}", highlight=False)
+
+    def warn(self, message: str) -> None:
+        self.stderr.print(f"[bold yellow]warning:[/bold yellow] {message}", highlight=False)

@@ -13,7 +13,7 @@ from ..attack_stage import run_attack
 from ..attacks import ATTACKS, CWOptions, EOTCWOptions, PGDOptions
 from ..attacks.pgd import DEFAULT_EPS
 from ..registry import Registry
-from ._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption
+from ._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption, ThreadsOption
 from ._output import Output
 from ._parsing import parse_tol_range
 
@@ -67,6 +67,7 @@ def attack(
         Path | None, typer.Option("--export", help="Also write pristine/ and adversarial/ PNG files here.")
     ] = None,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ..defend import DefendReport, defend_paths
 from ..defense import DefenseSettings
+from ..distributed import current_ranks
 from ..errors import ConfigError
 from ..registry import Registry
 from ..storage import atomic_write_text
@@ -25,6 +26,7 @@ from ._options import (
     ModelOption,
     PairBatchOption,
     SeedOption,
+    ThreadsOption,
     TolRangeOption,
 )
 from ._output import Output
@@ -42,6 +44,7 @@ def defend(
     resize: Annotated[bool, typer.Option("--resize", help="Resize images to the model's input size.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the results to FILE.csv or FILE.json.")] = None,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Classify images with tolerance randomization and flag possible adversarials.
@@ -64,7 +67,7 @@ def defend(
         report = defend_paths(
             paths, settings, model=model, registry=Registry(), device=device, resize=resize, progress=reporter
         )
-    if out is not None:
+    if out is not None and current_ranks().is_main:
         write_report(report, out)
     output.result(report.to_dict(), lambda console: render(console, report))
     if report.unreadable:

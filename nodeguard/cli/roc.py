@@ -19,6 +19,7 @@ from ._options import (
     ModelOption,
     PairBatchOption,
     SeedOption,
+    ThreadsOption,
     TolRangeOption,
 )
 from ._output import Output
@@ -45,6 +46,7 @@ def roc(
     binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="CW searches over c.")] = None,
     batch_size: PairBatchOption = ROC.batch_size,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """ROC curves of tolerance randomization: pristine images against their adversarials.

@@ -19,6 +19,7 @@ from ._options import (
     ModelOption,
     PairBatchOption,
     SeedOption,
+    ThreadsOption,
     TolRangeOption,
 )
 from ._output import Output
@@ -59,6 +60,7 @@ def security(
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the security picture to this PNG.")] = None,
     batch_size: PairBatchOption = SECURITY.batch_size,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Tolerance randomization against attackers who know more: CW at each confidence

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..distributed import current_ranks
 from ..errors import ConfigError
 from ..grid_plot import plot_grid
 from ..registry import Registry
@@ -16,7 +17,7 @@ from ..sweep import SweepSettings, run_sweep
 from ..sweep_format import table_cells, write_grid, write_table
 from ..sweep_grid import GridSettings, grid_table, run_grid
 from ..sweep_plot import plot_sweep
-from ._options import DeviceOption, JsonOption, ModelOption
+from ._options import DeviceOption, JsonOption, ModelOption, ThreadsOption
 from ._output import Output
 from ._parsing import parse_list
 
@@ -53,6 +54,7 @@ def sweep(
     out: Annotated[Path | None, typer.Option("--out", help="Also write the table to FILE.csv, .md or .json.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Draw the table as the papers' figure (PNG).")] = None,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Print the tau tables: error, NFE and (with --attack) attack results against tau;
@@ -90,9 +92,10 @@ def sweep(
             settings, model=model, baseline=baseline, registry=Registry(), device=device, progress=reporter
         )
     data = report.to_dict()
-    if out is not None:
+    main_rank = current_ranks().is_main
+    if out is not None and main_rank:
         write_table(data, out)
-    if plot is not None:
+    if plot is not None and main_rank:
         plot_sweep(data, plot)
         data["plot"] = str(plot)
     output.result(data, lambda console: render(console, data))
@@ -105,9 +108,10 @@ def grid(
     with output.reporter() as reporter:
         report = run_grid(settings, models, registry=Registry(), device=device, progress=reporter)
     data = report.to_dict()
-    if out is not None:
+    main_rank = current_ranks().is_main
+    if out is not None and main_rank:
         write_grid(data, out)
-    if plot is not None:
+    if plot is not None and main_rank:
         plot_grid(data, plot)
         data["plot"] = str(plot)
     output.result(data, lambda console: render_grid(console, data))

@@ -11,7 +11,7 @@ from rich.console import Console
 from ..recipes import resolve_training
 from ..registry import Registry
 from ..train import TrainResult, train_model
-from ._options import DataDirOption, DeviceOption, JsonOption
+from ._options import DataDirOption, DeviceOption, JsonOption, ThreadsOption
 from ._output import Output
 
 
@@ -55,6 +55,7 @@ def train(
     test_limit: Annotated[int | None, typer.Option("--test-limit", help="Evaluate on the first N test images.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed [default: 0].")] = None,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Model name (default: {arch}-{dataset}).")] = None,
     data_dir: DataDirOption = None,
     restart: Annotated[

@@ -1,0 +1,174 @@
+"""Sharded runs: two gloo processes under torchrun against one process, and a killed rank.
+
+These launch real processes (``python -m torch.distributed.run --standalone``) on the
+session's tiny model, each with one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nodeguard.attack_sets import load_attack_set
+from nodeguard.distributed import Ranks, current_ranks, oversubscription_warning, share
+from nodeguard.registry import Registry
+from nodeguard.results import ResultStore
+from nodeguard.storage import load_tagged
+
+ATTACK = ["attack", "cw", "--model", "tiny", "--count", "6", "--steps", "20", "--binary-steps", "2"]
+
+
+def run_nodeguard(home: Path, args: list[str], ranks: int = 1, **popen) -> subprocess.Popen:
+    env = {**os.environ, "NODEGUARD_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    if ranks == 1:
+        command = [sys.executable, "-m", "nodeguard", *args]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
+        command += ["-m", "nodeguard", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[str, str]:
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout, stderr
+
+
+def copy_home(trained_root: Path, target: Path) -> Path:
+    shutil.copytree(trained_root, target)
+    return target
+
+
+def test_shares_cover_every_item_once_in_order():
+    for count in (0, 1, 7, 40):
+        for world in (1, 2, 3, 5):
+            parts = [share(count, Ranks(rank, world)) for rank in range(world)]
+            assert [i for part in parts for i in part] == list(range(count))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_ranks_come_from_the_environment_and_threads_are_checked(monkeypatch):
+    assert current_ranks() == Ranks()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert current_ranks() == Ranks(1, 2, 1, 2) and current_ranks().sharded
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert "4 threads on 2 cores" in oversubscription_warning(cpu_count=2)
+        torch.set_num_threads(1)
+        assert oversubscription_warning(cpu_count=2) is None
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_two_ranks_make_the_same_attack_set_and_roc_as_one_process(trained_root, tmp_path):
+    alone_home = copy_home(trained_root, tmp_path / "alone")
+    sharded_home = copy_home(trained_root, tmp_path / "sharded")
+    alone = json.loads(finish(run_nodeguard(alone_home, [*ATTACK, "--json"]))[0])
+    sharded_out, sharded_err = finish(run_nodeguard(sharded_home, [*ATTACK, "--json", "--threads", "1"], ranks=2))
+    sharded = json.loads(sharded_out)  # rank 0 alone prints the result: stdout is one JSON object
+    assert alone["set"] == sharded["set"] and alone["success_rate"] > 0
+    one = load_attack_set(Registry(alone_home), "tiny", alone["set"])
+    two = load_attack_set(Registry(sharded_home), "tiny", sharded["set"])
+    assert torch.equal(one.indices, two.indices) and torch.equal(one.labels, two.labels)
+    # each image is attacked on its own steps: only float rounding differs (the bound of
+    # test_an_image_gets_the_same_adversarial_alone_and_in_a_batch)
+    assert torch.equal(one.success, two.success)
+    assert float((one.adversarial - two.adversarial).abs().max()) <= 1e-4
+    assert sharded["mean_l2"] == pytest.approx(alone["mean_l2"], abs=1e-4)
+    folder = ResultStore(Registry(sharded_home), "tiny").find("attack_set", sharded["set"]).folder
+    assert not list(folder.glob("shard-*"))  # merged, then the shards are removed
+
+    roc = ["roc", "--model", "tiny", "--count", "6", "--votes", "3,5", "--steps", "20", "--binary-steps", "2"]
+    roc_alone = json.loads(finish(run_nodeguard(alone_home, [*roc, "--json"]))[0])
+    roc_sharded = json.loads(finish(run_nodeguard(sharded_home, [*roc, "--json", "--threads", "1"], ranks=2))[0])
+    assert [curve["votes"] for curve in roc_sharded["curves"]] == [3, 5]
+    stored_one = sorted((Registry(alone_home).results_dir("tiny") / "votes").glob("*/result.pt"))
+    stored_two = sorted((Registry(sharded_home).results_dir("tiny") / "votes").glob("*/result.pt"))
+    assert len(stored_one) == len(stored_two) == 2  # pristine and adversarial votes, saved once
+    for path_one, path_two in zip(stored_one, stored_two, strict=True):
+        votes_one = load_tagged(path_one, expected_kind="votes")["predictions"]
+        votes_two = load_tagged(path_two, expected_kind="votes")["predictions"]
+        # every (image, tolerance) pair is solved on its own steps: a vote could differ
+        # only where two logits tie within float rounding; at most one such vote is allowed
+        assert votes_one.shape == votes_two.shape and int((votes_one != votes_two).sum()) <= 1
+    for curve_one, curve_two in zip(roc_alone["curves"], roc_sharded["curves"], strict=True):
+        assert curve_two["auc"] == pytest.approx(curve_one["auc"], abs=0.1)
+
+
+def rank_process(home: Path, rank: int) -> int | None:
+    """The pid of the nodeguard process of ``rank`` running on ``home`` (from /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"NODEGUARD_HOME={home}".encode() in environ and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_a_killed_rank_loses_at_most_its_batch_and_the_same_command_finishes(trained_root, tmp_path):
+    home = copy_home(trained_root, tmp_path / "home")
+    args = [*ATTACK, "--batch-size", "1", "--json", "--threads", "1"]
+    job = run_nodeguard(home, args, ranks=2, start_new_session=True)
+    shard = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and job.poll() is None:
+        shard = next(home.glob("models/tiny/results/attack_set/*/shard-1-of-2.pt"), None)
+        if shard is not None:
+            break
+        time.sleep(0.1)
+    assert shard is not None, "rank 1 saved no batch"
+    pid = rank_process(home, 1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    job.communicate(timeout=120)
+    assert job.returncode != 0  # one rank failed: the job fails
+    saved = load_tagged(shard, expected_kind="attack_shard")["units"]
+    assert 1 <= len(saved) <= 3  # rank 1's share: 3 images, one batch each, saved one by one
+    rerun_out, rerun_err = finish(run_nodeguard(home, args, ranks=2))
+    if len(saved) < 3:
+        assert "[rank 1 of 2] continuing attack" in rerun_err and f"after {len(saved)} finished" in rerun_err
+    report = json.loads(rerun_out)
+    attack_set = load_attack_set(Registry(home), "tiny", report["set"])
+    assert len(attack_set) == 6 and not list(shard.parent.glob("shard-*"))
+    for (_, start, end), batch in saved.items():  # the batches saved before the kill are in the set as saved
+        assert torch.equal(attack_set.adversarial[start:end], batch["adversarial"])
+
+
+def test_ddp_training_under_two_ranks_follows_the_one_process_run(tmp_path):
+    """The ResNet has no solver, so one step on two half-batches is the step on the whole
+    batch up to float rounding (GroupNorm is per image; each rank's loss is its share of
+    the batch's mean). With SGD the step is linear in the gradient, so three steps stay
+    within 1e-4 of one process's weights (Adam divides by the gradient's size and turns
+    rounding in near-zero gradients into steps of up to lr, so it is not used here)."""
+    args = ["train", "mnist5k", "--arch", "resnet", "--epochs", "1", "--filters", "8", "--batch-size", "64"]
+    args += ["--optimizer", "sgd", "--schedule", "constant", "--lr", "0.05"]
+    args += ["--train-limit", "192", "--test-limit", "32", "--name", "r", "--json"]
+    alone = json.loads(finish(run_nodeguard(tmp_path / "alone", args))[0])
+    sharded = json.loads(finish(run_nodeguard(tmp_path / "sharded", [*args, "--threads", "1"], ranks=2))[0])
+    assert sharded["epochs"] == alone["epochs"] == 1
+    assert sharded["history"][0]["train_loss"] == pytest.approx(alone["history"][0]["train_loss"], abs=1e-3)
+    weights_one = Registry(tmp_path / "alone").read_checkpoint("r")["model"]
+    weights_two = Registry(tmp_path / "sharded").read_checkpoint("r")["model"]
+    assert weights_one.keys() == weights_two.keys()
+    for key in weights_one:
+        assert float((weights_one[key].float() - weights_two[key].float()).abs().max()) <= 1e-4, key
+    assert Registry(tmp_path / "sharded").get("r").status == "ready"
