@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from .attack_sets import (
-    BATCH_FIELDS,
     AttackReport,
     AttackSet,
     AttackSettings,

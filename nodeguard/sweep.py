@@ -49,6 +49,7 @@ class SweepSettings:
 @dataclass
 class SweepReport:
     model: str
+    dataset: str
     rows: list[dict[str, Any]]
     baseline: dict[str, Any] | None
     attack: str | None
@@ -228,6 +229,7 @@ def run_sweep(
         progress.log(f"all {counts.reused} cells came from the cache; nothing was recomputed")
     return SweepReport(
         model=loaded.name,
+        dataset=loaded.dataset,
         rows=rows,
         baseline=baseline_row,
         attack=settings.attack,

@@ -7,6 +7,23 @@ from typing import Any
 
 from .storage import atomic_write
 
+# The WIFS 2019 paper's table (tau_train = 1e-3, tau_attack = tau_test), in percent:
+# tau -> (error, CW success); and its ResNet. Drawn beside ours for the data set it used.
+PAPER = {
+    "mnist": {
+        "label": "WIFS'19, full MNIST",
+        "tau": {1e-4: (0.5, 99.7), 1e-3: (0.5, 90.7), 1e-2: (0.6, 74.4), 1e-1: (0.8, 71.6), 1.0: (1.2, 69.7)},
+        "resnet": (0.4, 99.7),
+    },
+    "cifar10": {
+        "label": "WIFS'19, CIFAR-10",
+        "tau": {1e-4: (9.1, 100.0), 1e-3: (9.2, 100.0), 1e-2: (9.3, 100.0), 1e-1: (10.6, 100.0), 1.0: (11.3, 100.0)},
+        "resnet": (7.3, 100.0),
+    },
+}
+PAPER_DATASETS = {"mnist": "mnist", "mnist5k": "mnist", "cifar10": "cifar10"}
+PAPER_COLUMN = {"error": 0, "success_rate": 1}
+
 PANELS = (
     ("error", "classification error (%)", 100.0),
     ("success_rate", "attack success (%)", 100.0),
@@ -35,6 +52,24 @@ def plot_sweep(report: dict[str, Any], path: Path) -> None:
         baseline = report.get("baseline") or {}
         if baseline.get(key) is not None:
             axes.axhline(baseline[key] * scale, color="grey", linestyle="--", label=baseline["model"])
+        paper = PAPER.get(PAPER_DATASETS.get(report.get("dataset", ""), ""))
+        # the paper's attack column is at tau_attack = tau_test only
+        comparable = key == "error" or (key == "success_rate" and not report.get("tol_attack"))
+        if paper is not None and key in PAPER_COLUMN and comparable:
+            column = PAPER_COLUMN[key]
+            taus = sorted(paper["tau"])
+            axes.plot(
+                taus,
+                [paper["tau"][tau][column] for tau in taus],
+                marker="s",
+                color="tab:red",
+                alpha=0.6,
+                linestyle=":",
+                label=f"{paper['label']} (ODE-Net)",
+            )
+            axes.axhline(
+                paper["resnet"][column], color="tab:red", alpha=0.4, linestyle="-.", label=f"{paper['label']} (ResNet)"
+            )
         axes.set_xscale("log")
         axes.set_xlabel(x_label)
         axes.set_ylabel(label)

@@ -226,39 +226,18 @@ def train_model(
     name = name or config.default_name()
     torch_device = resolve_device(device)
     ranks = current_ranks()
-    if ranks.sharded:
-        return _train_sharded(config, name, registry, torch_device, data_dir, restart, progress, recipe)
+    if ranks.sharded:  # DDP under torchrun: rank 0 holds the model's lock and writes everything
+        ensure_process_group()
+        if config.batch_size < ranks.world:
+            raise ConfigError(f"batch_size {config.batch_size} is smaller than the {ranks.world} ranks sharing it")
+        if not ranks.is_main:
+            return _train_locked(config, name, registry, torch_device, data_dir, restart, progress, recipe)
     with registry.exclusive(name, "trained"):
         try:
             return _train_locked(config, name, registry, torch_device, data_dir, restart, progress, recipe)
         except BaseException:
             registry.discard_unfinished(name)
             raise
-
-
-def _train_sharded(
-    config: TrainConfig,
-    name: str,
-    registry: Registry,
-    torch_device: torch.device,
-    data_dir: str | None,
-    restart: bool,
-    progress: Progress,
-    recipe: dict[str, Any] | None,
-) -> TrainResult:
-    """DDP training under torchrun: rank 0 holds the model's lock and writes everything."""
-    ranks = current_ranks()
-    ensure_process_group()
-    if config.batch_size < ranks.world:
-        raise ConfigError(f"batch_size {config.batch_size} is smaller than the {ranks.world} ranks sharing each batch")
-    if ranks.is_main:
-        with registry.exclusive(name, "trained"):
-            try:
-                return _train_locked(config, name, registry, torch_device, data_dir, restart, progress, recipe)
-            except BaseException:
-                registry.discard_unfinished(name)
-                raise
-    return _train_locked(config, name, registry, torch_device, data_dir, restart, progress, recipe)
 
 
 def _train_locked(

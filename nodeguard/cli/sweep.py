@@ -91,14 +91,7 @@ def sweep(
         report = run_sweep(
             settings, model=model, baseline=baseline, registry=Registry(), device=device, progress=reporter
         )
-    data = report.to_dict()
-    main_rank = current_ranks().is_main
-    if out is not None and main_rank:
-        write_table(data, out)
-    if plot is not None and main_rank:
-        plot_sweep(data, plot)
-        data["plot"] = str(plot)
-    output.result(data, lambda console: render(console, data))
+    publish(output, report.to_dict(), out, plot, write_table, plot_sweep, render)
 
 
 def grid(
@@ -107,14 +100,18 @@ def grid(
     output = Output(json_output)
     with output.reporter() as reporter:
         report = run_grid(settings, models, registry=Registry(), device=device, progress=reporter)
-    data = report.to_dict()
-    main_rank = current_ranks().is_main
-    if out is not None and main_rank:
-        write_grid(data, out)
-    if plot is not None and main_rank:
-        plot_grid(data, plot)
-        data["plot"] = str(plot)
-    output.result(data, lambda console: render_grid(console, data))
+    publish(output, report.to_dict(), out, plot, write_grid, plot_grid, render_grid)
+
+
+def publish(output: Output, data: dict, out: Path | None, plot: Path | None, write, draw, render_human) -> None:
+    """Write --out and --plot (rank 0 only, in a sharded job), then print the result."""
+    if current_ranks().is_main:
+        if out is not None:
+            write(data, out)
+        if plot is not None:
+            draw(data, plot)
+            data["plot"] = str(plot)
+    output.result(data, lambda console: render_human(console, data))
 
 
 def render_grid(console: Console, data: dict) -> None:
