@@ -75,38 +75,48 @@ def test_ranks_come_from_the_environment_and_threads_are_checked(monkeypatch):
 
 
 def test_two_ranks_make_the_same_attack_set_and_roc_as_one_process(trained_root, tmp_path):
+    """Two ranks attack 3 digits each; one process attacking the same 6 in batches of 3
+    runs the same operations on the same batches, so the sets are equal bit for bit. (With
+    another batch size batched convolutions round differently, and 500 Adam steps can carry
+    that into another point near the boundary: the README gives the measured sizes.)"""
     alone_home = copy_home(trained_root, tmp_path / "alone")
     sharded_home = copy_home(trained_root, tmp_path / "sharded")
-    alone = json.loads(finish(run_nodeguard(alone_home, [*ATTACK, "--json"]))[0])
-    sharded_out, sharded_err = finish(run_nodeguard(sharded_home, [*ATTACK, "--json", "--threads", "1"], ranks=2))
+    alone = json.loads(finish(run_nodeguard(alone_home, [*ATTACK, "--batch-size", "3", "--json"]))[0])
+    sharded_out, _ = finish(run_nodeguard(sharded_home, [*ATTACK, "--json", "--threads", "1"], ranks=2))
     sharded = json.loads(sharded_out)  # rank 0 alone prints the result: stdout is one JSON object
-    assert alone["set"] == sharded["set"] and alone["success_rate"] > 0
     one = load_attack_set(Registry(alone_home), "tiny", alone["set"])
     two = load_attack_set(Registry(sharded_home), "tiny", sharded["set"])
-    assert torch.equal(one.indices, two.indices) and torch.equal(one.labels, two.labels)
-    # each image is attacked on its own steps: only float rounding differs (the bound of
-    # test_an_image_gets_the_same_adversarial_alone_and_in_a_batch)
-    assert torch.equal(one.success, two.success)
-    assert float((one.adversarial - two.adversarial).abs().max()) <= 1e-4
-    assert sharded["mean_l2"] == pytest.approx(alone["mean_l2"], abs=1e-4)
+    assert len(two) == 6 and sharded["settings"]["batch_size"] == 100  # the key of one process's default
+    for field in ("indices", "labels", "success", "adversarial", "margin", "adversarial_8bit", "margin_8bit"):
+        assert torch.equal(getattr(one, field), getattr(two, field)), field
     folder = ResultStore(Registry(sharded_home), "tiny").find("attack_set", sharded["set"]).folder
     assert not list(folder.glob("shard-*"))  # merged, then the shards are removed
 
+    # the ROC: the sharded job finds the same attack set and splits only the votes
     roc = ["roc", "--model", "tiny", "--count", "6", "--votes", "3,5", "--steps", "20", "--binary-steps", "2"]
     roc_alone = json.loads(finish(run_nodeguard(alone_home, [*roc, "--json"]))[0])
-    roc_sharded = json.loads(finish(run_nodeguard(sharded_home, [*roc, "--json", "--threads", "1"], ranks=2))[0])
+    roc_home = tmp_path / "roc-sharded"
+    shutil.copytree(alone_home, roc_home)
+    shutil.rmtree(Registry(roc_home).results_dir("tiny") / "votes")
+    roc_out, roc_err = finish(run_nodeguard(roc_home, [*roc, "--json", "--threads", "1"], ranks=2))
+    roc_sharded = json.loads(roc_out)
+    assert "already exists for tiny; reusing it" in roc_err
     assert [curve["votes"] for curve in roc_sharded["curves"]] == [3, 5]
     stored_one = sorted((Registry(alone_home).results_dir("tiny") / "votes").glob("*/result.pt"))
-    stored_two = sorted((Registry(sharded_home).results_dir("tiny") / "votes").glob("*/result.pt"))
-    assert len(stored_one) == len(stored_two) == 2  # pristine and adversarial votes, saved once
+    stored_two = sorted((Registry(roc_home).results_dir("tiny") / "votes").glob("*/result.pt"))
+    assert [path.parent.name for path in stored_one] == [path.parent.name for path in stored_two]
+    assert len(stored_two) == 2  # pristine and adversarial votes, saved once, under the same keys
+    differing = 0
     for path_one, path_two in zip(stored_one, stored_two, strict=True):
         votes_one = load_tagged(path_one, expected_kind="votes")["predictions"]
         votes_two = load_tagged(path_two, expected_kind="votes")["predictions"]
-        # every (image, tolerance) pair is solved on its own steps: a vote could differ
-        # only where two logits tie within float rounding; at most one such vote is allowed
-        assert votes_one.shape == votes_two.shape and int((votes_one != votes_two).sum()) <= 1
-    for curve_one, curve_two in zip(roc_alone["curves"], roc_sharded["curves"], strict=True):
-        assert curve_two["auc"] == pytest.approx(curve_one["auc"], abs=0.1)
+        assert votes_one.shape == votes_two.shape
+        differing += int((votes_one != votes_two).sum())
+    # every (image, tolerance) pair is solved on its own steps; its batch changes only
+    # rounding, which can flip a vote only where two logits tie within it: at most one
+    assert differing <= 1
+    if differing == 0:  # the same votes give the same curves
+        assert [c["auc"] for c in roc_sharded["curves"]] == [c["auc"] for c in roc_alone["curves"]]
 
 
 def rank_process(home: Path, rank: int) -> int | None:
