@@ -180,13 +180,17 @@ def train_one_epoch(
         mine = share(batch_size, ranks)
         images, labels = images[mine.start : mine.stop].to(device), labels[mine.start : mine.stop].to(device)
         logits = network(images)
-        summed = F.cross_entropy(logits, labels, reduction="sum")
-        loss = summed * (ranks.world / batch_size)
+        if ranks.sharded:
+            summed = F.cross_entropy(logits, labels, reduction="sum")
+            loss, batch_loss = summed * (ranks.world / batch_size), summed.item()
+        else:  # one process: the batch's mean, computed as it always was
+            loss = F.cross_entropy(logits, labels)
+            batch_loss = loss.item() * len(labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        loss_sum += summed.item()
+        loss_sum += batch_loss
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
         nfe_sum += model.last_nfe
