@@ -117,18 +117,28 @@ def publish(output: Output, data: dict, out: Path | None, plot: Path | None, wri
 def render_grid(console: Console, data: dict) -> None:
     for described in data["models"]:
         header, body = grid_table(data, described["model"])
-        table = Table(
-            title=f"{described['model']} (tau_train {described['tol_train']:g}): {data['attack']} on "
+        title = (
+            f"{described['model']} (tau_train {described['tol_train']:g}): {data['attack']} on "
             f"{data['count']} images, success / mean L2"
         )
-        for index, name in enumerate(header):
-            table.add_column(name, justify="left" if index == 0 else "right", no_wrap=True)
-        for row in body:
-            table.add_row(*row)
-        console.print(table)
+        console.print(table_of(title, header, body))
+    print_footer(console, data, "grid picture")
+
+
+def table_of(title: str, header: list[str], body: list[list[str]]) -> Table:
+    """A rich table: the first column left-aligned, the values right-aligned."""
+    table = Table(title=title)
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index == 0 else "right", no_wrap=True)
+    for row in body:
+        table.add_row(*row)
+    return table
+
+
+def print_footer(console: Console, data: dict, picture: str) -> None:
     console.print(f"cells computed {data['cells_computed']}, reused from cache {data['cells_reused']}")
     if data.get("plot"):
-        console.print(f"grid picture: {data['plot']}")
+        console.print(f"{picture}: {data['plot']}")
 
 
 def render(console: Console, data: dict) -> None:
@@ -138,12 +148,5 @@ def render(console: Console, data: dict) -> None:
             f"made at tau_attack={data['tol_attack']:g}" if data["tol_attack"] else "at tau_attack = tau"
         )
     header, body = table_cells(data)
-    table = Table(title=f"{data['model']}: tau_test across{mode}")
-    for index, name in enumerate(header):
-        table.add_column(name, justify="left" if index == 0 else "right", no_wrap=True)
-    for row in body:
-        table.add_row(*row)
-    console.print(table)
-    console.print(f"cells computed {data['cells_computed']}, reused from cache {data['cells_reused']}")
-    if data.get("plot"):
-        console.print(f"tau figure: {data['plot']}")
+    console.print(table_of(f"{data['model']}: tau_test across{mode}", header, body))
+    print_footer(console, data, "tau figure")
