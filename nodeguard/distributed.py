@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -130,10 +129,6 @@ def share(count: int, ranks: Ranks | None = None) -> range:
     """This rank's contiguous share of ``count`` items: near-equal, in rank order."""
     ranks = ranks or current_ranks()
     return range(count * ranks.rank // ranks.world, count * (ranks.rank + 1) // ranks.world)
-
-
-def merge_in_rank_order(shares: Sequence[list[T]]) -> list[T]:
-    return [item for part in shares for item in part]
 
 
 def set_threads(threads: int | None) -> None:
