@@ -56,15 +56,28 @@ def classify_alone(model: torch.nn.Module, images: torch.Tensor, tol: float) -> 
     return predict_per_sample(model, images, tol=tol)[0]
 
 
+def classify_shared(model: torch.nn.Module, images: torch.Tensor, tol: float) -> torch.Tensor:
+    """:func:`classify_alone`; in a sharded job each rank classifies its contiguous share of
+    the images and every rank gets all predictions."""
+    ranks = current_ranks()
+    if not ranks.sharded:
+        return classify_alone(model, images, tol)
+    rows = share(len(images), ranks)
+    return torch.cat(all_gather(classify_alone(model, images[rows.start : rows.stop], tol)))
+
+
 def select_samples(model: torch.nn.Module, split: ImageSplit, settings: ResolvedAttack) -> torch.Tensor:
-    """Indices of the first ``count`` images of the split (correctly classified ones, if asked)."""
+    """Indices of the first ``count`` images of the split (correctly classified ones, if asked).
+
+    In a sharded job each rank classifies its share of every chunk of candidates; every
+    rank gets the same indices."""
     if not settings.only_correct:
         return torch.arange(min(settings.count, len(split)))
     chosen: list[torch.Tensor] = []
     found = 0
     for start in range(0, len(split), settings.batch_size):
         index = torch.arange(start, min(start + settings.batch_size, len(split)))
-        predictions = classify_alone(model, split.float_images(index), settings.tol_attack)
+        predictions = classify_shared(model, split.float_images(index), settings.tol_attack)
         correct = index[predictions == split.labels[index]]
         chosen.append(correct)
         found += len(correct)
@@ -202,27 +215,6 @@ def join_units(units: dict[Unit, dict[str, Any]]) -> dict[str, Any]:
     return joined
 
 
-def select_samples_sharded(model: torch.nn.Module, split: ImageSplit, settings: ResolvedAttack) -> torch.Tensor:
-    """:func:`select_samples` with each rank classifying its share of every chunk; every
-    rank gets the same indices."""
-    ranks = current_ranks()
-    if not settings.only_correct:
-        return select_samples(model, split, settings)
-    chosen: list[torch.Tensor] = []
-    found = 0
-    for start in range(0, len(split), settings.batch_size):
-        index = torch.arange(start, min(start + settings.batch_size, len(split)))
-        rows = share(len(index), ranks)
-        mine = index[rows.start : rows.stop]
-        predictions = torch.cat(all_gather(classify_alone(model, split.float_images(mine), settings.tol_attack)))
-        correct = index[predictions == split.labels[index]]
-        chosen.append(correct)
-        found += len(correct)
-        if found >= settings.count:
-            break
-    return torch.cat(chosen)[: settings.count] if chosen else torch.empty(0, dtype=torch.long)
-
-
 def compute_sharded_attack_set(
     loaded: LoadedModel, settings: ResolvedAttack, stored: StoredResult, data_dir: str | None, progress: Progress
 ) -> AttackSet:
@@ -230,7 +222,7 @@ def compute_sharded_attack_set(
     gathered and put back in the set's row order."""
     ranks = current_ranks()
     split = load_dataset(loaded.dataset, data_dir).split(settings.split)
-    indices = select_samples_sharded(loaded.model, split, settings)
+    indices = select_samples(loaded.model, split, settings)
     if len(indices) == 0:
         raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")
     path = stored.path(shard_file(ranks))
