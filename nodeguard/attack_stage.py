@@ -38,9 +38,9 @@ from .attack_sets import (
 from .attacks import PinnedTolerance
 from .boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS, finish_on_8bit_grid, refine_floats
 from .data import ImageSplit, load_dataset
-from .distributed import Ranks, all_gather, barrier, current_ranks, share
+from .distributed import Ranks, all_gather, barrier, current_ranks
 from .errors import ConfigError
-from .evaluation import margins_alone, predict_per_sample
+from .evaluation import margins_alone, predict_per_sample, predict_sharded
 from .loading import LoadedModel, load_model
 from .progress import Progress, SilentProgress
 from .registry import Registry
@@ -56,16 +56,6 @@ def classify_alone(model: torch.nn.Module, images: torch.Tensor, tol: float) -> 
     return predict_per_sample(model, images, tol=tol)[0]
 
 
-def classify_shared(model: torch.nn.Module, images: torch.Tensor, tol: float) -> torch.Tensor:
-    """:func:`classify_alone`; in a sharded job each rank classifies its contiguous share of
-    the images and every rank gets all predictions."""
-    ranks = current_ranks()
-    if not ranks.sharded:
-        return classify_alone(model, images, tol)
-    rows = share(len(images), ranks)
-    return torch.cat(all_gather(classify_alone(model, images[rows.start : rows.stop], tol)))
-
-
 def select_samples(model: torch.nn.Module, split: ImageSplit, settings: ResolvedAttack) -> torch.Tensor:
     """Indices of the first ``count`` images of the split (correctly classified ones, if asked).
 
@@ -77,7 +67,7 @@ def select_samples(model: torch.nn.Module, split: ImageSplit, settings: Resolved
     found = 0
     for start in range(0, len(split), settings.batch_size):
         index = torch.arange(start, min(start + settings.batch_size, len(split)))
-        predictions = classify_shared(model, split.float_images(index), settings.tol_attack)
+        predictions = predict_sharded(model, split.float_images(index), settings.tol_attack)[0]
         correct = index[predictions == split.labels[index]]
         chosen.append(correct)
         found += len(correct)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .data import ImageSplit
+from .distributed import all_gather, current_ranks, share
 from .models import ImageClassifier
 from .progress import Progress, SilentProgress
 
@@ -109,6 +110,17 @@ def predict_per_sample(
     if not predictions:
         return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
     return torch.cat(predictions), torch.cat(nfes)
+
+
+def predict_sharded(model, images, tol: float | None):
+    """(predictions, NFE) of each image alone at ``tol``; in a sharded job each rank
+    classifies its own contiguous share and every rank gets the whole result, in order."""
+    ranks = current_ranks()
+    if not ranks.sharded:
+        return predict_per_sample(model, images, tol=tol)
+    mine = share(len(images), ranks)
+    parts = all_gather(predict_per_sample(model, images[mine.start : mine.stop], tol=tol))
+    return torch.cat([p for p, _ in parts]), torch.cat([n for _, n in parts])
 
 
 @torch.no_grad()

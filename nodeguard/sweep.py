@@ -5,14 +5,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-
 from .attack_sets import AttackSet, AttackSettings, perturbation_stats
 from .attack_stage import make_attack_set
 from .data import ImageSplit, load_dataset
-from .distributed import all_gather, current_ranks, share
+from .distributed import current_ranks
 from .errors import ConfigError
-from .evaluation import predict_per_sample
+from .evaluation import predict_sharded
 from .loading import LoadedModel, load_model
 from .progress import Progress, SilentProgress
 from .registry import Registry
@@ -74,17 +72,6 @@ class CellCounts:
             self.reused += 1
         else:
             self.computed += 1
-
-
-def predict_sharded(model, images, tol: float | None):
-    """(predictions, NFE) of each image alone at ``tol``; in a sharded job each rank
-    classifies its own contiguous share and every rank gets the whole result, in order."""
-    ranks = current_ranks()
-    if not ranks.sharded:
-        return predict_per_sample(model, images, tol=tol)
-    mine = share(len(images), ranks)
-    parts = all_gather(predict_per_sample(model, images[mine.start : mine.stop], tol=tol))
-    return torch.cat([p for p, _ in parts]), torch.cat([n for _, n in parts])
 
 
 def cached_cell(
