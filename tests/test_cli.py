@@ -6,9 +6,10 @@ from typer.testing import CliRunner
 
 from nodeguard import __version__
 from nodeguard.cli import app
+from conftest import SEED_OPTION
 
 runner = CliRunner()
-TINY = ["--epochs", "1", "--filters", "8", "--train-limit", "128", "--test-limit", "64", "--batch-size", "64"]
+TINY = ["--epochs", "1", "--filters", "8", "--train-limit", "128", "--test-limit", "64", "--batch-size", "64", *SEED_OPTION]
 
 
 def test_version():

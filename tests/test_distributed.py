@@ -26,6 +26,7 @@ from nodeguard.loading import load_model
 from nodeguard.registry import Registry
 from nodeguard.results import ResultStore
 from nodeguard.storage import load_tagged
+from conftest import SEED_OPTION
 
 ATTACK = ["attack", "cw", "--model", "tiny", "--count", "6", "--steps", "20", "--binary-steps", "2"]
 
@@ -189,7 +190,7 @@ def test_ddp_training_under_two_ranks_follows_the_one_process_run(tmp_path):
     rounding in near-zero gradients into steps of up to lr, so it is not used here)."""
     args = ["train", "mnist5k", "--arch", "resnet", "--epochs", "1", "--filters", "8", "--batch-size", "64"]
     args += ["--optimizer", "sgd", "--schedule", "constant", "--lr", "0.05"]
-    args += ["--train-limit", "192", "--test-limit", "32", "--name", "r", "--json"]
+    args += ["--train-limit", "192", "--test-limit", "32", "--name", "r", "--json", *SEED_OPTION]
     alone = json.loads(finish(run_nodeguard(tmp_path / "alone", args))[0])
     sharded = json.loads(finish(run_nodeguard(tmp_path / "sharded", [*args, "--threads", "1"], ranks=2))[0])
     assert sharded["epochs"] == alone["epochs"] == 1

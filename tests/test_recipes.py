@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nodeguard.cli import app
+from conftest import TEST_SEED
 from nodeguard.errors import ConfigError
 from nodeguard.loading import load_model
 from nodeguard.recipes import resolve_training, shipped_recipes
@@ -71,6 +72,7 @@ def test_a_yaml_recipe_round_trips_into_the_models_config_and_an_option_override
         "train_limit": 128,
         "test_limit": 32,
         "dropout": 0.3,
+        "seed": TEST_SEED,
     }
     path.write_text(yaml.safe_dump(recipe))
     result = runner.invoke(app, ["train", "--config", str(path), "--dropout", "0.2", "--name", "r", "--json"])

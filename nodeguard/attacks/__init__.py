@@ -4,8 +4,9 @@ Each attack is one module that registers an :class:`AttackSpec` in :data:`ATTACK
 importing this package registers them all.
 """
 
-from . import apgd_rand, cw, eot_cw, pgd  # noqa: F401  (registers the attacks)
+from . import apgd_rand, blend, cw, eot_cw, pgd  # noqa: F401  (registers the attacks)
 from .apgd_rand import APGDRandOptions, RandomTolerance
+from .blend import BlendOptions
 from .cw import CarliniWagnerL2, CWOptions
 from .eot_cw import EOTCarliniWagnerL2, EOTCWOptions, ToleranceDraws
 from .pgd import PGDOptions
@@ -15,6 +16,7 @@ from .spec import ATTACKS, AttackSpec
 __all__ = [
     "APGDRandOptions",
     "ATTACKS",
+    "BlendOptions",
     "AttackSpec",
     "CWOptions",
     "CarliniWagnerL2",
