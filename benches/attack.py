@@ -27,12 +27,12 @@ import time
 import torch
 import torchattacks
 
-from nodeguard.attack_sets import AttackSettings
-from nodeguard.attack_stage import attack_one_batch, classify_alone
 from nodeguard.attacks import PinnedTolerance
-from nodeguard.data import load_dataset
-from nodeguard.evaluation import margins_alone
-from nodeguard.loading import load_model
+from nodeguard.data.datasets import load_dataset
+from nodeguard.models.evaluation import margins_alone
+from nodeguard.models.loading import load_model
+from nodeguard.stages.attack import attack_one_batch, classify_alone
+from nodeguard.stages.attack_sets import AttackSettings
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 FOOLBOX = "foolbox==3.3.4"

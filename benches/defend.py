@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from nodeguard.data import load_dataset
-from nodeguard.defense import DefenseSettings, ToleranceRandomization, Votes, draw_tolerances
-from nodeguard.loading import load_model
+from nodeguard.data.datasets import load_dataset
+from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, Votes, draw_tolerances
+from nodeguard.models.loading import load_model
 
 
 def decided_after(predictions: torch.Tensor, vmin: int, num_classes: int) -> torch.Tensor:

@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from nodeguard.data import load_dataset
-from nodeguard.loading import load_model
-from nodeguard.solver import solve_per_sample
+from nodeguard.data.datasets import load_dataset
+from nodeguard.models.loading import load_model
+from nodeguard.models.solver import solve_per_sample
 
 
 def input_gradient(logits_of, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,9 @@ import argparse
 
 import torch
 
-from nodeguard.data import load_dataset
-from nodeguard.loading import load_model
-from nodeguard.solver import solve_per_sample
+from nodeguard.data.datasets import load_dataset
+from nodeguard.models.loading import load_model
+from nodeguard.models.solver import solve_per_sample
 
 
 def main() -> None:

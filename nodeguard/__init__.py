@@ -1,5 +1,129 @@
-"""nodeguard: adversarial robustness of Neural ODE image classifiers with tolerance randomization."""
+"""nodeguard: adversarial robustness of Neural ODE image classifiers with tolerance randomization.
 
-__version__ = "0.4.1"
+The public API, one name per concept; ``import nodeguard`` stays cheap (torch and the rest
+load on first use of a name, PEP 562)::
 
-__all__ = ["__version__"]
+    import nodeguard as ng
+
+    ng.train_model(ng.TrainConfig(dataset="mnist5k"))               # register "odenet-mnist5k"
+    loaded = ng.load_model("odenet-mnist5k")
+    report = ng.run_attack(ng.AttackSettings(attack="cw", count=20), model="odenet-mnist5k")
+    defense = ng.ToleranceRandomization(loaded.model, ng.DefenseSettings(votes=15, vmin=12))
+    roc = ng.run_roc(ng.RocSettings(votes=(5, 10, 15, 20)), model="odenet-mnist5k")
+
+The paper: Carrara, Caldelli, Falchi, Amato, "Defending Neural ODE Image Classifiers from
+Adversarial Attacks with Tolerance Randomization", ICPR 2021 workshops.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.5.0"
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    # errors
+    "NodeguardError": "nodeguard.errors",
+    "ConfigError": "nodeguard.errors",
+    "DataUnavailableError": "nodeguard.errors",
+    "RegistryError": "nodeguard.errors",
+    "ModelNotFoundError": "nodeguard.errors",
+    # storage
+    "Registry": "nodeguard.storage.registry",
+    "ResultStore": "nodeguard.storage.results",
+    "read_image": "nodeguard.storage.images",
+    # data
+    "load_dataset": "nodeguard.data.datasets",
+    "Dataset": "nodeguard.data.datasets",
+    "ImageSplit": "nodeguard.data.datasets",
+    # models
+    "ODENet": "nodeguard.models.networks",
+    "ResNet": "nodeguard.models.networks",
+    "ImageClassifier": "nodeguard.models.networks",
+    "create_model": "nodeguard.models.networks",
+    "load_model": "nodeguard.models.loading",
+    "LoadedModel": "nodeguard.models.loading",
+    "solve_per_sample": "nodeguard.models.solver",
+    "logits_alone": "nodeguard.models.evaluation",
+    "margins_alone": "nodeguard.models.evaluation",
+    "predict_per_sample": "nodeguard.models.evaluation",
+    "classification_margin": "nodeguard.models.evaluation",
+    # training
+    "TrainConfig": "nodeguard.training.train",
+    "TrainResult": "nodeguard.training.train",
+    "train_model": "nodeguard.training.train",
+    # attacks
+    "ATTACKS": "nodeguard.attacks",
+    "AttackSpec": "nodeguard.attacks",
+    "CarliniWagnerL2": "nodeguard.attacks",
+    "EOTCarliniWagnerL2": "nodeguard.attacks",
+    "PinnedTolerance": "nodeguard.attacks",
+    # defense
+    "DefenseSettings": "nodeguard.defense.randomization",
+    "ToleranceRandomization": "nodeguard.defense.randomization",
+    "Votes": "nodeguard.defense.randomization",
+    "draw_tolerances": "nodeguard.defense.randomization",
+    "defend_paths": "nodeguard.defense.files",
+    # stages
+    "AttackSettings": "nodeguard.stages.attack_sets",
+    "AttackSet": "nodeguard.stages.attack_sets",
+    "AttackReport": "nodeguard.stages.attack_sets",
+    "load_attack_set": "nodeguard.stages.attack_sets",
+    "run_attack": "nodeguard.stages.attack",
+    "SweepSettings": "nodeguard.stages.sweep",
+    "run_sweep": "nodeguard.stages.sweep",
+    "GridSettings": "nodeguard.stages.grid",
+    "run_grid": "nodeguard.stages.grid",
+    "RocSettings": "nodeguard.stages.roc",
+    "RocCurve": "nodeguard.stages.roc",
+    "run_roc": "nodeguard.stages.roc",
+    "SecuritySettings": "nodeguard.stages.security",
+    "SecurityRow": "nodeguard.stages.security",
+    "run_security": "nodeguard.stages.security",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nodeguard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from nodeguard.attacks import ATTACKS, AttackSpec, CarliniWagnerL2, EOTCarliniWagnerL2, PinnedTolerance
+    from nodeguard.data.datasets import Dataset, ImageSplit, load_dataset
+    from nodeguard.defense.files import defend_paths
+    from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, Votes, draw_tolerances
+    from nodeguard.errors import (
+        ConfigError,
+        DataUnavailableError,
+        ModelNotFoundError,
+        NodeguardError,
+        RegistryError,
+    )
+    from nodeguard.models.evaluation import classification_margin, logits_alone, margins_alone, predict_per_sample
+    from nodeguard.models.loading import LoadedModel, load_model
+    from nodeguard.models.networks import ImageClassifier, ODENet, ResNet, create_model
+    from nodeguard.models.solver import solve_per_sample
+    from nodeguard.stages.attack import run_attack
+    from nodeguard.stages.attack_sets import AttackReport, AttackSet, AttackSettings, load_attack_set
+    from nodeguard.stages.grid import GridSettings, run_grid
+    from nodeguard.stages.roc import RocCurve, RocSettings, run_roc
+    from nodeguard.stages.security import SecurityRow, SecuritySettings, run_security
+    from nodeguard.stages.sweep import SweepSettings, run_sweep
+    from nodeguard.storage.images import read_image
+    from nodeguard.storage.registry import Registry
+    from nodeguard.storage.results import ResultStore
+    from nodeguard.training.train import TrainConfig, TrainResult, train_model

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from .errors import unknown_name_error
+from nodeguard.errors import unknown_name_error
 
 T = TypeVar("T")
 

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from nodeguard.registry import Registry
-from nodeguard.train import TrainConfig
+from nodeguard.storage.registry import Registry
+from nodeguard.training.train import TrainConfig
 
 torch.set_num_threads(2)
 
@@ -51,7 +51,7 @@ def tiny_config(**overrides) -> TrainConfig:
 @pytest.fixture(scope="session")
 def trained_root(tmp_path_factory):
     """A cache root holding 'tiny', a small ODE-Net trained once per session on real digits."""
-    from nodeguard.train import train_model
+    from nodeguard.training.train import train_model
 
     root = tmp_path_factory.mktemp("trained")
     config = tiny_config(filters=32, train_limit=1500, test_limit=200, epochs=3, batch_size=32, lr=5e-3, augment=False)

@@ -7,15 +7,15 @@ import torch
 import torchattacks
 from typer.testing import CliRunner
 
-from nodeguard.attack_sets import AttackSettings, load_attack_set
-from nodeguard.attack_stage import classify_alone, run_attack
 from nodeguard.attacks import CarliniWagnerL2, PinnedTolerance, classification_margin
 from nodeguard.cli import app
-from nodeguard.data import load_dataset
+from nodeguard.data.datasets import load_dataset
 from nodeguard.errors import ConfigError
-from nodeguard.images import read_image
-from nodeguard.loading import load_model
+from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
+from nodeguard.stages.attack import classify_alone, run_attack
+from nodeguard.stages.attack_sets import AttackSettings, load_attack_set
+from nodeguard.storage.images import read_image
 
 
 def test_margin_is_right_when_other_logits_are_negative():
@@ -89,7 +89,7 @@ def test_successful_adversarials_are_valid_and_misclassified_at_tol_attack(tiny_
 
 
 def test_attack_pins_the_solver_tolerance_and_solves_each_image_alone(tiny_model, monkeypatch):
-    import nodeguard.models as models
+    import nodeguard.models.networks as models
 
     loaded = load_model(tiny_model, device="cpu")
     loaded.model.tol = 0.5
@@ -117,7 +117,7 @@ def test_refined_adversarials_land_on_the_boundary(tiny_model, registry):
     """Every refined adversarial has margin -(kappa + slack) to within the bisection's
     resolution: 2^-24 of the perturbation moves the margin by far less than EPSILON (the
     margin falls by about 4 logits over the whole perturbation)."""
-    from nodeguard.boundary import MARGIN_SLACK
+    from nodeguard.attacks.boundary import MARGIN_SLACK
 
     epsilon = 1e-5
     report = run_attack(
@@ -135,8 +135,8 @@ def test_refined_adversarials_land_on_the_boundary(tiny_model, registry):
 def test_grid_tightening_only_moves_pixels_back_and_keeps_the_margin(tiny_model, registry):
     """tighten_on_grid moves pixels toward the original only, never past it, and every row
     keeps a margin of at most the target."""
-    from nodeguard.boundary import MARGIN_SLACK, tighten_on_grid
-    from nodeguard.evaluation import margins_alone
+    from nodeguard.attacks.boundary import MARGIN_SLACK, tighten_on_grid
+    from nodeguard.models.evaluation import margins_alone
 
     report = run_attack(
         AttackSettings.with_overrides(count=8, batch_size=8, steps=30, binary_steps=3), model=tiny_model, device="cpu"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodeguard.augment import AUGMENTATIONS, augment
-from nodeguard.data import load_dataset
+from nodeguard.data.augment import AUGMENTATIONS, augment
+from nodeguard.data.datasets import load_dataset
 from nodeguard.errors import ConfigError
 
 

@@ -2,14 +2,26 @@ from __future__ import annotations
 
 import json
 
+from conftest import SEED_OPTION
 from typer.testing import CliRunner
 
 from nodeguard import __version__
 from nodeguard.cli import app
-from conftest import SEED_OPTION
 
 runner = CliRunner()
-TINY = ["--epochs", "1", "--filters", "8", "--train-limit", "128", "--test-limit", "64", "--batch-size", "64", *SEED_OPTION]
+TINY = [
+    "--epochs",
+    "1",
+    "--filters",
+    "8",
+    "--train-limit",
+    "128",
+    "--test-limit",
+    "64",
+    "--batch-size",
+    "64",
+    *SEED_OPTION,
+]
 
 
 def test_version():
@@ -78,8 +90,8 @@ def test_debug_variable_lets_the_error_through_with_its_traceback(monkeypatch):
 
 
 def test_cli_defaults_are_the_library_defaults():
-    from nodeguard.defense import DefenseSettings
-    from nodeguard.roc import RocSettings
+    from nodeguard.defense.randomization import DefenseSettings
+    from nodeguard.stages.roc import RocSettings
 
     defend_help = runner.invoke(app, ["defend", "--help"], env={"COLUMNS": "200"}).stdout
     defense = DefenseSettings()

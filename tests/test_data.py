@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nodeguard.data import (
+from nodeguard.data.datasets import (
     CIFAR10_FOLDER,
     CIFAR10_TEST_FILES,
     CIFAR10_TRAIN_FILES,

@@ -9,14 +9,19 @@ from torchdiffeq import odeint
 from typer.testing import CliRunner
 
 from nodeguard.cli import app
-from nodeguard.data import load_dataset
-from nodeguard.defend import defend_paths
-from nodeguard.defense import DefenseSettings, ToleranceRandomization, classify_at_tolerances, draw_tolerances
+from nodeguard.data.datasets import load_dataset
+from nodeguard.defense.files import defend_paths
+from nodeguard.defense.randomization import (
+    DefenseSettings,
+    ToleranceRandomization,
+    classify_at_tolerances,
+    draw_tolerances,
+)
 from nodeguard.errors import ConfigError, NodeguardError
-from nodeguard.images import save_png
-from nodeguard.loading import load_model
-from nodeguard.solver import solve_per_sample
-from nodeguard.train import train_model
+from nodeguard.models.loading import load_model
+from nodeguard.models.solver import solve_per_sample
+from nodeguard.storage.images import save_png
+from nodeguard.training.train import train_model
 
 runner = CliRunner()
 
@@ -185,7 +190,7 @@ def test_defend_cli_errors_are_one_line(tiny_model, tmp_path):
 
 
 def test_find_images_refuses_missing_paths(tmp_path):
-    from nodeguard.images import find_images
+    from nodeguard.storage.images import find_images
 
     with pytest.raises(NodeguardError, match="does not exist"):
         find_images([tmp_path / "nope"])

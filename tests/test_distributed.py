@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from nodeguard.attack_sets import load_attack_set
-from nodeguard.attack_stage import attack_one_batch
-from nodeguard.data import load_dataset
-from nodeguard.distributed import Ranks, current_ranks, oversubscription_warning, share
-from nodeguard.loading import load_model
-from nodeguard.registry import Registry
-from nodeguard.results import ResultStore
-from nodeguard.storage import load_tagged
 from conftest import SEED_OPTION
+
+from nodeguard.data.datasets import load_dataset
+from nodeguard.models.loading import load_model
+from nodeguard.runtime.distributed import Ranks, current_ranks, oversubscription_warning, share
+from nodeguard.stages.attack import attack_one_batch
+from nodeguard.stages.attack_sets import load_attack_set
+from nodeguard.storage.files import load_tagged
+from nodeguard.storage.registry import Registry
+from nodeguard.storage.results import ResultStore
 
 ATTACK = ["attack", "cw", "--model", "tiny", "--count", "6", "--steps", "20", "--binary-steps", "2"]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nodeguard.errors import ConfigError
-from nodeguard.models import ODENet, ResNet, create_model
+from nodeguard.models.networks import ODENet, ResNet, create_model
 
 
 def make_odenet(**kwargs) -> ODENet:
@@ -54,7 +54,7 @@ def test_normalisation_lives_in_the_model():
 
 
 def test_per_sample_solving_refuses_a_method_it_does_not_implement():
-    from nodeguard.evaluation import predict_per_sample
+    from nodeguard.models.evaluation import predict_per_sample
 
     model = make_odenet(method="rk4").eval()
     with torch.no_grad():

@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import TEST_SEED
 from typer.testing import CliRunner
 
 from nodeguard.cli import app
-from conftest import TEST_SEED
 from nodeguard.errors import ConfigError
-from nodeguard.loading import load_model
-from nodeguard.recipes import resolve_training, shipped_recipes
-from nodeguard.train import TrainConfig, make_optimizer, seeded_model
+from nodeguard.models.loading import load_model
+from nodeguard.training.recipes import resolve_training, shipped_recipes
+from nodeguard.training.train import TrainConfig, make_optimizer, seeded_model
 
 runner = CliRunner()
 

@@ -9,8 +9,8 @@ import torch
 
 from nodeguard.errors import ModelNotFoundError, RegistryError
 from nodeguard.paths import cache_root
-from nodeguard.registry import ModelEntry, Registry
-from nodeguard.storage import atomic_write, atomic_write_text
+from nodeguard.storage.files import atomic_write, atomic_write_text
+from nodeguard.storage.registry import ModelEntry, Registry
 
 
 def test_cache_root_env_chain(monkeypatch, tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from nodeguard.catalog import Catalog
 from nodeguard.errors import ConfigError, RegistryError
-from nodeguard.results import ResultStore
+from nodeguard.storage.results import ResultStore
 
 
 def test_same_settings_same_key_in_any_order(registry):

@@ -8,11 +8,11 @@ import torch
 from typer.testing import CliRunner
 
 from nodeguard.cli import app
-from nodeguard.defense import DefenseSettings, ToleranceRandomization
+from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization
 from nodeguard.errors import ConfigError
-from nodeguard.loading import load_model
+from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
-from nodeguard.roc import RocSettings, roc_from_scores, run_roc
+from nodeguard.stages.roc import RocSettings, roc_from_scores, run_roc
 
 FAST_ATTACK = {"steps": 30, "binary_steps": 3}
 
@@ -57,9 +57,9 @@ def test_roc_runs_the_attack_then_caches_the_votes(tiny_model, tmp_path):
 
 
 def test_smaller_v_curves_use_the_first_draws_of_the_largest(tiny_model):
-    from nodeguard.attack_sets import AttackSettings, load_attack_set
-    from nodeguard.attack_stage import run_attack
-    from nodeguard.registry import Registry
+    from nodeguard.stages.attack import run_attack
+    from nodeguard.stages.attack_sets import AttackSettings, load_attack_set
+    from nodeguard.storage.registry import Registry
 
     settings = RocSettings(votes=(2, 6), count=5, attack_options=FAST_ATTACK)
     report = run_roc(settings, model=tiny_model, device="cpu")

@@ -6,18 +6,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nodeguard.attack_sets import AttackSettings, load_attack_set
-from nodeguard.attack_stage import run_attack
+from nodeguard.attacks.boundary import MARGIN_SLACK
 from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
-from nodeguard.boundary import MARGIN_SLACK
 from nodeguard.cli import app
-from nodeguard.data import load_dataset
-from nodeguard.defense import draw_tolerances
+from nodeguard.data.datasets import load_dataset
+from nodeguard.defense.randomization import draw_tolerances
 from nodeguard.errors import ConfigError
-from nodeguard.loading import load_model
+from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
-from nodeguard.roc import RocSettings, run_roc
-from nodeguard.security import SecuritySettings, choose_vmin, run_security
+from nodeguard.stages.attack import run_attack
+from nodeguard.stages.attack_sets import AttackSettings, load_attack_set
+from nodeguard.stages.roc import RocSettings, run_roc
+from nodeguard.stages.security import SecuritySettings, choose_vmin, run_security
 
 FAST = {"steps": 30, "binary_steps": 3}
 

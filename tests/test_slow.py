@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nodeguard.attack_sets import AttackSettings
-from nodeguard.attack_stage import run_attack
-from nodeguard.train import TrainConfig, train_model
+from nodeguard.stages.attack import run_attack
+from nodeguard.stages.attack_sets import AttackSettings
+from nodeguard.training.train import TrainConfig, train_model
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import math
 import torch
 from torchdiffeq import odeint
 
-from nodeguard.solver import solve_per_sample
+from nodeguard.models.solver import solve_per_sample
 
 # tolerances where dopri5's global error over [0, 1] is of the order of the tolerance; at
 # 1e-1 the first step is rejected on -y, so the step count is not monotone up there
@@ -99,8 +99,8 @@ def test_input_gradient_matches_torchdiffeq_on_the_image_alone(tiny_model):
     moves it by 0.5% to 10% on this model, and dropping torchdiffeq's nextafter stitch by
     3e-5 to 1e-3. The bound 1e-4 is 500 times the rounding and far below the first.
     """
-    from nodeguard.data import load_dataset
-    from nodeguard.loading import load_model
+    from nodeguard.data.datasets import load_dataset
+    from nodeguard.models.loading import load_model
 
     model = load_model(tiny_model, device="cpu").model
     test = load_dataset("mnist5k").test

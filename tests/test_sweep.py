@@ -6,15 +6,15 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from nodeguard.attack_sets import AttackSettings, load_attack_set
-from nodeguard.attack_stage import run_attack
 from nodeguard.cli import app
 from nodeguard.errors import ConfigError
-from nodeguard.evaluation import predict_per_sample
-from nodeguard.loading import load_model
+from nodeguard.models.evaluation import predict_per_sample
+from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
-from nodeguard.sweep import SweepSettings, run_sweep
-from nodeguard.sweep_format import to_markdown
+from nodeguard.reporting.tables import to_markdown
+from nodeguard.stages.attack import run_attack
+from nodeguard.stages.attack_sets import AttackSettings, load_attack_set
+from nodeguard.stages.sweep import SweepSettings, run_sweep
 
 runner = CliRunner()
 FAST_ATTACK = {"steps": 8, "binary_steps": 1}
@@ -24,7 +24,7 @@ def test_error_rows_match_the_model_at_each_tolerance(tiny_model, registry):
     report = run_sweep(SweepSettings(tols=(1e-3, 1e-1), test_limit=40), model=tiny_model, device="cpu")
     assert [row["tol"] for row in report.rows] == [1e-3, 1e-1]
     loaded = load_model(tiny_model, device="cpu")
-    from nodeguard.data import load_dataset
+    from nodeguard.data.datasets import load_dataset
 
     test = load_dataset("mnist5k").test.subset(40)
     for row in report.rows:
@@ -81,7 +81,7 @@ def test_identical_sweep_recomputes_nothing(tiny_model, registry):
 def test_baseline_column_and_table_layout(tiny_model, registry):
     from conftest import tiny_config
 
-    from nodeguard.train import train_model
+    from nodeguard.training.train import train_model
 
     train_model(tiny_config(arch="resnet", epochs=1), name="base", registry=registry)
     report = run_sweep(
@@ -139,8 +139,8 @@ def test_unknown_attack_is_refused_before_any_cell_is_computed(tiny_model, regis
 def test_the_grid_has_one_cell_per_model_tau_attack_and_tau_test_and_recomputes_nothing(tiny_model, registry, tmp_path):
     from conftest import tiny_config
 
-    from nodeguard.sweep_grid import GridSettings, run_grid
-    from nodeguard.train import train_model
+    from nodeguard.stages.grid import GridSettings, run_grid
+    from nodeguard.training.train import train_model
 
     train_model(tiny_config(tol_train=1e-1, epochs=1), name="loose", registry=registry)
     args = ["sweep", "--models", f"{tiny_model},loose", "--tol-attack", "1e-3,1e-1", "--tols", "1e-4,1e-2,1"]

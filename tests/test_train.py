@@ -5,9 +5,9 @@ import torch
 from conftest import tiny_config
 
 from nodeguard.errors import ConfigError, DataUnavailableError, RegistryError
-from nodeguard.loading import load_model
+from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
-from nodeguard.train import train_model
+from nodeguard.training.train import train_model
 
 
 class InterruptingProgress(RecordingProgress):

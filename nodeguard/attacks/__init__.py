@@ -4,14 +4,14 @@ Each attack is one module that registers an :class:`AttackSpec` in :data:`ATTACK
 importing this package registers them all.
 """
 
-from . import apgd_rand, blend, cw, eot_cw, pgd  # noqa: F401  (registers the attacks)
-from .apgd_rand import APGDRandOptions, RandomTolerance
-from .blend import BlendOptions
-from .cw import CarliniWagnerL2, CWOptions
-from .eot_cw import EOTCarliniWagnerL2, EOTCWOptions, ToleranceDraws
-from .pgd import PGDOptions
-from .pinned import PinnedTolerance, classification_margin
-from .spec import ATTACKS, AttackSpec
+from nodeguard.attacks import apgd_rand, blend, cw, eot_cw, pgd  # noqa: F401  (registers the attacks)
+from nodeguard.attacks.apgd_rand import APGDRandOptions, RandomTolerance
+from nodeguard.attacks.blend import BlendOptions
+from nodeguard.attacks.cw import CarliniWagnerL2, CWOptions
+from nodeguard.attacks.eot_cw import EOTCarliniWagnerL2, EOTCWOptions, ToleranceDraws
+from nodeguard.attacks.pgd import PGDOptions
+from nodeguard.attacks.pinned import PinnedTolerance, classification_margin
+from nodeguard.attacks.spec import ATTACKS, AttackSpec
 
 __all__ = [
     "APGDRandOptions",

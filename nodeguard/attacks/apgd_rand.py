@@ -34,12 +34,12 @@ import torch
 from torch import nn
 from torchattacks import APGD
 
-from ..defense import DEFAULT_TOL_RANGE, check_tol_range
-from ..errors import ConfigError
-from ..models import ImageClassifier
-from .eot_cw import ToleranceDraws, attacker_generator
-from .pinned import PinnedTolerance
-from .spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
+from nodeguard.attacks.pinned import PinnedTolerance
+from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, check_tol_range
+from nodeguard.errors import ConfigError
+from nodeguard.models.networks import ImageClassifier
 
 
 class RandomTolerance(ToleranceDraws):

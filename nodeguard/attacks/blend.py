@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..evaluation import classification_margin
-from .spec import ATTACKS, AttackSpec
+from nodeguard.attacks.spec import ATTACKS, AttackSpec
+from nodeguard.errors import ConfigError
+from nodeguard.models.evaluation import classification_margin
 
 # A target must be past the boundary by this much more than the stage's slack asks: its
 # margin is computed again (in another batch, so with other float rounding) by the stage.

@@ -37,9 +37,9 @@ import torch
 from torch import nn
 from torchattacks.attack import Attack
 
-from ..errors import ConfigError
-from .pinned import classification_margin
-from .spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.attacks.pinned import classification_margin
+from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.errors import ConfigError
 
 NO_UPPER_BOUND = 1e10
 ADAM_BETAS = (0.9, 0.999)

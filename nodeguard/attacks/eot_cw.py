@@ -21,11 +21,11 @@ margins would let a few deep draws hide many correct ones.)
 A candidate counts as found when all of the step's ``draws`` margins are at most
 -(kappa + slack), and the smallest such perturbation is kept; the c search is
 :class:`CarliniWagnerL2`'s. The attack is then judged by the defense itself, with the
-defense's own draws (see :mod:`nodeguard.security`).
+defense's own draws (see :mod:`nodeguard.stages.security`).
 
 The attacker's draws come from a generator seeded by the attack set's seed and batch
 number alone: the defense's seed is never read, and its draws (a hash of its seed and
-the image's pixels, :func:`nodeguard.defense.draw_tolerances`) are unknown to it.
+the image's pixels, :func:`nodeguard.defense.randomization.draw_tolerances`) are unknown to it.
 
 Options (defaults): those of CW (steps 100, binary_steps 5, initial_const 1, lr 0.05,
 kappa 0), ``draws`` (4 per image and step), ``tol_low``/``tol_high`` (the defense's
@@ -39,12 +39,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..defense import DEFAULT_TOL_RANGE, check_tol_range, log_uniform
-from ..errors import ConfigError
-from ..models import ImageClassifier
-from .cw import CarliniWagnerL2, CWOptions
-from .pinned import PinnedTolerance, classification_margin
-from .spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.attacks.cw import CarliniWagnerL2, CWOptions
+from nodeguard.attacks.pinned import PinnedTolerance, classification_margin
+from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, check_tol_range, log_uniform
+from nodeguard.errors import ConfigError
+from nodeguard.models.networks import ImageClassifier
 
 # the attacker's stream of draws is seeded apart from any defense seed of the same value
 ATTACKER_STREAM = 0x5EED_A77AC

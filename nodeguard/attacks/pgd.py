@@ -13,8 +13,8 @@ import torch
 import torchattacks
 from torch import nn
 
-from ..errors import ConfigError, unknown_name_error
-from .spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.errors import ConfigError, unknown_name_error
 
 DEFAULT_EPS = {"linf": 0.1, "l2": 2.0}
 PGD_NORMS = tuple(DEFAULT_EPS)

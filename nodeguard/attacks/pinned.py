@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..evaluation import classification_margin, logits_alone
+from nodeguard.models.evaluation import classification_margin, logits_alone
 
 __all__ = ["PinnedTolerance", "classification_margin"]
 
@@ -13,7 +13,7 @@ __all__ = ["PinnedTolerance", "classification_margin"]
 class PinnedTolerance(nn.Module):
     """The attacker's view of an ODE-Net: every forward solves each image alone at ``tol``.
 
-    The forward is the per-sample (differentiable) dopri5 of :mod:`nodeguard.solver`, so
+    The forward is the per-sample (differentiable) dopri5 of :mod:`nodeguard.models.solver`, so
     the attacked function is exactly the prediction each image is judged by, whatever
     batch it is attacked in. The wrapped model's own ``tol`` is never read or changed
     (``tol`` None means the model's own). Models without a solver run a plain forward.

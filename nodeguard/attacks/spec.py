@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..catalog import Catalog
-from ..errors import ConfigError
+from nodeguard.catalog import Catalog
+from nodeguard.errors import ConfigError
 
 # run(model, options, images, labels, seed) -> adversarial images in [0, 1]; the model's
 # solver is already pinned to tol_attack, and seed is fixed per batch of the attack set

@@ -6,15 +6,15 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
-from . import models as models_cli
-from ._errors import ErrorReportingGroup
-from .attack import attack
-from .defend import defend
-from .roc import roc
-from .security import security
-from .sweep import sweep
-from .train import train
+from nodeguard import __version__
+from nodeguard.cli import models as models_cli
+from nodeguard.cli._errors import ErrorReportingGroup
+from nodeguard.cli.attack import attack
+from nodeguard.cli.defend import defend
+from nodeguard.cli.roc import roc
+from nodeguard.cli.security import security
+from nodeguard.cli.sweep import sweep
+from nodeguard.cli.train import train
 
 app = typer.Typer(
     name="nodeguard",

@@ -14,9 +14,9 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from ..distributed import current_ranks
-from ..errors import NodeguardError
-from ._output import Output
+from nodeguard.cli._output import Output
+from nodeguard.errors import NodeguardError
+from nodeguard.runtime.distributed import current_ranks
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130

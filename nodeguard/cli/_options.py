@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ..defense import DefenseSettings
-from ..distributed import current_ranks, oversubscription_warning, set_threads
-from ._output import Output
+from nodeguard.cli._output import Output
+from nodeguard.defense.randomization import DefenseSettings
+from nodeguard.runtime.distributed import current_ranks, oversubscription_warning, set_threads
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object (the result) on stdout; progress goes to stderr.")

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
-from ..distributed import current_ranks
+from nodeguard.runtime.distributed import current_ranks
 
 
 def _json_default(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..errors import ConfigError
+from nodeguard.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -8,14 +8,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..attack_sets import AttackReport, AttackSettings
-from ..attack_stage import run_attack
-from ..attacks import ATTACKS, CWOptions, EOTCWOptions, PGDOptions
-from ..attacks.pgd import DEFAULT_EPS
-from ..registry import Registry
-from ._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption, ThreadsOption
-from ._output import Output
-from ._parsing import parse_tol_range
+from nodeguard.attacks import ATTACKS, CWOptions, EOTCWOptions, PGDOptions
+from nodeguard.attacks.pgd import DEFAULT_EPS
+from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption, ThreadsOption
+from nodeguard.cli._output import Output
+from nodeguard.cli._parsing import parse_tol_range
+from nodeguard.stages.attack import run_attack
+from nodeguard.stages.attack_sets import AttackReport, AttackSettings
+from nodeguard.storage.registry import Registry
 
 defaults = AttackSettings()
 CW, EOT, PGD = CWOptions(), EOTCWOptions(), PGDOptions()

@@ -12,13 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..defend import DefendReport, defend_paths
-from ..defense import DefenseSettings
-from ..distributed import current_ranks
-from ..errors import ConfigError
-from ..registry import Registry
-from ..storage import atomic_write_text
-from ._options import (
+from nodeguard.cli._options import (
     DEFENSE,
     TOL_RANGE_DEFAULT,
     DeviceOption,
@@ -29,8 +23,14 @@ from ._options import (
     ThreadsOption,
     TolRangeOption,
 )
-from ._output import Output
-from ._parsing import parse_tol_range
+from nodeguard.cli._output import Output
+from nodeguard.cli._parsing import parse_tol_range
+from nodeguard.defense.files import DefendReport, defend_paths
+from nodeguard.defense.randomization import DefenseSettings
+from nodeguard.errors import ConfigError
+from nodeguard.runtime.distributed import current_ranks
+from nodeguard.storage.files import atomic_write_text
+from nodeguard.storage.registry import Registry
 
 
 def defend(

@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..registry import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, Registry
-from ._options import JsonOption
-from ._output import Output
+from nodeguard.cli._options import JsonOption
+from nodeguard.cli._output import Output
+from nodeguard.storage.registry import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, Registry
 
 app = typer.Typer(help="List, show and remove registered models.", no_args_is_help=False)
 

@@ -9,10 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import ConfigError
-from ..registry import Registry
-from ..roc import RocReport, RocSettings, run_roc
-from ._options import (
+from nodeguard.cli._options import (
     TOL_RANGE_DEFAULT,
     DeviceOption,
     JsonOption,
@@ -22,8 +19,11 @@ from ._options import (
     ThreadsOption,
     TolRangeOption,
 )
-from ._output import Output
-from ._parsing import parse_list, parse_tol_range
+from nodeguard.cli._output import Output
+from nodeguard.cli._parsing import parse_list, parse_tol_range
+from nodeguard.errors import ConfigError
+from nodeguard.stages.roc import RocReport, RocSettings, run_roc
+from nodeguard.storage.registry import Registry
 
 ROC = RocSettings()
 

@@ -9,17 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..distributed import current_ranks
-from ..errors import ConfigError
-from ..grid_plot import plot_grid
-from ..registry import Registry
-from ..sweep import SweepSettings, run_sweep
-from ..sweep_format import table_cells, write_grid, write_table
-from ..sweep_grid import GridSettings, grid_table, run_grid
-from ..sweep_plot import plot_sweep
-from ._options import DeviceOption, JsonOption, ModelOption, ThreadsOption
-from ._output import Output
-from ._parsing import parse_list
+from nodeguard.cli._options import DeviceOption, JsonOption, ModelOption, ThreadsOption
+from nodeguard.cli._output import Output
+from nodeguard.cli._parsing import parse_list
+from nodeguard.errors import ConfigError
+from nodeguard.reporting.plots import plot_grid, plot_sweep
+from nodeguard.reporting.tables import table_cells, write_grid, write_table
+from nodeguard.runtime.distributed import current_ranks
+from nodeguard.stages.grid import GridSettings, grid_table, run_grid
+from nodeguard.stages.sweep import SweepSettings, run_sweep
+from nodeguard.storage.registry import Registry
 
 SWEEP = SweepSettings()
 

@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..recipes import resolve_training
-from ..registry import Registry
-from ..train import TrainResult, train_model
-from ._options import DataDirOption, DeviceOption, JsonOption, ThreadsOption
-from ._output import Output
+from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption, ThreadsOption
+from nodeguard.cli._output import Output
+from nodeguard.storage.registry import Registry
+from nodeguard.training.recipes import resolve_training
+from nodeguard.training.train import TrainResult, train_model
 
 
 def train(

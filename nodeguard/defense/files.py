@@ -1,0 +1,81 @@
+"""The defend stage: tolerance randomization over image files and folders."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization
+from nodeguard.defense.votes import vote_sharded
+from nodeguard.models.loading import load_model
+from nodeguard.progress import Progress, SilentProgress
+from nodeguard.storage.images import find_images, load_image_files
+from nodeguard.storage.registry import Registry
+
+
+@dataclass
+class DefendReport:
+    model: str
+    votes: int
+    vmin: int
+    tol_range: list[float]
+    seed: int
+    images: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    accepted: int = 0
+    rejected: int = 0
+    unreadable: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def defend_paths(
+    paths: list[str | Path],
+    settings: DefenseSettings,
+    model: str | None = None,
+    registry: Registry | None = None,
+    device: str = "auto",
+    resize: bool = False,
+    progress: Progress | None = None,
+) -> DefendReport:
+    """Vote on every image under ``paths``; unreadable files are reported, not fatal."""
+    progress = progress or SilentProgress()
+    started = time.perf_counter()
+    files = find_images([Path(p) for p in paths])
+    loaded = load_model(model, registry=registry, device=device)
+    defense = ToleranceRandomization(loaded.model, settings)
+    channels, height, width = loaded.input_shape
+    good, images, errors = load_image_files(files, channels, height, width, resize)
+    report = DefendReport(
+        model=loaded.name,
+        votes=settings.votes,
+        vmin=settings.vmin,
+        tol_range=[settings.tol_low, settings.tol_high],
+        seed=settings.seed,
+        errors=[{"path": str(path), "error": reason} for path, reason in errors],
+        unreadable=len(errors),
+    )
+    if len(good):
+        progress.log(f"voting on {len(good)} images with {settings.votes} tolerances each")
+        votes = vote_sharded(defense, images, progress=progress)
+        predictions, v_agree = votes.prediction(), votes.v_agree()
+        accepted = votes.accepted(settings.vmin)
+        for position, path in enumerate(good):
+            report.images.append(
+                {
+                    "path": str(path),
+                    "prediction": int(predictions[position]),
+                    "votes": votes.predictions[position].tolist(),
+                    "v_agree": int(v_agree[position]),
+                    "accepted": bool(accepted[position]),
+                    "tols": votes.tolerances[position].tolist(),
+                }
+            )
+        report.accepted = int(accepted.sum())
+        report.rejected = len(good) - report.accepted
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,155 @@
+"""Tolerance randomization: vote over V solver tolerances drawn at random for each image.
+
+For each image, V tolerances are drawn log-uniformly in [low, high]; the image is
+classified once at each; v_agree is the number of votes of the most voted class; the
+class is accepted iff v_agree > v_min, otherwise the image is rejected as possibly
+adversarial (Carrara et al., ICPR 2021 workshops).
+
+- The draws of an image depend only on the seed and the image's pixels (a hash of its
+  8-bit values), never on its position or on the other images; the first k draws of V
+  are the draws of k, so one pass with the largest V serves every smaller V.
+- The downsampling runs once per image; the V·N (image, tolerance) pairs are solved
+  together by the per-sample dopri5 of :mod:`nodeguard.models.solver`, so each pair steps as
+  torchdiffeq would solve that image alone at that tolerance: votes do not depend on
+  the batch or the batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from nodeguard.errors import ConfigError
+from nodeguard.models.networks import ODENet
+from nodeguard.progress import Progress, SilentProgress
+
+DEFAULT_TOL_RANGE = (1e-5, 1e-1)
+
+
+def check_tol_range(low: float, high: float) -> None:
+    if not 0 < low <= high:
+        raise ConfigError(f"the tolerance range must satisfy 0 < low <= high, got [{low}, {high}]")
+
+
+def log_uniform(uniform: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Uniform draws in [0, 1) mapped log-uniformly onto [low, high]."""
+    return 10 ** (math.log10(low) + uniform * (math.log10(high) - math.log10(low)))
+
+
+@dataclass(frozen=True)
+class DefenseSettings:
+    votes: int = 15
+    vmin: int = 12
+    tol_low: float = DEFAULT_TOL_RANGE[0]
+    tol_high: float = DEFAULT_TOL_RANGE[1]
+    seed: int = 0
+    batch_size: int = 512  # (image, tolerance) pairs solved together
+
+    def __post_init__(self) -> None:
+        if self.votes < 1:
+            raise ConfigError(f"votes must be at least 1, got {self.votes}")
+        if not 0 <= self.vmin < self.votes:
+            raise ConfigError(f"vmin must be in [0, votes - 1] = [0, {self.votes - 1}], got {self.vmin}")
+        check_tol_range(self.tol_low, self.tol_high)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class Votes:
+    """The votes of N images: predictions (N, V), tolerances (N, V), and the verdicts."""
+
+    predictions: torch.Tensor
+    tolerances: torch.Tensor
+    num_classes: int
+
+    def counts(self, votes: int | None = None) -> torch.Tensor:
+        """(N, classes) vote counts over the first ``votes`` draws (all by default)."""
+        used = self.predictions[:, : votes or self.predictions.shape[1]]
+        return torch.nn.functional.one_hot(used, self.num_classes).sum(1)
+
+    def prediction(self, votes: int | None = None) -> torch.Tensor:
+        """Most voted class (ties go to the smaller class index)."""
+        return self.counts(votes).argmax(1)
+
+    def v_agree(self, votes: int | None = None) -> torch.Tensor:
+        return self.counts(votes).max(1).values
+
+    def accepted(self, vmin: int, votes: int | None = None) -> torch.Tensor:
+        return self.v_agree(votes) > vmin
+
+
+def image_seed(seed: int, image: torch.Tensor) -> int:
+    """A 63-bit seed from the defense seed and the image's 8-bit pixels."""
+    levels = (image.detach().float().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
+    digest = hashlib.sha256(f"{seed}:{tuple(levels.shape)}:".encode() + levels.numpy().tobytes()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def draw_tolerances(images: torch.Tensor, votes: int, low: float, high: float, seed: int) -> torch.Tensor:
+    """(N, votes) tolerances, log-uniform in [low, high], reproducible per image."""
+    rows = []
+    for image in images:
+        generator = torch.Generator().manual_seed(image_seed(seed, image))
+        uniform = torch.rand(votes, generator=generator, dtype=torch.float64)
+        rows.append(log_uniform(uniform, low, high))
+    return torch.stack(rows) if rows else torch.empty(0, votes, dtype=torch.float64)
+
+
+@torch.no_grad()
+def classify_at_tolerances(
+    model: ODENet,
+    images: torch.Tensor,
+    tolerances: torch.Tensor,
+    batch_size: int = 512,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """(N, V) predictions: image n solved at tolerances[n, v], each pair on its own steps."""
+    progress = progress or SilentProgress()
+    model.eval()
+    device = next(model.parameters()).device
+    count, votes = tolerances.shape
+    pair_image = torch.arange(count).repeat_interleave(votes)
+    pair_tol = tolerances.reshape(-1)
+    predictions = torch.empty(count * votes, dtype=torch.long)
+    features_cache: dict[int, torch.Tensor] = {}
+    task = progress.task("voting", math.ceil(count * votes / batch_size))
+    for start in range(0, count * votes, batch_size):
+        chunk_images = pair_image[start : start + batch_size]
+        needed = [int(i) for i in chunk_images.unique() if int(i) not in features_cache]
+        if needed:
+            computed = model.features(images[needed].to(device))
+            features_cache.update(zip(needed, computed, strict=True))
+        h0 = torch.stack([features_cache[int(i)] for i in chunk_images])
+        logits, _nfe = model.classify_features_per_sample(h0, pair_tol[start : start + batch_size].to(device))
+        predictions[start : start + batch_size] = logits.argmax(1).cpu()
+        for finished in [i for i in features_cache if i < int(chunk_images[-1])]:
+            del features_cache[finished]
+        task.advance(1)
+    task.close()
+    return predictions.view(count, votes)
+
+
+class ToleranceRandomization:
+    """The defense around an ODE-Net: ``vote(images)`` gives the votes and verdicts."""
+
+    def __init__(self, model: ODENet, settings: DefenseSettings | None = None):
+        if not model.has_solver:
+            raise ConfigError("tolerance randomization needs an ODE model (this one has no solver tolerance)")
+        self.model = model
+        self.settings = settings or DefenseSettings()
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    def vote(self, images: torch.Tensor, votes: int | None = None, progress: Progress | None = None) -> Votes:
+        """Votes of float images (N, C, H, W) in [0, 1]."""
+        s = self.settings
+        votes = votes or s.votes
+        tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed)
+        predictions = classify_at_tolerances(self.model, images, tolerances, s.batch_size, progress)
+        return Votes(predictions, tolerances, self.num_classes)

@@ -1,0 +1,141 @@
+"""Classification error and solver cost of a model on a split, at a chosen tolerance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nodeguard.data.datasets import ImageSplit
+from nodeguard.models.networks import ImageClassifier
+from nodeguard.progress import Progress, SilentProgress
+from nodeguard.runtime.distributed import all_gather, current_ranks, share
+
+
+@dataclass
+class Evaluation:
+    error: float
+    mean_nfe: float
+    count: int
+    predictions: torch.Tensor
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, images: torch.Tensor, tol: float | None = None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, int]:
+    """Class predictions of one batch (float images in [0, 1]) and the NFE it took."""
+    model.eval()
+    logits = model(images.to(device), tol=tol)
+    return logits.argmax(1).cpu(), int(getattr(model, "last_nfe", 0))
+
+
+def evaluate(
+    model: nn.Module,
+    split: ImageSplit,
+    tol: float | None = None,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    description: str = "evaluating",
+) -> Evaluation:
+    """Error rate (0..1) over ``split`` with the solver at ``tol`` (the model's own if None).
+
+    ``mean_nfe`` is the mean number of function evaluations per batch forward.
+    """
+    progress = progress or SilentProgress()
+    task = progress.task(description, (len(split) + batch_size - 1) // batch_size)
+    predictions, nfes = [], []
+    for images, _labels in split.batches(batch_size):
+        batch_predictions, nfe = predict(model, images, tol=tol, device=device)
+        predictions.append(batch_predictions)
+        nfes.append(nfe)
+        task.advance(1)
+    task.close()
+    all_predictions = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+    wrong = int((all_predictions != split.labels).sum())
+    return Evaluation(
+        error=wrong / max(len(split), 1),
+        mean_nfe=sum(nfes) / max(len(nfes), 1),
+        count=len(split),
+        predictions=all_predictions,
+    )
+
+
+def classification_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Z_y - max_{j != y} Z_j per sample: negative exactly when the sample is misclassified.
+
+    The other logits are masked with -inf, not multiplied by zero, so the margin is right
+    when they are negative (torchattacks' CW takes ``max((1 - onehot) * logits)``, which
+    returns 0 instead of the largest other logit when all the others are negative).
+    """
+    true_logit = logits.gather(1, labels[:, None]).squeeze(1)
+    mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, labels[:, None], True)
+    other_best = logits.masked_fill(mask, float("-inf")).amax(1)
+    return true_logit - other_best
+
+
+def logits_alone(
+    model: ImageClassifier, images: torch.Tensor, tol: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, NFE per image) of one batch, each image solved on its own steps at ``tol``.
+
+    Differentiable (see :func:`nodeguard.models.solver.solve_per_sample`); ``tol`` None means the
+    model's own tolerance. Models without a solver run a plain forward pass (NFE 0).
+    """
+    tolerance = float(getattr(model, "tol", 0.0) if tol is None else tol)
+    tols = torch.full((len(images),), tolerance, dtype=torch.float64, device=images.device)
+    return model.classify_features_per_sample(model.features(images), tols)
+
+
+@torch.no_grad()
+def predict_per_sample(
+    model: ImageClassifier, images: torch.Tensor, tol: float | None = None, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predictions, NFE per image) with each image solved on its own steps at ``tol``.
+
+    nodeguard's one way to classify an image "alone": for an ODE-Net each image follows
+    the steps torchdiffeq would take on it alone (:mod:`nodeguard.models.solver`), so results do
+    not depend on the batch; models without a solver are classified in plain batches
+    (NFE 0). ``tol`` None means the model's own tolerance.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    predictions, nfes = [], []
+    for chunk in images.split(batch_size):
+        logits, nfe = logits_alone(model, chunk.to(device), tol)
+        predictions.append(logits.argmax(1).cpu())
+        nfes.append(nfe.cpu())
+    if not predictions:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    return torch.cat(predictions), torch.cat(nfes)
+
+
+def predict_sharded(model, images, tol: float | None):
+    """(predictions, NFE) of each image alone at ``tol``; in a sharded job each rank
+    classifies its own contiguous share and every rank gets the whole result, in order."""
+    ranks = current_ranks()
+    if not ranks.sharded:
+        return predict_per_sample(model, images, tol=tol)
+    mine = share(len(images), ranks)
+    parts = all_gather(predict_per_sample(model, images[mine.start : mine.stop], tol=tol))
+    return torch.cat([p for p, _ in parts]), torch.cat([n for _, n in parts])
+
+
+@torch.no_grad()
+def margins_alone(
+    model: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, tol: float | None, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(margins, predictions) of each image classified alone at ``tol``; the margin is the
+    true logit minus the best other logit, negative exactly when the image is misclassified."""
+    model.eval()
+    device = next(model.parameters()).device
+    margins, predictions = [], []
+    for chunk, chunk_labels in zip(images.split(batch_size), labels.split(batch_size), strict=True):
+        logits = logits_alone(model, chunk.to(device), tol)[0]
+        margins.append(classification_margin(logits, chunk_labels.to(device)).cpu())
+        predictions.append(logits.argmax(1).cpu())
+    if not margins:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(margins), torch.cat(predictions)

@@ -1,0 +1,222 @@
+"""The paper's ODE-Net and its ResNet baseline, their registry, and building them from a config.
+
+Both share a downsampling stem (a 3x3 conv and two stride-2 pre-activation residual
+blocks) and a head (GroupNorm, ReLU, global average pool, Linear). The ODE-Net puts one
+ODE block between them, integrated over t in [0, 1] by an adaptive solver whose
+tolerance (rtol = atol = tol) is an explicit attribute of the block, overridable for one
+call through ``forward(x, tol=...)`` without touching any global state.
+
+A model's config (the ``model`` section of its config.yaml) is what
+:func:`model_config` returns; :func:`build_model` rebuilds the model from it. Inference
+stages need only this module, never the training code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from nodeguard.catalog import Catalog
+from nodeguard.data.datasets import dataset_info
+from nodeguard.errors import ConfigError
+from nodeguard.models.layers import Normalize, ODEFunc, ResBlock, classifier_head, downsampling
+from nodeguard.models.solver import solve_per_sample
+
+DEFAULT_SOLVER = "dopri5"
+PER_SAMPLE_SOLVER = "dopri5"  # the only method nodeguard.models.solver implements
+
+
+class ODEBlock(nn.Module):
+    """Integrates ``func`` from t=0 to t=1 with an adaptive solver at tolerance ``tol``.
+
+    ``tol`` is the default tolerance (rtol = atol = tol); ``forward(h, tol=...)`` uses
+    another one for that call only. ``last_nfe`` holds the number of function
+    evaluations of the latest forward pass.
+    """
+
+    def __init__(self, func: ODEFunc, tol: float = 1e-3, method: str = DEFAULT_SOLVER):
+        super().__init__()
+        self.func = func
+        self.tol = float(tol)
+        self.method = method
+        self.last_nfe = 0
+        self.register_buffer("integration_time", torch.tensor([0.0, 1.0]), persistent=False)
+
+    def forward(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+        tol = self.tol if tol is None else float(tol)
+        if h.shape[0] == 0:
+            self.last_nfe = 0
+            return h
+        from torchdiffeq import odeint  # here: torchdiffeq imports SciPy's integrators (half a second)
+
+        start = self.func.nfe
+        t = self.integration_time.to(h.dtype)
+        out = odeint(self.func, h, t, rtol=tol, atol=tol, method=self.method)[1]
+        self.last_nfe = self.func.nfe - start
+        return out
+
+
+class ImageClassifier(nn.Module):
+    """normalise -> downsampling -> feature block -> head; inputs are images in [0, 1].
+
+    ``has_solver`` says whether the feature block has a solver tolerance that matters.
+    """
+
+    arch = "base"
+    has_solver = False
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        filters: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.num_classes = int(num_classes)
+        mean = [0.0] * in_channels if mean is None else list(mean)
+        std = [1.0] * in_channels if std is None else list(std)
+        self.normalize = Normalize(mean, std)
+        self.downsampling = downsampling(in_channels, filters)
+        self.head = classifier_head(filters, num_classes, dropout)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The downsampled features h(0) that the feature block starts from."""
+        return self.downsampling(self.normalize(x))
+
+    def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def classify_features_per_sample(self, h: torch.Tensor, tols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, NFE per sample) with sample i classified on its own at ``tols[i]``.
+
+        Without a solver a sample's logits never depend on its batch: a plain forward
+        pass, NFE 0.
+        """
+        logits = self.classify_features(h)
+        return logits, torch.zeros(len(h), dtype=torch.long, device=h.device)
+
+    def forward(self, x: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+        return self.classify_features(self.features(x), tol=tol)
+
+
+class ODENet(ImageClassifier):
+    """The paper's ODE-Net: downsampling, one ODE block solved at tolerance ``tol``, head."""
+
+    arch = "odenet"
+    has_solver = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        filters: int = 64,
+        tol: float = 1e-3,
+        method: str = DEFAULT_SOLVER,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        dropout: float = 0.0,
+    ):
+        super().__init__(in_channels, num_classes, filters, mean, std, dropout)
+        self.odeblock = ODEBlock(ODEFunc(filters), tol=tol, method=method)
+
+    @property
+    def tol(self) -> float:
+        return self.odeblock.tol
+
+    @tol.setter
+    def tol(self, value: float) -> None:
+        self.odeblock.tol = float(value)
+
+    @property
+    def last_nfe(self) -> int:
+        return self.odeblock.last_nfe
+
+    def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+        return self.head(self.odeblock(h, tol=tol))
+
+    def classify_features_per_sample(self, h: torch.Tensor, tols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, NFE per sample): sample i solved at ``tols[i]`` on its own steps.
+
+        Each sample steps as torchdiffeq would solve it alone (:mod:`nodeguard.models.solver`),
+        whatever else is in the batch. Only dopri5 is implemented per sample; a model
+        built with another method is refused here rather than silently solved with dopri5.
+        """
+        if self.odeblock.method != PER_SAMPLE_SOLVER:
+            raise ConfigError(
+                f"per-sample solving implements {PER_SAMPLE_SOLVER} only; this model uses {self.odeblock.method!r}"
+            )
+        solution = solve_per_sample(self.odeblock.func, h, tols)
+        return self.head(solution.y1), solution.nfe
+
+
+class ResNet(ImageClassifier):
+    """The ResNet baseline: the same stem and head, six residual blocks in between.
+
+    It has no solver: ``forward``'s ``tol`` is accepted and ignored so callers can treat
+    both alike.
+    """
+
+    arch = "resnet"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        filters: int = 64,
+        blocks: int = 6,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        dropout: float = 0.0,
+    ):
+        super().__init__(in_channels, num_classes, filters, mean, std, dropout)
+        self.blocks = nn.Sequential(*[ResBlock(filters, filters) for _ in range(blocks)])
+        self.last_nfe = 0
+
+    def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+        return self.head(self.blocks(h))
+
+
+MODELS: Catalog[type[ImageClassifier]] = Catalog("architecture")
+MODELS.register("odenet", ODENet)
+MODELS.register("resnet", ResNet)
+
+
+def create_model(arch: str, **kwargs: Any) -> ImageClassifier:
+    """Build a registered model; keyword arguments that are None keep the model's defaults."""
+    return MODELS.get(arch)(**{key: value for key, value in kwargs.items() if value is not None})
+
+
+def model_config(arch: str, dataset: str, filters: int, tol: float, dropout: float = 0.0) -> dict[str, Any]:
+    """The model section of a config.yaml: constructor arguments plus the input shape.
+
+    ``dropout`` is written only when it is used, so configs of models without it read the
+    same as before it existed (and older configs, which lack it, build without it).
+    """
+    info = dataset_info(dataset)
+    extra = {"dropout": float(dropout)} if dropout > 0 else {}
+    return {
+        "arch": arch,
+        "in_channels": info.channels,
+        "num_classes": info.num_classes,
+        "filters": filters,
+        "tol": tol,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "input_shape": list(info.input_shape),
+        **extra,
+    }
+
+
+def build_model(config: dict[str, Any]) -> ImageClassifier:
+    """Rebuild a model from the model section of a config.yaml (see :func:`model_config`)."""
+    factory = MODELS.get(config["arch"])
+    arguments = {key: value for key, value in config.items() if key not in ("arch", "input_shape")}
+    if not factory.has_solver:
+        arguments.pop("tol", None)
+    return create_model(config["arch"], **arguments)

@@ -1,0 +1,1 @@
+"""Tables (:mod:`.tables`) and pictures (:mod:`.plots`) of the stages' reports."""

@@ -1,0 +1,205 @@
+"""The pictures nodeguard draws: the ROC, the security curve, the tau figure, the decoupling grid.
+
+Every picture is drawn with matplotlib's Agg backend (no display needed), written as PNG
+to a temporary file and moved into place (:func:`nodeguard.storage.files.atomic_write`),
+and its figure closed, in one place: :func:`pyplot` and :func:`save_png`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nodeguard.storage.files import atomic_write
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (imported here: drawing is rare, matplotlib is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(figure: Any, path: Path, tight: bool = False) -> None:
+    """Write ``figure`` to ``path`` as PNG atomically, then close it."""
+    plt = pyplot()
+    options = {"bbox_inches": "tight"} if tight else {}
+    atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png", **options))
+    plt.close(figure)
+
+
+def plot_roc(report, path: Path) -> None:
+    """One curve per V with its AUC, the chance line, labelled axes; written as PNG."""
+    plt = pyplot()
+
+    figure, axes = plt.subplots(figsize=(5.5, 5), dpi=120)
+    for curve in report.curves:
+        points = sorted(curve["points"], key=lambda p: (p["fpr"], p["tpr"]))
+        axes.plot(
+            [p["fpr"] for p in points],
+            [p["tpr"] for p in points],
+            marker="o",
+            markersize=3,
+            label=f"V = {curve['votes']} (AUC {curve['auc']:.3f})",
+        )
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    axes.set_xlabel("adversarials accepted (false positive rate)")
+    axes.set_ylabel("pristine images accepted (true positive rate)")
+    axes.set_title(
+        f"Tolerance randomization on {report.model}\n{report.pristine} pristine, {report.adversarial} adversarials",
+        fontsize=10,
+    )
+    axes.set_xlim(-0.02, 1.02)
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    save_png(figure, path)
+
+
+def plot_security(report, path: Path) -> None:
+    """Left: robust accuracy against the L2 budget, defended and undefended. Right: each
+    attacker's success against the undefended and the defended model, against its mean L2."""
+    plt = pyplot()
+
+    figure, (curve_axes, points_axes) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
+    eps = [point["eps"] for point in report.curve]
+    curve_axes.plot(
+        eps,
+        [p["robust_accuracy_defended"] for p in report.curve],
+        marker="o",
+        label=f"defended (V = {report.votes}, v_min = {report.vmin})",
+    )
+    curve_axes.plot(eps, [p["robust_accuracy_undefended"] for p in report.curve], marker="s", label="undefended")
+    curve_axes.set_xlabel("L2 budget eps")
+    curve_axes.set_ylabel("robust accuracy (best attacker per image)")
+    curve_axes.set_ylim(-0.02, 1.02)
+    curve_axes.grid(alpha=0.3)
+    curve_axes.legend(fontsize=8)
+    curve_axes.set_title(f"{report.model}: {report.count} test digits", fontsize=10)
+
+    for index, point in enumerate(report.points):
+        if point["mean_l2"] is None:
+            continue
+        color = f"C{index % 10}"
+        points_axes.scatter(point["mean_l2"], point["success_rate"], marker="s", color=color, alpha=0.5)
+        points_axes.scatter(point["mean_l2"], point["defended_success"], marker="o", color=color, label=point["label"])
+        points_axes.plot(
+            [point["mean_l2"]] * 2, [point["success_rate"], point["defended_success"]], color=color, alpha=0.4
+        )
+    points_axes.set_xlabel("mean L2 of the adversarials")
+    points_axes.set_ylabel("attack success (square: undefended, dot: defended)")
+    points_axes.set_ylim(-0.02, 1.02)
+    points_axes.grid(alpha=0.3)
+    points_axes.legend(fontsize=7, loc="center right")
+    points_axes.set_title(f"pristine accepted {report.pristine_accepted:.0%}", fontsize=10)
+    figure.tight_layout()
+    save_png(figure, path)
+
+
+# The WIFS 2019 paper's table (tau_train = 1e-3, tau_attack = tau_test), in percent:
+# tau -> (error, CW success); and its ResNet. Drawn beside ours for the data set it used.
+PAPER = {
+    "mnist": {
+        "label": "WIFS'19, full MNIST",
+        "tau": {1e-4: (0.5, 99.7), 1e-3: (0.5, 90.7), 1e-2: (0.6, 74.4), 1e-1: (0.8, 71.6), 1.0: (1.2, 69.7)},
+        "resnet": (0.4, 99.7),
+    },
+    "cifar10": {
+        "label": "WIFS'19, CIFAR-10",
+        "tau": {1e-4: (9.1, 100.0), 1e-3: (9.2, 100.0), 1e-2: (9.3, 100.0), 1e-1: (10.6, 100.0), 1.0: (11.3, 100.0)},
+        "resnet": (7.3, 100.0),
+    },
+}
+PAPER_DATASETS = {"mnist": "mnist", "mnist5k": "mnist", "cifar10": "cifar10"}
+PAPER_COLUMN = {"error": 0, "success_rate": 1}
+
+PANELS = (
+    ("error", "classification error (%)", 100.0),
+    ("success_rate", "attack success (%)", 100.0),
+    ("mean_l2", "mean L2 of the adversarials", 1.0),
+)
+
+
+def plot_sweep(report: dict[str, Any], path: Path) -> None:
+    """One panel per metric the sweep measured (error; with an attack, success and mean
+    L2) against tau on a log axis; the baseline, when there is one, as a horizontal line."""
+    plt = pyplot()
+
+    rows = report["rows"]
+    if report.get("tol_attack"):
+        x_label = "tau_test"
+    else:
+        x_label = "tau (tau_attack = tau_test)" if report.get("attack") else "solver tolerance tau"
+    panels = [panel for panel in PANELS if any(row.get(panel[0]) is not None for row in rows)]
+    figure, axes_list = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), dpi=120, squeeze=False)
+    for axes, (key, label, scale) in zip(axes_list[0], panels, strict=True):
+        points = [(row["tol"], row[key] * scale) for row in rows if row.get(key) is not None]
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=report["model"])
+        baseline = report.get("baseline") or {}
+        if baseline.get(key) is not None:
+            axes.axhline(baseline[key] * scale, color="grey", linestyle="--", label=baseline["model"])
+        paper = PAPER.get(PAPER_DATASETS.get(report.get("dataset", ""), ""))
+        # the paper's attack column is at tau_attack = tau_test only
+        comparable = key == "error" or (key == "success_rate" and not report.get("tol_attack"))
+        if paper is not None and key in PAPER_COLUMN and comparable:
+            column = PAPER_COLUMN[key]
+            taus = sorted(paper["tau"])
+            axes.plot(
+                taus,
+                [paper["tau"][tau][column] for tau in taus],
+                marker="s",
+                color="tab:red",
+                alpha=0.6,
+                linestyle=":",
+                label=f"{paper['label']} (ODE-Net)",
+            )
+            axes.axhline(
+                paper["resnet"][column], color="tab:red", alpha=0.4, linestyle="-.", label=f"{paper['label']} (ResNet)"
+            )
+        axes.set_xscale("log")
+        axes.set_xlabel(x_label)
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    attack = f", {report['attack']} on {report['count']} images" if report.get("attack") else ""
+    made_at = f" made at tau_attack = {report['tol_attack']:g}" if report.get("tol_attack") else ""
+    figure.suptitle(f"{report['model']}: the tau table{attack}{made_at}", fontsize=10)
+    figure.tight_layout()
+    save_png(figure, path)
+
+
+def plot_grid(report: dict[str, Any], path: Path) -> None:
+    """Attack success (colour and the first number) and mean L2 of the adversarials (the
+    second number) for every (tau_attack, tau_test) cell, one panel per model."""
+    plt = pyplot()
+    import numpy as np
+
+    models = report["models"]
+    tol_attacks, tols = report["tol_attacks"], report["tols"]
+    width = max(3.2, 0.9 * len(tols) + 1.6)
+    figure, axes_list = plt.subplots(
+        1, len(models), figsize=(width * len(models), 0.7 * len(tol_attacks) + 2.0), dpi=120, squeeze=False
+    )
+    image = None
+    for axes, described in zip(axes_list[0], models, strict=True):
+        cells = {(c["tol_attack"], c["tol_test"]): c for c in report["grid"] if c["model"] == described["model"]}
+        success = np.array([[100 * cells[(a, t)]["success_rate"] for t in tols] for a in tol_attacks])
+        image = axes.imshow(success, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        for row, tol_attack in enumerate(tol_attacks):
+            for column, tol_test in enumerate(tols):
+                l2 = cells[(tol_attack, tol_test)]["mean_l2"]
+                text = f"{success[row, column]:.0f}%" + ("" if l2 is None else f"\n{l2:.2f}")
+                colour = "black" if success[row, column] > 60 else "white"
+                axes.text(column, row, text, ha="center", va="center", fontsize=7, color=colour)
+        axes.set_xticks(range(len(tols)), [f"{t:g}" for t in tols], fontsize=8)
+        axes.set_yticks(range(len(tol_attacks)), [f"{t:g}" for t in tol_attacks], fontsize=8)
+        axes.set_xlabel("tau_test")
+        axes.set_ylabel("tau_attack")
+        axes.set_title(f"{described['model']}\n(tau_train = {described['tol_train']:g})", fontsize=9)
+    figure.colorbar(image, ax=list(axes_list[0]), label="attack success (%)", shrink=0.9)
+    figure.suptitle(f"{report['attack']} on {report['count']} images: success at tau_test (mean L2 below)", fontsize=10)
+    save_png(figure, path, tight=True)

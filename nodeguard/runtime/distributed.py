@@ -1,0 +1,153 @@
+"""One command, several processes: the rank and world size come from the environment.
+
+Under ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``
+and ``MASTER_PORT``) every process runs the same command; the stages split their images
+across the ranks deterministically and exchange results through ``torch.distributed``
+(gloo, which carries Python objects between CPU processes; nccl is added for CUDA
+tensors when a GPU is used). Alone, the same code runs with rank 0 of 1 and never
+touches ``torch.distributed``.
+
+Rules the stages follow:
+- every rank computes its share and saves it under the result store (a shard file), so
+  a killed rank loses at most the batch it was working on;
+- the shares are gathered to every rank, so all ranks continue with the same whole
+  result; only rank 0 writes results, the registry and the command's output.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+
+from nodeguard.errors import ConfigError
+
+T = TypeVar("T")
+# a barrier waits for the slowest rank's share of an attack: hours, not the default 30 min
+COLLECTIVE_TIMEOUT = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the job: rank of world, and the same on its machine."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @property
+    def sharded(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def describe(self) -> str:
+        return f"rank {self.rank} of {self.world}"
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if text is None or text.strip() == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {text!r}") from None
+
+
+def current_ranks() -> Ranks:
+    """The ranks the launcher gave this process (rank 0 of 1 without a launcher)."""
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_world = _env_int("LOCAL_WORLD_SIZE", world)
+    local_rank = _env_int("LOCAL_RANK", rank)
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK {rank} and WORLD_SIZE {world} do not describe a process of a job")
+    return Ranks(rank, world, local_rank, local_world)
+
+
+def ensure_process_group() -> None:
+    """Join the job's process group once (no-op alone)."""
+    import torch.distributed as dist
+
+    ranks = current_ranks()
+    if not ranks.sharded or dist.is_initialized():
+        return
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+    atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather(value: T) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` alone)."""
+    ranks = current_ranks()
+    if not ranks.sharded:
+        return [value]
+    import torch.distributed as dist
+
+    ensure_process_group()
+    gathered: list[Any] = [None] * ranks.world
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast(value: T) -> T:
+    """Rank 0's ``value`` on every rank."""
+    if not current_ranks().sharded:
+        return value
+    import torch.distributed as dist
+
+    ensure_process_group()
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if current_ranks().sharded:
+        import torch.distributed as dist
+
+        ensure_process_group()
+        dist.barrier()
+
+
+def share(count: int, ranks: Ranks | None = None) -> range:
+    """This rank's contiguous share of ``count`` items: near-equal, in rank order."""
+    ranks = ranks or current_ranks()
+    return range(count * ranks.rank // ranks.world, count * (ranks.rank + 1) // ranks.world)
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads in this process (None: what torch picks)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def oversubscription_warning(cpu_count: int | None = None) -> str | None:
+    """A warning when this machine's processes of the job would use more threads than it has cores."""
+    ranks = current_ranks()
+    cores = cpu_count or os.cpu_count() or 1
+    total = torch.get_num_threads() * ranks.local_world
+    if ranks.local_world > 1 and total > cores:
+        return (
+            f"{ranks.local_world} processes x {torch.get_num_threads()} threads = {total} threads on {cores} cores: "
+            f"they will slow each other down; pass --threads {max(1, cores // ranks.local_world)}"
+        )
+    return None

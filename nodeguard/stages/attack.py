@@ -1,0 +1,298 @@
+"""The attack stage: make, verify, save and export an attack set for a registered model.
+
+An attack set is saved in the model's result store under a key that hashes every
+setting that shapes it (:mod:`nodeguard.stages.attack_sets`), so the same request again finds
+it. Work is saved after each batch; an interrupted attack continues from there. Only the
+process computing a set holds its lock: other attack sets of the same model can be made
+at the same time.
+
+The attack's forward passes and every check solve each image on its own steps at
+tol_attack (the per-sample solver: :class:`nodeguard.attacks.PinnedTolerance`,
+:func:`nodeguard.models.evaluation.margins_alone`): an adaptive solver's step sizes depend on
+the batch, so that is the prediction the image is judged by. An adversarial counts as
+successful only when the model misclassifies it so. The adversarials of a
+minimal-perturbation attack (CW) are then moved back to the decision boundary, and every
+adversarial is finished on the 8-bit grid (:mod:`nodeguard.attacks.boundary`); each one's margin
+is kept, as a float and on the grid.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nodeguard.attacks import PinnedTolerance
+from nodeguard.attacks.boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS, finish_on_8bit_grid, refine_floats
+from nodeguard.data.datasets import ImageSplit, load_dataset
+from nodeguard.errors import ConfigError
+from nodeguard.models.evaluation import margins_alone, predict_per_sample, predict_sharded
+from nodeguard.models.loading import LoadedModel, load_model
+from nodeguard.progress import Progress, SilentProgress
+from nodeguard.runtime.distributed import Ranks, all_gather, barrier, current_ranks
+from nodeguard.stages.attack_sets import (
+    BATCH_FIELDS,
+    AttackReport,
+    AttackSet,
+    AttackSettings,
+    ResolvedAttack,
+    attack_set_result,
+    export_pngs,
+    read_attack_set,
+    summarise,
+)
+from nodeguard.storage.files import atomic_write_json, load_tagged, save_tagged
+from nodeguard.storage.registry import Registry
+from nodeguard.storage.results import StoredResult
+
+PARTIAL_FILE = "partial.pt"
+SUMMARY_FILE = "summary.json"
+
+
+def classify_alone(model: torch.nn.Module, images: torch.Tensor, tol: float) -> torch.Tensor:
+    """Predictions of each image solved on its own steps at ``tol``."""
+    return predict_per_sample(model, images, tol=tol)[0]
+
+
+def select_samples(model: torch.nn.Module, split: ImageSplit, settings: ResolvedAttack) -> torch.Tensor:
+    """Indices of the first ``count`` images of the split (correctly classified ones, if asked).
+
+    In a sharded job each rank classifies its share of every chunk of candidates; every
+    rank gets the same indices."""
+    if not settings.only_correct:
+        return torch.arange(min(settings.count, len(split)))
+    chosen: list[torch.Tensor] = []
+    found = 0
+    for start in range(0, len(split), settings.batch_size):
+        index = torch.arange(start, min(start + settings.batch_size, len(split)))
+        predictions = predict_sharded(model, split.float_images(index), settings.tol_attack)[0]
+        correct = index[predictions == split.labels[index]]
+        chosen.append(correct)
+        found += len(correct)
+        if found >= settings.count:
+            break
+    return torch.cat(chosen)[: settings.count] if chosen else torch.empty(0, dtype=torch.long)
+
+
+def attack_one_batch(
+    loaded: LoadedModel, settings: ResolvedAttack, clean: torch.Tensor, labels: torch.Tensor, batch_number: int
+) -> dict[str, Any]:
+    """Attack one batch, verify every adversarial alone at tol_attack, move it back to the
+    decision boundary (minimal-perturbation attacks), and finish it on the 8-bit grid."""
+    started = time.perf_counter()
+    tol, spec, options = settings.tol_attack, settings.spec, settings.attack_options()
+    pinned = PinnedTolerance(loaded.model, tol).eval()
+    adversarial = spec.run(
+        pinned, options, clean.to(loaded.device), labels.to(loaded.device), settings.seed + batch_number
+    )
+    adversarial = adversarial.detach().clamp(0, 1).cpu()
+    found = adversarial.clone()  # the attack's own result: the 8-bit search scales its perturbation
+    # with only_correct, select_samples classified these very images alone already
+    clean_predictions = labels.clone() if settings.only_correct else classify_alone(loaded.model, clean, tol)
+    target = -(getattr(options, "kappa", 0.0) + MARGIN_SLACK)
+    margin, predictions = margins_alone(loaded.model, adversarial, labels, tol)
+    if spec.refine_to_boundary:
+        rows = ((margin <= target) & (clean_predictions == labels)).nonzero().squeeze(1)
+        adversarial[rows] = refine_floats(loaded.model, tol, clean[rows], adversarial[rows], labels[rows], target)
+        margin[rows], predictions[rows] = margins_alone(loaded.model, adversarial[rows], labels[rows], tol)
+    success = (margin < 0) & (clean_predictions == labels)
+    refine = spec.refine_to_boundary
+    adversarial_8bit, success_8bit, grid_method = finish_on_8bit_grid(
+        loaded.model,
+        tol,
+        clean,
+        found,
+        labels,
+        success,
+        target,
+        GRID_STEPS if refine else 0,
+        TIGHTEN_ROUNDS if refine else 0,
+    )
+    return {
+        "clean": clean,
+        "adversarial": adversarial,
+        "labels": labels,
+        "clean_predictions": clean_predictions,
+        "predictions": predictions,
+        "success": success,
+        "margin": margin,
+        "l2": (adversarial - clean).flatten(1).norm(dim=1),
+        "adversarial_8bit": adversarial_8bit,
+        "success_8bit": success_8bit,
+        "margin_8bit": margins_alone(loaded.model, adversarial_8bit.float() / 255, labels, tol)[0],
+        "grid_method": grid_method,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def compute_attack_set(
+    loaded: LoadedModel, settings: ResolvedAttack, stored: StoredResult, data_dir: str | None, progress: Progress
+) -> AttackSet:
+    """Run the attack batch by batch, saving each finished batch, and save the whole set."""
+    partial_path = stored.path(PARTIAL_FILE)
+    split = load_dataset(loaded.dataset, data_dir).split(settings.split)
+    if partial_path.is_file():
+        saved = load_tagged(partial_path, expected_kind="partial_attack_set")
+        indices, batches = saved["indices"], list(saved["batches"])
+        progress.log(f"continuing attack {stored.key} after {len(batches)} finished batches")
+    else:
+        progress.log(
+            f"no {settings.attack} attack set of {settings.count} {settings.split} images at "
+            f"tol_attack {settings.tol_attack:g} for {loaded.name} yet; running the attack"
+        )
+        indices, batches = select_samples(loaded.model, split, settings), []
+    if len(indices) == 0:
+        raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")
+    batch_starts = list(range(0, len(indices), settings.batch_size))
+    task = progress.task(f"{settings.attack} at tol {settings.tol_attack:g}", len(batch_starts))
+    successes = sum(int(batch["success"].sum()) for batch in batches)
+    attacked = sum(len(batch["success"]) for batch in batches)
+    task.advance(len(batches))
+    for batch_number in range(len(batches), len(batch_starts)):
+        index = indices[batch_starts[batch_number] : batch_starts[batch_number] + settings.batch_size]
+        batch = attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
+        batches.append(batch)
+        save_tagged(partial_path, "partial_attack_set", {"indices": indices, "batches": batches})
+        successes += int(batch["success"].sum())
+        attacked += len(batch["success"])
+        task.advance(1, success=successes / attacked)
+    task.close()
+
+    attack_set = AttackSet.from_batches(settings, indices, batches)
+    stored.save_tensors(attack_set.payload())
+    partial_path.unlink(missing_ok=True)
+    return attack_set
+
+
+def shard_file(ranks: Ranks) -> str:
+    return f"shard-{ranks.rank}-of-{ranks.world}.pt"
+
+
+Unit = tuple[int, tuple[int, ...]]  # (batch number, the rows of the set it attacks)
+
+
+def shard_units(indices_count: int, settings: ResolvedAttack, ranks: Ranks) -> list[Unit]:
+    """This rank's units of work: (batch number, rows of the set), in the set's row order.
+
+    An attack whose adversarials depend on each image alone (CW) deals the images out
+    round-robin (rank r attacks rows r, r + W, r + 2W, ...), in batches of ``batch_size``:
+    an attack's cost varies from image to image, and dealing them out keeps any order of
+    the images (a split sorted by class or difficulty) from loading one rank. Any other
+    attack draws per batch, so it keeps one process's batches whole and deals the batches
+    out round-robin (a set of fewer batches than ranks leaves ranks idle).
+    """
+    size = settings.batch_size
+    if settings.spec.per_image:
+        rows = range(ranks.rank, indices_count, ranks.world)
+        return [(number, tuple(rows[start : start + size])) for number, start in enumerate(range(0, len(rows), size))]
+    batch_starts = range(0, indices_count, size)
+    return [
+        (number, tuple(range(start, min(start + size, indices_count))))
+        for number, start in enumerate(batch_starts)
+        if number % ranks.world == ranks.rank
+    ]
+
+
+def join_units(units: dict[Unit, dict[str, Any]]) -> dict[str, Any]:
+    """Every unit's batch fields put back in the set's row order, as one batch."""
+    rows = torch.tensor([row for unit in units for row in unit[1]], dtype=torch.long)
+    order = torch.argsort(rows)
+    batches = list(units.values())
+    joined: dict[str, Any] = {name: torch.cat([batch[name] for batch in batches])[order] for name in BATCH_FIELDS}
+    joined["seconds"] = float(sum(batch["seconds"] for batch in batches))
+    return joined
+
+
+def compute_sharded_attack_set(
+    loaded: LoadedModel, settings: ResolvedAttack, stored: StoredResult, data_dir: str | None, progress: Progress
+) -> AttackSet:
+    """This rank's units, saved to its shard file after each one; then every rank's units,
+    gathered and put back in the set's row order."""
+    ranks = current_ranks()
+    split = load_dataset(loaded.dataset, data_dir).split(settings.split)
+    indices = select_samples(loaded.model, split, settings)
+    if len(indices) == 0:
+        raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")
+    path = stored.path(shard_file(ranks))
+    done: dict[Unit, dict[str, Any]] = {}
+    if path.is_file():
+        saved = load_tagged(path, expected_kind="attack_shard")
+        if torch.equal(saved["indices"], indices):
+            done = dict(saved["units"])
+            progress.log(f"continuing attack {stored.key} after {len(done)} finished batches")
+    units = shard_units(len(indices), settings, ranks)
+    task = progress.task(f"{settings.attack} at tol {settings.tol_attack:g} ({ranks.describe()})", len(units))
+    task.advance(sum(unit in done for unit in units))
+    for unit in units:
+        if unit in done:
+            continue
+        batch_number, rows = unit
+        index = indices[list(rows)]
+        done[unit] = attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
+        save_tagged(path, "attack_shard", {"indices": indices, "units": done})
+        task.advance(1)
+    task.close()
+    mine = {unit: done[unit] for unit in units}
+    every_unit = {unit: batch for part in all_gather(mine) for unit, batch in part.items()}
+    if sorted(row for unit in every_unit for row in unit[1]) != list(range(len(indices))):
+        raise ConfigError(f"the shards of attack {stored.key} do not hold each of its {len(indices)} images once")
+    attack_set = AttackSet.from_batches(settings, indices, [join_units(every_unit)])
+    if ranks.is_main:
+        stored.save_tensors(attack_set.payload())
+    barrier()  # every rank has its copy of the set: the shard files can go
+    path.unlink(missing_ok=True)
+    if ranks.is_main:  # and those of earlier runs with another number of ranks
+        for leftover in stored.folder.glob("shard-*-of-*.pt"):
+            leftover.unlink(missing_ok=True)
+    return attack_set
+
+
+def make_attack_set(
+    settings: AttackSettings,
+    loaded: LoadedModel,
+    registry: Registry,
+    data_dir: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[AttackSet, AttackReport]:
+    """The attack set that ``settings`` describe for ``loaded``: found again, finished, or made."""
+    progress = progress or SilentProgress()
+    resolved = settings.resolve(loaded.tol_train)
+    stored = attack_set_result(registry, loaded.name, resolved)
+    attack_set = read_attack_set(stored)
+    if attack_set is not None:
+        progress.log(f"attack set {stored.key} already exists for {loaded.name}; reusing it")
+        return attack_set, summarise(attack_set, loaded.name, stored, reused=True)
+    ranks = current_ranks()
+    with stored.computing(ranks.rank):
+        if ranks.sharded:
+            attack_set = compute_sharded_attack_set(loaded, resolved, stored, data_dir, progress)
+        else:
+            attack_set = compute_attack_set(loaded, resolved, stored, data_dir, progress)
+    report = summarise(attack_set, loaded.name, stored, reused=False)
+    if ranks.is_main:
+        atomic_write_json(stored.path(SUMMARY_FILE), {k: v for k, v in report.to_dict().items() if k != "reused"})
+    return attack_set, report
+
+
+def run_attack(
+    settings: AttackSettings,
+    model: str | None = None,
+    registry: Registry | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+    export_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    loaded: LoadedModel | None = None,
+) -> AttackReport:
+    """Make (or find again, or finish) the attack set that ``settings`` describe; report it."""
+    registry = registry or Registry()
+    progress = progress or SilentProgress()
+    loaded = loaded or load_model(model, registry=registry, device=device)
+    attack_set, report = make_attack_set(settings, loaded, registry, data_dir, progress)
+    if export_dir is not None and current_ranks().is_main:
+        export_pngs(attack_set, Path(export_dir))
+        report.exported_to = str(export_dir)
+        progress.log(f"wrote {len(attack_set)} pristine and {int(attack_set.success_8bit.sum())} adversarial PNGs")
+    return report

@@ -1,0 +1,305 @@
+"""Attack sets: their settings, their typed contents, where they are saved, their summary and PNG export.
+
+An attack set is the result of one attack on the first ``count`` images of a split of a
+model's data set, at one solver tolerance. It lives in the model's result store
+(:mod:`nodeguard.storage.results`) as ``results/attack_set/LABEL-DIGEST/``::
+
+    result.pt      the AttackSet's tensors (one row per attacked image, in this order):
+                   indices (int64, positions in the split), labels (int64),
+                   clean and adversarial (float32 N x C x H x W in [0, 1]),
+                   clean_predictions and predictions (int64, each image classified alone
+                   at tol_attack), success (bool: clean correct and adversarial wrong),
+                   margin (float32: true logit minus the best other of the adversarial
+                   alone at tol_attack), l2 (float32, ||adversarial - clean||),
+                   adversarial_8bit (uint8), success_8bit (bool), margin_8bit (float32),
+                   grid_method (int64: 0 lost or not attempted, 1 rounded at the smallest
+                   scale that stays adversarial, 2 outward rounding), seconds, settings
+    partial.pt     finished batches while the attack runs (removed when it completes)
+    summary.json   the AttackReport, for people and scripts reading the folder
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nodeguard.attacks import ATTACKS, AttackSpec
+from nodeguard.errors import ConfigError, unknown_name_error
+from nodeguard.storage.images import save_png
+from nodeguard.storage.registry import Registry
+from nodeguard.storage.results import ResultStore, StoredResult
+
+KIND = "attack_set"
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class ResolvedAttack:
+    """Every setting that shapes an attack set, defaults filled in: what its key hashes."""
+
+    attack: str
+    algorithm_version: int
+    tol_attack: float
+    count: int
+    split: str
+    only_correct: bool
+    batch_size: int
+    seed: int
+    options: dict[str, Any]
+
+    @property
+    def spec(self) -> AttackSpec:
+        return ATTACKS.get(self.attack)
+
+    def attack_options(self) -> Any:
+        """The attack's own options object (e.g. a CWOptions)."""
+        return self.spec.options(**self.options)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def label(self) -> str:
+        return f"{self.attack}-tol{self.tol_attack:.0e}-n{self.count}"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResolvedAttack:
+        return cls(**data)
+
+
+@dataclass
+class AttackSettings:
+    """What to attack and how. ``tol_attack`` None means the model's tol_train;
+    ``options`` are the attack's own (see its options class), unset ones take its defaults."""
+
+    attack: str = "cw"
+    tol_attack: float | None = None
+    count: int = 100
+    split: str = "test"
+    only_correct: bool = True
+    batch_size: int = 100
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        spec = ATTACKS.get(self.attack)
+        for name in ("count", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.tol_attack is not None and self.tol_attack <= 0:
+            raise ConfigError(f"tol_attack must be positive, got {self.tol_attack}")
+        if self.split not in SPLITS:
+            raise unknown_name_error("split", self.split, SPLITS)
+        self.options = {key: value for key, value in self.options.items() if value is not None}
+        spec.resolve_options(self.options)  # unknown or bad options fail here
+
+    @classmethod
+    def with_overrides(cls, **overrides: Any) -> AttackSettings:
+        """Settings from keyword overrides: None keeps the default; names that are not
+        settings of every attack (steps, kappa, eps, ...) go to ``options``."""
+        common = {item.name for item in fields(cls)} - {"options"}
+        chosen = {name: value for name, value in overrides.items() if value is not None}
+        options = {name: value for name, value in chosen.items() if name not in common}
+        return cls(**{name: value for name, value in chosen.items() if name in common}, options=options)
+
+    def resolve(self, tol_train: float) -> ResolvedAttack:
+        spec = ATTACKS.get(self.attack)
+        return ResolvedAttack(
+            attack=self.attack,
+            algorithm_version=spec.version,
+            tol_attack=float(self.tol_attack if self.tol_attack is not None else tol_train),
+            count=self.count,
+            split=self.split,
+            only_correct=self.only_correct,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            options=spec.resolve_options(self.options),
+        )
+
+
+BATCH_FIELDS = (
+    "clean",
+    "adversarial",
+    "labels",
+    "clean_predictions",
+    "predictions",
+    "success",
+    "margin",
+    "l2",
+    "adversarial_8bit",
+    "success_8bit",
+    "margin_8bit",
+    "grid_method",
+)
+
+
+@dataclass
+class AttackSet:
+    """The attacked images of one attack set, one row each (see the module docstring)."""
+
+    settings: ResolvedAttack
+    indices: torch.Tensor
+    clean: torch.Tensor
+    adversarial: torch.Tensor
+    labels: torch.Tensor
+    clean_predictions: torch.Tensor
+    predictions: torch.Tensor
+    success: torch.Tensor
+    margin: torch.Tensor
+    l2: torch.Tensor
+    adversarial_8bit: torch.Tensor
+    success_8bit: torch.Tensor
+    margin_8bit: torch.Tensor
+    grid_method: torch.Tensor
+    seconds: float
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def dims(self) -> int:
+        """Values per image (d in MSE = ||delta||^2 / d)."""
+        return self.clean[0].numel() if len(self.clean) else 1
+
+    def l2_8bit(self) -> torch.Tensor:
+        """L2 distance of each 8-bit adversarial (clean where the attack failed) from its image."""
+        return (self.adversarial_8bit.float() / 255 - self.clean).flatten(1).norm(dim=1)
+
+    def successful_8bit_images(self) -> torch.Tensor:
+        """The adversarials that succeed on the 8-bit grid, as floats in [0, 1]."""
+        return self.adversarial_8bit[self.success_8bit].float() / 255
+
+    @classmethod
+    def from_batches(cls, settings: ResolvedAttack, indices: torch.Tensor, batches: list[dict[str, Any]]) -> AttackSet:
+        """Join the batches saved while attacking (dicts of BATCH_FIELDS and ``seconds``)."""
+        joined = {name: torch.cat([batch[name] for batch in batches]) for name in BATCH_FIELDS}
+        seconds = float(sum(batch["seconds"] for batch in batches))
+        return cls(settings=settings, indices=indices, seconds=seconds, **joined)
+
+    def payload(self) -> dict[str, Any]:
+        tensors = {name: getattr(self, name) for name in BATCH_FIELDS}
+        return {"indices": self.indices, "seconds": self.seconds, **tensors}
+
+    @classmethod
+    def from_payload(cls, settings: ResolvedAttack, payload: dict[str, Any]) -> AttackSet:
+        tensors = {name: payload[name] for name in (*BATCH_FIELDS, "indices")}
+        return cls(settings=settings, seconds=float(payload["seconds"]), **tensors)
+
+
+def attack_set_result(registry: Registry, model: str, settings: ResolvedAttack) -> StoredResult:
+    """Where the attack set that ``settings`` describe lives for ``model``."""
+    return ResultStore(registry, model).result(KIND, settings.as_dict(), settings.label())
+
+
+def read_attack_set(stored: StoredResult) -> AttackSet | None:
+    """The attack set saved at ``stored``, or None when there is none (yet)."""
+    payload = stored.load_tensors()
+    if payload is None:
+        return None
+    return AttackSet.from_payload(ResolvedAttack.from_dict(stored.settings), payload)
+
+
+def load_attack_set(registry: Registry, model: str, key: str) -> AttackSet:
+    """A saved attack set of ``model`` by its key (the ``set`` of an attack report)."""
+    stored = ResultStore(registry, model).find(KIND, key)
+    attack_set = read_attack_set(stored)
+    if attack_set is None:
+        raise ConfigError(f"attack set {key!r} of {model!r} is not complete yet; run the attack again to finish it")
+    return attack_set
+
+
+def perturbation_stats(l2: torch.Tensor, mask: torch.Tensor, dims: int) -> dict[str, float | None]:
+    """Mean and median L2 and mean MSE (||delta||^2 / d) over the samples in ``mask``."""
+    chosen = l2[mask]
+    if len(chosen) == 0:
+        return {"mean_l2": None, "median_l2": None, "mean_mse": None}
+    return {
+        "mean_l2": float(chosen.mean()),
+        "median_l2": float(chosen.median()),
+        "mean_mse": float((chosen.square() / dims).mean()),
+    }
+
+
+def margin_stats(margin: torch.Tensor, mask: torch.Tensor, suffix: str) -> dict[str, float | None]:
+    """Median and 90th percentile of |margin| over the samples in ``mask``."""
+    chosen = margin[mask].abs().float()
+    if len(chosen) == 0:
+        return {f"median_abs_margin{suffix}": None, f"p90_abs_margin{suffix}": None}
+    return {
+        f"median_abs_margin{suffix}": float(chosen.median()),
+        f"p90_abs_margin{suffix}": float(torch.quantile(chosen, 0.9)),
+    }
+
+
+@dataclass
+class AttackReport:
+    model: str
+    attack: str
+    tol_attack: float
+    count: int
+    success_rate: float
+    mean_l2: float | None
+    median_l2: float | None
+    mean_mse: float | None
+    success_rate_8bit: float
+    mean_l2_8bit: float | None
+    kept_by_rounding: int
+    kept_by_outward_rounding: int
+    lost_on_8bit_grid: int
+    median_abs_margin: float | None
+    p90_abs_margin: float | None
+    median_abs_margin_8bit: float | None
+    p90_abs_margin_8bit: float | None
+    seconds: float
+    set: str
+    path: str
+    reused: bool = False
+    exported_to: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: bool) -> AttackReport:
+    """The report of an attack set: success and perturbation, as floats and on the 8-bit grid."""
+    count = len(attack_set)
+    success, success_8bit = attack_set.success, attack_set.success_8bit
+    l2_8bit = attack_set.l2_8bit()
+    method = attack_set.grid_method
+    return AttackReport(
+        model=model,
+        attack=attack_set.settings.attack,
+        tol_attack=attack_set.settings.tol_attack,
+        count=count,
+        success_rate=float(success.float().mean()) if count else 0.0,
+        **perturbation_stats(attack_set.l2, success, attack_set.dims),
+        success_rate_8bit=float(success_8bit.float().mean()) if count else 0.0,
+        mean_l2_8bit=perturbation_stats(l2_8bit, success_8bit, attack_set.dims)["mean_l2"],
+        kept_by_rounding=int((method == 1).sum()),
+        kept_by_outward_rounding=int((method == 2).sum()),
+        lost_on_8bit_grid=int((success & ~success_8bit).sum()),
+        **margin_stats(attack_set.margin, success, ""),
+        **margin_stats(attack_set.margin_8bit, success_8bit, "_8bit"),
+        seconds=attack_set.seconds,
+        set=stored.key,
+        path=str(stored.folder),
+        reused=reused,
+        settings=attack_set.settings.as_dict(),
+    )
+
+
+def export_pngs(attack_set: AttackSet, directory: Path) -> None:
+    """``pristine/`` and ``adversarial/`` PNGs named by index and label (8-bit successes only)."""
+    pristine, adversarial = directory / "pristine", directory / "adversarial"
+    for folder in (pristine, adversarial):
+        folder.mkdir(parents=True, exist_ok=True)
+    clean_levels = (attack_set.clean * 255).round().to(torch.uint8)
+    rows = zip(attack_set.indices.tolist(), attack_set.labels.tolist(), strict=True)
+    for position, (index, label) in enumerate(rows):
+        name = f"{index:05d}_label{label}.png"
+        save_png(clean_levels[position], pristine / name)
+        if bool(attack_set.success_8bit[position]):
+            save_png(attack_set.adversarial_8bit[position], adversarial / name)

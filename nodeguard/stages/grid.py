@@ -1,0 +1,126 @@
+"""The tau_train x tau_attack x tau_test grid: attack each model at each tau_attack, judge at each tau_test.
+
+Models trained at different tau_train each give one table: one attack set per
+(model, tau_attack), made by the attack stage and reused from the result store, and one
+cell per tau_test holding the share of the attacked images whose adversarial is
+misclassified when classified alone at tau_test, with the mean L2 of those adversarials.
+Cells are cached one by one as in :mod:`nodeguard.stages.sweep`: an identical grid computes
+nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nodeguard.errors import ConfigError
+from nodeguard.models.loading import load_model
+from nodeguard.progress import Progress, SilentProgress
+from nodeguard.stages.sweep import CellCounts, SweepSettings, attack_cell, decoupled_cell
+from nodeguard.storage.registry import Registry
+
+
+@dataclass
+class GridSettings:
+    """The grid's axes and attack: ``tol_attacks`` (rows) and ``tols`` (tau_test, columns)."""
+
+    tol_attacks: tuple[float, ...]
+    tols: tuple[float, ...]
+    attack: str = "cw"
+    count: int = 100
+    attack_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tol_attacks or any(tol <= 0 for tol in self.tol_attacks):
+            raise ConfigError("--tol-attack takes positive tolerances, like 1e-3,1e-1")
+        self.tol_attacks = tuple(float(tol) for tol in self.tol_attacks)
+        # the column axis, the attack name and its options are checked as a sweep's are
+        self.sweep = SweepSettings(
+            tols=self.tols, attack=self.attack, count=self.count, attack_options=self.attack_options
+        )
+        self.tols = self.sweep.tols
+
+
+@dataclass
+class GridReport:
+    models: list[dict[str, Any]]
+    tol_attacks: list[float]
+    tols: list[float]
+    attack: str
+    count: int
+    grid: list[dict[str, Any]]
+    cells_computed: int = 0
+    cells_reused: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_grid(
+    settings: GridSettings,
+    models: list[str],
+    registry: Registry | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> GridReport:
+    """One cell per (model, tau_attack, tau_test): success rate and mean L2 of the adversarials."""
+    registry = registry or Registry()
+    progress = progress or SilentProgress()
+    if not models:
+        raise ConfigError("--models needs at least one model name")
+    if len(set(models)) != len(models):
+        raise ConfigError(f"--models names a model twice: {','.join(models)}")
+    loaded_models = [load_model(name, registry=registry, device=device) for name in models]
+    for loaded in loaded_models:
+        if not loaded.model.has_solver:
+            raise ConfigError(f"{loaded.name} has no solver tolerance; the grid needs ODE models")
+    counts = CellCounts()
+    rows_per_model = len(settings.tol_attacks)
+    task = progress.task("grid rows", len(loaded_models) * rows_per_model)
+    grid, described = [], []
+    for loaded in loaded_models:
+        described.append({"model": loaded.name, "tol_train": loaded.tol_train, "dataset": loaded.dataset})
+        for tol_attack in settings.tol_attacks:
+            made, attack_set = attack_cell(loaded, registry, counts, settings.sweep, tol_attack, progress)
+            for tol_test in settings.tols:
+                cell = decoupled_cell(loaded, registry, counts, attack_set, made["set"], tol_test)
+                grid.append(
+                    {
+                        "model": loaded.name,
+                        "tol_train": loaded.tol_train,
+                        "tol_attack": tol_attack,
+                        "tol_test": tol_test,
+                        "success_rate": cell["success_rate"],
+                        "mean_l2": cell["mean_l2"],
+                        "set": made["set"],
+                    }
+                )
+            task.advance(1)
+    task.close()
+    if counts.computed == 0:
+        progress.log(f"all {counts.reused} cells came from the cache; nothing was recomputed")
+    return GridReport(
+        models=described,
+        tol_attacks=list(settings.tol_attacks),
+        tols=list(settings.tols),
+        attack=settings.attack,
+        count=settings.count,
+        grid=grid,
+        cells_computed=counts.computed,
+        cells_reused=counts.reused,
+    )
+
+
+def grid_table(report: dict[str, Any], model: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of one model's grid: tau_attack down, tau_test across, "success% / L2" cells."""
+    cells = {(cell["tol_attack"], cell["tol_test"]): cell for cell in report["grid"] if cell["model"] == model}
+    header = ["tau_attack \\ tau_test"] + [f"{tol:g}" for tol in report["tols"]]
+    body = []
+    for tol_attack in report["tol_attacks"]:
+        row = [f"{tol_attack:g}"]
+        for tol_test in report["tols"]:
+            cell = cells[(tol_attack, tol_test)]
+            l2 = "-" if cell["mean_l2"] is None else f"{cell['mean_l2']:.2f}"
+            row.append(f"{100 * cell['success_rate']:.0f}% / {l2}")
+        body.append(row)
+    return header, body

@@ -1,0 +1,180 @@
+"""ROC of tolerance randomization: pristine images positive, adversarials negative.
+
+For each number of votes V the score of an image is v_agree, and an image is accepted
+when v_agree > v_min; sweeping v_min from 0 to V traces the ROC curve (TPR: pristine
+accepted, FPR: adversarials accepted). The votes are drawn once for the largest V; the
+first V of an image's draws are a valid draw of V (see :mod:`nodeguard.defense.randomization`), so
+every curve comes from the same pass. Votes are kept in the model's result store per
+(images, tolerance range, seed, largest V): :mod:`nodeguard.defense.votes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nodeguard.defense.randomization import DefenseSettings, Votes
+from nodeguard.defense.votes import stored_votes
+from nodeguard.errors import ConfigError
+from nodeguard.models.loading import load_model
+from nodeguard.progress import Progress, SilentProgress
+from nodeguard.runtime.distributed import current_ranks
+from nodeguard.stages.attack import make_attack_set
+from nodeguard.stages.attack_sets import AttackSettings
+from nodeguard.storage.registry import Registry
+
+ACCEPT_LEVELS = (0.90, 0.95)
+DEFENSE_DEFAULTS = DefenseSettings()
+
+
+@dataclass
+class RocSettings:
+    votes: tuple[int, ...] = (5, 10, 15, 20)
+    count: int = 200
+    tol_low: float = DEFENSE_DEFAULTS.tol_low
+    tol_high: float = DEFENSE_DEFAULTS.tol_high
+    seed: int = DEFENSE_DEFAULTS.seed
+    batch_size: int = DEFENSE_DEFAULTS.batch_size
+    attack: str = "cw"
+    attack_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.votes or min(self.votes) < 1:
+            raise ConfigError("--votes takes positive integers, like 5,10,15,20")
+        self.votes = tuple(sorted(set(int(v) for v in self.votes)))
+        self.defense()  # checks the tolerance range and batch size
+        self.attack_settings()  # an unknown attack option fails before anything runs
+
+    def defense(self) -> DefenseSettings:
+        """The defense that draws the votes: the largest V, every draw kept."""
+        return DefenseSettings(
+            votes=max(self.votes),
+            vmin=0,
+            tol_low=self.tol_low,
+            tol_high=self.tol_high,
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )
+
+    def attack_settings(self) -> AttackSettings:
+        """The attack set (at tol_attack = tol_train) whose adversarials are the negatives."""
+        return AttackSettings.with_overrides(attack=self.attack, count=self.count, **self.attack_options)
+
+
+@dataclass
+class RocCurve:
+    votes: int
+    auc: float
+    points: list[dict[str, float]]
+    rejected_at_90_accept: float | None
+    vmin_at_90_accept: int | None
+    rejected_at_95_accept: float | None
+    vmin_at_95_accept: int | None
+
+
+def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -> RocCurve:
+    """ROC and AUC (scikit-learn) of v_agree scores; one point per v_min in 0..V."""
+    if len(pristine) == 0 or len(adversarial) == 0:
+        raise ConfigError("the ROC needs pristine images and at least one successful adversarial")
+    from sklearn.metrics import auc, roc_curve  # here: importing scikit-learn takes half a second
+
+    labels = np.concatenate([np.ones(len(pristine)), np.zeros(len(adversarial))])
+    scores = np.concatenate([pristine, adversarial]).astype(float)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    points = []
+    for vmin in range(votes + 1):
+        points.append(
+            {
+                "vmin": vmin,
+                "tpr": float(np.mean(pristine > vmin)),
+                "fpr": float(np.mean(adversarial > vmin)),
+            }
+        )
+    found: dict[float, tuple[float | None, int | None]] = {}
+    for level in ACCEPT_LEVELS:
+        usable = [p for p in points if p["tpr"] >= level]
+        best = max(usable, key=lambda p: (1 - p["fpr"], p["tpr"])) if usable else None
+        found[level] = (1 - best["fpr"], best["vmin"]) if best else (None, None)
+    return RocCurve(
+        votes=votes,
+        auc=float(auc(fpr, tpr)),
+        points=points,
+        rejected_at_90_accept=found[0.90][0],
+        vmin_at_90_accept=found[0.90][1],
+        rejected_at_95_accept=found[0.95][0],
+        vmin_at_95_accept=found[0.95][1],
+    )
+
+
+@dataclass
+class RocReport:
+    model: str
+    set: str
+    pristine: int
+    adversarial: int
+    tol_range: list[float]
+    seed: int
+    curves: list[dict[str, Any]]
+    votes_reused: bool
+    adversarials_used: str = ""
+    median_abs_margin_8bit: float | None = None
+    p90_abs_margin_8bit: float | None = None
+    plot: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_roc(
+    settings: RocSettings,
+    model: str | None = None,
+    registry: Registry | None = None,
+    device: str = "auto",
+    plot: str | Path | None = None,
+    progress: Progress | None = None,
+) -> RocReport:
+    """ROC curves of the defense for each V on the model's attack set (made if missing)."""
+    registry = registry or Registry()
+    progress = progress or SilentProgress()
+    loaded = load_model(model, registry=registry, device=device)
+    attack_set, report = make_attack_set(settings.attack_settings(), loaded, registry, progress=progress)
+    pristine = attack_set.clean
+    adversarial = attack_set.successful_8bit_images()
+    defense = settings.defense()
+    predictions, found = {}, []
+    for name, images in (("pristine", pristine), ("adversarial", adversarial)):
+        predictions[name], reused_group = stored_votes(registry, loaded, defense, images, name, progress)
+        found.append(reused_group)
+    reused = all(found)
+    num_classes = loaded.num_classes
+    curves = []
+    for votes in settings.votes:
+        pristine_scores = Votes(predictions["pristine"], torch.empty(0), num_classes).v_agree(votes).numpy()
+        adversarial_scores = Votes(predictions["adversarial"], torch.empty(0), num_classes).v_agree(votes).numpy()
+        curves.append(asdict(roc_from_scores(pristine_scores, adversarial_scores, votes)))
+    result = RocReport(
+        model=loaded.name,
+        set=report.set,
+        pristine=len(pristine),
+        adversarial=len(adversarial),
+        tol_range=[settings.tol_low, settings.tol_high],
+        seed=settings.seed,
+        curves=curves,
+        votes_reused=reused,
+        adversarials_used=(
+            f"the {len(adversarial)} successful 8-bit adversarials of {report.attack} attack set {report.set} "
+            f"(tol_attack {report.tol_attack:g})"
+        ),
+        median_abs_margin_8bit=report.median_abs_margin_8bit,
+        p90_abs_margin_8bit=report.p90_abs_margin_8bit,
+    )
+    if plot is not None and current_ranks().is_main:
+        from nodeguard.reporting.plots import plot_roc
+
+        plot_roc(result, Path(plot))
+        result.plot = str(plot)
+    return result

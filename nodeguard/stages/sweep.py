@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nodeguard.data.datasets import ImageSplit, load_dataset
+from nodeguard.errors import ConfigError
+from nodeguard.models.evaluation import predict_sharded
+from nodeguard.models.loading import LoadedModel, load_model
+from nodeguard.progress import Progress, SilentProgress
+from nodeguard.runtime.distributed import current_ranks
+from nodeguard.stages.attack import make_attack_set
+from nodeguard.stages.attack_sets import AttackSet, AttackSettings, perturbation_stats
+from nodeguard.storage.registry import Registry
+from nodeguard.storage.results import ResultStore
+
+DEFAULT_TOLS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+CELL_KIND = "sweep_cell"
+
+
+@dataclass
+class SweepSettings:
+    tols: tuple[float, ...] = DEFAULT_TOLS
+    attack: str | None = None
+    count: int = 100
+    tol_attack: float | None = None
+    test_limit: int | None = None
+    attack_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tols or any(tol <= 0 for tol in self.tols):
+            raise ConfigError("tolerances must be positive numbers")
+        if self.tol_attack is not None and self.attack is None:
+            raise ConfigError("--tol-attack needs an attack (--attack cw)")
+        self.tols = tuple(float(tol) for tol in self.tols)
+        if self.attack is not None:
+            self.attack_settings(None)  # an unknown attack or option fails before any cell is computed
+
+    def attack_settings(self, tol_attack: float | None) -> AttackSettings:
+        return AttackSettings.with_overrides(
+            attack=self.attack, tol_attack=tol_attack, count=self.count, **self.attack_options
+        )
+
+
+@dataclass
+class SweepReport:
+    model: str
+    dataset: str
+    rows: list[dict[str, Any]]
+    baseline: dict[str, Any] | None
+    attack: str | None
+    tol_attack: float | None
+    count: int | None
+    cells_computed: int = 0
+    cells_reused: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CellCounts:
+    """How many cells a sweep computed and how many it found in the result store."""
+
+    computed: int = 0
+    reused: int = 0
+
+    def count(self, reused: bool) -> None:
+        if reused:
+            self.reused += 1
+        else:
+            self.computed += 1
+
+
+def cached_cell(
+    loaded: LoadedModel,
+    registry: Registry,
+    counts: CellCounts,
+    settings: dict[str, Any],
+    compute: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """A table cell of ``loaded`` from its result store, or computed and saved there."""
+    stored = ResultStore(registry, loaded.name).result(CELL_KIND, settings, settings["cell"])
+    values = stored.load_json()
+    reused = values is not None
+    if not reused:
+        values = compute()
+        if current_ranks().is_main:
+            stored.save_json(values)
+    counts.count(reused)
+    return values
+
+
+def lazy_test_split(loaded: LoadedModel, test_limit: int | None) -> Callable[[], ImageSplit]:
+    """The model's test split, loaded on first use only (a fully cached sweep reads no data)."""
+    return functools.cache(lambda: load_dataset(loaded.dataset).test.subset(test_limit))
+
+
+def error_cell(
+    loaded: LoadedModel,
+    registry: Registry,
+    counts: CellCounts,
+    tol: float | None,
+    test_limit: int | None,
+    test_split: Callable[[], ImageSplit],
+) -> dict[str, Any]:
+    """Error and mean NFE per image on the test split at ``tol`` (None: the model has no solver).
+
+    ``test_split`` is the model's lazily loaded split (:func:`lazy_test_split`), shared by
+    all its cells so the data is read once per model.
+    """
+    settings = {"cell": "error", "tol": tol, "split": "test", "test_limit": test_limit}
+
+    def compute() -> dict[str, Any]:
+        test = test_split()
+        predictions, nfe = predict_sharded(loaded.model, test.float_images(), tol)
+        return {
+            "error": float((predictions != test.labels).float().mean()),
+            "nfe": float(nfe.float().mean()),
+            "images": len(test),
+        }
+
+    return cached_cell(loaded, registry, counts, settings, compute)
+
+
+def attack_cell(
+    loaded: LoadedModel,
+    registry: Registry,
+    counts: CellCounts,
+    settings: SweepSettings,
+    tol_attack: float | None,
+    progress: Progress,
+) -> tuple[dict[str, Any], AttackSet]:
+    """The attack at ``tol_attack`` (None: the model's tol_train): its cell and its attack set."""
+    attack_set, report = make_attack_set(settings.attack_settings(tol_attack), loaded, registry, progress=progress)
+    counts.count(report.reused)
+    cell = {"success_rate": report.success_rate, "mean_l2": report.mean_l2, "mean_mse": report.mean_mse}
+    return {**cell, "set": report.set}, attack_set
+
+
+def decoupled_cell(
+    loaded: LoadedModel,
+    registry: Registry,
+    counts: CellCounts,
+    attack_set: AttackSet,
+    set_key: str,
+    tol_test: float,
+) -> dict[str, Any]:
+    """Share of attacked images whose adversarial (made at tol_attack) is misclassified at ``tol_test``."""
+    settings = {"cell": "decoupled", "set": set_key, "tol_test": tol_test}
+
+    def compute() -> dict[str, Any]:
+        predictions, _ = predict_sharded(loaded.model, attack_set.adversarial, tol_test)
+        fooled = attack_set.success & (predictions != attack_set.labels)
+        stats = perturbation_stats(attack_set.l2, fooled, attack_set.dims)
+        return {
+            "success_rate": float(fooled.float().mean()),
+            "mean_l2": stats["mean_l2"],
+            "mean_mse": stats["mean_mse"],
+        }
+
+    return cached_cell(loaded, registry, counts, settings, compute)
+
+
+def run_sweep(
+    settings: SweepSettings,
+    model: str | None = None,
+    baseline: str | None = None,
+    registry: Registry | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> SweepReport:
+    """Fill the table for ``model`` (and the ``baseline`` column), reusing cached cells."""
+    registry = registry or Registry()
+    progress = progress or SilentProgress()
+    loaded = load_model(model, registry=registry, device=device)
+    if not loaded.model.has_solver:
+        raise ConfigError(f"{loaded.name} has no solver tolerance to sweep; pass an ODE model with --model")
+    counts = CellCounts()
+    cells_per_tol = 1 + (settings.attack is not None)
+    task = progress.task("sweep cells", len(settings.tols) * cells_per_tol + (settings.attack is not None))
+
+    decoupled = None
+    if settings.attack is not None and settings.tol_attack is not None:
+        decoupled_row, decoupled_set = attack_cell(loaded, registry, counts, settings, settings.tol_attack, progress)
+        decoupled = (decoupled_set, decoupled_row["set"])
+        task.advance(1)
+
+    test_split = lazy_test_split(loaded, settings.test_limit)
+    rows = []
+    for tol in settings.tols:
+        row: dict[str, Any] = {"tol": tol, **error_cell(loaded, registry, counts, tol, settings.test_limit, test_split)}
+        task.advance(1)
+        if settings.attack is not None:
+            if decoupled is not None:
+                row.update(decoupled_cell(loaded, registry, counts, *decoupled, tol))
+            else:
+                row.update(attack_cell(loaded, registry, counts, settings, tol, progress)[0])
+            task.advance(1)
+        rows.append(row)
+
+    baseline_row = None
+    if baseline is not None:
+        base = load_model(baseline, registry=registry, device=device)
+        base_split = lazy_test_split(base, settings.test_limit)
+        baseline_row = {
+            "model": base.name,
+            **error_cell(base, registry, counts, None, settings.test_limit, base_split),
+        }
+        if settings.attack is not None:
+            baseline_row.update(attack_cell(base, registry, counts, settings, None, progress)[0])
+    task.close()
+    if counts.computed == 0:
+        progress.log(f"all {counts.reused} cells came from the cache; nothing was recomputed")
+    return SweepReport(
+        model=loaded.name,
+        dataset=loaded.dataset,
+        rows=rows,
+        baseline=baseline_row,
+        attack=settings.attack,
+        tol_attack=settings.tol_attack,
+        count=settings.count if settings.attack else None,
+        cells_computed=counts.computed,
+        cells_reused=counts.reused,
+    )

@@ -1,0 +1,299 @@
+"""The model registry and checkpoint cache that every command shares.
+
+Layout under the cache root (see :func:`nodeguard.paths.cache_root`)::
+
+    index.json            one entry per model, read by ``nodeguard models``
+    index.json.lock       serialises writers of the index across processes
+    models/NAME/
+        config.yaml       what the model is and how it was trained
+        checkpoint.pt     weights (and, while training, optimizer state), weights_only-safe
+        metrics.json      final metrics
+        history.json      one entry per finished epoch
+        .busy.lock        held while the model is being trained
+        results/          attack sets, sweep cells and votes (see :mod:`nodeguard.storage.results`)
+
+:class:`Registry` owns every file and lock name of a model folder; other modules ask it
+for paths. Writes are atomic (:mod:`nodeguard.storage.files`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from filelock import FileLock, Timeout
+
+from nodeguard.errors import ModelNotFoundError, RegistryError
+from nodeguard.paths import cache_root
+from nodeguard.runtime.distributed import current_ranks
+from nodeguard.storage.files import atomic_write_json, atomic_write_text, load_tagged, read_json, save_tagged
+
+INDEX_FILE = "index.json"
+MODELS_FOLDER = "models"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
+RESULTS_FOLDER = "results"
+BUSY_LOCK_FILE = ".busy.lock"
+INDEX_LOCK_TIMEOUT_S = 60.0
+VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class ModelEntry:
+    """One line of the index."""
+
+    name: str
+    arch: str
+    dataset: str
+    status: str  # "training" or "ready"
+    epochs_done: int = 0
+    epochs: int = 0
+    test_error: float | None = None
+    created: str = ""
+    updated: str = ""
+    updated_ts: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "dataset": self.dataset,
+            "status": self.status,
+            "epochs_done": self.epochs_done,
+            "epochs": self.epochs,
+            "test_error": self.test_error,
+            "created": self.created,
+            "updated": self.updated,
+            "updated_ts": self.updated_ts,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelEntry:
+        known = {key: data[key] for key in cls.__dataclass_fields__ if key in data and key != "extra"}
+        extra = {key: value for key, value in data.items() if key not in cls.__dataclass_fields__}
+        return cls(**known, extra=extra)
+
+
+class Registry:
+    """Models under one cache root: their folders, files and the shared index."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None):
+        self.root = Path(root).expanduser() if root is not None else cache_root()
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def index_path(self) -> Path:
+        return self.root / INDEX_FILE
+
+    @property
+    def models_path(self) -> Path:
+        return self.root / MODELS_FOLDER
+
+    def model_dir(self, name: str) -> Path:
+        """The folder of model ``name`` (the name is checked, never used as a path as is)."""
+        if not VALID_NAME.match(name or ""):
+            raise RegistryError(f"invalid model name {name!r}: use letters, digits, '.', '_', '+' or '-' (at most 100)")
+        return self.models_path / name
+
+    # -- index -------------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the index lock (across processes) for a read-modify-write."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.index_path) + ".lock", timeout=INDEX_LOCK_TIMEOUT_S)
+        try:
+            with lock:
+                yield
+        except Timeout:
+            raise RegistryError(
+                f"the registry index {self.index_path} stayed locked for {INDEX_LOCK_TIMEOUT_S:.0f} s"
+            ) from None
+
+    def _read_index_unlocked(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+            models = data["models"]
+            if not isinstance(models, dict):
+                raise TypeError("models is not a mapping")
+            return models
+        except FileNotFoundError:
+            return self._rebuild_index_unlocked() if self.models_path.is_dir() else {}
+        except (ValueError, KeyError, TypeError):
+            return self._rebuild_index_unlocked()
+
+    def _rebuild_index_unlocked(self) -> dict[str, dict[str, Any]]:
+        """Recreate the index from the model folders (a damaged or missing index)."""
+        models: dict[str, dict[str, Any]] = {}
+        for folder in sorted(self.models_path.glob("*")) if self.models_path.is_dir() else []:
+            config_path = folder / CONFIG_FILE
+            if not config_path.is_file():
+                continue
+            try:
+                config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+                metrics = json.loads((folder / METRICS_FILE).read_text()) if (folder / METRICS_FILE).is_file() else {}
+            except (OSError, ValueError, yaml.YAMLError):
+                continue
+            model = config.get("model", {})
+            models[folder.name] = ModelEntry(
+                name=folder.name,
+                arch=str(model.get("arch", "?")),
+                dataset=str(config.get("dataset", "?")),
+                status="ready" if metrics else "training",
+                epochs_done=int(metrics.get("epochs", 0)),
+                epochs=int(config.get("training", {}).get("epochs", 0)),
+                test_error=metrics.get("test_error"),
+                created=str(config.get("created", "")),
+                updated=now_iso(),
+                updated_ts=folder.stat().st_mtime,
+            ).to_dict()
+        if current_ranks().is_main:  # in a sharded job only rank 0 writes the index
+            self._write_index_unlocked(models)
+        return models
+
+    def _write_index_unlocked(self, models: dict[str, dict[str, Any]]) -> None:
+        atomic_write_json(self.index_path, {"version": 1, "models": models})
+
+    def entries(self) -> list[ModelEntry]:
+        """All models, most recently updated first."""
+        with self.locked():
+            models = self._read_index_unlocked()
+        entries = [ModelEntry.from_dict(data) for data in models.values()]
+        return sorted(entries, key=lambda entry: entry.updated_ts, reverse=True)
+
+    def get(self, name: str) -> ModelEntry:
+        with self.locked():
+            models = self._read_index_unlocked()
+        if name not in models:
+            known = ", ".join(sorted(models)) or "none yet; run `nodeguard train mnist5k`"
+            raise ModelNotFoundError(f"no model named {name!r} (registered: {known})")
+        return ModelEntry.from_dict(models[name])
+
+    def exists(self, name: str) -> bool:
+        with self.locked():
+            return name in self._read_index_unlocked()
+
+    def put(self, entry: ModelEntry) -> None:
+        """Insert or replace one entry (read-modify-write under the lock)."""
+        self.model_dir(entry.name)
+        entry.updated = now_iso()
+        entry.updated_ts = time.time()
+        with self.locked():
+            models = self._read_index_unlocked()
+            models[entry.name] = entry.to_dict()
+            self._write_index_unlocked(models)
+
+    def latest(self, ready_only: bool = True) -> str:
+        """Name of the most recently trained model (``--model``'s default)."""
+        for entry in self.entries():
+            if entry.status == "ready" or not ready_only:
+                return entry.name
+        raise ModelNotFoundError("no trained model yet; run `nodeguard train mnist5k` first")
+
+    def resolve(self, name: str | None) -> str:
+        """``name`` if given (and registered), else the most recently trained model."""
+        if name is None:
+            return self.latest()
+        self.get(name)
+        return name
+
+    def remove(self, name: str) -> None:
+        """Delete a model's folder and its index entry."""
+        folder = self.model_dir(name)
+        with self.locked():
+            models = self._read_index_unlocked()
+            if name not in models and not folder.exists():
+                raise ModelNotFoundError(f"no model named {name!r}")
+            models.pop(name, None)
+            shutil.rmtree(folder, ignore_errors=True)
+            self._write_index_unlocked(models)
+
+    # -- files in a model folder -------------------------------------------------------
+    def results_dir(self, name: str) -> Path:
+        """Where the stages keep the results they computed for model ``name``."""
+        return self.model_dir(name) / RESULTS_FOLDER
+
+    def write_config(self, name: str, config: dict[str, Any]) -> None:
+        atomic_write_text(self.model_dir(name) / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+
+    def read_config(self, name: str) -> dict[str, Any]:
+        path = self.model_dir(name) / CONFIG_FILE
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelNotFoundError(f"model {name!r} has no {CONFIG_FILE} in {path.parent}") from None
+        except yaml.YAMLError as exc:
+            raise RegistryError(f"{path} is damaged ({exc.__class__.__name__})") from None
+        if not isinstance(config, dict) or "model" not in config:
+            raise RegistryError(f"{path} is not a nodeguard model config")
+        return config
+
+    def write_json(self, name: str, filename: str, obj: Any) -> None:
+        atomic_write_json(self.model_dir(name) / filename, obj)
+
+    def read_json(self, name: str, filename: str, default: Any = None) -> Any:
+        return read_json(self.model_dir(name) / filename, default)
+
+    def write_checkpoint(self, name: str, payload: dict[str, Any]) -> None:
+        save_tagged(self.model_dir(name) / CHECKPOINT_FILE, "checkpoint", payload)
+
+    def read_checkpoint(self, name: str) -> dict[str, Any]:
+        return load_tagged(self.model_dir(name) / CHECKPOINT_FILE, expected_kind="checkpoint")
+
+    def has_checkpoint(self, name: str) -> bool:
+        return (self.model_dir(name) / CHECKPOINT_FILE).is_file()
+
+    def clear(self, name: str) -> None:
+        """Delete everything in a model's folder but its busy lock (``--restart``)."""
+        folder = self.model_dir(name)
+        if not folder.is_dir():
+            return
+        for child in folder.iterdir():
+            if child.name != BUSY_LOCK_FILE:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def discard_unfinished(self, name: str) -> None:
+        """Forget a model that never finished an epoch: its folder and its index entry.
+
+        Used when a training run fails before its first checkpoint, so that nothing it
+        wrote blocks the next run of the same name.
+        """
+        if self.has_checkpoint(name):
+            return
+        with self.locked():
+            models = self._read_index_unlocked()
+            if models.pop(name, None) is not None:
+                self._write_index_unlocked(models)
+        shutil.rmtree(self.model_dir(name), ignore_errors=True)
+
+    @contextmanager
+    def exclusive(self, name: str, purpose: str = "trained") -> Iterator[None]:
+        """Hold a per-model lock so that two processes do not write one model at once."""
+        folder = self.model_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / BUSY_LOCK_FILE), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RegistryError(f"model {name!r} is being {purpose} by another process") from None
+        try:
+            yield
+        finally:
+            lock.release()

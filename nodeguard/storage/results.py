@@ -1,0 +1,148 @@
+"""One keyed result store for every stage: settings -> one stable key -> verified load, atomic save, reuse.
+
+Attack sets, sweep cells and votes (and whatever later stages compute) are saved per
+model, each in a folder of its own::
+
+    models/NAME/results/KIND/LABEL-DIGEST/
+        result.pt | result.json   the result, with the settings that made it inside
+        .lock                     held while a process computes this result
+        ...                       the stage's own extra files (partial work, a summary)
+
+KIND names the stage ("attack_set", "sweep_cell", "votes"); DIGEST is the first 16 hex
+digits of SHA-256 over the kind and the settings as canonical JSON, so the same settings
+always find the same folder; LABEL is only there for people reading the folder. A result
+is read back only when the settings stored inside it equal the ones asked for, so a
+result is never taken for another one; tensor results are loaded ``weights_only``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from nodeguard.errors import RegistryError
+from nodeguard.storage.files import atomic_write_json, load_tagged, read_json, save_tagged
+from nodeguard.storage.registry import Registry
+
+DIGEST_LENGTH = 16
+RESULT_TENSORS = "result.pt"
+RESULT_JSON = "result.json"
+LOCK_FILE = ".lock"
+
+
+def canonical_json(value: Any) -> str:
+    """The one text of a settings mapping that its key is computed from."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def settings_digest(kind: str, settings: Mapping[str, Any]) -> str:
+    text = canonical_json({"kind": kind, "settings": settings})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_LENGTH]
+
+
+def _normalised(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as they read back from JSON (tuples become lists), so comparisons hold."""
+    return json.loads(canonical_json(dict(settings)))
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One result's place in the store: where it lives and the settings it must carry."""
+
+    kind: str
+    settings: dict[str, Any]
+    key: str
+    folder: Path
+
+    def path(self, name: str) -> Path:
+        """A file of this result's folder (the stage's own extras, e.g. partial work)."""
+        return self.folder / name
+
+    # -- tensors ----------------------------------------------------------------------
+    def load_tensors(self) -> dict[str, Any] | None:
+        """The saved tensors, or None when absent or saved for other settings."""
+        path = self.folder / RESULT_TENSORS
+        if not path.is_file():
+            return None
+        payload = load_tagged(path, expected_kind=self.kind)
+        if payload.get("settings") != canonical_json(self.settings):
+            return None
+        return payload
+
+    def save_tensors(self, payload: dict[str, Any]) -> None:
+        save_tagged(self.folder / RESULT_TENSORS, self.kind, {**payload, "settings": canonical_json(self.settings)})
+
+    # -- JSON -------------------------------------------------------------------------
+    def load_json(self) -> Any | None:
+        """The saved values, or None when absent or saved for other settings."""
+        saved = read_json(self.folder / RESULT_JSON)
+        if not isinstance(saved, dict) or saved.get("kind") != self.kind or saved.get("settings") != self.settings:
+            return None
+        return saved["values"]
+
+    def save_json(self, values: Any) -> None:
+        atomic_write_json(self.folder / RESULT_JSON, {"kind": self.kind, "settings": self.settings, "values": values})
+
+    def json_or_compute(self, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        """(values, reused): the saved values, else ``compute()`` saved for next time."""
+        saved = self.load_json()
+        if saved is not None:
+            return saved, True
+        values = compute()
+        self.save_json(values)
+        return values, False
+
+    @contextmanager
+    def computing(self, rank: int = 0) -> Iterator[None]:
+        """Hold this result's lock (across processes) while computing it.
+
+        Other results of the same model, and other models, stay free. In a sharded job
+        rank 0 holds the result's lock and every other rank the lock of its own shard,
+        so the ranks of one job work side by side while a second job (or a lone
+        process) asking for the same result is refused.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank{rank}"
+        lock = FileLock(str(self.folder / name), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RegistryError(f"{self.kind} {self.key} is being computed by another process") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+class ResultStore:
+    """The results saved for one registered model."""
+
+    def __init__(self, registry: Registry, model: str):
+        self.registry, self.model = registry, model
+        self.root = registry.results_dir(model)
+
+    def result(self, kind: str, settings: Mapping[str, Any], label: str = "") -> StoredResult:
+        """Where the result of ``kind`` made with ``settings`` lives (whether or not it exists yet)."""
+        normalised = _normalised(settings)
+        digest = settings_digest(kind, normalised)
+        key = f"{label}-{digest}" if label else digest
+        return StoredResult(kind=kind, settings=normalised, key=key, folder=self.root / kind / key)
+
+    def find(self, kind: str, key: str) -> StoredResult:
+        """A saved result by its key, with the settings stored in it."""
+        folder = self.root / kind / key
+        payload_path = folder / RESULT_TENSORS
+        if payload_path.is_file():
+            settings = json.loads(load_tagged(payload_path, expected_kind=kind)["settings"])
+        elif (folder / RESULT_JSON).is_file():
+            settings = read_json(folder / RESULT_JSON)["settings"]
+        else:
+            raise RegistryError(f"no {kind} {key!r} saved for model {self.model!r}")
+        return StoredResult(kind=kind, settings=settings, key=key, folder=folder)
