@@ -56,7 +56,36 @@ def trained_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     config = tiny_config(filters=32, train_limit=1500, test_limit=200, epochs=3, batch_size=32, lr=5e-3, augment=False)
     train_model(config, name="tiny", registry=Registry(root), device="cpu")
+    check_blend_can_succeed(root)
     return root
+
+
+# Tests that need adversarials make them with the blend attack (nodeguard.attacks.blend),
+# which succeeds by construction, at any kappa below CONFIDENT_MARGIN - BLEND_CLEARANCE, on
+# every image of a batch that holds images of two labels each classified with a margin of
+# at least CONFIDENT_MARGIN: the other label's image is itself adversarial. These tests
+# attack the first FIRST_CORRECT correctly classified test digits (or more, in one batch);
+# a model of which that holds is what "trained" means here (the first test digits are of
+# seven classes), and the fixture checks it once.
+FIRST_CORRECT = 5
+CONFIDENT_MARGIN = 1.0
+
+
+def check_blend_can_succeed(root) -> None:
+    from nodeguard.data.datasets import load_dataset
+    from nodeguard.models.evaluation import margins_alone
+    from nodeguard.models.loading import load_model
+
+    model = load_model("tiny", registry=Registry(root), device="cpu").model
+    test = load_dataset("mnist5k").test
+    images, labels = test.float_images(slice(0, 40)), test.labels[:40]
+    margins = margins_alone(model, images, labels, 1e-3)[0]
+    first = (margins > 0).nonzero().squeeze(1)[:FIRST_CORRECT]
+    confident = {int(labels[i]) for i in first if margins[i] >= CONFIDENT_MARGIN}
+    assert len(first) == FIRST_CORRECT and len(confident) >= 2, (
+        f"the tiny model (NODEGUARD_TEST_SEED={TEST_SEED}) is not trained: among its first "
+        f"{FIRST_CORRECT} correctly classified test digits, labels {sorted(confident)} are confident"
+    )
 
 
 @pytest.fixture

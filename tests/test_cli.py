@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import typer
 from conftest import SEED_OPTION
 from typer.testing import CliRunner
 
@@ -74,10 +76,38 @@ def test_bad_input_is_one_line_without_traceback():
 
 
 def test_every_command_has_help():
-    for command in (["train"], ["attack"], ["sweep"], ["defend"], ["roc"], ["models"], ["models", "show"]):
+    commands = [[name] for name in sorted(command.name for command in typer.main.get_command(app).commands.values())]
+    assert ["security"] in commands and ["train"] in commands
+    for command in [*commands, ["models", "show"], ["models", "rm"]]:
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, command
         assert "--json" in result.stdout, command
+
+
+def test_train_help_states_the_default_recipes_settings(monkeypatch):
+    """The defaults `nodeguard train --help` prints are the default recipe's (and
+    TrainConfig's where no recipe sets them), the settings a bare `nodeguard train` uses."""
+    from nodeguard.training.recipes import resolve_training
+
+    monkeypatch.setenv("COLUMNS", "250")  # one line per option: help text is not wrapped
+    help_text = " ".join(runner.invoke(app, ["train", "--help"]).stdout.split())
+    config = resolve_training(None, None, None, {})[0]
+    for option, setting in (
+        ("--tol-train", "tol_train"),
+        ("--epochs", "epochs"),
+        ("--batch-size", "batch_size"),
+        ("--lr", "lr"),
+        ("--weight-decay", "weight_decay"),
+        ("--dropout", "dropout"),
+        ("--optimizer", "optimizer"),
+        ("--schedule", "schedule"),
+        ("--seed", "seed"),
+        ("--arch", "arch"),
+    ):
+        value = getattr(config, setting)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        assert re.search(rf"{option}\b[^│]*\[default: {re.escape(shown)}\]", help_text), (option, shown)
+    assert config.augment and "[default: on]" in help_text
 
 
 def test_debug_variable_lets_the_error_through_with_its_traceback(monkeypatch):

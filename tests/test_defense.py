@@ -78,8 +78,10 @@ def test_a_shared_step_sequence_cannot_be_each_samples_own():
 
     alone = [torchdiffeq_nfe(y0[i : i + 1]) for i in range(2)]
     assert alone[1] >= 6 * 18 > alone[0]  # at least 18 steps of 6 evaluations for the stiff one
-    shared = torchdiffeq_nfe(y0)  # one number for both: it cannot equal both of alone
-    assert shared != alone[0] or shared != alone[1]
+    # in one batch, the stability bound holds the shared steps to the stiff sample's pace,
+    # so the mild sample is solved on far more steps than it takes alone
+    shared = torchdiffeq_nfe(y0)
+    assert shared >= 6 * 18 > alone[0]
     solution = solve_per_sample(lambda t, y: func(t, y), y0, torch.full((2,), 1e-6, dtype=torch.float64))
     assert solution.nfe.tolist() == alone
     # global error of a few tolerances: 1.5e-6 on the stiff one here

@@ -22,17 +22,23 @@ from nodeguard.stages.security import SecuritySettings, choose_vmin, run_securit
 FAST = {"steps": 30, "binary_steps": 3}
 
 
-def test_cw_at_kappa_lands_at_minus_kappa(tiny_model, registry):
+@pytest.mark.parametrize(("attack", "options"), [("cw", FAST), ("blend", {})])
+def test_an_attack_at_kappa_lands_at_minus_kappa(tiny_model, registry, attack, options):
     """With confidence kappa, every refined adversarial's margin is -(kappa + slack) to
     within the bisection's resolution (2^-24 of the perturbation moves the margin by far
-    less than 1e-5), and its 8-bit version is at least that confident."""
+    less than 1e-5), and its 8-bit version is at least that confident. CW's successes
+    depend on the model's floats; blend succeeds on all 8 by construction (its targets
+    clear kappa 0.3: conftest.check_blend_can_succeed)."""
     kappa, epsilon = 0.3, 1e-5
     report = run_attack(
-        AttackSettings.with_overrides(count=8, batch_size=8, kappa=kappa, **FAST), model=tiny_model, device="cpu"
+        AttackSettings.with_overrides(attack=attack, count=8, batch_size=8, kappa=kappa, **options),
+        model=tiny_model,
+        device="cpu",
     )
     data = load_attack_set(registry, tiny_model, report.set)
     margins = data.margin[data.success]
-    assert len(margins) >= 1  # 2 of 8 on the tiny model here; the band is what is tested
+    if attack == "blend":
+        assert len(margins) == 8
     target = -(kappa + MARGIN_SLACK)
     assert (margins <= target).all() and (margins >= target - epsilon).all(), margins
     assert (data.margin_8bit[data.success_8bit] <= target).all()
@@ -107,15 +113,24 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     assert sum("reusing it" in message for message in progress.messages) == 4
     check_report(reseeded.to_dict(), attackers=4)
 
-    # roc --attack eot-cw takes its negatives from the same eot-cw attack set, and its votes
+    # roc --attack eot-cw finds the very eot-cw attack set that security made (or, where
+    # that set holds no adversarial on this model's floats, says the ROC has no negatives)
+    eot_set = data["points"][2]["set"]
+    roc_progress = RecordingProgress()
     roc_settings = RocSettings(votes=(5,), count=6, attack="eot-cw", attack_options={**FAST, "draws": 2})
-    if data["points"][2]["success_rate"] == 0:  # the tiny model's floats decide; both paths are real
-        with pytest.raises(ConfigError, match="at least one successful adversarial"):
-            run_roc(roc_settings, model=tiny_model, device="cpu")
-        return
-    roc = run_roc(roc_settings, model=tiny_model, device="cpu")
-    assert data["points"][2]["set"] in roc.adversarials_used and "eot-cw" in roc.adversarials_used
-    assert roc.votes_reused  # votes are stored by image content: security already voted on these
+    try:
+        roc = run_roc(roc_settings, model=tiny_model, device="cpu", progress=roc_progress)
+        assert roc.set == eot_set and eot_set in roc.adversarials_used
+    except ConfigError as error:
+        assert data["points"][2]["success_rate"] == 0 and "at least one successful adversarial" in str(error)
+    assert any(f"attack set {eot_set} already exists" in message for message in roc_progress.messages)
+    # votes are stored by image content: the ROC's pristine digits are security's, voted once
+    roc_progress = RecordingProgress()
+    blend = run_roc(
+        RocSettings(votes=(5,), count=6, attack="blend"), model=tiny_model, device="cpu", progress=roc_progress
+    )
+    assert blend.adversarial == 6
+    assert any("6 pristine images found in the cache" in message for message in roc_progress.messages)
 
 
 def test_choose_vmin_and_bad_settings():

@@ -29,6 +29,7 @@ Options (defaults): ``eps`` (L2 budget, 1.5), ``steps`` (100), ``eot_iter`` (20)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ def wrong_votes(model: RandomTolerance, images: torch.Tensor, labels: torch.Tens
 
 
 def run_apgd_rand(model: nn.Module, options: APGDRandOptions, images: torch.Tensor, labels: torch.Tensor, seed: int):
-    classifier = model.model if isinstance(model, PinnedTolerance) else model
+    classifier = model.model if isinstance(model, PinnedTolerance) else cast(ImageClassifier, model)
     randomized = RandomTolerance(classifier, options.tol_low, options.tol_high, attacker_generator(seed)).eval()
     candidates = []
     with torch.random.fork_rng(devices=[]):

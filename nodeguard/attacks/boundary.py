@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from nodeguard.models.evaluation import classification_margin, logits_alone, margins_alone
+from nodeguard.models.networks import ImageClassifier
 
 # Margins are computed with each image solved alone, so they do not depend on the batch
 # beyond float rounding: on odenet-mnist5k the logits of 100 digits solved in one batch and
@@ -61,7 +62,7 @@ def _rounded(clean: torch.Tensor, delta: torch.Tensor, scales: torch.Tensor) -> 
 
 
 def refine_floats(
-    model: torch.nn.Module,
+    model: ImageClassifier,
     tol: float,
     clean: torch.Tensor,
     adversarial: torch.Tensor,
@@ -85,7 +86,7 @@ def refine_floats(
 
 
 def finish_on_8bit_grid(
-    model: torch.nn.Module,
+    model: ImageClassifier,
     tol: float,
     clean: torch.Tensor,
     adversarial: torch.Tensor,
@@ -141,7 +142,7 @@ def finish_on_8bit_grid(
     return result.to(torch.uint8), method > 0, method
 
 
-def _margin_gradient(model: torch.nn.Module, tol: float, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _margin_gradient(model: ImageClassifier, tol: float, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """d margin / d pixel of each image alone at ``tol`` (pixels in [0, 1])."""
     images = images.clone().requires_grad_(True)
     with torch.enable_grad():
@@ -151,7 +152,7 @@ def _margin_gradient(model: torch.nn.Module, tol: float, images: torch.Tensor, l
 
 
 def tighten_on_grid(
-    model: torch.nn.Module,
+    model: ImageClassifier,
     tol: float,
     clean_levels: torch.Tensor,
     levels: torch.Tensor,

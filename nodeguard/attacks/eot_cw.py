@@ -35,6 +35,7 @@ range, 1e-5 and 1e-1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -111,7 +112,7 @@ def attacker_generator(seed: int) -> torch.Generator:
 
 def run_eot_cw(model: nn.Module, options: EOTCWOptions, images: torch.Tensor, labels: torch.Tensor, seed: int):
     """EOT-CW on the model under ``model`` (the stage's tol_attack is replaced by the draws)."""
-    classifier = model.model if isinstance(model, PinnedTolerance) else model
+    classifier = model.model if isinstance(model, PinnedTolerance) else cast(ImageClassifier, model)
     draws = ToleranceDraws(classifier, options.draws, options.tol_low, options.tol_high, attacker_generator(seed))
     cw_options = {name: getattr(options, name) for name in ("steps", "binary_steps", "initial_const", "lr", "kappa")}
     return EOTCarliniWagnerL2(draws.eval(), **cw_options)(images, labels)

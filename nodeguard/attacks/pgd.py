@@ -47,6 +47,7 @@ def make_pgd(model: nn.Module, norm: str = "linf", eps: float = 0.1, steps: int 
 
 def run_pgd(model: nn.Module, options: PGDOptions, images: torch.Tensor, labels: torch.Tensor, seed: int):
     """PGD with its random start drawn from ``seed`` (the global RNG is left untouched)."""
+    assert options.eps is not None  # __post_init__ filled in the norm's default
     attack = make_pgd(model, norm=options.norm, eps=options.eps, steps=options.steps)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from nodeguard.models.evaluation import classification_margin, logits_alone
+from nodeguard.models.networks import ImageClassifier
 
 __all__ = ["PinnedTolerance", "classification_margin"]
 
@@ -19,7 +20,7 @@ class PinnedTolerance(nn.Module):
     (``tol`` None means the model's own). Models without a solver run a plain forward.
     """
 
-    def __init__(self, model: nn.Module, tol: float | None):
+    def __init__(self, model: ImageClassifier, tol: float | None):
         super().__init__()
         self.model = model
         self.tol = None if tol is None else float(tol)

@@ -26,19 +26,18 @@ from nodeguard.stages.roc import RocReport, RocSettings, run_roc
 from nodeguard.storage.registry import Registry
 
 ROC = RocSettings()
+VOTES_DEFAULT = ",".join(str(votes) for votes in ROC.votes)
 
 
 def roc(
     model: ModelOption = None,
-    votes: Annotated[str, typer.Option("--votes", help="Numbers of votes V, one curve each.")] = ",".join(
-        str(v) for v in ROC.votes
-    ),
+    votes: Annotated[str, typer.Option("--votes", help="Numbers of votes V, one curve each.")] = VOTES_DEFAULT,
     count: Annotated[int, typer.Option("--count", help="Pristine test images (CW attacked at tol_train).")] = ROC.count,
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
     seed: SeedOption = ROC.seed,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the ROC picture to this PNG file.")] = None,
     attack: Annotated[
-        str, typer.Option("--attack", help="Attack whose adversarials are the negatives: cw or eot-cw.")
+        str, typer.Option("--attack", help="Attack whose adversarials are the negatives: cw, eot-cw or blend.")
     ] = ROC.attack,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Confidence of the attack (default 0).")] = None,
     draws: Annotated[int | None, typer.Option("--draws", help="eot-cw: tolerance draws per step (4).")] = None,

@@ -26,19 +26,20 @@ from nodeguard.stages.security import SecurityReport, SecuritySettings, run_secu
 from nodeguard.storage.registry import Registry
 
 SECURITY = SecuritySettings()
+KAPPAS_DEFAULT = ",".join(f"{kappa:g}" for kappa in SECURITY.kappas)
+AA_EPS_DEFAULT = ",".join(f"{eps:g}" for eps in SECURITY.autoattack_eps)
+EPS_DEFAULT = ",".join(f"{eps:g}" for eps in SECURITY.eps)
 
 
 def security(
     model: ModelOption = None,
     count: Annotated[int, typer.Option("--count", help="Test images attacked by every attacker.")] = SECURITY.count,
-    kappas: Annotated[str, typer.Option("--kappas", help="Confidences of the CW attackers.")] = ",".join(
-        f"{k:g}" for k in SECURITY.kappas
-    ),
+    kappas: Annotated[str, typer.Option("--kappas", help="Confidences of the CW attackers.")] = KAPPAS_DEFAULT,
     eot: Annotated[bool, typer.Option("--eot/--no-eot", help="Include EOT-CW (knows the range).")] = SECURITY.eot,
     draws: Annotated[int, typer.Option("--draws", help="EOT-CW: tolerance draws per step.")] = SECURITY.eot_draws,
     aa_eps: Annotated[
         str, typer.Option("--aa-eps", help="L2 budgets of AutoAttack-rand (apgd-rand); '' for none.")
-    ] = ",".join(f"{e:g}" for e in SECURITY.autoattack_eps),
+    ] = AA_EPS_DEFAULT,
     aa_steps: Annotated[
         int, typer.Option("--aa-steps", help="APGD iterations (the original's 100).")
     ] = SECURITY.autoattack_steps,
@@ -52,9 +53,7 @@ def security(
     ] = None,
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
     seed: SeedOption = SECURITY.seed,
-    eps: Annotated[str, typer.Option("--eps", help="L2 budgets of the robust-accuracy curve.")] = ",".join(
-        f"{e:g}" for e in SECURITY.eps
-    ),
+    eps: Annotated[str, typer.Option("--eps", help="L2 budgets of the robust-accuracy curve.")] = EPS_DEFAULT,
     steps: Annotated[int | None, typer.Option("--steps", help="Steps per search of every attacker.")] = None,
     binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="Searches over c.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the security picture to this PNG.")] = None,

@@ -21,6 +21,7 @@ from nodeguard.stages.sweep import SweepSettings, run_sweep
 from nodeguard.storage.registry import Registry
 
 SWEEP = SweepSettings()
+TOLS_DEFAULT = ",".join(f"{tol:g}" for tol in SWEEP.tols)
 
 
 def sweep(
@@ -33,9 +34,7 @@ def sweep(
             "each is attacked at every --tol-attack and judged at every --tols.",
         ),
     ] = None,
-    tols: Annotated[str, typer.Option("--tols", help="Tolerances tau, comma separated.")] = ",".join(
-        f"{tol:g}" for tol in SWEEP.tols
-    ),
+    tols: Annotated[str, typer.Option("--tols", help="Tolerances tau, comma separated.")] = TOLS_DEFAULT,
     baseline: Annotated[str | None, typer.Option("--baseline", help="A ResNet model for the reference column.")] = None,
     attack: Annotated[str | None, typer.Option("--attack", help="Also attack at each tau: cw or pgd.")] = None,
     count: Annotated[int, typer.Option("--count", help="Images attacked per cell.")] = SWEEP.count,

@@ -11,49 +11,68 @@ from rich.console import Console
 from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption, ThreadsOption
 from nodeguard.cli._output import Output
 from nodeguard.storage.registry import Registry
-from nodeguard.training.recipes import resolve_training
-from nodeguard.training.train import TrainResult, train_model
+from nodeguard.training.recipes import DEFAULT_RECIPE, resolve_training, shipped_recipe
+from nodeguard.training.train import TrainConfig, TrainResult, train_model
+
+# the defaults shown in --help are read from where they live: the default recipe, and
+# TrainConfig for what no recipe sets (tests/test_cli.py checks the help against both)
+RECIPE = shipped_recipe(DEFAULT_RECIPE)
+CONFIG = TrainConfig()
+
+
+def _default(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"[default: {value:g}]" if isinstance(value, float) else f"[default: {value}]"
 
 
 def train(
     dataset: Annotated[
-        str | None, typer.Argument(help="mnist5k (bundled, offline), mnist or cifar10 [default: mnist5k].")
+        str | None, typer.Argument(help=f"mnist5k (bundled, offline), mnist or cifar10 {_default(CONFIG.dataset)}.")
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option("--recipe", help="Shipped settings to start from: default or paper (WIFS'19) [default: default]."),
+        typer.Option(
+            "--recipe", help=f"Shipped settings to start from: default or paper (WIFS'19) {_default(DEFAULT_RECIPE)}."
+        ),
     ] = None,
     config_file: Annotated[
         Path | None,
         typer.Option("--config", help="A YAML file of training settings; options given here override it."),
     ] = None,
-    arch: Annotated[str | None, typer.Option("--arch", help="odenet or resnet [default: odenet].")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help=f"odenet or resnet {_default(CONFIG.arch)}.")] = None,
     tol_train: Annotated[
-        float | None, typer.Option("--tol-train", help="Solver tolerance while training [default: 1e-3].")
+        float | None,
+        typer.Option("--tol-train", help=f"Solver tolerance while training {_default(RECIPE['tol_train'])}."),
     ] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="[default: 12]")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="[default: 128]")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help=_default(RECIPE["epochs"]))] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help=_default(RECIPE["batch_size"]))] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", help="Learning rate (the one-cycle peak) [default: 3e-3].")
+        float | None, typer.Option("--lr", help=f"Learning rate (the one-cycle peak) {_default(RECIPE['lr'])}.")
     ] = None,
-    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="[default: 1e-4]")] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adamw, adam or sgd [default: adamw].")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help=_default(RECIPE["weight_decay"]))] = None,
+    optimizer: Annotated[
+        str | None, typer.Option("--optimizer", help=f"adamw, adam or sgd {_default(RECIPE['optimizer'])}.")
+    ] = None,
     schedule: Annotated[
-        str | None, typer.Option("--schedule", help="onecycle or constant [default: onecycle].")
+        str | None, typer.Option("--schedule", help=f"onecycle or constant {_default(RECIPE['schedule'])}.")
     ] = None,
     dropout: Annotated[
-        float | None, typer.Option("--dropout", help="Dropout before the classifier [default: 0].")
+        float | None, typer.Option("--dropout", help=f"Dropout before the classifier {_default(RECIPE['dropout'])}.")
     ] = None,
     filters: Annotated[int | None, typer.Option("--filters", help="Filters (default: 64, 256 for cifar10).")] = None,
     augment: Annotated[
         bool | None,
-        typer.Option("--augment/--no-augment", help="Random affine (digits) or crop/flip/jitter [default: on]."),
+        typer.Option(
+            "--augment/--no-augment",
+            help=f"Random affine (digits) or crop/flip/jitter [default: {_default(RECIPE['augment'])}].",
+        ),
     ] = None,
     train_limit: Annotated[
         int | None, typer.Option("--train-limit", help="Use only the first N training images.")
     ] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", help="Evaluate on the first N test images.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed [default: 0].")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=f"Random seed {_default(CONFIG.seed)}.")] = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Model name (default: {arch}-{dataset}).")] = None,

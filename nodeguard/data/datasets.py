@@ -17,6 +17,7 @@ import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ Loader = Callable[[Path, bool], tuple[ImageSplit, ImageSplit]]  # (data root, do
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
-DIGITS = {
+DIGITS: dict[str, Any] = {
     "channels": 1,
     "height": 28,
     "width": 28,

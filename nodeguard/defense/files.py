@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class DefendReport:
 
 
 def defend_paths(
-    paths: list[str | Path],
+    paths: Sequence[str | Path],
     settings: DefenseSettings,
     model: str | None = None,
     registry: Registry | None = None,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from nodeguard.errors import ConfigError
-from nodeguard.models.networks import ODENet
+from nodeguard.models.networks import ImageClassifier
 from nodeguard.progress import Progress, SilentProgress
 
 DEFAULT_TOL_RANGE = (1e-5, 1e-1)
@@ -101,7 +101,7 @@ def draw_tolerances(images: torch.Tensor, votes: int, low: float, high: float, s
 
 @torch.no_grad()
 def classify_at_tolerances(
-    model: ODENet,
+    model: ImageClassifier,
     images: torch.Tensor,
     tolerances: torch.Tensor,
     batch_size: int = 512,
@@ -136,7 +136,7 @@ def classify_at_tolerances(
 class ToleranceRandomization:
     """The defense around an ODE-Net: ``vote(images)`` gives the votes and verdicts."""
 
-    def __init__(self, model: ODENet, settings: DefenseSettings | None = None):
+    def __init__(self, model: ImageClassifier, settings: DefenseSettings | None = None):
         if not model.has_solver:
             raise ConfigError("tolerance randomization needs an ODE model (this one has no solver tolerance)")
         self.model = model

@@ -20,6 +20,9 @@ def group_norm(channels: int) -> nn.GroupNorm:
 class Normalize(nn.Module):
     """Per-channel normalisation kept inside the model, so inputs stay in [0, 1]."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))

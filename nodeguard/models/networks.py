@@ -68,6 +68,11 @@ class ImageClassifier(nn.Module):
     arch = "base"
     has_solver = False
 
+    @property
+    def last_nfe(self) -> int:
+        """Function evaluations of the latest forward pass (0: no solver)."""
+        return 0
+
     def __init__(
         self,
         in_channels: int,
@@ -176,7 +181,6 @@ class ResNet(ImageClassifier):
     ):
         super().__init__(in_channels, num_classes, filters, mean, std, dropout)
         self.blocks = nn.Sequential(*[ResBlock(filters, filters) for _ in range(blocks)])
-        self.last_nfe = 0
 
     def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
         return self.head(self.blocks(h))

@@ -102,7 +102,7 @@ def plot_security(report, path: Path) -> None:
 
 # The WIFS 2019 paper's table (tau_train = 1e-3, tau_attack = tau_test), in percent:
 # tau -> (error, CW success); and its ResNet. Drawn beside ours for the data set it used.
-PAPER = {
+PAPER: dict[str, dict[str, Any]] = {
     "mnist": {
         "label": "WIFS'19, full MNIST",
         "tau": {1e-4: (0.5, 99.7), 1e-3: (0.5, 90.7), 1e-2: (0.6, 74.4), 1e-1: (0.8, 71.6), 1.0: (1.2, 69.7)},

@@ -30,6 +30,7 @@ from nodeguard.data.datasets import ImageSplit, load_dataset
 from nodeguard.errors import ConfigError
 from nodeguard.models.evaluation import margins_alone, predict_per_sample, predict_sharded
 from nodeguard.models.loading import LoadedModel, load_model
+from nodeguard.models.networks import ImageClassifier
 from nodeguard.progress import Progress, SilentProgress
 from nodeguard.runtime.distributed import Ranks, all_gather, barrier, current_ranks
 from nodeguard.stages.attack_sets import (
@@ -51,12 +52,12 @@ PARTIAL_FILE = "partial.pt"
 SUMMARY_FILE = "summary.json"
 
 
-def classify_alone(model: torch.nn.Module, images: torch.Tensor, tol: float) -> torch.Tensor:
+def classify_alone(model: ImageClassifier, images: torch.Tensor, tol: float) -> torch.Tensor:
     """Predictions of each image solved on its own steps at ``tol``."""
     return predict_per_sample(model, images, tol=tol)[0]
 
 
-def select_samples(model: torch.nn.Module, split: ImageSplit, settings: ResolvedAttack) -> torch.Tensor:
+def select_samples(model: ImageClassifier, split: ImageSplit, settings: ResolvedAttack) -> torch.Tensor:
     """Indices of the first ``count`` images of the split (correctly classified ones, if asked).
 
     In a sharded job each rank classifies its share of every chunk of candidates; every

@@ -269,20 +269,27 @@ def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: b
     success, success_8bit = attack_set.success, attack_set.success_8bit
     l2_8bit = attack_set.l2_8bit()
     method = attack_set.grid_method
+    stats = perturbation_stats(attack_set.l2, success, attack_set.dims)
+    margins = margin_stats(attack_set.margin, success, "")
+    margins_8bit = margin_stats(attack_set.margin_8bit, success_8bit, "_8bit")
     return AttackReport(
         model=model,
         attack=attack_set.settings.attack,
         tol_attack=attack_set.settings.tol_attack,
         count=count,
         success_rate=float(success.float().mean()) if count else 0.0,
-        **perturbation_stats(attack_set.l2, success, attack_set.dims),
+        mean_l2=stats["mean_l2"],
+        median_l2=stats["median_l2"],
+        mean_mse=stats["mean_mse"],
         success_rate_8bit=float(success_8bit.float().mean()) if count else 0.0,
         mean_l2_8bit=perturbation_stats(l2_8bit, success_8bit, attack_set.dims)["mean_l2"],
         kept_by_rounding=int((method == 1).sum()),
         kept_by_outward_rounding=int((method == 2).sum()),
         lost_on_8bit_grid=int((success & ~success_8bit).sum()),
-        **margin_stats(attack_set.margin, success, ""),
-        **margin_stats(attack_set.margin_8bit, success_8bit, "_8bit"),
+        median_abs_margin=margins["median_abs_margin"],
+        p90_abs_margin=margins["p90_abs_margin"],
+        median_abs_margin_8bit=margins_8bit["median_abs_margin_8bit"],
+        p90_abs_margin_8bit=margins_8bit["p90_abs_margin_8bit"],
         seconds=attack_set.seconds,
         set=stored.key,
         path=str(stored.folder),

@@ -98,7 +98,7 @@ def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -
     for level in ACCEPT_LEVELS:
         usable = [p for p in points if p["tpr"] >= level]
         best = max(usable, key=lambda p: (1 - p["fpr"], p["tpr"])) if usable else None
-        found[level] = (1 - best["fpr"], best["vmin"]) if best else (None, None)
+        found[level] = (1 - best["fpr"], int(best["vmin"])) if best else (None, None)
     return RocCurve(
         votes=votes,
         auc=float(auc(fpr, tpr)),

@@ -90,6 +90,7 @@ def cached_cell(
         if current_ranks().is_main:
             stored.save_json(values)
     counts.count(reused)
+    assert values is not None
     return values
 
 

@@ -83,6 +83,12 @@ class TrainConfig:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def filter_count(self) -> int:
+        """``filters``, which ``__post_init__`` filled in with the data set's default if None."""
+        assert self.filters is not None
+        return self.filters
+
     @staticmethod
     def stored_settings(training: dict[str, Any]) -> dict[str, Any]:
         """A stored ``training`` section with the settings it predates filled in.
@@ -118,7 +124,9 @@ def seeded_model(config: TrainConfig) -> ImageClassifier:
     """A freshly initialised model whose weights depend only on ``config.seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return build_model(model_config(config.arch, config.dataset, config.filters, config.tol_train, config.dropout))
+        return build_model(
+            model_config(config.arch, config.dataset, config.filter_count, config.tol_train, config.dropout)
+        )
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -133,6 +141,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, steps_per_epoch:
     constant keeps ``lr`` throughout (the papers' "fixed").
     """
     parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
     elif config.optimizer == "adam":
@@ -263,7 +273,7 @@ def _train_locked(
     # settings of a run that never finished an epoch are not a model yet: they bind nothing
     stored = registry.read_config(name) if registry.has_checkpoint(name) else None
     stored_training = TrainConfig.stored_settings(stored.get("training", {})) if stored is not None else None
-    if stored is not None and stored_training != config.as_dict():
+    if stored_training is not None and stored_training != config.as_dict():
         changed = sorted(key for key in config.as_dict() if stored_training.get(key) != config.as_dict()[key])
         raise ConfigError(
             f"model {name!r} exists with other settings ({', '.join(changed)}); "
@@ -287,7 +297,9 @@ def _train_locked(
             {
                 "name": name,
                 "dataset": config.dataset,
-                "model": model_config(config.arch, config.dataset, config.filters, config.tol_train, config.dropout),
+                "model": model_config(
+                    config.arch, config.dataset, config.filter_count, config.tol_train, config.dropout
+                ),
                 "training": config.as_dict(),
                 **({"recipe": recipe} if recipe else {}),
                 "created": created,
@@ -295,7 +307,7 @@ def _train_locked(
             },
         )
     model = seeded_model(config).to(torch_device)
-    network = model
+    network: torch.nn.Module = model
     if ranks.sharded:
         from torch.nn.parallel import DistributedDataParallel
 

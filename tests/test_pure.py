@@ -1,0 +1,141 @@
+"""Model-free unit tests of the pure functions the stages are built from: no training, no solver."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodeguard.attacks.blend import BLEND_CLEARANCE, blend_targets
+from nodeguard.attacks.boundary import smallest_scale
+from nodeguard.reporting.tables import table_cells, to_markdown
+from nodeguard.runtime.distributed import Ranks
+from nodeguard.stages.attack import join_units, shard_units
+from nodeguard.stages.attack_sets import BATCH_FIELDS, AttackSettings, margin_stats, perturbation_stats
+from nodeguard.stages.grid import grid_table
+from nodeguard.stages.security import JudgedAttack, robust_accuracy_curve
+
+
+def resolved(attack: str, batch_size: int):
+    return AttackSettings.with_overrides(attack=attack, count=10, batch_size=batch_size).resolve(1e-3)
+
+
+@pytest.mark.parametrize("attack", ["cw", "pgd"])
+@pytest.mark.parametrize(("count", "world", "batch_size"), [(0, 1, 3), (7, 1, 3), (7, 2, 3), (10, 3, 2), (5, 8, 2)])
+def test_shard_units_cover_every_row_once(attack, count, world, batch_size):
+    settings = resolved(attack, batch_size)
+    units = [unit for rank in range(world) for unit in shard_units(count, settings, Ranks(rank, world))]
+    rows = [row for _, unit_rows in units for row in unit_rows]
+    assert sorted(rows) == list(range(count))
+    assert all(1 <= len(unit_rows) <= batch_size for _, unit_rows in units)
+    if attack == "pgd":  # draws per batch: one process's batches, kept whole, whatever the world
+        alone = shard_units(count, settings, Ranks(0, 1))
+        assert sorted(units) == sorted(alone)
+    elif count:  # per image: rank r attacks rows r, r + W, ...
+        assert [row for _, unit_rows in shard_units(count, settings, Ranks(0, world)) for row in unit_rows] == list(
+            range(0, count, world)
+        )
+
+
+def test_join_units_puts_rows_back_in_order():
+    def batch(rows):
+        values = torch.tensor(rows, dtype=torch.float32)
+        fields = {name: values.clone() for name in BATCH_FIELDS}
+        return {**fields, "seconds": 1.5}
+
+    units = {(0, (1, 3)): batch([1, 3]), (0, (0, 2)): batch([0, 2]), (1, (4,)): batch([4])}
+    joined = join_units(units)
+    for name in BATCH_FIELDS:
+        assert joined[name].tolist() == [0, 1, 2, 3, 4]
+    assert joined["seconds"] == 4.5
+
+
+def test_perturbation_and_margin_stats():
+    l2 = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    mask = torch.tensor([True, True, True, False])
+    stats = perturbation_stats(l2, mask, dims=4)
+    assert stats == {"mean_l2": 2.0, "median_l2": 2.0, "mean_mse": pytest.approx((1 + 4 + 9) / 3 / 4)}
+    assert perturbation_stats(l2, torch.zeros(4, dtype=torch.bool), 4) == {
+        "mean_l2": None,
+        "median_l2": None,
+        "mean_mse": None,
+    }
+    margins = torch.tensor([-0.1, -0.2, 0.3, -0.4, -1.0] + [-0.5] * 5)
+    stats = margin_stats(margins, margins < 0, "_8bit")
+    assert stats["median_abs_margin_8bit"] == pytest.approx(0.5)
+    assert stats["p90_abs_margin_8bit"] == pytest.approx(float(torch.quantile(margins[margins < 0].abs(), 0.9)))
+    assert margin_stats(margins, torch.zeros(10, dtype=torch.bool), "") == {
+        "median_abs_margin": None,
+        "p90_abs_margin": None,
+    }
+
+
+def test_smallest_scale_finds_each_rows_threshold():
+    thresholds = torch.tensor([0.0001, 0.25, 0.5, 0.999, 1.0], dtype=torch.float64)
+    scales = smallest_scale(lambda s: s >= thresholds, len(thresholds), steps=30)
+    assert (scales >= thresholds).all()  # always a scale where it held
+    assert (scales - thresholds).max() <= 2**-30
+    assert smallest_scale(lambda s: s >= thresholds, 5, steps=0).tolist() == [1.0] * 5
+
+
+def test_robust_accuracy_takes_the_best_attacker_per_image():
+    inf = float("inf")
+
+    def judged(l2, undefended, defended):
+        return JudgedAttack(
+            row=None,  # type: ignore[arg-type]  (not read by the curve)
+            l2=torch.tensor(l2),
+            fooled_undefended=torch.tensor(undefended),
+            fooled_defended=torch.tensor(defended),
+        )
+
+    first = judged([0.5, 2.0, inf, 1.0], [True, True, False, True], [False, True, False, True])
+    second = judged([1.5, 0.5, inf, 3.0], [True, True, False, True], [True, False, False, True])
+    pristine_ok = torch.tensor([True, True, True, False])
+    curve = robust_accuracy_curve([first, second], pristine_ok, (0.0, 1.0, 2.0, 5.0))
+    assert [point["robust_accuracy_undefended"] for point in curve] == [1.0, 0.25, 0.25, 0.25]
+    # defended: image 3 is rejected or wrong already (pristine_ok False); image 0 falls at
+    # 1.5 (second attacker), image 1 at 2.0 (first), image 2 never
+    assert [point["robust_accuracy_defended"] for point in curve] == [0.75, 0.75, 0.25, 0.25]
+    assert curve[0]["eps"] == 0.0 and len(curve) == 4
+
+
+def test_sweep_table_cells_and_markdown():
+    report = {
+        "baseline": {"model": "resnet", "error": 0.02},
+        "rows": [{"tol": 1e-3, "error": 0.025, "nfe": 20.0}, {"tol": 1.0, "error": 0.03, "nfe": 14.0}],
+    }
+    header, body = table_cells(report)
+    assert header == ["metric", "resnet", "tau=0.001", "tau=1"]
+    assert body == [["error %", "2.0", "2.5", "3.0"], ["mean NFE", "-", "20.0", "14.0"]]
+    assert to_markdown(report).splitlines()[2] == "| error % | 2.0 | 2.5 | 3.0 |"
+
+
+def test_grid_table_one_row_per_tau_attack():
+    cells = [
+        {"model": "m", "tol_attack": a, "tol_test": t, "success_rate": s, "mean_l2": l2}
+        for a, t, s, l2 in [
+            (1e-3, 1e-3, 1.0, 1.5),
+            (1e-3, 1e-1, 0.5, 1.25),
+            (1e-1, 1e-3, 0.0, None),
+            (1e-1, 1e-1, 1, 2),
+        ]
+    ]
+    report = {"grid": cells, "tols": [1e-3, 1e-1], "tol_attacks": [1e-3, 1e-1]}
+    header, body = grid_table(report, "m")
+    assert header == ["tau_attack \\ tau_test", "0.001", "0.1"]
+    assert body == [["0.001", "100% / 1.50", "50% / 1.25"], ["0.1", "0% / -", "100% / 2.00"]]
+
+
+def test_blend_targets_the_nearest_image_of_another_class():
+    images = torch.zeros(4, 1, 2, 2)
+    images[1] += 0.1  # near image 0
+    images[2] += 0.9
+    images[3] += 0.2
+    labels = torch.tensor([0, 0, 1, 1])
+    # logits: images 0, 1 confidently class 0; image 2 class 1; image 3 class 1 by less than the clearance
+    logits = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 3.0], [0.0, BLEND_CLEARANCE / 2]])
+    targets, found = blend_targets(logits, images, labels, kappa=0.0)
+    assert found.tolist() == [True, True, True, True]
+    assert targets.tolist() == [2, 2, 1, 1]  # image 3 is too close to the boundary to be a target
+    targets, found = blend_targets(logits, images, labels, kappa=5.0)
+    assert found.tolist() == [False] * 4 and targets.tolist() == [0, 1, 2, 3]
