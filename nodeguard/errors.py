@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class NodeguardError(Exception):
-    """Base class of every error meant for the user: its message is the whole story."""
+    """Base class of every error meant for the user: its message is the whole story.
+
+    A message names a setting by its library name in backticks (`` `tol_attack` ``); the
+    command line shows the option that sets it instead (``--tol-attack``:
+    :func:`nodeguard.cli._errors.with_flags`).
+    """
 
 
 class DataUnavailableError(NodeguardError):

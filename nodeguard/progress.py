@@ -53,3 +53,6 @@ class RecordingProgress:
 
     def log(self, message: str) -> None:
         self.messages.append(message)
+
+
+SILENT: Progress = SilentProgress()  # the default of every ``progress`` argument

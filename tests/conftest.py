@@ -68,7 +68,7 @@ def trained_root(tmp_path_factory):
 # a model of which that holds is what "trained" means here (the first test digits are of
 # seven classes), and the fixture checks it once.
 FIRST_CORRECT = 5
-CONFIDENT_MARGIN = 1.0
+CONFIDENT_MARGIN = 0.1  # the tiny model's median test margin is about 0.2 logits
 
 
 def check_blend_can_succeed(root) -> None:

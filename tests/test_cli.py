@@ -129,3 +129,12 @@ def test_cli_defaults_are_the_library_defaults():
         assert f"(default: {value})" in defend_help or f"[default: {value}]" in defend_help, value
     roc_help = runner.invoke(app, ["roc", "--help"], env={"COLUMNS": "200"}).stdout
     assert str(RocSettings().count) in roc_help
+
+
+def test_library_errors_name_settings_and_the_cli_shows_their_options():
+    from nodeguard.cli._errors import with_flags
+
+    assert with_flags("`tol_attack` needs an `attack`") == "--tol-attack needs an --attack"
+    assert with_flags("no attacker: give `kappas` or `autoattack_eps`") == "no attacker: give --kappas or --aa-eps"
+    result = runner.invoke(app, ["train", "mnist5k", "--threads", "0"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: --threads must be at least 1")

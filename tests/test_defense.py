@@ -156,7 +156,7 @@ def test_wrong_size_is_refused_unless_resize(tiny_model, tmp_path):
     big = torch.randint(0, 256, (1, 56, 56), dtype=torch.uint8)
     save_png(big, tmp_path / "big.png")
     report = defend_paths([tmp_path / "big.png"], DefenseSettings(votes=3, vmin=1), device="cpu")
-    assert report.images == [] and "pass --resize" in report.errors[0]["error"]
+    assert report.images == [] and "set `resize`" in report.errors[0]["error"]
     resized = defend_paths([tmp_path / "big.png"], DefenseSettings(votes=3, vmin=1), device="cpu", resize=True)
     assert len(resized.images) == 1 and resized.errors == []
 

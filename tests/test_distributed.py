@@ -145,7 +145,6 @@ def test_two_ranks_make_the_same_attack_set_and_roc_as_one_process(trained_root,
 
 def aucs_of_stored_votes(home: Path, set_key: str, votes: tuple[int, ...]) -> list[float]:
     """The AUC for each V of the pristine and adversarial votes stored in ``home``."""
-    from nodeguard.defense.randomization import Votes
     from nodeguard.defense.votes import stored_votes
     from nodeguard.stages.roc import RocSettings, roc_from_scores
 
@@ -155,9 +154,9 @@ def aucs_of_stored_votes(home: Path, set_key: str, votes: tuple[int, ...]) -> li
     defense = RocSettings(votes=votes, attack="blend").defense()
     scores = []
     for name, images in (("pristine", attack_set.clean), ("adversarial", attack_set.successful_8bit_images())):
-        predictions, found = stored_votes(registry, loaded, defense, images, name)
+        votes, found = stored_votes(loaded, defense, images, name)
         assert found
-        scores.append(Votes(predictions, torch.empty(0), loaded.num_classes))
+        scores.append(votes)
     return [roc_from_scores(scores[0].v_agree(v).numpy(), scores[1].v_agree(v).numpy(), v).auc for v in votes]
 
 

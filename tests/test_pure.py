@@ -92,11 +92,11 @@ def test_robust_accuracy_takes_the_best_attacker_per_image():
     second = judged([1.5, 0.5, inf, 3.0], [True, True, False, True], [True, False, False, True])
     pristine_ok = torch.tensor([True, True, True, False])
     curve = robust_accuracy_curve([first, second], pristine_ok, (0.0, 1.0, 2.0, 5.0))
-    assert [point["robust_accuracy_undefended"] for point in curve] == [1.0, 0.25, 0.25, 0.25]
+    assert [point.robust_accuracy_undefended for point in curve] == [1.0, 0.25, 0.25, 0.25]
     # defended: image 3 is rejected or wrong already (pristine_ok False); image 0 falls at
     # 1.5 (second attacker), image 1 at 2.0 (first), image 2 never
-    assert [point["robust_accuracy_defended"] for point in curve] == [0.75, 0.75, 0.25, 0.25]
-    assert curve[0]["eps"] == 0.0 and len(curve) == 4
+    assert [point.robust_accuracy_defended for point in curve] == [0.75, 0.75, 0.25, 0.25]
+    assert curve[0].eps == 0.0 and len(curve) == 4
 
 
 def test_sweep_table_cells_and_markdown():

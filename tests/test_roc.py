@@ -47,10 +47,10 @@ def test_roc_runs_the_attack_then_caches_the_votes(tiny_model, tmp_path):
     first = run_roc(settings, model=tiny_model, device="cpu", plot=tmp_path / "roc.png", progress=progress)
     assert any("running the attack" in message for message in progress.messages)
     assert not first.votes_reused and first.pristine == 6 and first.adversarial == 6
-    assert [curve["votes"] for curve in first.curves] == [3, 5]
+    assert [curve.votes for curve in first.curves] == [3, 5]
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for curve in first.curves:
-        assert 0.0 <= curve["auc"] <= 1.0 and len(curve["points"]) == curve["votes"] + 1
+        assert 0.0 <= curve.auc <= 1.0 and len(curve.points) == curve.votes + 1
 
     again_progress = RecordingProgress()
     again = run_roc(settings, model=tiny_model, device="cpu", progress=again_progress)
@@ -71,7 +71,7 @@ def test_smaller_v_curves_use_the_first_draws_of_the_largest(tiny_model):
     two = ToleranceRandomization(model, DefenseSettings(votes=2, vmin=0)).vote(pristine)
     expected_tpr = [float((two.v_agree() > vmin).float().mean()) for vmin in range(3)]
     curve_two = report.curves[0]
-    assert [point["tpr"] for point in curve_two["points"]] == pytest.approx(expected_tpr)
+    assert [point["tpr"] for point in curve_two.points] == pytest.approx(expected_tpr)
     six = ToleranceRandomization(model, DefenseSettings(votes=6, vmin=0)).vote(pristine)
     assert torch.equal(six.predictions[:, :2], two.predictions)
 

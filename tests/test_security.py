@@ -22,14 +22,14 @@ from nodeguard.stages.security import SecuritySettings, choose_vmin, run_securit
 FAST = {"steps": 30, "binary_steps": 3}
 
 
-@pytest.mark.parametrize(("attack", "options"), [("cw", FAST), ("blend", {})])
-def test_an_attack_at_kappa_lands_at_minus_kappa(tiny_model, registry, attack, options):
+@pytest.mark.parametrize(("attack", "kappa", "options"), [("cw", 0.3, FAST), ("blend", 0.05, {})])
+def test_an_attack_at_kappa_lands_at_minus_kappa(tiny_model, registry, attack, kappa, options):
     """With confidence kappa, every refined adversarial's margin is -(kappa + slack) to
     within the bisection's resolution (2^-24 of the perturbation moves the margin by far
     less than 1e-5), and its 8-bit version is at least that confident. CW's successes
     depend on the model's floats; blend succeeds on all 8 by construction (its targets
-    clear kappa 0.3: conftest.check_blend_can_succeed)."""
-    kappa, epsilon = 0.3, 1e-5
+    clear kappa 0.05: conftest.CONFIDENT_MARGIN)."""
+    epsilon = 1e-5
     report = run_attack(
         AttackSettings.with_overrides(attack=attack, count=8, batch_size=8, kappa=kappa, **options),
         model=tiny_model,
@@ -101,7 +101,7 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     )
     progress = RecordingProgress()
     again = run_security(settings, model=tiny_model, device="cpu", progress=progress)
-    assert again.reused and again.points == data["points"] and again.curve == data["curve"]
+    assert again.reused and again.to_dict()["points"] == data["points"] and again.to_dict()["curve"] == data["curve"]
 
     # another defense seed: new votes, but the very same attack sets (no attacker reads it)
     progress = RecordingProgress()
@@ -109,7 +109,7 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
         SecuritySettings(**{**settings.__dict__, "seed": 7}), model=tiny_model, device="cpu", progress=progress
     )
     assert not reseeded.reused
-    assert [p["set"] for p in reseeded.points] == [p["set"] for p in data["points"]]
+    assert [p.set for p in reseeded.points] == [p["set"] for p in data["points"]]
     assert sum("reusing it" in message for message in progress.messages) == 4
     check_report(reseeded.to_dict(), attackers=4)
 

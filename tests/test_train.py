@@ -59,7 +59,7 @@ def test_same_settings_again_reuse_the_model(registry):
 
 def test_other_settings_under_the_same_name_need_restart(registry):
     train_model(tiny_config(epochs=1), registry=registry)
-    with pytest.raises(ConfigError, match="lr.*--restart"):
+    with pytest.raises(ConfigError, match="lr.*`restart`"):
         train_model(tiny_config(epochs=1, lr=1e-2), registry=registry)
     result = train_model(tiny_config(epochs=1, lr=1e-2), registry=registry, restart=True)
     assert not result.reused

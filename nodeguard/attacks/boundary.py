@@ -18,11 +18,21 @@ order the margin's gradient suggests, as long as the margin stays at most -(kapp
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import IntEnum
 
 import torch
 
 from nodeguard.models.evaluation import classification_margin, logits_alone, margins_alone
 from nodeguard.models.networks import ImageClassifier
+
+
+class GridMethod(IntEnum):
+    """How an adversarial was put on the 8-bit grid (the ``grid_method`` of an attack set)."""
+
+    LOST = 0  # not adversarial on the grid, or not attempted (the attack failed)
+    ROUNDED = 1  # rounded at the smallest scale of its perturbation that stays adversarial
+    OUTWARD = 2  # every changed pixel rounded away from the original
+
 
 # Margins are computed with each image solved alone, so they do not depend on the batch
 # beyond float rounding: on odenet-mnist5k the logits of 100 digits solved in one batch and
@@ -105,11 +115,11 @@ def finish_on_8bit_grid(
     Other rows keep the clean image.
     """
     clean_levels = (clean * 255).round()
-    method = torch.zeros(len(clean), dtype=torch.long)
+    method = torch.full((len(clean),), GridMethod.LOST, dtype=torch.long)
     result = clean_levels.clone()
     rows = success.nonzero().squeeze(1)
     if len(rows) == 0:
-        return result.to(torch.uint8), method > 0, method
+        return result.to(torch.uint8), method != GridMethod.LOST, method
     row_clean, row_labels = clean[rows], labels[rows]
     delta = adversarial[rows] - row_clean
 
@@ -124,7 +134,7 @@ def finish_on_8bit_grid(
             lambda scales: adversarial_levels(_rounded(kept_clean, kept_delta, scales), kept_labels), len(kept), steps
         )
         result[kept] = _rounded(kept_clean, kept_delta, scales)
-        method[kept] = 1
+        method[kept] = GridMethod.ROUNDED
     retry = rows[~full]
     if len(retry):
         levels_delta = adversarial[retry] * 255 - clean_levels[retry]
@@ -133,13 +143,13 @@ def finish_on_8bit_grid(
         )
         kept_outward = adversarial_levels(outward, labels[retry])
         result[retry[kept_outward]] = outward[kept_outward]
-        method[retry[kept_outward]] = 2
+        method[retry[kept_outward]] = GridMethod.OUTWARD
     kept_rows = (method > 0).nonzero().squeeze(1)
     if tighten_rounds > 0 and len(kept_rows):
         result[kept_rows] = tighten_on_grid(
             model, tol, clean_levels[kept_rows], result[kept_rows], labels[kept_rows], target, tighten_rounds
         )
-    return result.to(torch.uint8), method > 0, method
+    return result.to(torch.uint8), method != GridMethod.LOST, method
 
 
 def _margin_gradient(model: ImageClassifier, tol: float, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ l2), step size 2.5 eps / steps, random start drawn from the attack set's seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torchattacks
@@ -16,8 +17,9 @@ from torch import nn
 from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
 from nodeguard.errors import ConfigError, unknown_name_error
 
-DEFAULT_EPS = {"linf": 0.1, "l2": 2.0}
-PGD_NORMS = tuple(DEFAULT_EPS)
+PGDNorm = Literal["linf", "l2"]
+PGD_NORMS: tuple[str, ...] = get_args(PGDNorm)
+DEFAULT_EPS: dict[str, float] = {"linf": 0.1, "l2": 2.0}
 
 
 @dataclass
@@ -25,7 +27,7 @@ class PGDOptions:
     """Options of ``nodeguard attack pgd``; ``eps`` None means the norm's default."""
 
     steps: int = 40
-    norm: str = "linf"
+    norm: PGDNorm = "linf"
     eps: float | None = None
 
     def __post_init__(self) -> None:
@@ -37,7 +39,7 @@ class PGDOptions:
             raise ConfigError(f"eps must be positive, got {self.eps}")
 
 
-def make_pgd(model: nn.Module, norm: str = "linf", eps: float = 0.1, steps: int = 40, alpha: float | None = None):
+def make_pgd(model: nn.Module, norm: PGDNorm = "linf", eps: float = 0.1, steps: int = 40, alpha: float | None = None):
     """A torchattacks PGD (``linf``) or PGDL2 (``l2``) with random start; alpha defaults to 2.5 eps / steps."""
     alpha = 2.5 * eps / steps if alpha is None else alpha
     if norm == "linf":

@@ -43,14 +43,22 @@ class AttackSpec:
     def option_names(self) -> tuple[str, ...]:
         return tuple(field.name for field in fields(self.options))
 
-    def resolve_options(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Every option of this attack, defaults filled in; an unknown option is an error."""
+    def build_options(self, overrides: dict[str, Any]) -> Any:
+        """The attack's options object (its checks run here, once), defaults filled in.
+
+        Raises:
+            ConfigError: an option this attack does not take, or a value it refuses.
+        """
         unknown = sorted(set(overrides) - set(self.option_names()))
         if unknown:
             raise ConfigError(
                 f"{self.name} takes no option {', '.join(unknown)}; its options: {', '.join(self.option_names())}"
             )
-        return asdict(self.options(**{key: value for key, value in overrides.items() if value is not None}))
+        return self.options(**{key: value for key, value in overrides.items() if value is not None})
+
+    def resolve_options(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Every option of this attack as a dict, defaults filled in (see :meth:`build_options`)."""
+        return asdict(self.build_options(overrides))
 
 
 ATTACKS: Catalog[AttackSpec] = Catalog("attack")

@@ -7,6 +7,7 @@ The root command group runs every command (sub-commands included) inside
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +24,25 @@ EXIT_INTERRUPTED = 130
 DEBUG_VARIABLE = "NODEGUARD_DEBUG"
 
 
+# a setting whose option is not its name with dashes ("tol_attack" -> "--tol-attack")
+SETTING_FLAGS = {
+    "tol_attacks": "--tol-attack",
+    "autoattack_eps": "--aa-eps",
+    "autoattack_steps": "--aa-steps",
+    "autoattack_eot_iter": "--aa-eot-iter",
+    "eot_draws": "--draws",
+    "tol_low": "--tol-range",
+    "tol_high": "--tol-range",
+    "eot": "--eot",
+}
+SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def with_flags(message: str) -> str:
+    """A library message as the command line says it: each `setting` becomes its option."""
+    return SETTING.sub(lambda match: SETTING_FLAGS.get(match[1], "--" + match[1].replace("_", "-")), message)
+
+
 def debugging() -> bool:
     return os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0")
 
@@ -36,7 +56,7 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except NodeguardError as exc:
-        Output().error(str(exc))
+        Output().error(with_flags(str(exc)))
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         Output().error("interrupted; finished work is saved, run the same command again to continue")

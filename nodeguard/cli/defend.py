@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nodeguard.cli._errors import with_flags
 from nodeguard.cli._options import (
     DEFENSE,
     TOL_RANGE_DEFAULT,
@@ -98,7 +99,7 @@ def render(console: Console, report: DefendReport) -> None:
         verdict = "[green]accepted[/green]" if image["accepted"] else "[red]rejected[/red]"
         table.add_row(image["path"], str(image["prediction"]), f"{image['v_agree']}/{report.votes}", verdict)
     for error in report.errors:
-        table.add_row(error["path"], "", "", f"[yellow]unreadable[/yellow]: {error['error']}")
+        table.add_row(error["path"], "", "", f"[yellow]unreadable[/yellow]: {with_flags(error['error'])}")
     console.print(table)
     console.print(
         f"accepted {report.accepted}, rejected {report.rejected}, unreadable {report.unreadable} "

@@ -82,12 +82,12 @@ def render(console: Console, report: RocReport) -> None:
         table.add_column(column, justify="right", no_wrap=True)
     for curve in report.curves:
         table.add_row(
-            str(curve["votes"]),
-            f"{curve['auc']:.3f}",
-            _share(curve["rejected_at_90_accept"]),
-            str(curve["vmin_at_90_accept"]),
-            _share(curve["rejected_at_95_accept"]),
-            str(curve["vmin_at_95_accept"]),
+            str(curve.votes),
+            f"{curve.auc:.3f}",
+            _share(curve.rejected_at_90_accept),
+            str(curve.vmin_at_90_accept),
+            _share(curve.rejected_at_95_accept),
+            str(curve.vmin_at_95_accept),
         )
     console.print(table)
     margins = "n/a" if report.median_abs_margin_8bit is None else f"{report.median_abs_margin_8bit:.2e}"

@@ -108,13 +108,13 @@ def render(console: Console, report: SecurityReport) -> None:
         table.add_column(column, justify="right", no_wrap=True)
     for point in report.points:
         table.add_row(
-            point["label"],
-            _fmt(point["mean_l2"], ".3f"),
-            _fmt(point["median_l2"], ".3f"),
-            f"{point['success_rate']:.1%}",
-            _fmt(point["rejected"], ".1%"),
-            f"{point['defended_success']:.1%}",
-            _fmt(point["median_abs_margin_8bit"], ".1e"),
+            point.label,
+            _fmt(point.mean_l2, ".3f"),
+            _fmt(point.median_l2, ".3f"),
+            f"{point.success_rate:.1%}",
+            _fmt(point.rejected, ".1%"),
+            f"{point.defended_success:.1%}",
+            _fmt(point.median_abs_margin_8bit, ".1e"),
         )
     console.print(table)
     console.print(
@@ -124,11 +124,11 @@ def render(console: Console, report: SecurityReport) -> None:
     curve = Table(title="robust accuracy against the L2 budget (best attacker per image)")
     for column in ("eps", "defended", "undefended"):
         curve.add_column(column, justify="right")
-    for point in report.curve:
+    for budget in report.curve:
         curve.add_row(
-            f"{point['eps']:g}",
-            f"{point['robust_accuracy_defended']:.1%}",
-            f"{point['robust_accuracy_undefended']:.1%}",
+            f"{budget.eps:g}",
+            f"{budget.robust_accuracy_defended:.1%}",
+            f"{budget.robust_accuracy_undefended:.1%}",
         )
     console.print(curve)
     console.print(

@@ -199,7 +199,7 @@ def load_mnist(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSpli
         except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError...
             raise DataUnavailableError(
                 f"MNIST is not in {root / 'MNIST' / 'raw'} and could not be downloaded ({exc.__class__.__name__}); "
-                f"put {', '.join(MNIST_FILES)} (or their .gz) there, pass --data-dir, "
+                f"put {', '.join(MNIST_FILES)} (or their .gz) there, give the `data_dir`, "
                 "or use the bundled 'mnist5k'"
             ) from None
         return ImageSplit(dataset.data.unsqueeze(1).contiguous(), dataset.targets.clone())
@@ -249,7 +249,7 @@ def load_cifar10(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSp
             raise DataUnavailableError(
                 f"CIFAR-10 is not in {folder} and could not be downloaded ({error or 'files missing'}); "
                 f"put the python batches ({', '.join(needed)}) there, or the archive "
-                f"cifar-10-python.tar.gz in {root}, pass --data-dir, or use the bundled 'mnist5k'"
+                f"cifar-10-python.tar.gz in {root}, give the `data_dir`, or use the bundled 'mnist5k'"
             )
     return read_cifar10_batches(folder, CIFAR10_TRAIN_FILES), read_cifar10_batches(folder, CIFAR10_TEST_FILES)
 

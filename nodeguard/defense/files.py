@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization
-from nodeguard.defense.votes import vote_sharded
+from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, vote_in_shares
 from nodeguard.models.loading import load_model
-from nodeguard.progress import Progress, SilentProgress
+from nodeguard.progress import SILENT, Progress
 from nodeguard.storage.images import find_images, load_image_files
 from nodeguard.storage.registry import Registry
 
@@ -41,10 +40,9 @@ def defend_paths(
     registry: Registry | None = None,
     device: str = "auto",
     resize: bool = False,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
 ) -> DefendReport:
     """Vote on every image under ``paths``; unreadable files are reported, not fatal."""
-    progress = progress or SilentProgress()
     started = time.perf_counter()
     files = find_images([Path(p) for p in paths])
     loaded = load_model(model, registry=registry, device=device)
@@ -62,7 +60,7 @@ def defend_paths(
     )
     if len(good):
         progress.log(f"voting on {len(good)} images with {settings.votes} tolerances each")
-        votes = vote_sharded(defense, images, progress=progress)
+        votes = vote_in_shares(defense, images, progress=progress)
         predictions, v_agree = votes.prediction(), votes.v_agree()
         accepted = votes.accepted(settings.vmin)
         for position, path in enumerate(good):

@@ -24,7 +24,8 @@ import torch
 
 from nodeguard.errors import ConfigError
 from nodeguard.models.networks import ImageClassifier
-from nodeguard.progress import Progress, SilentProgress
+from nodeguard.progress import SILENT, Progress
+from nodeguard.runtime.distributed import map_shares
 
 DEFAULT_TOL_RANGE = (1e-5, 1e-1)
 
@@ -105,10 +106,9 @@ def classify_at_tolerances(
     images: torch.Tensor,
     tolerances: torch.Tensor,
     batch_size: int = 512,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
 ) -> torch.Tensor:
     """(N, V) predictions: image n solved at tolerances[n, v], each pair on its own steps."""
-    progress = progress or SilentProgress()
     model.eval()
     device = next(model.parameters()).device
     count, votes = tolerances.shape
@@ -146,10 +146,26 @@ class ToleranceRandomization:
     def num_classes(self) -> int:
         return self.model.num_classes
 
-    def vote(self, images: torch.Tensor, votes: int | None = None, progress: Progress | None = None) -> Votes:
+    def vote(self, images: torch.Tensor, votes: int | None = None, progress: Progress = SILENT) -> Votes:
         """Votes of float images (N, C, H, W) in [0, 1]."""
         s = self.settings
         votes = votes or s.votes
         tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed)
         predictions = classify_at_tolerances(self.model, images, tolerances, s.batch_size, progress)
         return Votes(predictions, tolerances, self.num_classes)
+
+
+def vote_in_shares(defense: ToleranceRandomization, images: torch.Tensor, progress: Progress = SILENT) -> Votes:
+    """``defense.vote(images)``; in a sharded job each rank votes on its own contiguous
+    share and every rank gets all the votes, in order.
+
+    An image's tolerances are drawn from its own pixels and each (image, tolerance) pair
+    is solved on its own steps, so the votes do not depend on how the images are split.
+    """
+
+    def vote(rows: range) -> tuple[torch.Tensor, torch.Tensor]:
+        votes = defense.vote(images[rows.start : rows.stop], progress=progress)
+        return votes.predictions, votes.tolerances
+
+    predictions, tolerances = map_shares(len(images), vote)
+    return Votes(predictions, tolerances, defense.num_classes)

@@ -12,12 +12,15 @@ import hashlib
 
 import torch
 
-from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, Votes
+from nodeguard.defense.randomization import (
+    DefenseSettings,
+    ToleranceRandomization,
+    Votes,
+    draw_tolerances,
+    vote_in_shares,
+)
 from nodeguard.models.loading import LoadedModel
-from nodeguard.progress import Progress, SilentProgress
-from nodeguard.runtime.distributed import all_gather, current_ranks, share
-from nodeguard.storage.registry import Registry
-from nodeguard.storage.results import ResultStore
+from nodeguard.progress import SILENT, Progress
 
 VOTES_KIND = "votes"
 
@@ -31,16 +34,28 @@ def images_digest(images: torch.Tensor) -> str:
 
 
 def stored_votes(
-    registry: Registry,
     loaded: LoadedModel,
     defense: DefenseSettings,
     images: torch.Tensor,
     label: str,
-    progress: Progress | None = None,
-) -> tuple[torch.Tensor, bool]:
-    """(N, defense.votes) predictions of ``images``, from the store or computed and saved;
-    the flag says whether they were found."""
-    progress = progress or SilentProgress()
+    progress: Progress = SILENT,
+) -> tuple[Votes, bool]:
+    """The defense's votes on ``images``, from the store or computed (in shares, under a
+    sharded job) and saved.
+
+    Args:
+        loaded: the model voting (an ODE model).
+        defense: its tolerance range, seed and number of votes V.
+        images: (N, C, H, W) float images in [0, 1].
+        label: what the images are, for the log only ("pristine", "cw-adversarial").
+
+    Returns:
+        (votes, found): the (N, V) votes, and whether they were found in the store.
+
+    Raises:
+        ConfigError: the model has no solver tolerance.
+        RegistryError: another process is computing the same votes.
+    """
     identity = {
         "images_sha256": images_digest(images),
         "count": len(images),
@@ -51,33 +66,16 @@ def stored_votes(
     }
     # the folder's label holds nothing but the identity, so any stage asking for the votes
     # of the same images finds them; ``label`` only names the images in the log
-    stored = ResultStore(registry, loaded.name).result(VOTES_KIND, identity, f"n{len(images)}-v{defense.votes}")
-    saved = stored.load_tensors()
-    if saved is not None:
+    stored = loaded.results().result(VOTES_KIND, identity, f"n{len(images)}-v{defense.votes}")
+    randomization = ToleranceRandomization(loaded.model, defense)
+
+    def vote() -> dict[str, torch.Tensor]:
+        progress.log(f"voting on {len(images)} {label} images with {defense.votes} tolerances each")
+        return {"predictions": vote_in_shares(randomization, images, progress).predictions}
+
+    saved, found = stored.tensors_or_compute(vote)
+    if found:
         progress.log(f"votes on the {len(images)} {label} images found in the cache; nothing to solve")
-        return saved["predictions"], True
-    progress.log(f"voting on {len(images)} {label} images with {defense.votes} tolerances each")
-    predictions = vote_sharded(ToleranceRandomization(loaded.model, defense), images, progress).predictions
-    if current_ranks().is_main:
-        stored.save_tensors({"predictions": predictions})
-    return predictions, False
-
-
-def vote_sharded(defense: ToleranceRandomization, images: torch.Tensor, progress: Progress | None = None) -> Votes:
-    """The defense's votes on ``images``; under a sharded job each rank votes on its own
-    contiguous share and every rank gets all the votes, in order.
-
-    An image's tolerances are drawn from its own pixels and each (image, tolerance) pair
-    is solved on its own steps, so the votes do not depend on how the images are split.
-    """
-    ranks = current_ranks()
-    if not ranks.sharded:
-        return defense.vote(images, progress=progress)
-    mine = share(len(images), ranks)
-    votes = defense.vote(images[mine.start : mine.stop], progress=progress)
-    parts = all_gather((votes.predictions, votes.tolerances))
-    return Votes(
-        torch.cat([predictions for predictions, _ in parts]),
-        torch.cat([tolerances for _, tolerances in parts]),
-        defense.num_classes,
-    )
+    # the tolerances are the image's own draws (reproducible): recomputed, not stored
+    tolerances = draw_tolerances(images, defense.votes, defense.tol_low, defense.tol_high, defense.seed)
+    return Votes(saved["predictions"], tolerances, randomization.num_classes), found

@@ -9,8 +9,8 @@ from torch import nn
 
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.models.networks import ImageClassifier
-from nodeguard.progress import Progress, SilentProgress
-from nodeguard.runtime.distributed import all_gather, current_ranks, share
+from nodeguard.progress import SILENT, Progress
+from nodeguard.runtime.distributed import map_shares
 
 
 @dataclass
@@ -37,14 +37,13 @@ def evaluate(
     tol: float | None = None,
     batch_size: int = 500,
     device: torch.device | str = "cpu",
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
     description: str = "evaluating",
 ) -> Evaluation:
     """Error rate (0..1) over ``split`` with the solver at ``tol`` (the model's own if None).
 
     ``mean_nfe`` is the mean number of function evaluations per batch forward.
     """
-    progress = progress or SilentProgress()
     task = progress.task(description, (len(split) + batch_size - 1) // batch_size)
     predictions, nfes = [], []
     for images, _labels in split.batches(batch_size):
@@ -112,15 +111,19 @@ def predict_per_sample(
     return torch.cat(predictions), torch.cat(nfes)
 
 
-def predict_sharded(model, images, tol: float | None):
-    """(predictions, NFE) of each image alone at ``tol``; in a sharded job each rank
-    classifies its own contiguous share and every rank gets the whole result, in order."""
-    ranks = current_ranks()
-    if not ranks.sharded:
-        return predict_per_sample(model, images, tol=tol)
-    mine = share(len(images), ranks)
-    parts = all_gather(predict_per_sample(model, images[mine.start : mine.stop], tol=tol))
-    return torch.cat([p for p, _ in parts]), torch.cat([n for _, n in parts])
+def predict_sharded(
+    model: ImageClassifier, images: torch.Tensor, tol: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`predict_per_sample` of ``images`` (N, C, H, W); in a sharded job each rank
+    classifies its own contiguous share and every rank gets the whole result, in order.
+
+    Returns:
+        (predictions, NFE per image): two (N,) int64 tensors.
+    """
+    predictions, nfe = map_shares(
+        len(images), lambda rows: predict_per_sample(model, images[rows.start : rows.stop], tol=tol)
+    )
+    return predictions, nfe
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from nodeguard.errors import RegistryError
 from nodeguard.models.networks import ImageClassifier, build_model
 from nodeguard.runtime.device import resolve_device
 from nodeguard.storage.registry import Registry
+from nodeguard.storage.results import ResultStore
 
 
 @dataclass
@@ -21,6 +22,11 @@ class LoadedModel:
     model: ImageClassifier
     config: dict[str, Any]
     device: torch.device
+    registry: Registry
+
+    def results(self) -> ResultStore:
+        """The model's result store (attack sets, sweep cells, votes, security reports)."""
+        return ResultStore(self.registry, self.name)
 
     @property
     def tol_train(self) -> float:
@@ -60,4 +66,4 @@ def load_model(name: str | None = None, registry: Registry | None = None, device
         raise RegistryError(f"checkpoint of {name!r} does not fit its config ({str(exc).splitlines()[0]})") from None
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
-    return LoadedModel(name, model, config, torch_device)
+    return LoadedModel(name, model, config, torch_device, registry)

@@ -37,13 +37,13 @@ def plot_roc(report, path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(5.5, 5), dpi=120)
     for curve in report.curves:
-        points = sorted(curve["points"], key=lambda p: (p["fpr"], p["tpr"]))
+        points = sorted(curve.points, key=lambda p: (p["fpr"], p["tpr"]))
         axes.plot(
             [p["fpr"] for p in points],
             [p["tpr"] for p in points],
             marker="o",
             markersize=3,
-            label=f"V = {curve['votes']} (AUC {curve['auc']:.3f})",
+            label=f"V = {curve.votes} (AUC {curve.auc:.3f})",
         )
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     axes.set_xlabel("adversarials accepted (false positive rate)")
@@ -66,14 +66,14 @@ def plot_security(report, path: Path) -> None:
     plt = pyplot()
 
     figure, (curve_axes, points_axes) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
-    eps = [point["eps"] for point in report.curve]
+    eps = [point.eps for point in report.curve]
     curve_axes.plot(
         eps,
-        [p["robust_accuracy_defended"] for p in report.curve],
+        [p.robust_accuracy_defended for p in report.curve],
         marker="o",
         label=f"defended (V = {report.votes}, v_min = {report.vmin})",
     )
-    curve_axes.plot(eps, [p["robust_accuracy_undefended"] for p in report.curve], marker="s", label="undefended")
+    curve_axes.plot(eps, [p.robust_accuracy_undefended for p in report.curve], marker="s", label="undefended")
     curve_axes.set_xlabel("L2 budget eps")
     curve_axes.set_ylabel("robust accuracy (best attacker per image)")
     curve_axes.set_ylim(-0.02, 1.02)
@@ -82,14 +82,12 @@ def plot_security(report, path: Path) -> None:
     curve_axes.set_title(f"{report.model}: {report.count} test digits", fontsize=10)
 
     for index, point in enumerate(report.points):
-        if point["mean_l2"] is None:
+        if point.mean_l2 is None:
             continue
         color = f"C{index % 10}"
-        points_axes.scatter(point["mean_l2"], point["success_rate"], marker="s", color=color, alpha=0.5)
-        points_axes.scatter(point["mean_l2"], point["defended_success"], marker="o", color=color, label=point["label"])
-        points_axes.plot(
-            [point["mean_l2"]] * 2, [point["success_rate"], point["defended_success"]], color=color, alpha=0.4
-        )
+        points_axes.scatter(point.mean_l2, point.success_rate, marker="s", color=color, alpha=0.5)
+        points_axes.scatter(point.mean_l2, point.defended_success, marker="o", color=color, label=point.label)
+        points_axes.plot([point.mean_l2] * 2, [point.success_rate, point.defended_success], color=color, alpha=0.4)
     points_axes.set_xlabel("mean L2 of the adversarials")
     points_axes.set_ylabel("attack success (square: undefended, dot: defended)")
     points_axes.set_ylim(-0.02, 1.02)

@@ -74,7 +74,7 @@ def write_table(report: dict[str, Any], path: Path) -> None:
     suffix = path.suffix.lower()
     writers = {".csv": to_csv, ".md": to_markdown, ".json": lambda r: json.dumps(r, indent=2) + "\n"}
     if suffix not in writers:
-        raise ConfigError(f"--out must end in .csv, .md or .json, got {path.name}")
+        raise ConfigError(f"`out` must end in .csv, .md or .json, got {path.name}")
     atomic_write_text(path, writers[suffix](report))
 
 
@@ -107,5 +107,5 @@ def write_grid(report: dict[str, Any], path: Path) -> None:
     suffix = path.suffix.lower()
     writers = {".csv": grid_to_csv, ".md": grid_to_markdown, ".json": lambda r: json.dumps(r, indent=2) + "\n"}
     if suffix not in writers:
-        raise ConfigError(f"--out must end in .csv, .md or .json, got {path.name}")
+        raise ConfigError(f"`out` must end in .csv, .md or .json, got {path.name}")
     atomic_write_text(path, writers[suffix](report))

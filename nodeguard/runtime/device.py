@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from nodeguard.errors import ConfigError, unknown_name_error
 from nodeguard.runtime.distributed import current_ranks
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DeviceName = Literal["auto", "cpu", "cuda"]
+DEVICE_CHOICES: tuple[str, ...] = get_args(DeviceName)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -19,7 +22,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in DEVICE_CHOICES:
         raise unknown_name_error("device", name, DEVICE_CHOICES)
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        raise ConfigError("`device` cuda was asked for but no CUDA GPU is available; use `device` cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":

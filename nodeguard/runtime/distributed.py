@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -131,12 +132,30 @@ def share(count: int, ranks: Ranks | None = None) -> range:
     return range(count * ranks.rank // ranks.world, count * (ranks.rank + 1) // ranks.world)
 
 
+def map_shares(count: int, compute: Callable[[range], Sequence[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """Split, compute, gather: ``compute(rows)`` over the rows ``0 .. count - 1``.
+
+    Alone, ``compute(range(count))``. In a sharded job each rank computes its contiguous
+    share (:func:`share`) and every rank gets every share's tensors, concatenated along
+    the first dimension in row order; ``compute`` must return the same number of
+    tensors on every rank, each with one leading entry per row.
+
+    Returns:
+        The tensors ``compute`` returns, for all ``count`` rows.
+    """
+    ranks = current_ranks()
+    if not ranks.sharded:
+        return tuple(compute(range(count)))
+    parts = all_gather(tuple(compute(share(count, ranks))))
+    return tuple(torch.cat([part[index] for part in parts]) for index in range(len(parts[0])))
+
+
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` CPU threads in this process (None: what torch picks)."""
     if threads is None:
         return
     if threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
+        raise ConfigError(f"`threads` must be at least 1, got {threads}")
     torch.set_num_threads(threads)
 
 
@@ -148,6 +167,6 @@ def oversubscription_warning(cpu_count: int | None = None) -> str | None:
     if ranks.local_world > 1 and total > cores:
         return (
             f"{ranks.local_world} processes x {torch.get_num_threads()} threads = {total} threads on {cores} cores: "
-            f"they will slow each other down; pass --threads {max(1, cores // ranks.local_world)}"
+            f"they will slow each other down; set `threads` to {max(1, cores // ranks.local_world)}"
         )
     return None

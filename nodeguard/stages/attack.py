@@ -31,7 +31,7 @@ from nodeguard.errors import ConfigError
 from nodeguard.models.evaluation import margins_alone, predict_per_sample, predict_sharded
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.models.networks import ImageClassifier
-from nodeguard.progress import Progress, SilentProgress
+from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import Ranks, all_gather, barrier, current_ranks
 from nodeguard.stages.attack_sets import (
     BATCH_FIELDS,
@@ -41,14 +41,13 @@ from nodeguard.stages.attack_sets import (
     ResolvedAttack,
     attack_set_result,
     export_pngs,
-    read_attack_set,
     summarise,
 )
 from nodeguard.storage.files import atomic_write_json, load_tagged, save_tagged
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import StoredResult
 
-PARTIAL_FILE = "partial.pt"
+SHARD_KIND = "attack_shard"  # the finished units of one rank, saved after each one
 SUMMARY_FILE = "summary.json"
 
 
@@ -128,46 +127,8 @@ def attack_one_batch(
     }
 
 
-def compute_attack_set(
-    loaded: LoadedModel, settings: ResolvedAttack, stored: StoredResult, data_dir: str | None, progress: Progress
-) -> AttackSet:
-    """Run the attack batch by batch, saving each finished batch, and save the whole set."""
-    partial_path = stored.path(PARTIAL_FILE)
-    split = load_dataset(loaded.dataset, data_dir).split(settings.split)
-    if partial_path.is_file():
-        saved = load_tagged(partial_path, expected_kind="partial_attack_set")
-        indices, batches = saved["indices"], list(saved["batches"])
-        progress.log(f"continuing attack {stored.key} after {len(batches)} finished batches")
-    else:
-        progress.log(
-            f"no {settings.attack} attack set of {settings.count} {settings.split} images at "
-            f"tol_attack {settings.tol_attack:g} for {loaded.name} yet; running the attack"
-        )
-        indices, batches = select_samples(loaded.model, split, settings), []
-    if len(indices) == 0:
-        raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")
-    batch_starts = list(range(0, len(indices), settings.batch_size))
-    task = progress.task(f"{settings.attack} at tol {settings.tol_attack:g}", len(batch_starts))
-    successes = sum(int(batch["success"].sum()) for batch in batches)
-    attacked = sum(len(batch["success"]) for batch in batches)
-    task.advance(len(batches))
-    for batch_number in range(len(batches), len(batch_starts)):
-        index = indices[batch_starts[batch_number] : batch_starts[batch_number] + settings.batch_size]
-        batch = attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
-        batches.append(batch)
-        save_tagged(partial_path, "partial_attack_set", {"indices": indices, "batches": batches})
-        successes += int(batch["success"].sum())
-        attacked += len(batch["success"])
-        task.advance(1, success=successes / attacked)
-    task.close()
-
-    attack_set = AttackSet.from_batches(settings, indices, batches)
-    stored.save_tensors(attack_set.payload())
-    partial_path.unlink(missing_ok=True)
-    return attack_set
-
-
 def shard_file(ranks: Ranks) -> str:
+    """The file in which a rank keeps its finished units (one process: rank 0 of 1)."""
     return f"shard-{ranks.rank}-of-{ranks.world}.pt"
 
 
@@ -182,7 +143,8 @@ def shard_units(indices_count: int, settings: ResolvedAttack, ranks: Ranks) -> l
     an attack's cost varies from image to image, and dealing them out keeps any order of
     the images (a split sorted by class or difficulty) from loading one rank. Any other
     attack draws per batch, so it keeps one process's batches whole and deals the batches
-    out round-robin (a set of fewer batches than ranks leaves ranks idle).
+    out round-robin (a set of fewer batches than ranks leaves ranks idle). One process
+    (W = 1) attacks the set's batches in order either way.
     """
     size = settings.batch_size
     if settings.spec.per_image:
@@ -206,11 +168,21 @@ def join_units(units: dict[Unit, dict[str, Any]]) -> dict[str, Any]:
     return joined
 
 
-def compute_sharded_attack_set(
+def compute_attack_set(
     loaded: LoadedModel, settings: ResolvedAttack, stored: StoredResult, data_dir: str | None, progress: Progress
 ) -> AttackSet:
-    """This rank's units, saved to its shard file after each one; then every rank's units,
-    gathered and put back in the set's row order."""
+    """The attack loop, for one process and for W ranks alike (one process is rank 0 of 1).
+
+    Every rank selects the same images; each attacks its units (:func:`shard_units`) and
+    saves them to its shard file after each one, so an interrupted run (a killed rank, a
+    Ctrl-C) continues after its last finished unit; then the units of every rank are
+    gathered and put back in the set's row order. The shard files are left for
+    :func:`make_attack_set` to remove once the set is saved.
+
+    Raises:
+        ConfigError: no image of the split is classified correctly (with ``only_correct``),
+            or the shards do not hold each image once.
+    """
     ranks = current_ranks()
     split = load_dataset(loaded.dataset, data_dir).split(settings.split)
     indices = select_samples(loaded.model, split, settings)
@@ -219,60 +191,79 @@ def compute_sharded_attack_set(
     path = stored.path(shard_file(ranks))
     done: dict[Unit, dict[str, Any]] = {}
     if path.is_file():
-        saved = load_tagged(path, expected_kind="attack_shard")
+        saved = load_tagged(path, expected_kind=SHARD_KIND)
         if torch.equal(saved["indices"], indices):
             done = dict(saved["units"])
-            progress.log(f"continuing attack {stored.key} after {len(done)} finished batches")
+    if done:
+        progress.log(f"continuing attack {stored.key} after {len(done)} finished batches")
+    else:
+        progress.log(
+            f"no {settings.attack} attack set of {settings.count} {settings.split} images at "
+            f"tol_attack {settings.tol_attack:g} for {loaded.name} yet; running the attack"
+        )
     units = shard_units(len(indices), settings, ranks)
-    task = progress.task(f"{settings.attack} at tol {settings.tol_attack:g} ({ranks.describe()})", len(units))
-    task.advance(sum(unit in done for unit in units))
+    where = f" ({ranks.describe()})" if ranks.sharded else ""
+    task = progress.task(f"{settings.attack} at tol {settings.tol_attack:g}{where}", len(units))
+    finished = [done[unit] for unit in units if unit in done]
+    successes = sum(int(batch["success"].sum()) for batch in finished)
+    attacked = sum(len(batch["success"]) for batch in finished)
+    task.advance(len(finished))
     for unit in units:
         if unit in done:
             continue
         batch_number, rows = unit
         index = indices[list(rows)]
-        done[unit] = attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
-        save_tagged(path, "attack_shard", {"indices": indices, "units": done})
-        task.advance(1)
+        batch = attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
+        done[unit] = batch
+        save_tagged(path, SHARD_KIND, {"indices": indices, "units": done})
+        successes += int(batch["success"].sum())
+        attacked += len(batch["success"])
+        task.advance(1, success=successes / attacked)
     task.close()
     mine = {unit: done[unit] for unit in units}
     every_unit = {unit: batch for part in all_gather(mine) for unit, batch in part.items()}
     if sorted(row for unit in every_unit for row in unit[1]) != list(range(len(indices))):
         raise ConfigError(f"the shards of attack {stored.key} do not hold each of its {len(indices)} images once")
-    attack_set = AttackSet.from_batches(settings, indices, [join_units(every_unit)])
-    if ranks.is_main:
-        stored.save_tensors(attack_set.payload())
-    barrier()  # every rank has its copy of the set: the shard files can go
-    path.unlink(missing_ok=True)
+    return AttackSet.from_batches(settings, indices, [join_units(every_unit)])
+
+
+def remove_shard_files(stored: StoredResult) -> None:
+    """Once the set is saved: each rank removes its shard file, rank 0 those of earlier runs too."""
+    ranks = current_ranks()
+    barrier()  # rank 0 has saved the set and every rank holds its copy
+    stored.path(shard_file(ranks)).unlink(missing_ok=True)
     if ranks.is_main:  # and those of earlier runs with another number of ranks
         for leftover in stored.folder.glob("shard-*-of-*.pt"):
             leftover.unlink(missing_ok=True)
-    return attack_set
 
 
 def make_attack_set(
     settings: AttackSettings,
     loaded: LoadedModel,
-    registry: Registry,
     data_dir: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
 ) -> tuple[AttackSet, AttackReport]:
-    """The attack set that ``settings`` describe for ``loaded``: found again, finished, or made."""
-    progress = progress or SilentProgress()
+    """The attack set that ``settings`` describe for ``loaded``: found again, finished, or made.
+
+    Returns:
+        (attack set, its report).
+
+    Raises:
+        ConfigError: no image to attack.
+        RegistryError: another process is computing the same set.
+    """
     resolved = settings.resolve(loaded.tol_train)
-    stored = attack_set_result(registry, loaded.name, resolved)
-    attack_set = read_attack_set(stored)
-    if attack_set is not None:
+    stored = attack_set_result(loaded.registry, loaded.name, resolved)
+    payload, reused = stored.tensors_or_compute(
+        lambda: compute_attack_set(loaded, resolved, stored, data_dir, progress).payload()
+    )
+    attack_set = AttackSet.from_payload(resolved, payload)
+    if reused:
         progress.log(f"attack set {stored.key} already exists for {loaded.name}; reusing it")
         return attack_set, summarise(attack_set, loaded.name, stored, reused=True)
-    ranks = current_ranks()
-    with stored.computing(ranks.rank):
-        if ranks.sharded:
-            attack_set = compute_sharded_attack_set(loaded, resolved, stored, data_dir, progress)
-        else:
-            attack_set = compute_attack_set(loaded, resolved, stored, data_dir, progress)
+    remove_shard_files(stored)
     report = summarise(attack_set, loaded.name, stored, reused=False)
-    if ranks.is_main:
+    if current_ranks().is_main:
         atomic_write_json(stored.path(SUMMARY_FILE), {k: v for k, v in report.to_dict().items() if k != "reused"})
     return attack_set, report
 
@@ -284,14 +275,12 @@ def run_attack(
     device: str = "auto",
     data_dir: str | None = None,
     export_dir: str | Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
     loaded: LoadedModel | None = None,
 ) -> AttackReport:
     """Make (or find again, or finish) the attack set that ``settings`` describe; report it."""
-    registry = registry or Registry()
-    progress = progress or SilentProgress()
     loaded = loaded or load_model(model, registry=registry, device=device)
-    attack_set, report = make_attack_set(settings, loaded, registry, data_dir, progress)
+    attack_set, report = make_attack_set(settings, loaded, data_dir, progress)
     if export_dir is not None and current_ranks().is_main:
         export_pngs(attack_set, Path(export_dir))
         report.exported_to = str(export_dir)

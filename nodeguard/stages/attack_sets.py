@@ -14,7 +14,8 @@ model's data set, at one solver tolerance. It lives in the model's result store
                    adversarial_8bit (uint8), success_8bit (bool), margin_8bit (float32),
                    grid_method (int64: 0 lost or not attempted, 1 rounded at the smallest
                    scale that stays adversarial, 2 outward rounding), seconds, settings
-    partial.pt     finished batches while the attack runs (removed when it completes)
+    shard-R-of-W.pt  rank R's finished batches while the attack runs (one process: rank
+                   0 of 1); removed once the set is saved
     summary.json   the AttackReport, for people and scripts reading the folder
 """
 
@@ -22,18 +23,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
 from nodeguard.attacks import ATTACKS, AttackSpec
+from nodeguard.attacks.boundary import GridMethod
 from nodeguard.errors import ConfigError, unknown_name_error
 from nodeguard.storage.images import save_png
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import ResultStore, StoredResult
 
 KIND = "attack_set"
-SPLITS = ("train", "test")
+Split = Literal["train", "test"]
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,14 @@ class ResolvedAttack:
     algorithm_version: int
     tol_attack: float
     count: int
-    split: str
+    split: Split
     only_correct: bool
     batch_size: int
     seed: int
     options: dict[str, Any]
+    # the options object these settings were resolved from (checked once, when made);
+    # None for settings read back from a saved set (built again from ``options`` on use)
+    built_options: Any = field(default=None, compare=False, repr=False)
 
     @property
     def spec(self) -> AttackSpec:
@@ -56,10 +62,13 @@ class ResolvedAttack:
 
     def attack_options(self) -> Any:
         """The attack's own options object (e.g. a CWOptions)."""
-        return self.spec.options(**self.options)
+        return self.built_options if self.built_options is not None else self.spec.options(**self.options)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings the key hashes (``built_options`` is ``options`` as an object)."""
+        settings = asdict(self)
+        settings.pop("built_options")
+        return settings
 
     def label(self) -> str:
         return f"{self.attack}-tol{self.tol_attack:.0e}-n{self.count}"
@@ -77,11 +86,13 @@ class AttackSettings:
     attack: str = "cw"
     tol_attack: float | None = None
     count: int = 100
-    split: str = "test"
+    split: Split = "test"
     only_correct: bool = True
     batch_size: int = 100
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    # the attack's options object, built (and so checked) once, in __post_init__
+    attack_options: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         spec = ATTACKS.get(self.attack)
@@ -93,13 +104,13 @@ class AttackSettings:
         if self.split not in SPLITS:
             raise unknown_name_error("split", self.split, SPLITS)
         self.options = {key: value for key, value in self.options.items() if value is not None}
-        spec.resolve_options(self.options)  # unknown or bad options fail here
+        self.attack_options = spec.build_options(self.options)  # unknown or bad options fail here
 
     @classmethod
     def with_overrides(cls, **overrides: Any) -> AttackSettings:
         """Settings from keyword overrides: None keeps the default; names that are not
         settings of every attack (steps, kappa, eps, ...) go to ``options``."""
-        common = {item.name for item in fields(cls)} - {"options"}
+        common = {item.name for item in fields(cls) if item.init} - {"options"}
         chosen = {name: value for name, value in overrides.items() if value is not None}
         options = {name: value for name, value in chosen.items() if name not in common}
         return cls(**{name: value for name, value in chosen.items() if name in common}, options=options)
@@ -115,7 +126,8 @@ class AttackSettings:
             only_correct=self.only_correct,
             batch_size=self.batch_size,
             seed=self.seed,
-            options=spec.resolve_options(self.options),
+            options=asdict(self.attack_options),
+            built_options=self.attack_options,
         )
 
 
@@ -283,8 +295,8 @@ def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: b
         mean_mse=stats["mean_mse"],
         success_rate_8bit=float(success_8bit.float().mean()) if count else 0.0,
         mean_l2_8bit=perturbation_stats(l2_8bit, success_8bit, attack_set.dims)["mean_l2"],
-        kept_by_rounding=int((method == 1).sum()),
-        kept_by_outward_rounding=int((method == 2).sum()),
+        kept_by_rounding=int((method == GridMethod.ROUNDED).sum()),
+        kept_by_outward_rounding=int((method == GridMethod.OUTWARD).sum()),
         lost_on_8bit_grid=int((success & ~success_8bit).sum()),
         median_abs_margin=margins["median_abs_margin"],
         p90_abs_margin=margins["p90_abs_margin"],

@@ -15,7 +15,7 @@ from typing import Any
 
 from nodeguard.errors import ConfigError
 from nodeguard.models.loading import load_model
-from nodeguard.progress import Progress, SilentProgress
+from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.sweep import CellCounts, SweepSettings, attack_cell, decoupled_cell
 from nodeguard.storage.registry import Registry
 
@@ -32,7 +32,7 @@ class GridSettings:
 
     def __post_init__(self) -> None:
         if not self.tol_attacks or any(tol <= 0 for tol in self.tol_attacks):
-            raise ConfigError("--tol-attack takes positive tolerances, like 1e-3,1e-1")
+            raise ConfigError("`tol_attacks` takes positive tolerances, like 1e-3,1e-1")
         self.tol_attacks = tuple(float(tol) for tol in self.tol_attacks)
         # the column axis, the attack name and its options are checked as a sweep's are
         self.sweep = SweepSettings(
@@ -61,15 +61,13 @@ def run_grid(
     models: list[str],
     registry: Registry | None = None,
     device: str = "auto",
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
 ) -> GridReport:
     """One cell per (model, tau_attack, tau_test): success rate and mean L2 of the adversarials."""
-    registry = registry or Registry()
-    progress = progress or SilentProgress()
     if not models:
-        raise ConfigError("--models needs at least one model name")
+        raise ConfigError("`models` needs at least one model name")
     if len(set(models)) != len(models):
-        raise ConfigError(f"--models names a model twice: {','.join(models)}")
+        raise ConfigError(f"`models` names a model twice: {','.join(models)}")
     loaded_models = [load_model(name, registry=registry, device=device) for name in models]
     for loaded in loaded_models:
         if not loaded.model.has_solver:
@@ -81,9 +79,9 @@ def run_grid(
     for loaded in loaded_models:
         described.append({"model": loaded.name, "tol_train": loaded.tol_train, "dataset": loaded.dataset})
         for tol_attack in settings.tol_attacks:
-            made, attack_set = attack_cell(loaded, registry, counts, settings.sweep, tol_attack, progress)
+            made, attack_set = attack_cell(loaded, counts, settings.sweep, tol_attack, progress)
             for tol_test in settings.tols:
-                cell = decoupled_cell(loaded, registry, counts, attack_set, made["set"], tol_test)
+                cell = decoupled_cell(loaded, counts, attack_set, made["set"], tol_test)
                 grid.append(
                     {
                         "model": loaded.name,

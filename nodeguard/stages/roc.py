@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from nodeguard.defense.randomization import DefenseSettings, Votes
+from nodeguard.defense.randomization import DefenseSettings
 from nodeguard.defense.votes import stored_votes
 from nodeguard.errors import ConfigError
 from nodeguard.models.loading import load_model
-from nodeguard.progress import Progress, SilentProgress
+from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.stages.attack_sets import AttackSettings
@@ -44,7 +43,7 @@ class RocSettings:
 
     def __post_init__(self) -> None:
         if not self.votes or min(self.votes) < 1:
-            raise ConfigError("--votes takes positive integers, like 5,10,15,20")
+            raise ConfigError("`votes` takes positive integers, like 5,10,15,20")
         self.votes = tuple(sorted(set(int(v) for v in self.votes)))
         self.defense()  # checks the tolerance range and batch size
         self.attack_settings()  # an unknown attack option fails before anything runs
@@ -118,7 +117,7 @@ class RocReport:
     adversarial: int
     tol_range: list[float]
     seed: int
-    curves: list[dict[str, Any]]
+    curves: list[RocCurve]
     votes_reused: bool
     adversarials_used: str = ""
     median_abs_margin_8bit: float | None = None
@@ -135,27 +134,24 @@ def run_roc(
     registry: Registry | None = None,
     device: str = "auto",
     plot: str | Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
 ) -> RocReport:
     """ROC curves of the defense for each V on the model's attack set (made if missing)."""
-    registry = registry or Registry()
-    progress = progress or SilentProgress()
     loaded = load_model(model, registry=registry, device=device)
-    attack_set, report = make_attack_set(settings.attack_settings(), loaded, registry, progress=progress)
+    attack_set, report = make_attack_set(settings.attack_settings(), loaded, progress=progress)
     pristine = attack_set.clean
     adversarial = attack_set.successful_8bit_images()
     defense = settings.defense()
-    predictions, found = {}, []
+    tallies, found = {}, []
     for name, images in (("pristine", pristine), ("adversarial", adversarial)):
-        predictions[name], reused_group = stored_votes(registry, loaded, defense, images, name, progress)
+        tallies[name], reused_group = stored_votes(loaded, defense, images, name, progress)
         found.append(reused_group)
     reused = all(found)
-    num_classes = loaded.num_classes
     curves = []
     for votes in settings.votes:
-        pristine_scores = Votes(predictions["pristine"], torch.empty(0), num_classes).v_agree(votes).numpy()
-        adversarial_scores = Votes(predictions["adversarial"], torch.empty(0), num_classes).v_agree(votes).numpy()
-        curves.append(asdict(roc_from_scores(pristine_scores, adversarial_scores, votes)))
+        pristine_scores = tallies["pristine"].v_agree(votes).numpy()
+        adversarial_scores = tallies["adversarial"].v_agree(votes).numpy()
+        curves.append(roc_from_scores(pristine_scores, adversarial_scores, votes))
     result = RocReport(
         model=loaded.name,
         set=report.set,

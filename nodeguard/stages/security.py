@@ -40,12 +40,11 @@ from nodeguard.defense.randomization import DefenseSettings, Votes
 from nodeguard.defense.votes import stored_votes
 from nodeguard.errors import ConfigError
 from nodeguard.models.loading import LoadedModel, load_model
-from nodeguard.progress import Progress, SilentProgress
+from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.stages.attack_sets import AttackSet, AttackSettings
 from nodeguard.storage.registry import Registry
-from nodeguard.storage.results import ResultStore
 
 SECURITY_KIND = "security"
 DEFENSE_DEFAULTS = DefenseSettings()
@@ -82,11 +81,11 @@ class SecuritySettings:
         if self.count < 1:
             raise ConfigError(f"count must be at least 1, got {self.count}")
         if not self.kappas and not self.eot and not self.autoattack_eps:
-            raise ConfigError("no attacker: give --kappas or --aa-eps, or keep --eot")
+            raise ConfigError("no attacker: give `kappas` or `autoattack_eps`, or keep `eot`")
         if any(k < 0 for k in self.kappas):
             raise ConfigError("kappas must be at least 0")
         if not self.eps or self.eps[0] < 0:
-            raise ConfigError("--eps takes non-negative L2 budgets, like 0.5,1,2")
+            raise ConfigError("`eps` takes non-negative L2 budgets, like 0.5,1,2")
         if not 0 < self.accept_level <= 1:
             raise ConfigError(f"the accept level must be in (0, 1], got {self.accept_level}")
         self.attack_options = {k: v for k, v in self.attack_options.items() if v is not None}
@@ -164,6 +163,15 @@ class SecurityRow:
 
 
 @dataclass
+class RobustAccuracy:
+    """One point of the robust-accuracy curve: the share of images no attacker broke within ``eps``."""
+
+    eps: float  # the L2 budget (pixels in [0, 1])
+    robust_accuracy_defended: float  # accepted with the right class and not fooled within eps
+    robust_accuracy_undefended: float  # not misclassified by any adversarial within eps
+
+
+@dataclass
 class SecurityReport:
     model: str
     count: int
@@ -174,13 +182,20 @@ class SecurityReport:
     pristine_accepted_correct: float
     tol_range: list[float]
     seed: int
-    points: list[dict[str, Any]]
-    curve: list[dict[str, float]]
+    points: list[SecurityRow]
+    curve: list[RobustAccuracy]
     reused: bool = False
     plot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SecurityReport:
+        """The report from its :meth:`to_dict` (as saved in the result store)."""
+        rows = [SecurityRow(**row) for row in values["points"]]
+        curve = [RobustAccuracy(**point) for point in values["curve"]]
+        return cls(**{**values, "points": rows, "curve": curve})
 
 
 def choose_vmin(pristine_v_agree: torch.Tensor, votes: int, accept_level: float) -> int:
@@ -206,15 +221,13 @@ def judge(
     attacker: Attacker,
     attack_set: AttackSet,
     set_key: str,
-    votes: torch.Tensor,
+    tally: Votes,
     defense: DefenseSettings,
-    num_classes: int,
 ) -> JudgedAttack:
-    """Rows of one attacker: ``votes`` are the defense's votes on its successful 8-bit adversarials."""
+    """Rows of one attacker: ``tally`` holds the defense's votes on its successful 8-bit adversarials."""
     success = attack_set.success_8bit
     count = len(attack_set)
     l2_8bit = attack_set.l2_8bit()
-    tally = Votes(votes, torch.empty(0), num_classes)
     accepted = tally.accepted(defense.vmin)
     wrong = tally.prediction() != attack_set.labels[success]
     fooled_defended = torch.zeros(count, dtype=torch.bool)
@@ -239,7 +252,7 @@ def judge(
 
 def robust_accuracy_curve(
     judged: list[JudgedAttack], pristine_ok: torch.Tensor, eps_grid: tuple[float, ...]
-) -> list[dict[str, float]]:
+) -> list[RobustAccuracy]:
     """Robust accuracy (defended and undefended) at each budget, best attacker per image."""
     curve = []
     for eps in eps_grid:
@@ -250,31 +263,28 @@ def robust_accuracy_curve(
             broken_defended |= within & attack.fooled_defended
             broken_undefended |= within & attack.fooled_undefended
         curve.append(
-            {
-                "eps": eps,
-                "robust_accuracy_defended": float((pristine_ok & ~broken_defended).float().mean()),
-                "robust_accuracy_undefended": float((~broken_undefended).float().mean()),
-            }
+            RobustAccuracy(
+                eps=eps,
+                robust_accuracy_defended=float((pristine_ok & ~broken_defended).float().mean()),
+                robust_accuracy_undefended=float((~broken_undefended).float().mean()),
+            )
         )
     return curve
 
 
-def compute_security(
-    settings: SecuritySettings, loaded: LoadedModel, registry: Registry, progress: Progress
-) -> SecurityReport:
+def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> SecurityReport:
     attackers = settings.attackers()
     made = []
     for attacker in attackers:
         progress.log(f"attacker: {attacker.label}")
-        attack_set, report = make_attack_set(attacker.settings, loaded, registry, progress=progress)
+        attack_set, report = make_attack_set(attacker.settings, loaded, progress=progress)
         made.append((attacker, attack_set, report.set))
     pristine = made[0][1].clean
     labels = made[0][1].labels
     for attacker, attack_set, _key in made[1:]:
         if not torch.equal(attack_set.clean, pristine):
             raise ConfigError(f"the attack set of {attacker.label} attacked other images than the first attacker's")
-    pristine_votes, _ = stored_votes(registry, loaded, settings.defense(0), pristine, "pristine", progress)
-    pristine_tally = Votes(pristine_votes, torch.empty(0), loaded.num_classes)
+    pristine_tally, _ = stored_votes(loaded, settings.defense(0), pristine, "pristine", progress)
     vmin = (
         settings.vmin
         if settings.vmin is not None
@@ -286,8 +296,8 @@ def compute_security(
     judged = []
     for attacker, attack_set, key in made:
         adversarial = attack_set.successful_8bit_images()
-        votes, _ = stored_votes(registry, loaded, defense, adversarial, f"{attacker.attack}-adversarial", progress)
-        judged.append(judge(attacker, attack_set, key, votes, defense, loaded.num_classes))
+        votes, _ = stored_votes(loaded, defense, adversarial, f"{attacker.attack}-adversarial", progress)
+        judged.append(judge(attacker, attack_set, key, votes, defense))
     return SecurityReport(
         model=loaded.name,
         count=len(pristine),
@@ -298,7 +308,7 @@ def compute_security(
         pristine_accepted_correct=float(pristine_ok.float().mean()),
         tol_range=[settings.tol_low, settings.tol_high],
         seed=settings.seed,
-        points=[asdict(item.row) for item in judged],
+        points=[item.row for item in judged],
         curve=robust_accuracy_curve(judged, pristine_ok, settings.eps),
     )
 
@@ -309,26 +319,22 @@ def run_security(
     registry: Registry | None = None,
     device: str = "auto",
     plot: str | Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
 ) -> SecurityReport:
     """The security table and robust-accuracy curve of the model (attack sets made if missing)."""
-    registry = registry or Registry()
-    progress = progress or SilentProgress()
     loaded = load_model(model, registry=registry, device=device)
     if not loaded.model.has_solver:  # before the store makes a folder for a report that cannot exist
         raise ConfigError(f"{loaded.name} has no solver tolerance: tolerance randomization needs an ODE model")
-    stored = ResultStore(registry, loaded.name).result(
-        SECURITY_KIND, settings.identity(), f"security-n{settings.count}"
-    )
-    saved = stored.load_json()
-    if saved is not None:
+    stored = loaded.results().result(SECURITY_KIND, settings.identity(), f"security-n{settings.count}")
+
+    def compute() -> dict[str, Any]:
+        report = compute_security(settings, loaded, progress)
+        return {key: value for key, value in report.to_dict().items() if key not in ("reused", "plot")}
+
+    values, reused = stored.json_or_compute(compute)
+    if reused:
         progress.log("security report found in the cache; nothing to compute")
-        report = SecurityReport(**{**saved, "reused": True, "plot": None})
-    else:
-        with stored.computing(current_ranks().rank):
-            report = compute_security(settings, loaded, registry, progress)
-            if current_ranks().is_main:
-                stored.save_json({k: v for k, v in report.to_dict().items() if k not in ("reused", "plot")})
+    report = SecurityReport.from_dict({**values, "reused": reused, "plot": None})
     if plot is not None and current_ranks().is_main:
         from nodeguard.reporting.plots import plot_security
 

@@ -9,12 +9,10 @@ from nodeguard.data.datasets import ImageSplit, load_dataset
 from nodeguard.errors import ConfigError
 from nodeguard.models.evaluation import predict_sharded
 from nodeguard.models.loading import LoadedModel, load_model
-from nodeguard.progress import Progress, SilentProgress
-from nodeguard.runtime.distributed import current_ranks
+from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.stages.attack_sets import AttackSet, AttackSettings, perturbation_stats
 from nodeguard.storage.registry import Registry
-from nodeguard.storage.results import ResultStore
 
 DEFAULT_TOLS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 CELL_KIND = "sweep_cell"
@@ -33,7 +31,7 @@ class SweepSettings:
         if not self.tols or any(tol <= 0 for tol in self.tols):
             raise ConfigError("tolerances must be positive numbers")
         if self.tol_attack is not None and self.attack is None:
-            raise ConfigError("--tol-attack needs an attack (--attack cw)")
+            raise ConfigError("`tol_attack` needs an `attack` (cw, for example)")
         self.tols = tuple(float(tol) for tol in self.tols)
         if self.attack is not None:
             self.attack_settings(None)  # an unknown attack or option fails before any cell is computed
@@ -76,21 +74,14 @@ class CellCounts:
 
 def cached_cell(
     loaded: LoadedModel,
-    registry: Registry,
     counts: CellCounts,
     settings: dict[str, Any],
     compute: Callable[[], dict[str, Any]],
 ) -> dict[str, Any]:
     """A table cell of ``loaded`` from its result store, or computed and saved there."""
-    stored = ResultStore(registry, loaded.name).result(CELL_KIND, settings, settings["cell"])
-    values = stored.load_json()
-    reused = values is not None
-    if not reused:
-        values = compute()
-        if current_ranks().is_main:
-            stored.save_json(values)
+    stored = loaded.results().result(CELL_KIND, settings, settings["cell"])
+    values, reused = stored.json_or_compute(compute)
     counts.count(reused)
-    assert values is not None
     return values
 
 
@@ -101,7 +92,6 @@ def lazy_test_split(loaded: LoadedModel, test_limit: int | None) -> Callable[[],
 
 def error_cell(
     loaded: LoadedModel,
-    registry: Registry,
     counts: CellCounts,
     tol: float | None,
     test_limit: int | None,
@@ -123,19 +113,18 @@ def error_cell(
             "images": len(test),
         }
 
-    return cached_cell(loaded, registry, counts, settings, compute)
+    return cached_cell(loaded, counts, settings, compute)
 
 
 def attack_cell(
     loaded: LoadedModel,
-    registry: Registry,
     counts: CellCounts,
     settings: SweepSettings,
     tol_attack: float | None,
     progress: Progress,
 ) -> tuple[dict[str, Any], AttackSet]:
     """The attack at ``tol_attack`` (None: the model's tol_train): its cell and its attack set."""
-    attack_set, report = make_attack_set(settings.attack_settings(tol_attack), loaded, registry, progress=progress)
+    attack_set, report = make_attack_set(settings.attack_settings(tol_attack), loaded, progress=progress)
     counts.count(report.reused)
     cell = {"success_rate": report.success_rate, "mean_l2": report.mean_l2, "mean_mse": report.mean_mse}
     return {**cell, "set": report.set}, attack_set
@@ -143,7 +132,6 @@ def attack_cell(
 
 def decoupled_cell(
     loaded: LoadedModel,
-    registry: Registry,
     counts: CellCounts,
     attack_set: AttackSet,
     set_key: str,
@@ -162,7 +150,7 @@ def decoupled_cell(
             "mean_mse": stats["mean_mse"],
         }
 
-    return cached_cell(loaded, registry, counts, settings, compute)
+    return cached_cell(loaded, counts, settings, compute)
 
 
 def run_sweep(
@@ -171,34 +159,32 @@ def run_sweep(
     baseline: str | None = None,
     registry: Registry | None = None,
     device: str = "auto",
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
 ) -> SweepReport:
     """Fill the table for ``model`` (and the ``baseline`` column), reusing cached cells."""
-    registry = registry or Registry()
-    progress = progress or SilentProgress()
     loaded = load_model(model, registry=registry, device=device)
     if not loaded.model.has_solver:
-        raise ConfigError(f"{loaded.name} has no solver tolerance to sweep; pass an ODE model with --model")
+        raise ConfigError(f"{loaded.name} has no solver tolerance to sweep; choose an ODE `model`")
     counts = CellCounts()
     cells_per_tol = 1 + (settings.attack is not None)
     task = progress.task("sweep cells", len(settings.tols) * cells_per_tol + (settings.attack is not None))
 
     decoupled = None
     if settings.attack is not None and settings.tol_attack is not None:
-        decoupled_row, decoupled_set = attack_cell(loaded, registry, counts, settings, settings.tol_attack, progress)
+        decoupled_row, decoupled_set = attack_cell(loaded, counts, settings, settings.tol_attack, progress)
         decoupled = (decoupled_set, decoupled_row["set"])
         task.advance(1)
 
     test_split = lazy_test_split(loaded, settings.test_limit)
     rows = []
     for tol in settings.tols:
-        row: dict[str, Any] = {"tol": tol, **error_cell(loaded, registry, counts, tol, settings.test_limit, test_split)}
+        row: dict[str, Any] = {"tol": tol, **error_cell(loaded, counts, tol, settings.test_limit, test_split)}
         task.advance(1)
         if settings.attack is not None:
             if decoupled is not None:
-                row.update(decoupled_cell(loaded, registry, counts, *decoupled, tol))
+                row.update(decoupled_cell(loaded, counts, *decoupled, tol))
             else:
-                row.update(attack_cell(loaded, registry, counts, settings, tol, progress)[0])
+                row.update(attack_cell(loaded, counts, settings, tol, progress)[0])
             task.advance(1)
         rows.append(row)
 
@@ -208,10 +194,10 @@ def run_sweep(
         base_split = lazy_test_split(base, settings.test_limit)
         baseline_row = {
             "model": base.name,
-            **error_cell(base, registry, counts, None, settings.test_limit, base_split),
+            **error_cell(base, counts, None, settings.test_limit, base_split),
         }
         if settings.attack is not None:
-            baseline_row.update(attack_cell(base, registry, counts, settings, None, progress)[0])
+            baseline_row.update(attack_cell(base, counts, settings, None, progress)[0])
     task.close()
     if counts.computed == 0:
         progress.log(f"all {counts.reused} cells came from the cache; nothing was recomputed")

@@ -73,7 +73,7 @@ def load_image_files(
                     (
                         path,
                         f"size {image.shape[2]}x{image.shape[1]} differs from the model's {width}x{height} "
-                        "(pass --resize to resize)",
+                        "(set `resize` to resize)",
                     )
                 )
                 continue

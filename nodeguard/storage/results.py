@@ -28,6 +28,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from nodeguard.errors import RegistryError
+from nodeguard.runtime.distributed import current_ranks
 from nodeguard.storage.files import atomic_write_json, load_tagged, read_json, save_tagged
 from nodeguard.storage.registry import Registry
 
@@ -91,12 +92,33 @@ class StoredResult:
         atomic_write_json(self.folder / RESULT_JSON, {"kind": self.kind, "settings": self.settings, "values": values})
 
     def json_or_compute(self, compute: Callable[[], Any]) -> tuple[Any, bool]:
-        """(values, reused): the saved values, else ``compute()`` saved for next time."""
-        saved = self.load_json()
+        """The stage skeleton for JSON results: reuse, else lock, compute, save on rank 0.
+
+        Args:
+            compute: makes the values (JSON-serialisable). In a sharded job every rank
+                calls it (it may split its work with :func:`nodeguard.runtime.distributed.map_shares`).
+
+        Returns:
+            (values, reused): the saved values and True, else ``compute()``'s and False.
+
+        Raises:
+            RegistryError: another process is computing this result.
+        """
+        return self._or_compute(self.load_json, self.save_json, compute)
+
+    def tensors_or_compute(self, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """:meth:`json_or_compute` for a dict of tensors (saved with ``torch.save``, loaded weights only)."""
+        return self._or_compute(self.load_tensors, self.save_tensors, compute)
+
+    def _or_compute(self, load: Callable[[], Any], save: Callable[[Any], None], compute: Callable[[], Any]):
+        saved = load()
         if saved is not None:
             return saved, True
-        values = compute()
-        self.save_json(values)
+        ranks = current_ranks()
+        with self.computing(ranks.rank):
+            values = compute()
+            if ranks.is_main:
+                save(values)
         return values, False
 
     @contextmanager

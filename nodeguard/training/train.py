@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +21,16 @@ from nodeguard.data.datasets import Dataset, dataset_info, load_dataset
 from nodeguard.errors import ConfigError
 from nodeguard.models.evaluation import evaluate
 from nodeguard.models.networks import MODELS, ImageClassifier, build_model, model_config
-from nodeguard.progress import Progress, SilentProgress
+from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.device import resolve_device
 from nodeguard.runtime.distributed import all_gather, barrier, current_ranks, ensure_process_group, share
 from nodeguard.storage.registry import HISTORY_FILE, METRICS_FILE, ModelEntry, Registry, now_iso
 
 EPOCH_SEED_STRIDE = 1_000_003
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("onecycle", "constant")
+Optimizer = Literal["adamw", "adam", "sgd"]
+Schedule = Literal["onecycle", "constant"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
 @dataclass
@@ -42,8 +44,8 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    schedule: str = "onecycle"
+    optimizer: Optimizer = "adamw"
+    schedule: Schedule = "onecycle"
     dropout: float = 0.0
     filters: int | None = None
     seed: int = 0
@@ -221,7 +223,7 @@ def train_model(
     device: str = "auto",
     data_dir: str | None = None,
     restart: bool = False,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
     recipe: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train (or resume, or reuse) model ``name`` and register it.
@@ -236,7 +238,6 @@ def train_model(
       nothing behind: the model is not registered and the next run starts afresh.
     """
     registry = registry or Registry()
-    progress = progress or SilentProgress()
     name = name or config.default_name()
     torch_device = resolve_device(device)
     ranks = current_ranks()
@@ -277,7 +278,7 @@ def _train_locked(
         changed = sorted(key for key in config.as_dict() if stored_training.get(key) != config.as_dict()[key])
         raise ConfigError(
             f"model {name!r} exists with other settings ({', '.join(changed)}); "
-            "pass --restart to train it again from scratch, or --name for a new model"
+            "set `restart` to train it again from scratch, or give a new `name`"
         )
     metrics = registry.read_json(name, METRICS_FILE)
     barrier()  # read before rank 0 writes anything
