@@ -90,7 +90,7 @@ def test_resnet_baseline_trains_the_same_way(registry):
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ConfigError, match="epochs must be positive"):
+    with pytest.raises(ConfigError, match="`epochs` must be positive"):
         tiny_config(epochs=0)
     with pytest.raises(ConfigError, match="multiple of 32"):
         tiny_config(filters=48)

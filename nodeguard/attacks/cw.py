@@ -51,7 +51,21 @@ ABORT_IMPROVEMENT = 0.9999
 class CarliniWagnerL2(Attack):
     """Untargeted CW-L2 with per-sample c search; returns the adversarial images.
 
-    Where no adversarial was found the original image is returned.
+    Where no adversarial was found the original image is returned. Carlini & Wagner,
+    "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017 (see the module
+    docstring for where this differs). Call it as ``attack(images, labels)``.
+
+    Args:
+        model: maps (N, C, H, W) images in [0, 1] to (N, classes) logits; wrap an ODE-Net
+            in :class:`~nodeguard.attacks.PinnedTolerance` to fix its tolerance.
+        initial_const: the first c of every sample's search (> 0).
+        binary_steps: searches over c (each up to ``steps`` Adam steps).
+        steps: Adam steps per search.
+        lr: Adam's step size, in tanh space.
+        kappa: confidence: the margin must reach -(kappa + decision_slack) (logit units, >= 0).
+        abort_early: stop a sample's search when its loss stalls (checked 10 times per search).
+        tanh_margin: how far the tanh map overshoots [0, 1] before clamping.
+        decision_slack: extra margin beyond -kappa for a success (logit units).
     """
 
     def __init__(
@@ -78,10 +92,12 @@ class CarliniWagnerL2(Attack):
         self.supported_mode = ["default"]
 
     def to_pixels(self, w: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] of tanh-space variables w (same shape)."""
         scale = 1.0 + 2.0 * self.tanh_margin
         return (0.5 + 0.5 * scale * torch.tanh(w)).clamp(0.0, 1.0)
 
     def to_tanh_space(self, images: torch.Tensor) -> torch.Tensor:
+        """Tanh-space variables w of images in [0, 1] (finite everywhere), the inverse of :meth:`to_pixels`."""
         # A hair inside [0, 1], so rounding cannot start a pixel on the far side of the
         # clamp, where its gradient would be zero.
         scale = 1.0 + 2.0 * self.tanh_margin
@@ -93,15 +109,37 @@ class CarliniWagnerL2(Attack):
         return self.kappa + self.decision_slack
 
     def is_success(self, margins: torch.Tensor) -> torch.Tensor:
+        """Bool tensor shaped like ``margins``: margin <= -required margin (< 0 when that is 0)."""
         return margins < -self.required_margin if self.required_margin == 0 else margins <= -self.required_margin
 
     def margin_objective(self, adversarial: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the margin term of the loss, success) per image: max(margin, -required margin)
-        and margin <= -required margin, with the margin from one forward of the model."""
+        and margin <= -required margin, with the margin from one forward of the model.
+
+        Args:
+            adversarial: (B, C, H, W) candidate images in [0, 1] (with gradient).
+            labels: (B,) int64 true classes.
+
+        Returns:
+            (term, success): (B,) float (logit units, differentiable) and (B,) bool.
+        """
         margins = classification_margin(self.get_logits(adversarial), labels)
         return margins.clamp(min=-self.required_margin), self.is_success(margins.detach())
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Run the attack (call the instance instead, as torchattacks does).
+
+        Args:
+            images: (N, C, H, W) float32 in [0, 1].
+            labels: (N,) int64 true classes.
+
+        Returns:
+            (N, C, H, W) float32 in [0, 1] on the model's device: per image the smallest-L2
+            successful adversarial found (L2 over pixels in [0, 1]), else the clean image.
+
+        Raises:
+            ConfigError: from the model, e.g. a pinned ODE-Net whose solver is not dopri5.
+        """
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
         count = len(images)

@@ -81,9 +81,27 @@ class ToleranceDraws(nn.Module):
 
 
 class EOTCarliniWagnerL2(CarliniWagnerL2):
-    """CW-L2 whose margin term is averaged over tolerance draws (see the module docstring)."""
+    """CW-L2 whose margin term is averaged over tolerance draws (see the module docstring).
+
+    Expectation over Transformation (Athalye, Carlini & Wagner, ICML 2018) over the solver
+    tolerance, on top of :class:`CarliniWagnerL2` (Carlini & Wagner, IEEE S&P 2017).
+    Takes :class:`CarliniWagnerL2`'s arguments; ``model`` must return (B, draws, classes)
+    logits, as :class:`ToleranceDraws` does (a generator-driven draw per call, log-uniform
+    in the defense's [tol_low, tol_high]).
+    """
 
     def margin_objective(self, adversarial: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(term, success) per image over one call's draws.
+
+        Args:
+            adversarial: (B, C, H, W) candidate images in [0, 1] (with gradient).
+            labels: (B,) int64 true classes.
+
+        Returns:
+            (term, success): (B,) float, the mean over draws of max(margin, -(kappa + slack))
+            (logit units, differentiable), and (B,) bool, True when every draw's margin is
+            at most -(kappa + slack).
+        """
         logits = self.get_logits(adversarial)  # (B, draws, classes)
         count, draws = logits.shape[:2]
         margins = classification_margin(logits.flatten(0, 1), labels.repeat_interleave(draws)).view(count, draws)

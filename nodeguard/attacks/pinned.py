@@ -18,6 +18,10 @@ class PinnedTolerance(nn.Module):
     the attacked function is exactly the prediction each image is judged by, whatever
     batch it is attacked in. The wrapped model's own ``tol`` is never read or changed
     (``tol`` None means the model's own). Models without a solver run a plain forward.
+
+    Args:
+        model: the classifier to attack.
+        tol: the solver tolerance (rtol = atol) every forward uses, or None for the model's own.
     """
 
     def __init__(self, model: ImageClassifier, tol: float | None):
@@ -26,4 +30,11 @@ class PinnedTolerance(nn.Module):
         self.tol = None if tol is None else float(tol)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, classes) float32 of (N, C, H, W) images in [0, 1], each solved alone at ``tol``.
+
+        Differentiable (the per-sample dopri5 of Chen et al. 2018's Neural ODEs, as torchdiffeq steps).
+
+        Raises:
+            ConfigError: an ODE-Net whose solver method is not dopri5.
+        """
         return logits_alone(self.model, x, self.tol)[0]

@@ -26,7 +26,22 @@ AttackRunner = Callable[[nn.Module, Any, torch.Tensor, torch.Tensor, int], torch
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """What the attack stage needs to know about one attack."""
+    """What the attack stage needs to know about one attack.
+
+    Attributes:
+        name: the registered name ("cw", "eot-cw", "apgd-rand", "pgd", "blend").
+        version: the algorithm's version, part of every attack set's key.
+        options: the dataclass of the attack's own settings (checked in its ``__post_init__``).
+        run: ``run(model, options, images, labels, seed)``: ``model`` solves each image
+            alone at tol_attack (:class:`~nodeguard.attacks.PinnedTolerance`), ``images``
+            (N, C, H, W) float32 in [0, 1], ``labels`` (N,) int64, ``seed`` fixed per batch;
+            returns (N, C, H, W) adversarial images in [0, 1].
+        summary: one line for ``--help`` and listings.
+        refine_to_boundary: a minimal-perturbation attack, whose adversarials the stage
+            moves back to margin -(kappa + slack).
+        per_image: each adversarial depends on its image alone, so a sharded run may
+            split a batch across processes.
+    """
 
     name: str
     version: int  # part of every attack set's key: bump it when the algorithm changes
@@ -41,10 +56,17 @@ class AttackSpec:
     per_image: bool = False
 
     def option_names(self) -> tuple[str, ...]:
+        """The names of the attack's own options, in their dataclass's order."""
         return tuple(field.name for field in fields(self.options))
 
     def build_options(self, overrides: dict[str, Any]) -> Any:
         """The attack's options object (its checks run here, once), defaults filled in.
+
+        Args:
+            overrides: option name -> value; None values keep the default.
+
+        Returns:
+            An instance of :attr:`options` (e.g. a ``CWOptions``).
 
         Raises:
             ConfigError: an option this attack does not take, or a value it refuses.
@@ -57,10 +79,16 @@ class AttackSpec:
         return self.options(**{key: value for key, value in overrides.items() if value is not None})
 
     def resolve_options(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Every option of this attack as a dict, defaults filled in (see :meth:`build_options`)."""
+        """Every option of this attack as a dict, defaults filled in (see :meth:`build_options`).
+
+        Raises:
+            ConfigError: an option this attack does not take, or a value it refuses.
+        """
         return asdict(self.build_options(overrides))
 
 
+# Every attack by name ("cw", "eot-cw", "apgd-rand", "pgd", "blend" once nodeguard.attacks is
+# imported); ``ATTACKS.get(name)`` raises ConfigError naming the valid ones for an unknown name.
 ATTACKS: Catalog[AttackSpec] = Catalog("attack")
 
 

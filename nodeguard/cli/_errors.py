@@ -16,12 +16,12 @@ import typer
 from typer.core import TyperGroup
 
 from nodeguard.cli._output import Output
+from nodeguard.constants import DEBUG_VARIABLE
 from nodeguard.errors import NodeguardError
 from nodeguard.runtime.distributed import current_ranks
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
-DEBUG_VARIABLE = "NODEGUARD_DEBUG"
 
 
 # a setting whose option is not its name with dashes ("tol_attack" -> "--tol-attack")

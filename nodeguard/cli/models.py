@@ -10,7 +10,8 @@ from rich.table import Table
 
 from nodeguard.cli._options import JsonOption
 from nodeguard.cli._output import Output
-from nodeguard.storage.registry import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, Registry
+from nodeguard.constants import CONFIG_FILE, HISTORY_FILE, METRICS_FILE
+from nodeguard.storage.registry import Registry
 
 app = typer.Typer(help="List, show and remove registered models.", no_args_is_help=False)
 

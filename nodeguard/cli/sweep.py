@@ -14,9 +14,9 @@ from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_list
 from nodeguard.errors import ConfigError
 from nodeguard.reporting.plots import plot_grid, plot_sweep
-from nodeguard.reporting.tables import table_cells, write_grid, write_table
+from nodeguard.reporting.tables import grid_table, table_cells, write_grid, write_table
 from nodeguard.runtime.distributed import current_ranks
-from nodeguard.stages.grid import GridSettings, grid_table, run_grid
+from nodeguard.stages.grid import GridSettings, run_grid
 from nodeguard.stages.sweep import SweepSettings, run_sweep
 from nodeguard.storage.registry import Registry
 

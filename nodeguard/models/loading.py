@@ -16,7 +16,15 @@ from nodeguard.storage.results import ResultStore
 
 @dataclass
 class LoadedModel:
-    """A registered model in eval mode, with what the stages need to know about it."""
+    """A registered model in eval mode, with what the stages need to know about it.
+
+    Attributes:
+        name: the model's registered name.
+        model: the network, in eval mode, on ``device``.
+        config: its config.yaml (sections ``model``, ``training``, ``dataset``, ...).
+        device: where the model's weights are.
+        registry: the registry it was loaded from.
+    """
 
     name: str
     model: ImageClassifier
@@ -25,15 +33,21 @@ class LoadedModel:
     registry: Registry
 
     def results(self) -> ResultStore:
-        """The model's result store (attack sets, sweep cells, votes, security reports)."""
+        """The model's result store (attack sets, sweep cells, votes, security reports).
+
+        Raises:
+            RegistryError: the model's name is not a valid model name.
+        """
         return ResultStore(self.registry, self.name)
 
     @property
     def tol_train(self) -> float:
+        """The solver tolerance the model was trained at (its config's ``training.tol_train``)."""
         return float(self.config["training"]["tol_train"])
 
     @property
     def dataset(self) -> str:
+        """The registered data set the model was trained on ("mnist5k", "mnist", "cifar10")."""
         return str(self.config["dataset"])
 
     @property
@@ -44,11 +58,31 @@ class LoadedModel:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (logits per image)."""
         return self.model.num_classes
 
 
 def load_model(name: str | None = None, registry: Registry | None = None, device: str = "auto") -> LoadedModel:
-    """A trained model in eval mode: ``name``, or the most recently trained one."""
+    """A trained model in eval mode: ``name``, or the most recently trained one.
+
+    Args:
+        name: a registered model name; None means the most recently trained ready model.
+        registry: where to look; None means ``Registry()`` at the default cache root.
+        device: "auto" (CUDA when available, else the CPU), "cpu" or "cuda"; in a sharded
+            job each process takes the GPU of its local rank.
+
+    Returns:
+        The ``LoadedModel``: the network rebuilt from its config with its checkpoint's
+        weights, in eval mode on the device.
+
+    Raises:
+        ModelNotFoundError: ``name`` is not registered (or None and no model is ready), or
+            its config.yaml is missing.
+        RegistryError: the model has not finished training, its config or checkpoint is
+            missing, damaged or does not fit, or the index stayed locked for 60 s.
+        ConfigError: an unknown ``device``, "cuda" without a GPU, an unknown architecture
+            in the config, or malformed ``RANK``/``WORLD_SIZE`` variables.
+    """
     registry = registry or Registry()
     name = registry.resolve(name)
     entry = registry.get(name)

@@ -63,6 +63,17 @@ class ImageClassifier(nn.Module):
     """normalise -> downsampling -> feature block -> head; inputs are images in [0, 1].
 
     ``has_solver`` says whether the feature block has a solver tolerance that matters.
+    The base class of :class:`ODENet` and :class:`ResNet`; subclasses define
+    :meth:`classify_features`.
+
+    Args:
+        in_channels: image channels C (1 for the digits, 3 for CIFAR-10).
+        num_classes: number of classes (logits per image).
+        filters: channels of the downsampled features (at most 32, or a multiple of 32,
+            for GroupNorm's min(32, C) groups).
+        mean: per-channel mean for the normalisation inside the model (default 0).
+        std: per-channel std for the normalisation inside the model (default 1).
+        dropout: dropout probability before the final Linear layer (0: no dropout layer).
     """
 
     arch = "base"
@@ -70,7 +81,7 @@ class ImageClassifier(nn.Module):
 
     @property
     def last_nfe(self) -> int:
-        """Function evaluations of the latest forward pass (0: no solver)."""
+        """Function evaluations (NFE) of the latest batched forward pass (0: no solver)."""
         return 0
 
     def __init__(
@@ -91,10 +102,23 @@ class ImageClassifier(nn.Module):
         self.head = classifier_head(filters, num_classes, dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The downsampled features h(0) that the feature block starts from."""
+        """The downsampled features h(0) that the feature block starts from.
+
+        Args:
+            x: (N, C, H, W) float32 images in [0, 1] (normalised inside the model).
+
+        Returns:
+            (N, filters, H', W') float32: a 3x3 conv then two stride-2 residual blocks
+            (28x28 -> 7x7, 32x32 -> 8x8).
+        """
         return self.downsampling(self.normalize(x))
 
     def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+        """Logits (N, num_classes) of features h(0) from :meth:`features`; defined by subclasses.
+
+        Raises:
+            NotImplementedError: on the base class.
+        """
         raise NotImplementedError
 
     def classify_features_per_sample(self, h: torch.Tensor, tols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,16 +126,50 @@ class ImageClassifier(nn.Module):
 
         Without a solver a sample's logits never depend on its batch: a plain forward
         pass, NFE 0.
+
+        Args:
+            h: (N, filters, H', W') features from :meth:`features`.
+            tols: (N,) tolerances (float64; ignored without a solver).
+
+        Returns:
+            (logits, nfe): (N, num_classes) float32 and (N,) int64 (zeros here).
         """
         logits = self.classify_features(h)
         return logits, torch.zeros(len(h), dtype=torch.long, device=h.device)
 
     def forward(self, x: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+        """Logits of a batch, solved as one batch (the solver's steps depend on the batch).
+
+        Args:
+            x: (N, C, H, W) float32 images in [0, 1].
+            tol: solver tolerance (rtol = atol) for this call only; None means the model's
+                own. Ignored by models without a solver.
+
+        Returns:
+            (N, num_classes) float32 logits. For batch-independent predictions use
+            :func:`nodeguard.models.evaluation.logits_alone`.
+        """
         return self.classify_features(self.features(x), tol=tol)
 
 
 class ODENet(ImageClassifier):
-    """The paper's ODE-Net: downsampling, one ODE block solved at tolerance ``tol``, head."""
+    """The paper's ODE-Net: downsampling, one ODE block solved at tolerance ``tol``, head.
+
+    The ODE block integrates f(t, h) over t in [0, 1] with an adaptive solver (Neural ODEs:
+    Chen et al., NeurIPS 2018; torchdiffeq, dopri5 by default), as in the WIFS 2019 paper.
+
+    Args:
+        in_channels: image channels C.
+        num_classes: number of classes.
+        filters: feature channels (default 64).
+        tol: default solver tolerance, rtol = atol = tol (default 1e-3); :attr:`tol`
+            changes it, ``forward(x, tol=...)`` overrides it for one call.
+        method: torchdiffeq solver for batched forwards (default "dopri5"); per-sample
+            solving implements dopri5 only.
+        mean: per-channel mean for the normalisation inside the model (default 0).
+        std: per-channel std (default 1).
+        dropout: dropout probability before the final Linear layer (0: none).
+    """
 
     arch = "odenet"
     has_solver = True
@@ -132,6 +190,7 @@ class ODENet(ImageClassifier):
 
     @property
     def tol(self) -> float:
+        """The default solver tolerance (rtol = atol), settable."""
         return self.odeblock.tol
 
     @tol.setter
@@ -140,9 +199,11 @@ class ODENet(ImageClassifier):
 
     @property
     def last_nfe(self) -> int:
+        """Function evaluations of the latest batched forward pass (torchdiffeq)."""
         return self.odeblock.last_nfe
 
     def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+        """Logits (N, num_classes) of features h(0), the batch solved together by torchdiffeq at ``tol``."""
         return self.head(self.odeblock(h, tol=tol))
 
     def classify_features_per_sample(self, h: torch.Tensor, tols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +212,16 @@ class ODENet(ImageClassifier):
         Each sample steps as torchdiffeq would solve it alone (:mod:`nodeguard.models.solver`),
         whatever else is in the batch. Only dopri5 is implemented per sample; a model
         built with another method is refused here rather than silently solved with dopri5.
+
+        Args:
+            h: (N, filters, H', W') features from :meth:`features`.
+            tols: (N,) tolerances, rtol = atol (float64).
+
+        Returns:
+            (logits, nfe): (N, num_classes) float32 and (N,) int64. Differentiable.
+
+        Raises:
+            ConfigError: the model's solver method is not dopri5.
         """
         if self.odeblock.method != PER_SAMPLE_SOLVER:
             raise ConfigError(
@@ -165,6 +236,15 @@ class ResNet(ImageClassifier):
 
     It has no solver: ``forward``'s ``tol`` is accepted and ignored so callers can treat
     both alike.
+
+    Args:
+        in_channels: image channels C.
+        num_classes: number of classes.
+        filters: feature channels (default 64).
+        blocks: residual blocks between stem and head (default 6).
+        mean: per-channel mean for the normalisation inside the model (default 0).
+        std: per-channel std (default 1).
+        dropout: dropout probability before the final Linear layer (0: none).
     """
 
     arch = "resnet"
@@ -183,6 +263,7 @@ class ResNet(ImageClassifier):
         self.blocks = nn.Sequential(*[ResBlock(filters, filters) for _ in range(blocks)])
 
     def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+        """Logits (N, num_classes) of features h(0); ``tol`` is ignored."""
         return self.head(self.blocks(h))
 
 
@@ -192,7 +273,21 @@ MODELS.register("resnet", ResNet)
 
 
 def create_model(arch: str, **kwargs: Any) -> ImageClassifier:
-    """Build a registered model; keyword arguments that are None keep the model's defaults."""
+    """Build a registered model; keyword arguments that are None keep the model's defaults.
+
+    Args:
+        arch: "odenet" (:class:`ODENet`) or "resnet" (:class:`ResNet`).
+        **kwargs: the class's constructor arguments (``in_channels``, ``num_classes``,
+            ``filters``, ``tol``, ...).
+
+    Returns:
+        A freshly initialised model (torch's global generator draws its weights), in train mode.
+
+    Raises:
+        ConfigError: ``arch`` is not a registered architecture.
+        TypeError: an argument the class does not take (``tol`` for a ResNet, say), or a
+            required one missing.
+    """
     return MODELS.get(arch)(**{key: value for key, value in kwargs.items() if value is not None})
 
 

@@ -1,15 +1,19 @@
-"""The sweep table as the papers lay it out (tau across, metrics down): cells, CSV, Markdown."""
+"""The sweep table as the papers lay it out (tau across, metrics down) and the decoupling
+grid (one table per model): cells, CSV, Markdown, JSON."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nodeguard.errors import ConfigError
 from nodeguard.storage.files import atomic_write_text
+
+Formatter = Callable[[dict[str, Any]], str]
 
 
 def _percent(value: float | None) -> str:
@@ -50,11 +54,15 @@ def table_cells(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
+    """The lines of one Markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(row) + " |" for row in body
+    ]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
-    header, body = table_cells(report)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
+    return "\n".join(markdown_table(*table_cells(report))) + "\n"
 
 
 def to_csv(report: dict[str, Any]) -> str:
@@ -69,28 +77,43 @@ def to_csv(report: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def write_table(report: dict[str, Any], path: Path) -> None:
-    """Write the report as .csv, .md or .json, chosen by the file's suffix."""
+def _write(report: dict[str, Any], path: Path, csv_text: Formatter, markdown_text: Formatter) -> None:
+    """Write ``report`` as .csv, .md or .json, chosen by the file's suffix (atomically)."""
+    writers = {".csv": csv_text, ".md": markdown_text, ".json": lambda r: json.dumps(r, indent=2) + "\n"}
     suffix = path.suffix.lower()
-    writers = {".csv": to_csv, ".md": to_markdown, ".json": lambda r: json.dumps(r, indent=2) + "\n"}
     if suffix not in writers:
         raise ConfigError(f"`out` must end in .csv, .md or .json, got {path.name}")
     atomic_write_text(path, writers[suffix](report))
 
 
+def write_table(report: dict[str, Any], path: Path) -> None:
+    """Write the sweep report as .csv (one line per tau), .md (the table) or .json."""
+    _write(report, path, to_csv, to_markdown)
+
+
 GRID_KEYS = ["model", "tol_train", "tol_attack", "tol_test", "success_rate", "mean_l2"]
 
 
-def grid_to_markdown(report: dict[str, Any]) -> str:
-    from nodeguard.stages.grid import grid_table
+def grid_table(report: dict[str, Any], model: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of one model's grid: tau_attack down, tau_test across, "success% / L2" cells."""
+    cells = {(cell["tol_attack"], cell["tol_test"]): cell for cell in report["grid"] if cell["model"] == model}
+    header = ["tau_attack \\ tau_test"] + [f"{tol:g}" for tol in report["tols"]]
+    body = []
+    for tol_attack in report["tol_attacks"]:
+        row = [f"{tol_attack:g}"]
+        for tol_test in report["tols"]:
+            cell = cells[(tol_attack, tol_test)]
+            l2 = "-" if cell["mean_l2"] is None else f"{cell['mean_l2']:.2f}"
+            row.append(f"{100 * cell['success_rate']:.0f}% / {l2}")
+        body.append(row)
+    return header, body
 
+
+def grid_to_markdown(report: dict[str, Any]) -> str:
     parts = []
     for described in report["models"]:
-        header, body = grid_table(report, described["model"])
-        lines = [f"{described['model']} (tau_train {described['tol_train']:g}): success / mean L2", ""]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        parts.append("\n".join(lines))
+        title = f"{described['model']} (tau_train {described['tol_train']:g}): success / mean L2"
+        parts.append("\n".join([title, "", *markdown_table(*grid_table(report, described["model"]))]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -104,8 +127,4 @@ def grid_to_csv(report: dict[str, Any]) -> str:
 
 def write_grid(report: dict[str, Any], path: Path) -> None:
     """Write the decoupling grid as .csv (one line per cell), .md (one table per model) or .json."""
-    suffix = path.suffix.lower()
-    writers = {".csv": grid_to_csv, ".md": grid_to_markdown, ".json": lambda r: json.dumps(r, indent=2) + "\n"}
-    if suffix not in writers:
-        raise ConfigError(f"`out` must end in .csv, .md or .json, got {path.name}")
-    atomic_write_text(path, writers[suffix](report))
+    _write(report, path, grid_to_csv, grid_to_markdown)

@@ -26,6 +26,7 @@ import torch
 
 from nodeguard.attacks import PinnedTolerance
 from nodeguard.attacks.boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS, finish_on_8bit_grid, refine_floats
+from nodeguard.constants import ATTACK_SHARD_KIND, SUMMARY_FILE
 from nodeguard.data.datasets import ImageSplit, load_dataset
 from nodeguard.errors import ConfigError
 from nodeguard.models.evaluation import margins_alone, predict_per_sample, predict_sharded
@@ -47,8 +48,7 @@ from nodeguard.storage.files import atomic_write_json, load_tagged, save_tagged
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import StoredResult
 
-SHARD_KIND = "attack_shard"  # the finished units of one rank, saved after each one
-SUMMARY_FILE = "summary.json"
+SHARD_KIND = ATTACK_SHARD_KIND
 
 
 def classify_alone(model: ImageClassifier, images: torch.Tensor, tol: float) -> torch.Tensor:
@@ -278,7 +278,37 @@ def run_attack(
     progress: Progress = SILENT,
     loaded: LoadedModel | None = None,
 ) -> AttackReport:
-    """Make (or find again, or finish) the attack set that ``settings`` describe; report it."""
+    """Make (or find again, or finish) the attack set that ``settings`` describe; report it.
+
+    Each image is attacked and judged solved alone at tol_attack; the adversarials of
+    minimal-perturbation attacks (CW: Carlini & Wagner 2017) are moved back to the
+    decision boundary, and all are put on the 8-bit grid. Work is saved per batch; under
+    torchrun the ranks share the batches.
+
+    Args:
+        settings: the attack and its settings.
+        model: a registered model; None means the most recently trained one.
+        registry: None means ``Registry()`` at the default cache root.
+        device: "auto", "cpu" or "cuda" (ignored when ``loaded`` is given).
+        data_dir: where mnist/cifar10 are looked for.
+        export_dir: if given, write ``pristine/`` and ``adversarial/`` PNGs there (8-bit
+            successes only; rank 0).
+        progress: receives log lines and per-batch progress.
+        loaded: an already loaded model, used instead of ``model``/``registry``/``device``.
+
+    Returns:
+        The ``AttackReport`` (success rates in [0, 1], L2 over pixels in [0, 1], the set's key).
+
+    Raises:
+        ConfigError: no image of the split to attack, shards that do not hold each image
+            once, an attack that needs an ODE model
+            (eot-cw, apgd-rand) on a ResNet, a solver method other than dopri5, a bad
+            ``device``, or malformed ``RANK``/``WORLD_SIZE``.
+        RegistryError: the same attack set is being computed by another process, the
+            model is unfinished, or its files are damaged.
+        ModelNotFoundError: ``model`` is not registered (or None and none is ready).
+        DataUnavailableError: the model's data set is not on disk and cannot be downloaded.
+    """
     loaded = loaded or load_model(model, registry=registry, device=device)
     attack_set, report = make_attack_set(settings, loaded, data_dir, progress)
     if export_dir is not None and current_ranks().is_main:

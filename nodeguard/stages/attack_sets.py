@@ -29,12 +29,13 @@ import torch
 
 from nodeguard.attacks import ATTACKS, AttackSpec
 from nodeguard.attacks.boundary import GridMethod
+from nodeguard.constants import ATTACK_SET_KIND
 from nodeguard.errors import ConfigError, unknown_name_error
 from nodeguard.storage.images import save_png
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import ResultStore, StoredResult
 
-KIND = "attack_set"
+KIND = ATTACK_SET_KIND
 Split = Literal["train", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
 
@@ -81,7 +82,25 @@ class ResolvedAttack:
 @dataclass
 class AttackSettings:
     """What to attack and how. ``tol_attack`` None means the model's tol_train;
-    ``options`` are the attack's own (see its options class), unset ones take its defaults."""
+    ``options`` are the attack's own (see its options class), unset ones take its defaults.
+
+    Attributes:
+        attack: a registered attack ("cw": Carlini & Wagner 2017; "eot-cw": with EOT,
+            Athalye et al. 2018; "apgd-rand": Croce & Hein 2020; "pgd"; "blend").
+        tol_attack: the solver tolerance (rtol = atol) each image is solved alone at while
+            attacked and judged; None means the model's tol_train (> 0).
+        count: images to attack, the first of the split (>= 1).
+        split: "train" or "test".
+        only_correct: attack only images classified correctly alone at tol_attack.
+        batch_size: images per attack batch (>= 1; part of the attack set's key).
+        seed: the attack's random seed (plus the batch number per batch).
+        options: the attack's own options (e.g. ``steps``, ``kappa``, ``eps``); None
+            values are dropped.
+
+    Raises:
+        ConfigError: an unknown attack or split, a value out of range, or an option the
+            attack does not take or refuses.
+    """
 
     attack: str = "cw"
     tol_attack: float | None = None
@@ -109,13 +128,18 @@ class AttackSettings:
     @classmethod
     def with_overrides(cls, **overrides: Any) -> AttackSettings:
         """Settings from keyword overrides: None keeps the default; names that are not
-        settings of every attack (steps, kappa, eps, ...) go to ``options``."""
+        settings of every attack (steps, kappa, eps, ...) go to ``options``.
+
+        Raises:
+            ConfigError: as the constructor.
+        """
         common = {item.name for item in fields(cls) if item.init} - {"options"}
         chosen = {name: value for name, value in overrides.items() if value is not None}
         options = {name: value for name, value in chosen.items() if name not in common}
         return cls(**{name: value for name, value in chosen.items() if name in common}, options=options)
 
     def resolve(self, tol_train: float) -> ResolvedAttack:
+        """Every setting with defaults filled in (``tol_attack`` None becomes ``tol_train``): what the key hashes."""
         spec = ATTACKS.get(self.attack)
         return ResolvedAttack(
             attack=self.attack,
@@ -149,7 +173,27 @@ BATCH_FIELDS = (
 
 @dataclass
 class AttackSet:
-    """The attacked images of one attack set, one row each (see the module docstring)."""
+    """The attacked images of one attack set, one row each (see the module docstring).
+
+    Attributes:
+        settings: the resolved settings that made it.
+        indices: (N,) int64 positions in the split.
+        clean: (N, C, H, W) float32 in [0, 1].
+        adversarial: (N, C, H, W) float32 in [0, 1] (moved back to the decision boundary
+            for minimal-perturbation attacks).
+        labels: (N,) int64 true classes.
+        clean_predictions: (N,) int64, each clean image alone at tol_attack.
+        predictions: (N,) int64, each adversarial alone at tol_attack.
+        success: (N,) bool, clean correct and adversarial misclassified.
+        margin: (N,) float32, true logit minus best other of the adversarial (logit units).
+        l2: (N,) float32, ||adversarial - clean||_2 over pixels in [0, 1].
+        adversarial_8bit: (N, C, H, W) uint8, the adversarial on the 8-bit grid (clean
+            where lost).
+        success_8bit: (N,) bool, success of the 8-bit adversarial.
+        margin_8bit: (N,) float32, its margin.
+        grid_method: (N,) int64, ``GridMethod``: 0 lost, 1 rounded, 2 outward rounding.
+        seconds: time the attack took, summed over batches (s).
+    """
 
     settings: ResolvedAttack
     indices: torch.Tensor
@@ -168,6 +212,7 @@ class AttackSet:
     seconds: float
 
     def __len__(self) -> int:
+        """N, the number of attacked images."""
         return len(self.labels)
 
     @property
@@ -176,11 +221,19 @@ class AttackSet:
         return self.clean[0].numel() if len(self.clean) else 1
 
     def l2_8bit(self) -> torch.Tensor:
-        """L2 distance of each 8-bit adversarial (clean where the attack failed) from its image."""
+        """L2 distance of each 8-bit adversarial (clean where the attack failed) from its image.
+
+        Returns:
+            (N,) float32, over pixels in [0, 1] (levels / 255).
+        """
         return (self.adversarial_8bit.float() / 255 - self.clean).flatten(1).norm(dim=1)
 
     def successful_8bit_images(self) -> torch.Tensor:
-        """The adversarials that succeed on the 8-bit grid, as floats in [0, 1]."""
+        """The adversarials that succeed on the 8-bit grid, as floats in [0, 1].
+
+        Returns:
+            (M, C, H, W) float32, M = ``success_8bit.sum()``, in row order.
+        """
         return self.adversarial_8bit[self.success_8bit].float() / 255
 
     @classmethod
@@ -191,11 +244,17 @@ class AttackSet:
         return cls(settings=settings, indices=indices, seconds=seconds, **joined)
 
     def payload(self) -> dict[str, Any]:
+        """The tensors and seconds as saved in result.pt (the settings are added by the store)."""
         tensors = {name: getattr(self, name) for name in BATCH_FIELDS}
         return {"indices": self.indices, "seconds": self.seconds, **tensors}
 
     @classmethod
     def from_payload(cls, settings: ResolvedAttack, payload: dict[str, Any]) -> AttackSet:
+        """The attack set from a saved :meth:`payload` and its settings.
+
+        Raises:
+            KeyError: a field is missing from ``payload``.
+        """
         tensors = {name: payload[name] for name in (*BATCH_FIELDS, "indices")}
         return cls(settings=settings, seconds=float(payload["seconds"]), **tensors)
 
@@ -214,7 +273,22 @@ def read_attack_set(stored: StoredResult) -> AttackSet | None:
 
 
 def load_attack_set(registry: Registry, model: str, key: str) -> AttackSet:
-    """A saved attack set of ``model`` by its key (the ``set`` of an attack report)."""
+    """A saved attack set of ``model`` by its key (the ``set`` of an attack report).
+
+    Args:
+        registry: the registry holding the model.
+        model: the model's name.
+        key: the attack set's key, ``<label>-<digest>`` (``AttackReport.set``).
+
+    Returns:
+        The ``AttackSet``.
+
+    Raises:
+        RegistryError: invalid model name, no attack set with that key is saved (an
+            unfinished one included), or its file is damaged.
+        ConfigError: the saved file does not hold the settings it was found by
+            (reported as "not complete yet").
+    """
     stored = ResultStore(registry, model).find(KIND, key)
     attack_set = read_attack_set(stored)
     if attack_set is None:
@@ -247,6 +321,37 @@ def margin_stats(margin: torch.Tensor, mask: torch.Tensor, suffix: str) -> dict[
 
 @dataclass
 class AttackReport:
+    """The summary of one attack set (also saved as its summary.json).
+
+    L2 is over pixels in [0, 1]; MSE is ||delta||^2 / (C * H * W); margins are in logit
+    units; statistics are over the successful adversarials (None when there is none).
+
+    Attributes:
+        model: the model's name.
+        attack: the attack's name.
+        tol_attack: the tolerance the images were attacked and judged at.
+        count: attacked images N.
+        success_rate: share of the N whose float adversarial succeeds, in [0, 1].
+        mean_l2: mean L2 of the successful float adversarials.
+        median_l2: their median L2.
+        mean_mse: their mean MSE.
+        success_rate_8bit: share whose 8-bit adversarial succeeds.
+        mean_l2_8bit: mean L2 of the successful 8-bit adversarials.
+        kept_by_rounding: 8-bit adversarials found by rounding at the smallest scale.
+        kept_by_outward_rounding: those found by rounding away from the original.
+        lost_on_8bit_grid: float successes whose 8-bit adversarial fails.
+        median_abs_margin: median |margin| of the successful float adversarials.
+        p90_abs_margin: its 90th percentile.
+        median_abs_margin_8bit: median |margin| of the successful 8-bit adversarials.
+        p90_abs_margin_8bit: its 90th percentile.
+        seconds: time the attack took (s).
+        set: the attack set's key (for :func:`load_attack_set`).
+        path: its folder.
+        reused: True when the set was found in the store.
+        exported_to: where PNGs were written, if asked.
+        settings: the resolved settings.
+    """
+
     model: str
     attack: str
     tol_attack: float

@@ -22,7 +22,18 @@ from nodeguard.storage.registry import Registry
 
 @dataclass
 class GridSettings:
-    """The grid's axes and attack: ``tol_attacks`` (rows) and ``tols`` (tau_test, columns)."""
+    """The grid's axes and attack: ``tol_attacks`` (rows) and ``tols`` (tau_test, columns).
+
+    Attributes:
+        tol_attacks: tolerances (> 0) to attack at, one attack set each.
+        tols: tolerances (> 0) to judge the adversarials at.
+        attack: the attack (default "cw", Carlini & Wagner 2017).
+        count: images per attack set.
+        attack_options: the attack's own options.
+
+    Raises:
+        ConfigError: empty or non-positive tolerances, an unknown attack or option.
+    """
 
     tol_attacks: tuple[float, ...]
     tols: tuple[float, ...]
@@ -63,7 +74,28 @@ def run_grid(
     device: str = "auto",
     progress: Progress = SILENT,
 ) -> GridReport:
-    """One cell per (model, tau_attack, tau_test): success rate and mean L2 of the adversarials."""
+    """One cell per (model, tau_attack, tau_test): success rate and mean L2 of the adversarials.
+
+    Args:
+        settings: the axes and the attack.
+        models: registered ODE models (typically trained at different tau_train), each once.
+        registry: None means ``Registry()`` at the default cache root.
+        device: "auto", "cpu" or "cuda".
+        progress: receives log lines and per-row progress.
+
+    Returns:
+        A ``GridReport``: per cell the share of attacked images whose adversarial (made at
+        tau_attack) is misclassified alone at tau_test, in [0, 1], and their mean L2
+        (pixels in [0, 1]); counts of cells computed and reused.
+
+    Raises:
+        ConfigError: no model, a model named twice, a model without a solver, no image to
+            attack, a bad ``device``, or malformed ``RANK``/``WORLD_SIZE``.
+        ModelNotFoundError: a model is not registered.
+        RegistryError: a cell or attack set is being computed by another process, or a
+            model is unfinished or damaged.
+        DataUnavailableError: a data set is not on disk and cannot be downloaded.
+    """
     if not models:
         raise ConfigError("`models` needs at least one model name")
     if len(set(models)) != len(models):
@@ -107,18 +139,3 @@ def run_grid(
         cells_computed=counts.computed,
         cells_reused=counts.reused,
     )
-
-
-def grid_table(report: dict[str, Any], model: str) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of one model's grid: tau_attack down, tau_test across, "success% / L2" cells."""
-    cells = {(cell["tol_attack"], cell["tol_test"]): cell for cell in report["grid"] if cell["model"] == model}
-    header = ["tau_attack \\ tau_test"] + [f"{tol:g}" for tol in report["tols"]]
-    body = []
-    for tol_attack in report["tol_attacks"]:
-        row = [f"{tol_attack:g}"]
-        for tol_test in report["tols"]:
-            cell = cells[(tol_attack, tol_test)]
-            l2 = "-" if cell["mean_l2"] is None else f"{cell['mean_l2']:.2f}"
-            row.append(f"{100 * cell['success_rate']:.0f}% / {l2}")
-        body.append(row)
-    return header, body

@@ -32,6 +32,24 @@ DEFENSE_DEFAULTS = DefenseSettings()
 
 @dataclass
 class RocSettings:
+    """The ROC experiment of the defense (Carrara et al., ICPR 2021 workshops).
+
+    Attributes:
+        votes: the numbers of votes V, one curve each (>= 1; sorted, duplicates dropped).
+        count: images attacked (the attack set's ``count``).
+        tol_low: lower end of the log-uniform tolerance range (> 0).
+        tol_high: upper end.
+        seed: the defense's seed.
+        batch_size: (image, tolerance) pairs solved together.
+        attack: the attack whose successful 8-bit adversarials are the negatives (default
+            "cw", Carlini & Wagner 2017; "eot-cw" for EOT, Athalye et al. 2018).
+        attack_options: the attack's own options.
+
+    Raises:
+        ConfigError: an empty or non-positive ``votes``, a bad range or batch size, an
+            unknown attack or option.
+    """
+
     votes: tuple[int, ...] = (5, 10, 15, 20)
     count: int = 200
     tol_low: float = DEFENSE_DEFAULTS.tol_low
@@ -49,7 +67,11 @@ class RocSettings:
         self.attack_settings()  # an unknown attack option fails before anything runs
 
     def defense(self) -> DefenseSettings:
-        """The defense that draws the votes: the largest V, every draw kept."""
+        """The defense that draws the votes: the largest V, every draw kept.
+
+        Raises:
+            ConfigError: a bad range or batch size.
+        """
         return DefenseSettings(
             votes=max(self.votes),
             vmin=0,
@@ -60,12 +82,30 @@ class RocSettings:
         )
 
     def attack_settings(self) -> AttackSettings:
-        """The attack set (at tol_attack = tol_train) whose adversarials are the negatives."""
+        """The attack set (at tol_attack = tol_train) whose adversarials are the negatives.
+
+        Raises:
+            ConfigError: an unknown attack or option.
+        """
         return AttackSettings.with_overrides(attack=self.attack, count=self.count, **self.attack_options)
 
 
 @dataclass
 class RocCurve:
+    """The ROC of one V: pristine images positive, adversarials negative, score v_agree.
+
+    Attributes:
+        votes: V.
+        auc: area under the ROC curve (scikit-learn), in [0, 1].
+        points: one dict per v_min in 0..V: ``vmin``, ``tpr`` (pristine accepted) and
+            ``fpr`` (adversarials accepted), in [0, 1].
+        rejected_at_90_accept: the largest share of adversarials rejected (1 - fpr) with at
+            least 90% of the pristine images accepted (None: unreachable).
+        vmin_at_90_accept: the v_min of that point.
+        rejected_at_95_accept: the same at 95%.
+        vmin_at_95_accept: the v_min of that point.
+    """
+
     votes: int
     auc: float
     points: list[dict[str, float]]
@@ -136,8 +176,36 @@ def run_roc(
     plot: str | Path | None = None,
     progress: Progress = SILENT,
 ) -> RocReport:
-    """ROC curves of the defense for each V on the model's attack set (made if missing)."""
+    """ROC curves of the defense for each V on the model's attack set (made if missing).
+
+    Tolerance randomization (Carrara et al., ICPR 2021 workshops): the attack set's clean
+    images are the positives, its successful 8-bit adversarials the negatives. Votes are
+    drawn once for the largest V and kept in the model's result store.
+
+    Args:
+        settings: the V values, the defense's range and seed, and the attack.
+        model: a registered ODE model; None means the most recently trained one.
+        registry: None means ``Registry()`` at the default cache root.
+        device: "auto", "cpu" or "cuda".
+        plot: if given, save the curves there (rank 0).
+        progress: receives log lines and progress.
+
+    Returns:
+        A ``RocReport``: one ``RocCurve`` per V, the numbers of pristine and adversarial
+        images, the attack set's key, whether the votes were reused.
+
+    Raises:
+        ConfigError: the model has no solver (found after the attack set is made), no
+            successful adversarial, no image to attack, a bad ``device``, or malformed
+            ``RANK``/``WORLD_SIZE``.
+        ModelNotFoundError: ``model`` is not registered.
+        RegistryError: the attack set or the votes are being computed by another process,
+            or the model is unfinished or damaged.
+        DataUnavailableError: the data set is not on disk and cannot be downloaded.
+    """
     loaded = load_model(model, registry=registry, device=device)
+    if not loaded.model.has_solver:  # before the attack: the defense needs a solver tolerance
+        raise ConfigError(f"{loaded.name} has no solver tolerance: tolerance randomization needs an ODE model")
     attack_set, report = make_attack_set(settings.attack_settings(), loaded, progress=progress)
     pristine = attack_set.clean
     adversarial = attack_set.successful_8bit_images()

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from nodeguard.attacks import ATTACKS, APGDRandOptions
+from nodeguard.constants import SECURITY_KIND
 from nodeguard.defense.randomization import DefenseSettings, Votes
 from nodeguard.defense.votes import stored_votes
 from nodeguard.errors import ConfigError
@@ -46,7 +47,6 @@ from nodeguard.stages.attack import make_attack_set
 from nodeguard.stages.attack_sets import AttackSet, AttackSettings
 from nodeguard.storage.registry import Registry
 
-SECURITY_KIND = "security"
 DEFENSE_DEFAULTS = DefenseSettings()
 DEFAULT_KAPPAS = (0.0, 0.05, 0.1, 0.2, 0.5)
 DEFAULT_AUTOATTACK_EPS = (1.0, 1.5, 2.0)
@@ -56,6 +56,35 @@ DEFAULT_EPS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 
 @dataclass
 class SecuritySettings:
+    """The security evaluation's attackers, defense and budgets (see the module docstring).
+
+    Attributes:
+        count: images attacked by every attacker (the first test images classified
+            correctly alone at tol_train).
+        kappas: one CW attacker (Carlini & Wagner 2017) per confidence kappa (logit units, >= 0).
+        eot: add the EOT-CW attacker (Athalye et al. 2018), who knows the tolerance range.
+        eot_draws: its tolerance draws per image and step.
+        eot_kappa: its confidence.
+        autoattack_eps: one AutoAttack-rand attacker (APGD-CE/DLR with EOT, Croce & Hein
+            2020) per L2 budget (pixels in [0, 1]).
+        autoattack_steps: its APGD iterations.
+        autoattack_eot_iter: its EOT forward passes per gradient.
+        votes: the defense's V.
+        vmin: the defense's v_min; None picks the largest that accepts at least
+            ``accept_level`` of the pristine images.
+        accept_level: share of pristine images v_min must accept, in (0, 1].
+        tol_low: lower end of the defense's log-uniform range (> 0).
+        tol_high: upper end.
+        seed: the defense's seed (no attacker reads it).
+        batch_size: (image, tolerance) pairs solved together.
+        eps: L2 budgets (>= 0) of the robust-accuracy curve.
+        attack_options: options for cw and eot-cw (``steps``, ``binary_steps``).
+
+    Raises:
+        ConfigError: no attacker, a value out of range (count, kappas, eps, accept level,
+            votes, v_min, range, batch size), or an option an attack refuses.
+    """
+
     count: int = 100
     kappas: tuple[float, ...] = DEFAULT_KAPPAS
     eot: bool = True
@@ -94,6 +123,11 @@ class SecuritySettings:
             attack.settings  # noqa: B018  (unknown or bad options fail before anything runs)
 
     def defense(self, vmin: int) -> DefenseSettings:
+        """The defense at operating point (``votes``, ``vmin``).
+
+        Raises:
+            ConfigError: ``vmin`` not in [0, votes - 1], or a bad range or batch size.
+        """
         return DefenseSettings(
             votes=self.votes,
             vmin=vmin,
@@ -104,6 +138,7 @@ class SecuritySettings:
         )
 
     def attackers(self) -> list[Attacker]:
+        """The attackers in order: CW per kappa, EOT-CW (if ``eot``), AutoAttack-rand per eps."""
         chosen = [
             Attacker(f"cw k={kappa:g}", "cw", kappa, self.count, {**self.attack_options, "kappa": kappa})
             for kappa in self.kappas
@@ -149,6 +184,23 @@ class Attacker:
 
 @dataclass
 class SecurityRow:
+    """One attacker's row of the security table (rates in [0, 1], L2 over pixels in [0, 1]).
+
+    Attributes:
+        attack: the attack ("cw", "eot-cw", "apgd-rand").
+        label: the attacker, e.g. "cw k=0.1".
+        kappa: its confidence (logit units; 0 for apgd-rand).
+        set: its attack set's key.
+        attacked: images attacked.
+        mean_l2: mean L2 of its successful 8-bit adversarials (None: none).
+        median_l2: their median L2.
+        success_rate: share of attacked images fooled undefended (8-bit, alone at tol_train).
+        rejected: share of those adversarials the defense rejects (v_agree <= v_min).
+        defended_success: share of attacked images whose adversarial the vote misclassifies
+            and accepts.
+        median_abs_margin_8bit: median |margin| of the successful 8-bit adversarials (logit units).
+    """
+
     attack: str
     label: str
     kappa: float
@@ -321,7 +373,35 @@ def run_security(
     plot: str | Path | None = None,
     progress: Progress = SILENT,
 ) -> SecurityReport:
-    """The security table and robust-accuracy curve of the model (attack sets made if missing)."""
+    """The security table and robust-accuracy curve of the model (attack sets made if missing).
+
+    Tolerance randomization (Carrara et al., ICPR 2021 workshops) against CW (Carlini &
+    Wagner 2017), EOT-CW (Athalye et al. 2018) and AutoAttack-rand (Croce & Hein 2020);
+    the report is kept in the model's result store under all of its settings.
+
+    Args:
+        settings: the attackers, the defense and the budgets.
+        model: a registered ODE model; None means the most recently trained one.
+        registry: None means ``Registry()`` at the default cache root.
+        device: "auto", "cpu" or "cuda".
+        plot: if given, save the robust-accuracy plot there (rank 0).
+        progress: receives log lines and progress.
+
+    Returns:
+        A ``SecurityReport``: the operating point (V, v_min, whether v_min was chosen),
+        the share of pristine images accepted (and accepted correctly), one
+        ``SecurityRow`` per attacker and the robust accuracy, defended and undefended, at
+        each L2 budget.
+
+    Raises:
+        ConfigError: the model has no solver, no v_min accepts ``accept_level`` of the
+            pristine images, attackers attacked different images, no image to attack, a
+            bad ``device``, or malformed ``RANK``/``WORLD_SIZE``.
+        ModelNotFoundError: ``model`` is not registered.
+        RegistryError: the report, an attack set or votes are being computed by another
+            process, or the model is unfinished or damaged.
+        DataUnavailableError: the data set is not on disk and cannot be downloaded.
+    """
     loaded = load_model(model, registry=registry, device=device)
     if not loaded.model.has_solver:  # before the store makes a folder for a report that cannot exist
         raise ConfigError(f"{loaded.name} has no solver tolerance: tolerance randomization needs an ODE model")

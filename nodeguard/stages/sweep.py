@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nodeguard.constants import SWEEP_CELL_KIND
 from nodeguard.data.datasets import ImageSplit, load_dataset
 from nodeguard.errors import ConfigError
 from nodeguard.models.evaluation import predict_sharded
@@ -15,11 +16,27 @@ from nodeguard.stages.attack_sets import AttackSet, AttackSettings, perturbation
 from nodeguard.storage.registry import Registry
 
 DEFAULT_TOLS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-CELL_KIND = "sweep_cell"
+CELL_KIND = SWEEP_CELL_KIND
 
 
 @dataclass
 class SweepSettings:
+    """The WIFS 2019 table: test error, NFE and (optionally) attack success at each tolerance.
+
+    Attributes:
+        tols: solver tolerances (rtol = atol, > 0) of the table's rows.
+        attack: an attack to run per row (e.g. "cw", Carlini & Wagner 2017), or None.
+        count: images attacked per attack set.
+        tol_attack: None attacks at each row's tolerance; a value attacks once at it and
+            judges the adversarials at each row's tolerance (needs ``attack``).
+        test_limit: the error cells use only the first this many test images (None: all).
+        attack_options: the attack's own options (e.g. ``steps``, ``kappa``).
+
+    Raises:
+        ConfigError: a non-positive or empty ``tols``, ``tol_attack`` without ``attack``,
+            an unknown attack or option.
+    """
+
     tols: tuple[float, ...] = DEFAULT_TOLS
     attack: str | None = None
     count: int = 100
@@ -37,6 +54,11 @@ class SweepSettings:
             self.attack_settings(None)  # an unknown attack or option fails before any cell is computed
 
     def attack_settings(self, tol_attack: float | None) -> AttackSettings:
+        """The attack set's settings at ``tol_attack`` (None: the model's tol_train).
+
+        Raises:
+            ConfigError: an unknown attack or option, or a bad ``tol_attack``.
+        """
         return AttackSettings.with_overrides(
             attack=self.attack, tol_attack=tol_attack, count=self.count, **self.attack_options
         )
@@ -161,13 +183,41 @@ def run_sweep(
     device: str = "auto",
     progress: Progress = SILENT,
 ) -> SweepReport:
-    """Fill the table for ``model`` (and the ``baseline`` column), reusing cached cells."""
+    """Fill the table for ``model`` (and the ``baseline`` column), reusing cached cells.
+
+    The experiment of Carrara et al., WIFS 2019: each image classified alone (per-sample
+    dopri5) at each tolerance; each cell is kept in the model's result store.
+
+    Args:
+        settings: the tolerances and the attack.
+        model: a registered ODE model; None means the most recently trained one.
+        baseline: a registered model (a ResNet, say) for one extra row at its own
+            tolerance, or None.
+        registry: None means ``Registry()`` at the default cache root.
+        device: "auto", "cpu" or "cuda".
+        progress: receives log lines and per-cell progress.
+
+    Returns:
+        A ``SweepReport``: per tolerance the test error in [0, 1], mean NFE per image and,
+        with an attack, success rate in [0, 1], mean L2 (pixels in [0, 1]) and mean MSE;
+        counts of cells computed and reused. Data sets are read from the default data
+        directory (``NODEGUARD_DATA``).
+
+    Raises:
+        ConfigError: ``model`` has no solver, no image to attack, a solver method other
+            than dopri5, a bad ``device``, or malformed ``RANK``/``WORLD_SIZE``.
+        ModelNotFoundError: ``model`` or ``baseline`` is not registered.
+        RegistryError: a cell or attack set is being computed by another process, or a
+            model is unfinished or damaged.
+        DataUnavailableError: the data set is not on disk and cannot be downloaded.
+    """
     loaded = load_model(model, registry=registry, device=device)
     if not loaded.model.has_solver:
         raise ConfigError(f"{loaded.name} has no solver tolerance to sweep; choose an ODE `model`")
     counts = CellCounts()
     cells_per_tol = 1 + (settings.attack is not None)
-    task = progress.task("sweep cells", len(settings.tols) * cells_per_tol + (settings.attack is not None))
+    decoupled_cells = settings.attack is not None and settings.tol_attack is not None
+    task = progress.task("sweep cells", len(settings.tols) * cells_per_tol + decoupled_cells)
 
     decoupled = None
     if settings.attack is not None and settings.tol_attack is not None:

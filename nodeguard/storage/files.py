@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from nodeguard.constants import FILE_FORMAT
 from nodeguard.errors import RegistryError
 
-FILE_FORMAT = "nodeguard-checkpoint"
 FILE_FORMAT_VERSION = 1
 
 

@@ -22,7 +22,19 @@ def save_png(image: torch.Tensor, path: Path) -> None:
 
 
 def read_image(path: Path, channels: int) -> torch.Tensor:
-    """Read an image file as a float (C, H, W) tensor in [0, 1] with ``channels`` channels."""
+    """Read an image file as a float (C, H, W) tensor in [0, 1] with ``channels`` channels.
+
+    Args:
+        path: any image file PIL reads (PNG, JPEG, BMP, TIFF, WebP, ...).
+        channels: 1 (converted to grayscale "L") or anything else (converted to "RGB", 3 channels).
+
+    Returns:
+        (C, H, W) float32 in [0, 1] (8-bit levels / 255), at the file's own size.
+
+    Raises:
+        OSError: the file is missing or not a readable image (PIL's ``UnidentifiedImageError``
+            included); no nodeguard error is raised here.
+    """
     with Image.open(path) as picture:
         picture.load()
         converted = picture.convert("L" if channels == 1 else "RGB")

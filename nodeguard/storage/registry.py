@@ -33,19 +33,20 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
+from nodeguard.constants import (
+    BUSY_LOCK_FILE,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    INDEX_FILE,
+    METRICS_FILE,
+    MODELS_FOLDER,
+    RESULTS_FOLDER,
+)
 from nodeguard.errors import ModelNotFoundError, RegistryError
 from nodeguard.paths import cache_root
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.storage.files import atomic_write_json, atomic_write_text, load_tagged, read_json, save_tagged
 
-INDEX_FILE = "index.json"
-MODELS_FOLDER = "models"
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.json"
-RESULTS_FOLDER = "results"
-BUSY_LOCK_FILE = ".busy.lock"
 INDEX_LOCK_TIMEOUT_S = 60.0
 VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
@@ -93,7 +94,17 @@ class ModelEntry:
 
 
 class Registry:
-    """Models under one cache root: their folders, files and the shared index."""
+    """Models under one cache root: their folders, files and the shared index.
+
+    Args:
+        root: the cache root; None means :func:`nodeguard.paths.cache_root`
+            (``NODEGUARD_HOME``, else ``$XDG_CACHE_HOME/nodeguard``, else ``~/.cache/nodeguard``).
+            Nothing is created or read until a method needs it.
+
+    Methods that read the index rebuild it from the model folders when it is missing or
+    damaged; in a sharded job only rank 0 writes it back, so they may raise
+    :class:`~nodeguard.errors.ConfigError` for malformed ``RANK``/``WORLD_SIZE`` variables.
+    """
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
         self.root = Path(root).expanduser() if root is not None else cache_root()
@@ -101,14 +112,27 @@ class Registry:
     # -- paths -------------------------------------------------------------------------
     @property
     def index_path(self) -> Path:
+        """``<root>/index.json``, the index of every model."""
         return self.root / INDEX_FILE
 
     @property
     def models_path(self) -> Path:
+        """``<root>/models``, the folder holding one folder per model."""
         return self.root / MODELS_FOLDER
 
     def model_dir(self, name: str) -> Path:
-        """The folder of model ``name`` (the name is checked, never used as a path as is)."""
+        """The folder of model ``name`` (the name is checked, never used as a path as is).
+
+        Args:
+            name: a model name: 1 to 100 letters, digits, '.', '_', '+' or '-', starting
+                with a letter or digit.
+
+        Returns:
+            ``<root>/models/<name>`` (not created, and not required to exist).
+
+        Raises:
+            RegistryError: ``name`` is not a valid model name.
+        """
         if not VALID_NAME.match(name or ""):
             raise RegistryError(f"invalid model name {name!r}: use letters, digits, '.', '_', '+' or '-' (at most 100)")
         return self.models_path / name
@@ -116,7 +140,13 @@ class Registry:
     # -- index -------------------------------------------------------------------------
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the index lock (across processes) for a read-modify-write."""
+        """Hold the index lock (across processes) for a read-modify-write.
+
+        A context manager; creates the cache root if needed and waits up to 60 s for the lock.
+
+        Raises:
+            RegistryError: the index stayed locked by another process for 60 s.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.index_path) + ".lock", timeout=INDEX_LOCK_TIMEOUT_S)
         try:
@@ -172,13 +202,35 @@ class Registry:
         atomic_write_json(self.index_path, {"version": 1, "models": models})
 
     def entries(self) -> list[ModelEntry]:
-        """All models, most recently updated first."""
+        """All models, most recently updated first.
+
+        Returns:
+            One ``ModelEntry`` (name, arch, dataset, status "training" or "ready",
+            epochs, test error in [0, 1], timestamps) per registered model.
+
+        Raises:
+            RegistryError: the index stayed locked for 60 s.
+            ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
+        """
         with self.locked():
             models = self._read_index_unlocked()
         entries = [ModelEntry.from_dict(data) for data in models.values()]
         return sorted(entries, key=lambda entry: entry.updated_ts, reverse=True)
 
     def get(self, name: str) -> ModelEntry:
+        """The index entry of model ``name``.
+
+        Args:
+            name: a registered model name.
+
+        Returns:
+            Its ``ModelEntry`` (status "training" or "ready", epochs done, test error).
+
+        Raises:
+            ModelNotFoundError: no model of that name is registered.
+            RegistryError: the index stayed locked for 60 s.
+            ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
+        """
         with self.locked():
             models = self._read_index_unlocked()
         if name not in models:
@@ -187,11 +239,25 @@ class Registry:
         return ModelEntry.from_dict(models[name])
 
     def exists(self, name: str) -> bool:
+        """Whether the index has an entry named ``name`` (finished or not).
+
+        Raises:
+            RegistryError: the index stayed locked for 60 s.
+            ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
+        """
         with self.locked():
             return name in self._read_index_unlocked()
 
     def put(self, entry: ModelEntry) -> None:
-        """Insert or replace one entry (read-modify-write under the lock)."""
+        """Insert or replace one entry (read-modify-write under the lock).
+
+        Args:
+            entry: the entry to store; its ``updated`` and ``updated_ts`` are set to now.
+
+        Raises:
+            RegistryError: invalid model name, or the index stayed locked for 60 s.
+            ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
+        """
         self.model_dir(entry.name)
         entry.updated = now_iso()
         entry.updated_ts = time.time()
@@ -201,21 +267,56 @@ class Registry:
             self._write_index_unlocked(models)
 
     def latest(self, ready_only: bool = True) -> str:
-        """Name of the most recently trained model (``--model``'s default)."""
+        """Name of the most recently trained model (``--model``'s default).
+
+        Args:
+            ready_only: skip models whose training has not finished.
+
+        Returns:
+            The name of the most recently updated (ready) model.
+
+        Raises:
+            ModelNotFoundError: no (ready) model is registered.
+            RegistryError: the index stayed locked for 60 s.
+            ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
+        """
         for entry in self.entries():
             if entry.status == "ready" or not ready_only:
                 return entry.name
         raise ModelNotFoundError("no trained model yet; run `nodeguard train mnist5k` first")
 
     def resolve(self, name: str | None) -> str:
-        """``name`` if given (and registered), else the most recently trained model."""
+        """``name`` if given (and registered), else the most recently trained model.
+
+        Args:
+            name: a model name, or None for the most recently trained ready model.
+
+        Returns:
+            The model name.
+
+        Raises:
+            ModelNotFoundError: ``name`` is not registered, or None was given and no model is ready.
+            RegistryError: the index stayed locked for 60 s.
+            ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
+        """
         if name is None:
             return self.latest()
         self.get(name)
         return name
 
     def remove(self, name: str) -> None:
-        """Delete a model's folder and its index entry."""
+        """Delete a model's folder and its index entry.
+
+        Holds the index lock only, not the model's busy lock (see :meth:`exclusive`).
+
+        Args:
+            name: the model to remove.
+
+        Raises:
+            ModelNotFoundError: neither an index entry nor a folder of that name exists.
+            RegistryError: invalid model name, or the index stayed locked for 60 s.
+            ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
+        """
         folder = self.model_dir(name)
         with self.locked():
             models = self._read_index_unlocked()
@@ -227,13 +328,31 @@ class Registry:
 
     # -- files in a model folder -------------------------------------------------------
     def results_dir(self, name: str) -> Path:
-        """Where the stages keep the results they computed for model ``name``."""
+        """Where the stages keep the results they computed for model ``name``.
+
+        Returns:
+            ``<root>/models/<name>/results`` (not created).
+
+        Raises:
+            RegistryError: invalid model name.
+        """
         return self.model_dir(name) / RESULTS_FOLDER
 
     def write_config(self, name: str, config: dict[str, Any]) -> None:
+        """Write ``config`` as the model's config.yaml (YAML, atomically).
+
+        Raises:
+            RegistryError: invalid model name.
+        """
         atomic_write_text(self.model_dir(name) / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
     def read_config(self, name: str) -> dict[str, Any]:
+        """The model's config.yaml as a dict (sections ``model``, ``training``, ``dataset``, ...).
+
+        Raises:
+            ModelNotFoundError: the model has no config.yaml.
+            RegistryError: invalid model name, or the file is damaged or has no ``model`` section.
+        """
         path = self.model_dir(name) / CONFIG_FILE
         try:
             config = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -246,22 +365,54 @@ class Registry:
         return config
 
     def write_json(self, name: str, filename: str, obj: Any) -> None:
+        """Write ``obj`` as JSON to ``filename`` in the model's folder, atomically.
+
+        Raises:
+            RegistryError: invalid model name.
+        """
         atomic_write_json(self.model_dir(name) / filename, obj)
 
     def read_json(self, name: str, filename: str, default: Any = None) -> Any:
+        """The JSON in ``filename`` of the model's folder, ``default`` when the file is absent.
+
+        Raises:
+            RegistryError: invalid model name, or the file is not valid JSON.
+        """
         return read_json(self.model_dir(name) / filename, default)
 
     def write_checkpoint(self, name: str, payload: dict[str, Any]) -> None:
+        """Save ``payload`` (weights, optimizer state, ...) as the model's checkpoint.pt, atomically.
+
+        Raises:
+            RegistryError: invalid model name.
+        """
         save_tagged(self.model_dir(name) / CHECKPOINT_FILE, "checkpoint", payload)
 
     def read_checkpoint(self, name: str) -> dict[str, Any]:
+        """The model's checkpoint.pt, loaded on the CPU with ``weights_only=True``.
+
+        Raises:
+            RegistryError: invalid model name, or the checkpoint is missing, damaged, not a
+                nodeguard checkpoint, or written by a newer nodeguard.
+        """
         return load_tagged(self.model_dir(name) / CHECKPOINT_FILE, expected_kind="checkpoint")
 
     def has_checkpoint(self, name: str) -> bool:
+        """Whether the model has a checkpoint.pt (at least one finished epoch).
+
+        Raises:
+            RegistryError: invalid model name.
+        """
         return (self.model_dir(name) / CHECKPOINT_FILE).is_file()
 
     def clear(self, name: str) -> None:
-        """Delete everything in a model's folder but its busy lock (``--restart``)."""
+        """Delete everything in a model's folder but its busy lock (``--restart``).
+
+        The index entry is kept. Nothing happens when the folder does not exist.
+
+        Raises:
+            RegistryError: invalid model name.
+        """
         folder = self.model_dir(name)
         if not folder.is_dir():
             return
@@ -273,7 +424,11 @@ class Registry:
         """Forget a model that never finished an epoch: its folder and its index entry.
 
         Used when a training run fails before its first checkpoint, so that nothing it
-        wrote blocks the next run of the same name.
+        wrote blocks the next run of the same name. A model with a checkpoint is left alone.
+
+        Raises:
+            RegistryError: invalid model name, or the index stayed locked for 60 s.
+            ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
         """
         if self.has_checkpoint(name):
             return
@@ -285,7 +440,18 @@ class Registry:
 
     @contextmanager
     def exclusive(self, name: str, purpose: str = "trained") -> Iterator[None]:
-        """Hold a per-model lock so that two processes do not write one model at once."""
+        """Hold a per-model lock so that two processes do not write one model at once.
+
+        A context manager; creates the model's folder. It does not wait for the lock.
+
+        Args:
+            name: the model.
+            purpose: what the holder does, for the error message ("trained").
+
+        Raises:
+            RegistryError: invalid model name, or another process holds the lock
+                ("is being trained by another process").
+        """
         folder = self.model_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(folder / BUSY_LOCK_FILE), timeout=0)

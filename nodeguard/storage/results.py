@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,15 +28,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from nodeguard.constants import LOCK_FILE, RESULT_JSON, RESULT_TENSORS
 from nodeguard.errors import RegistryError
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.storage.files import atomic_write_json, load_tagged, read_json, save_tagged
 from nodeguard.storage.registry import Registry
 
 DIGEST_LENGTH = 16
-RESULT_TENSORS = "result.pt"
-RESULT_JSON = "result.json"
-LOCK_FILE = ".lock"
+VALID_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # a kind or a key: one folder name, never ".."
 
 
 def canonical_json(value: Any) -> str:
@@ -116,6 +116,10 @@ class StoredResult:
             return saved, True
         ranks = current_ranks()
         with self.computing(ranks.rank):
+            if not ranks.sharded:  # another process may have saved it before we took the lock
+                saved = load()
+                if saved is not None:
+                    return saved, True
             values = compute()
             if ranks.is_main:
                 save(values)
@@ -144,27 +148,66 @@ class StoredResult:
 
 
 class ResultStore:
-    """The results saved for one registered model."""
+    """The results saved for one registered model.
+
+    Args:
+        registry: the registry holding the model.
+        model: the model's name (not required to be registered; nothing is created yet).
+
+    Raises:
+        RegistryError: ``model`` is not a valid model name.
+    """
 
     def __init__(self, registry: Registry, model: str):
         self.registry, self.model = registry, model
         self.root = registry.results_dir(model)
 
     def result(self, kind: str, settings: Mapping[str, Any], label: str = "") -> StoredResult:
-        """Where the result of ``kind`` made with ``settings`` lives (whether or not it exists yet)."""
+        """Where the result of ``kind`` made with ``settings`` lives (whether or not it exists yet).
+
+        Args:
+            kind: the stage's kind of result ("attack_set", "sweep_cell", "votes", ...).
+            settings: every setting that shapes the result, JSON-serialisable; tuples are
+                stored as lists.
+            label: a readable prefix of the folder name (not part of the identity).
+
+        Returns:
+            A ``StoredResult`` at ``results/<kind>/<label>-<digest>``, where digest is the
+            first 16 hex digits of SHA-256 over kind and settings as canonical JSON. Its
+            ``json_or_compute``/``tensors_or_compute`` raise
+            :class:`~nodeguard.errors.RegistryError` ("being computed by another process")
+            when another process holds the result's lock.
+        """
         normalised = _normalised(settings)
         digest = settings_digest(kind, normalised)
         key = f"{label}-{digest}" if label else digest
         return StoredResult(kind=kind, settings=normalised, key=key, folder=self.root / kind / key)
 
     def find(self, kind: str, key: str) -> StoredResult:
-        """A saved result by its key, with the settings stored in it."""
+        """A saved result by its key, with the settings stored in it.
+
+        Args:
+            kind: the stage's kind of result ("attack_set", ...).
+            key: the folder name, ``<label>-<digest>`` (as reported by the stage).
+
+        Returns:
+            The ``StoredResult``, its settings read back from the saved file.
+
+        Raises:
+            RegistryError: no result of that kind and key is saved (an unfinished one
+                included), or its file is damaged or of another kind.
+        """
+        if not VALID_KEY.fullmatch(kind) or not VALID_KEY.fullmatch(key):
+            raise RegistryError(f"no {kind} {key!r} saved for model {self.model!r} (not a result key)")
         folder = self.root / kind / key
         payload_path = folder / RESULT_TENSORS
         if payload_path.is_file():
             settings = json.loads(load_tagged(payload_path, expected_kind=kind)["settings"])
         elif (folder / RESULT_JSON).is_file():
-            settings = read_json(folder / RESULT_JSON)["settings"]
+            saved = read_json(folder / RESULT_JSON)
+            if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
+                raise RegistryError(f"{kind} {key!r} of model {self.model!r} is damaged (no settings)")
+            settings = saved["settings"]
         else:
             raise RegistryError(f"no {kind} {key!r} saved for model {self.model!r}")
         return StoredResult(kind=kind, settings=settings, key=key, folder=folder)

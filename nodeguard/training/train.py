@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from nodeguard import __version__
+from nodeguard.constants import HISTORY_FILE, METRICS_FILE
 from nodeguard.data.augment import augment
 from nodeguard.data.datasets import Dataset, dataset_info, load_dataset
 from nodeguard.errors import ConfigError
@@ -24,7 +25,7 @@ from nodeguard.models.networks import MODELS, ImageClassifier, build_model, mode
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.device import resolve_device
 from nodeguard.runtime.distributed import all_gather, barrier, current_ranks, ensure_process_group, share
-from nodeguard.storage.registry import HISTORY_FILE, METRICS_FILE, ModelEntry, Registry, now_iso
+from nodeguard.storage.registry import ModelEntry, Registry, now_iso
 
 EPOCH_SEED_STRIDE = 1_000_003
 Optimizer = Literal["adamw", "adam", "sgd"]
@@ -35,7 +36,31 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 @dataclass
 class TrainConfig:
-    """Everything that determines a trained model (the name and device do not)."""
+    """Everything that determines a trained model (the name and device do not).
+
+    Attributes:
+        dataset: registered data set ("mnist5k", "mnist", "cifar10").
+        arch: "odenet" or "resnet".
+        tol_train: the ODE solver's tolerance during training and by default afterwards
+            (rtol = atol; ignored by a ResNet).
+        epochs: training epochs (>= 1).
+        batch_size: images per optimizer step (>= 1; split across ranks when sharded).
+        lr: (peak) learning rate (> 0).
+        weight_decay: weight decay (>= 0).
+        optimizer: "adamw", "adam" or "sgd" (momentum 0.9).
+        schedule: "onecycle" (peak after 20% of the steps) or "constant".
+        dropout: dropout probability before the final Linear layer, in [0, 1).
+        filters: feature channels; None means the data set's default (64 digits, 256
+            CIFAR-10); at most 32 or a multiple of 32.
+        seed: seeds the initial weights and each epoch's shuffle and augmentation.
+        augment: apply the data set's training augmentation.
+        train_limit: use only the first this many training images (None: all).
+        test_limit: evaluate on only the first this many test images (None: all).
+
+    Raises:
+        ConfigError: an unknown data set, architecture, optimizer or schedule, or a value
+            out of range.
+    """
 
     dataset: str = "mnist5k"
     arch: str = "odenet"
@@ -68,7 +93,8 @@ class TrainConfig:
         }
         for setting, ok in checks.items():
             if not ok:
-                raise ConfigError(f"{setting} must be positive, got {getattr(self, setting)!r}")
+                least = "at least 0" if setting == "weight_decay" else "positive"
+                raise ConfigError(f"`{setting}` must be {least}, got {getattr(self, setting)!r}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         for setting, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
@@ -80,9 +106,11 @@ class TrainConfig:
             )
 
     def default_name(self) -> str:
+        """The model name used when none is given: ``{arch}-{dataset}``."""
         return f"{self.arch}-{self.dataset}"
 
     def as_dict(self) -> dict[str, Any]:
+        """Every setting as a plain dict (the ``training`` section of config.yaml)."""
         return asdict(self)
 
     @property
@@ -104,6 +132,25 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """What :func:`train_model` reports (also saved, less the transient fields, as metrics.json).
+
+    Attributes:
+        model: the registered model name.
+        dataset: its data set.
+        arch: "odenet" or "resnet".
+        tol_train: the training tolerance.
+        epochs: epochs trained in all.
+        test_error: error rate in [0, 1] on the (limited) test split after the last epoch,
+            batched forward at tol_train.
+        nfe: mean function evaluations per batched forward of that evaluation (0: ResNet).
+        seconds: training time summed over all epochs, across runs (s).
+        seconds_this_run: time spent by this call (s; 0 when reused).
+        resumed_from_epoch: epochs already done when this run started.
+        reused: True when a finished model with the same settings was found.
+        path: the model's folder.
+        history: one dict per epoch (train loss/accuracy/NFE, test error/NFE, lr, seconds).
+    """
+
     model: str
     dataset: str
     arch: str
@@ -236,6 +283,31 @@ def train_model(
     - Other settings under an existing name are refused unless ``restart``.
     - A run that fails before finishing its first epoch (missing data, Ctrl-C) leaves
       nothing behind: the model is not registered and the next run starts afresh.
+
+    Under torchrun each rank trains on its share of every batch (DDP); rank 0 holds the
+    model's lock and writes the registry.
+
+    Args:
+        config: the training settings.
+        name: the model name; None means ``config.default_name()`` (``{arch}-{dataset}``).
+        registry: where to register it; None means ``Registry()`` at the default cache root.
+        device: "auto", "cpu" or "cuda".
+        data_dir: where mnist/cifar10 are looked for (see :func:`nodeguard.data.datasets.load_dataset`).
+        restart: delete an existing model of that name and train from scratch.
+        progress: receives per-epoch progress and log lines (silent by default).
+        recipe: provenance of the settings, stored in config.yaml as is.
+
+    Returns:
+        The ``TrainResult`` (test error in [0, 1], mean NFE, seconds, history).
+
+    Raises:
+        ConfigError: the name holds a model trained with other settings (and not
+            ``restart``), ``batch_size`` is smaller than the number of ranks, an unknown
+            ``device`` or "cuda" without a GPU, or malformed ``RANK``/``WORLD_SIZE``.
+        RegistryError: the model is being trained by another process, the name is
+            invalid, the index stayed locked, or its files are damaged
+            (ModelNotFoundError when a checkpoint exists without its config.yaml).
+        DataUnavailableError: the data set is not on disk and cannot be downloaded.
     """
     registry = registry or Registry()
     name = name or config.default_name()
