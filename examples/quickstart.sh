@@ -21,6 +21,8 @@ mkdir -p "$out"
 
 nodeguard train mnist5k
 nodeguard attack cw --model odenet-mnist5k --count 100 --export "$out/digits"
-nodeguard defend "$out/digits/pristine" --model odenet-mnist5k --votes 15 --vmin 12 --out "$out/defend-pristine.csv" | tail -n 1
-nodeguard defend "$out/digits/adversarial" --model odenet-mnist5k --votes 15 --vmin 12 --out "$out/defend-adversarial.csv" | tail -n 1
-nodeguard roc --model odenet-mnist5k --count 100 --votes 5,10,15,20 --plot "$out/roc.png"
+# --seed 0: public draws, so that the figures are the README's (without it the draws are
+# secret, keyed by this installation's key: the defense as it would be deployed)
+nodeguard defend "$out/digits/pristine" --model odenet-mnist5k --votes 15 --vmin 12 --seed 0 --out "$out/defend-pristine.csv" | tail -n 1
+nodeguard defend "$out/digits/adversarial" --model odenet-mnist5k --votes 15 --vmin 12 --seed 0 --out "$out/defend-adversarial.csv" | tail -n 1
+nodeguard roc --model odenet-mnist5k --count 100 --votes 5,10,15,20 --seed 0 --plot "$out/roc.png"

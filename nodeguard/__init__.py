@@ -30,10 +30,14 @@ _EXPORTS: dict[str, str] = {
     "DataUnavailableError": "nodeguard.errors",
     "RegistryError": "nodeguard.errors",
     "ModelNotFoundError": "nodeguard.errors",
+    "SolverError": "nodeguard.errors",
+    "StorageError": "nodeguard.errors",
+    "ImageReadError": "nodeguard.errors",
     # storage
     "Registry": "nodeguard.storage.registry",
     "ResultStore": "nodeguard.storage.results",
     "read_image": "nodeguard.storage.images",
+    "read_image_frames": "nodeguard.storage.images",
     # data
     "load_dataset": "nodeguard.data.datasets",
     "Dataset": "nodeguard.data.datasets",
@@ -109,9 +113,12 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from nodeguard.errors import (
         ConfigError,
         DataUnavailableError,
+        ImageReadError,
         ModelNotFoundError,
         NodeguardError,
         RegistryError,
+        SolverError,
+        StorageError,
     )
     from nodeguard.models.evaluation import classification_margin, logits_alone, margins_alone, predict_per_sample
     from nodeguard.models.loading import LoadedModel, load_model
@@ -123,7 +130,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from nodeguard.stages.roc import RocCurve, RocSettings, run_roc
     from nodeguard.stages.security import SecurityRow, SecuritySettings, run_security
     from nodeguard.stages.sweep import SweepSettings, run_sweep
-    from nodeguard.storage.images import read_image
+    from nodeguard.storage.images import read_image, read_image_frames
     from nodeguard.storage.registry import Registry
     from nodeguard.storage.results import ResultStore
     from nodeguard.training.train import TrainConfig, TrainResult, train_model

@@ -3,6 +3,7 @@
 The cache root (``NODEGUARD_HOME``) holds::
 
     index.json                                  the registry's index
+    defense.key                                 the secret key of the defense's draws
     models/NAME/config.yaml, checkpoint.pt, metrics.json, history.json, .busy.lock
     models/NAME/results/KIND/LABEL-DIGEST/      one result of the keyed result store:
         result.pt | result.json, .lock, and the stage's own files (summary.json, shard files)
@@ -25,6 +26,7 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 RESULTS_FOLDER = "results"
 BUSY_LOCK_FILE = ".busy.lock"
+DEFENSE_KEY_FILE = "defense.key"  # the secret key of the defense's draws (owner-only)
 
 # the result store: one folder per result, these files in it
 RESULT_TENSORS = "result.pt"

@@ -24,6 +24,18 @@ class ModelNotFoundError(RegistryError):
     """No model of that name is registered."""
 
 
+class SolverError(NodeguardError):
+    """The ODE solver cannot meet the tolerance asked for (step-size underflow or its step budget)."""
+
+
+class ImageReadError(NodeguardError):
+    """An image file (or path) nodeguard refuses to read, with the reason."""
+
+
+class StorageError(NodeguardError):
+    """A file cannot be written: a full disk, a read-only folder, no permission."""
+
+
 class ConfigError(NodeguardError):
     """A setting has a value nodeguard cannot use."""
 

@@ -148,6 +148,7 @@ def test_bad_files_are_reported_and_good_images_classified(tiny_model, image_fol
     assert failed == ["empty.png", "noise.jpg", "text.png", "truncated.png"]
     assert all(error["error"].startswith("cannot read image") for error in report.errors)
     assert report.accepted + report.rejected == 4 and report.unreadable == 4
+    assert [item["path"].split("/")[-1] for item in report.skipped] == ["notes.txt"]  # listed, with its reason
     for image in report.images:
         assert len(image["votes"]) == 5 and len(image["tols"]) == 5 and 1 <= image["v_agree"] <= 5
 

@@ -154,9 +154,9 @@ def aucs_of_stored_votes(home: Path, set_key: str, votes: tuple[int, ...]) -> li
     defense = RocSettings(votes=votes, attack="blend").defense()
     scores = []
     for name, images in (("pristine", attack_set.clean), ("adversarial", attack_set.successful_8bit_images())):
-        votes, found = stored_votes(loaded, defense, images, name)
+        tally, found = stored_votes(loaded, defense, images, name)
         assert found
-        scores.append(votes)
+        scores.append(tally)
     return [roc_from_scores(scores[0].v_agree(v).numpy(), scores[1].v_agree(v).numpy(), v).auc for v in votes]
 
 

@@ -38,8 +38,8 @@ from torchattacks import APGD
 from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
 from nodeguard.attacks.pinned import PinnedTolerance
 from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.checks import require_positive
 from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, check_tol_range
-from nodeguard.errors import ConfigError
 from nodeguard.models.networks import ImageClassifier
 
 
@@ -69,8 +69,7 @@ class APGDRandOptions:
         require_at_least("steps", self.steps, 1)
         require_at_least("eot_iter", self.eot_iter, 1)
         require_at_least("judge_draws", self.judge_draws, 1)
-        if self.eps <= 0:
-            raise ConfigError(f"eps must be positive, got {self.eps}")
+        self.eps = require_positive("eps", self.eps)
         check_tol_range(self.tol_low, self.tol_high)
 
 

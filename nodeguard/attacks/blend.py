@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from nodeguard.attacks.spec import ATTACKS, AttackSpec
-from nodeguard.errors import ConfigError
+from nodeguard.checks import require_non_negative
 from nodeguard.models.evaluation import classification_margin
 
 # A target must be past the boundary by this much more than the stage's slack asks: its
@@ -41,9 +41,7 @@ class BlendOptions:
     kappa: float = 0.0
 
     def __post_init__(self) -> None:
-        self.kappa = float(self.kappa)
-        if not self.kappa >= 0 or self.kappa == float("inf"):
-            raise ConfigError(f"kappa must be finite and at least 0, got {self.kappa}")
+        self.kappa = require_non_negative("kappa", self.kappa)
 
 
 def blend_targets(

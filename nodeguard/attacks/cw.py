@@ -39,7 +39,7 @@ from torchattacks.attack import Attack
 
 from nodeguard.attacks.pinned import classification_margin
 from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
-from nodeguard.errors import ConfigError
+from nodeguard.checks import require_non_negative, require_positive
 
 NO_UPPER_BOUND = 1e10
 ADAM_BETAS = (0.9, 0.999)
@@ -214,9 +214,9 @@ class CWOptions:
     def __post_init__(self) -> None:
         require_at_least("steps", self.steps, 1)
         require_at_least("binary_steps", self.binary_steps, 1)
-        require_at_least("kappa", self.kappa, 0)
-        if self.initial_const <= 0 or self.lr <= 0:
-            raise ConfigError(f"initial_const and lr must be positive, got {self.initial_const} and {self.lr}")
+        self.kappa = require_non_negative("kappa", self.kappa)
+        self.initial_const = require_positive("initial_const", self.initial_const)
+        self.lr = require_positive("lr", self.lr)
 
 
 def run_cw(model: nn.Module, options: CWOptions, images: torch.Tensor, labels: torch.Tensor, seed: int):

@@ -15,7 +15,8 @@ import torchattacks
 from torch import nn
 
 from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
-from nodeguard.errors import ConfigError, unknown_name_error
+from nodeguard.checks import require_positive
+from nodeguard.errors import unknown_name_error
 
 PGDNorm = Literal["linf", "l2"]
 PGD_NORMS: tuple[str, ...] = get_args(PGDNorm)
@@ -34,9 +35,7 @@ class PGDOptions:
         if self.norm not in PGD_NORMS:
             raise unknown_name_error("PGD norm", self.norm, PGD_NORMS)
         require_at_least("steps", self.steps, 1)
-        self.eps = float(DEFAULT_EPS[self.norm] if self.eps is None else self.eps)
-        if self.eps <= 0:
-            raise ConfigError(f"eps must be positive, got {self.eps}")
+        self.eps = require_positive("eps", DEFAULT_EPS[self.norm] if self.eps is None else self.eps)
 
 
 def make_pgd(model: nn.Module, norm: PGDNorm = "linf", eps: float = 0.1, steps: int = 40, alpha: float | None = None):

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -19,6 +20,7 @@ from nodeguard.cli._output import Output
 from nodeguard.constants import DEBUG_VARIABLE
 from nodeguard.errors import NodeguardError
 from nodeguard.runtime.distributed import current_ranks
+from nodeguard.storage.files import storage_error
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -57,6 +59,13 @@ def reported_errors() -> Iterator[None]:
         yield
     except NodeguardError as exc:
         Output().error(with_flags(str(exc)))
+        raise typer.Exit(EXIT_ERROR) from None
+    except OSError as exc:
+        # a write the disk refused (full, read-only, no permission): one line, never a traceback
+        converted = storage_error(Path(exc.filename or "?"), exc)
+        if converted is None:
+            raise
+        Output().error(str(converted))
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         Output().error("interrupted; finished work is saved, run the same command again to continue")

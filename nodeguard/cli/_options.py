@@ -23,6 +23,14 @@ DataDirOption = Annotated[
     typer.Option("--data-dir", envvar="NODEGUARD_DATA", help="Data sets root (default: <cache root>/data)."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
+DefenseSeedOption = Annotated[
+    int | None,
+    typer.Option(
+        "--seed",
+        help="Public seed of the defense's draws: reproducible by anyone (research runs). "
+        "Default: secret draws keyed by this installation's key.",
+    ),
+]
 
 
 def _use_threads(threads: int | None) -> int | None:

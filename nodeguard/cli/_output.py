@@ -5,34 +5,16 @@ Progress bars and log lines always go to stderr, so stdout stays clean for JSON.
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
 from nodeguard.runtime.distributed import current_ranks
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "__fspath__"):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
-    return value
+from nodeguard.storage.files import display_path, json_text
 
 
 class _RichTask:
@@ -81,9 +63,15 @@ class RichReporter:
     def log(self, message: str) -> None:
         ranks = current_ranks()
         if ranks.sharded and not ranks.is_main:  # the other ranks' logs, named; no bars
-            self.console.print(f"[dim]\\[{ranks.describe()}] {message}[/dim]", highlight=False)
+            self.console.print(f"[dim]\\[{ranks.describe()}] {plain(message)}[/dim]", highlight=False)
         elif not self.quiet:
-            self.console.print(f"[dim]{message}[/dim]", highlight=False)
+            self.console.print(f"[dim]{plain(message)}[/dim]", highlight=False)
+
+
+def plain(message: str) -> str:
+    """A message printed as it is: no rich markup read into it (a file named ``[red].png``),
+    and bytes of a file name that are not UTF-8 shown as backslash escapes."""
+    return escape(display_path(message))
 
 
 class Output:
@@ -110,7 +98,7 @@ class Output:
         if not self.main_rank:
             return
         if self.json_mode:
-            sys.stdout.write(json.dumps(_clean(data), default=_json_default) + "\n")
+            sys.stdout.write(json_text(data) + "\n")
             sys.stdout.flush()
         elif render is not None:
             render(self.stdout)
@@ -118,7 +106,7 @@ class Output:
     def error(self, message: str) -> None:
         ranks = current_ranks()
         where = f"{ranks.describe()}: " if ranks.sharded else ""
-        self.stderr.print(f"[bold red]error:[/bold red] {where}{message}", highlight=False)
+        self.stderr.print(f"[bold red]error:[/bold red] {where}{plain(message)}", highlight=False)
 
     def warn(self, message: str) -> None:
-        self.stderr.print(f"[bold yellow]warning:[/bold yellow] {message}", highlight=False)
+        self.stderr.print(f"[bold yellow]warning:[/bold yellow] {plain(message)}", highlight=False)

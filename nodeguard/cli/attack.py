@@ -1,4 +1,4 @@
-"""`nodeguard attack cw|eot-cw|apgd-rand|pgd`."""
+"""`nodeguard attack cw|eot-cw|apgd-rand|pgd|blend`."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def attack(
         float | None, typer.Option("--initial-const", help=f"cw: first c ({CW.initial_const:g}).")
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", help=f"cw: Adam learning rate ({CW.lr:g}).")] = None,
-    kappa: Annotated[float | None, typer.Option("--kappa", help=f"cw: confidence ({CW.kappa:g}).")] = None,
+    kappa: Annotated[
+        float | None, typer.Option("--kappa", help=f"cw, eot-cw, blend: confidence ({CW.kappa:g}).")
+    ] = None,
     draws: Annotated[
         int | None, typer.Option("--draws", help=f"eot-cw: tolerance draws per step ({EOT.draws}).")
     ] = None,

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from nodeguard.cli._errors import with_flags
 from nodeguard.cli._options import (
     DEFENSE,
     TOL_RANGE_DEFAULT,
+    DefenseSeedOption,
     DeviceOption,
     JsonOption,
     ModelOption,
     PairBatchOption,
-    SeedOption,
     ThreadsOption,
     TolRangeOption,
 )
@@ -30,7 +30,7 @@ from nodeguard.defense.files import DefendReport, defend_paths
 from nodeguard.defense.randomization import DefenseSettings
 from nodeguard.errors import ConfigError
 from nodeguard.runtime.distributed import current_ranks
-from nodeguard.storage.files import atomic_write_text
+from nodeguard.storage.files import atomic_write_text, check_writable, display_path, json_text
 from nodeguard.storage.registry import Registry
 
 
@@ -40,7 +40,7 @@ def defend(
     votes: Annotated[int, typer.Option("--votes", "-V", help="Tolerances drawn per image.")] = DEFENSE.votes,
     vmin: Annotated[int, typer.Option("--vmin", help="Accept when more than vmin votes agree.")] = DEFENSE.vmin,
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
-    seed: SeedOption = DEFENSE.seed,
+    seed: DefenseSeedOption = DEFENSE.seed,
     batch_size: PairBatchOption = DEFENSE.batch_size,
     resize: Annotated[bool, typer.Option("--resize", help="Resize images to the model's input size.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the results to FILE.csv or FILE.json.")] = None,
@@ -60,24 +60,27 @@ def defend(
     image at all, bad settings); 2 on bad usage.
     """
     low, high = parse_tol_range(tol_range)
-    if out is not None and out.suffix.lower() not in (".csv", ".json"):
-        raise ConfigError(f"--out must end in .csv or .json, got {out.name}")
+    if out is not None:
+        if out.suffix.lower() not in (".csv", ".json"):
+            raise ConfigError(f"--out must end in .csv or .json, got {display_path(out)}")
+        check_writable(out)  # before any vote: a file that cannot be written fails now, not after
     settings = DefenseSettings(votes=votes, vmin=vmin, tol_low=low, tol_high=high, seed=seed, batch_size=batch_size)
     output = Output(json_output)
     with output.reporter() as reporter:
         report = defend_paths(
             paths, settings, model=model, registry=Registry(), device=device, resize=resize, progress=reporter
         )
+    # the verdicts are printed first, so a failure to write the file loses none of them
+    output.result(report.to_dict(), lambda console: render(console, report))
     if out is not None and current_ranks().is_main:
         write_report(report, out)
-    output.result(report.to_dict(), lambda console: render(console, report))
     if report.unreadable:
         raise typer.Exit(3)
 
 
 def write_report(report: DefendReport, path: Path) -> None:
     if path.suffix.lower() == ".json":
-        atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json_text(report.to_dict(), indent=2) + "\n")
         return
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -86,21 +89,27 @@ def write_report(report: DefendReport, path: Path) -> None:
         writer.writerow([image["path"], image["prediction"], image["v_agree"], report.votes, image["accepted"], ""])
     for error in report.errors:
         writer.writerow([error["path"], "", "", "", "", error["error"]])
+    for skipped in report.skipped:
+        writer.writerow([skipped["path"], "", "", "", "", f"skipped: {skipped['reason']}"])
     atomic_write_text(path, buffer.getvalue())
 
 
 def render(console: Console, report: DefendReport) -> None:
-    table = Table(title=f"{report.model}: V={report.votes}, accept when v_agree > {report.vmin}")
+    table = Table(title=f"{report.model}: V={report.votes}, accept when v_agree > {report.vmin} ({report.draws} draws)")
     table.add_column("file", overflow="fold")
     table.add_column("class", justify="right")
     table.add_column("v_agree/V", justify="right")
     table.add_column("verdict")
     for image in report.images:
-        verdict = "[green]accepted[/green]" if image["accepted"] else "[red]rejected[/red]"
-        table.add_row(image["path"], str(image["prediction"]), f"{image['v_agree']}/{report.votes}", verdict)
+        verdict = Text("accepted", style="green") if image["accepted"] else Text("rejected", style="red")
+        table.add_row(Text(image["path"]), str(image["prediction"]), f"{image['v_agree']}/{report.votes}", verdict)
     for error in report.errors:
-        table.add_row(error["path"], "", "", f"[yellow]unreadable[/yellow]: {with_flags(error['error'])}")
+        reason = Text("unreadable", style="yellow") + Text(f": {with_flags(error['error'])}")
+        table.add_row(Text(error["path"]), "", "", reason)
     console.print(table)
+    if report.skipped:
+        names = ", ".join(item["path"] for item in report.skipped[:5]) + (", ..." if len(report.skipped) > 5 else "")
+        console.print(Text(f"skipped {len(report.skipped)} files that are not images: {names}"))
     console.print(
         f"accepted {report.accepted}, rejected {report.rejected}, unreadable {report.unreadable} "
         f"({report.seconds:.1f} s)"

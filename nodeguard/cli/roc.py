@@ -11,11 +11,11 @@ from rich.table import Table
 
 from nodeguard.cli._options import (
     TOL_RANGE_DEFAULT,
+    DefenseSeedOption,
     DeviceOption,
     JsonOption,
     ModelOption,
     PairBatchOption,
-    SeedOption,
     ThreadsOption,
     TolRangeOption,
 )
@@ -34,7 +34,7 @@ def roc(
     votes: Annotated[str, typer.Option("--votes", help="Numbers of votes V, one curve each.")] = VOTES_DEFAULT,
     count: Annotated[int, typer.Option("--count", help="Pristine test images (CW attacked at tol_train).")] = ROC.count,
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
-    seed: SeedOption = ROC.seed,
+    seed: DefenseSeedOption = ROC.seed,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the ROC picture to this PNG file.")] = None,
     attack: Annotated[
         str, typer.Option("--attack", help="Attack whose adversarials are the negatives: cw, eot-cw or blend.")
@@ -92,6 +92,7 @@ def render(console: Console, report: RocReport) -> None:
     console.print(table)
     margins = "n/a" if report.median_abs_margin_8bit is None else f"{report.median_abs_margin_8bit:.2e}"
     console.print(f"negatives: {report.adversarials_used}; median |margin| {margins}")
+    console.print(f"draws: {report.draws}")
     console.print(
         "rejected at 90% (95%): the largest share of adversarials rejected by a v_min that still accepts "
         "at least 90% (95%) of pristine images"

@@ -11,11 +11,11 @@ from rich.table import Table
 
 from nodeguard.cli._options import (
     TOL_RANGE_DEFAULT,
+    DefenseSeedOption,
     DeviceOption,
     JsonOption,
     ModelOption,
     PairBatchOption,
-    SeedOption,
     ThreadsOption,
     TolRangeOption,
 )
@@ -52,7 +52,7 @@ def security(
         typer.Option("--vmin", help="Accept when v_agree > v_min (default: the largest accepting 90% of pristine)."),
     ] = None,
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
-    seed: SeedOption = SECURITY.seed,
+    seed: DefenseSeedOption = SECURITY.seed,
     eps: Annotated[str, typer.Option("--eps", help="L2 budgets of the robust-accuracy curve.")] = EPS_DEFAULT,
     steps: Annotated[int | None, typer.Option("--steps", help="Steps per search of every attacker.")] = None,
     binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="Searches over c.")] = None,
@@ -118,7 +118,7 @@ def render(console: Console, report: SecurityReport) -> None:
         )
     console.print(table)
     console.print(
-        f"pristine accepted {report.pristine_accepted:.1%}, accepted with the right class "
+        f"draws: {report.draws}; pristine accepted {report.pristine_accepted:.1%}, accepted with the right class "
         f"{report.pristine_accepted_correct:.1%}"
     )
     curve = Table(title="robust accuracy against the L2 budget (best attacker per image)")

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, vote_in_shares
+from nodeguard.defense.votes import defense_key
 from nodeguard.models.loading import load_model
 from nodeguard.progress import SILENT, Progress
+from nodeguard.storage.files import display_path
 from nodeguard.storage.images import find_images, load_image_files
 from nodeguard.storage.registry import Registry
 
@@ -21,9 +23,11 @@ class DefendReport:
     votes: int
     vmin: int
     tol_range: list[float]
-    seed: int
+    seed: int | None
+    draws: str
     images: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
     accepted: int = 0
     rejected: int = 0
     unreadable: int = 0
@@ -47,8 +51,8 @@ def defend_paths(
     Tolerance randomization (Carrara et al., ICPR 2021 workshops) on image files.
 
     Args:
-        paths: image files and folders (searched recursively for .png, .jpg, .jpeg, .bmp,
-            .tif, .tiff, .webp).
+        paths: image files and folders (scanned recursively by content: every file Pillow
+            identifies; see :mod:`nodeguard.storage.images` for how each mode is read).
         settings: the defense's V, v_min, tolerance range and seed.
         model: a registered ODE model; None means the most recently trained one.
         registry: None means ``Registry()`` at the default cache root.
@@ -58,29 +62,34 @@ def defend_paths(
         progress: receives log lines and voting progress.
 
     Returns:
-        A ``DefendReport``: per image its path, prediction, votes, v_agree, verdict and
-        tolerances; counts of accepted, rejected and unreadable files; seconds.
+        A ``DefendReport``: per image (per frame of a file with several) its name,
+        prediction, votes, v_agree, verdict and tolerances; the files refused (errors) and
+        the files of a folder that are not images (skipped), each with the reason; counts
+        of accepted, rejected and unreadable; seconds.
 
     Raises:
-        NodeguardError: a path does not exist, or no image file was found.
+        ImageReadError: a path does not exist, or no image file was found.
         ModelNotFoundError: ``model`` is not registered (or None and none is ready).
         RegistryError: the model is unfinished or its files are damaged.
         ConfigError: the model has no solver or is not dopri5, a bad ``device``, or
             malformed ``RANK``/``WORLD_SIZE``.
     """
     started = time.perf_counter()
-    files = find_images([Path(p) for p in paths])
+    found = find_images([Path(p) for p in paths])
     loaded = load_model(model, registry=registry, device=device)
-    defense = ToleranceRandomization(loaded.model, settings)
+    key = defense_key(loaded, settings)
+    defense = ToleranceRandomization(loaded.model, settings, key)
     channels, height, width = loaded.input_shape
-    good, images, errors = load_image_files(files, channels, height, width, resize)
+    good, images, errors = load_image_files(found.files, channels, height, width, resize)
     report = DefendReport(
         model=loaded.name,
         votes=settings.votes,
         vmin=settings.vmin,
         tol_range=[settings.tol_low, settings.tol_high],
         seed=settings.seed,
-        errors=[{"path": str(path), "error": reason} for path, reason in errors],
+        draws=settings.draws_label(key),
+        errors=[{"path": name, "error": reason} for name, reason in errors],
+        skipped=[{"path": display_path(path), "reason": reason} for path, reason in found.skipped],
         unreadable=len(errors),
     )
     if len(good):
@@ -91,7 +100,7 @@ def defend_paths(
         for position, path in enumerate(good):
             report.images.append(
                 {
-                    "path": str(path),
+                    "path": path,
                     "prediction": int(predictions[position]),
                     "votes": votes.predictions[position].tolist(),
                     "v_agree": int(v_agree[position]),

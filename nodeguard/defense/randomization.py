@@ -5,9 +5,11 @@ classified once at each; v_agree is the number of votes of the most voted class;
 class is accepted iff v_agree > v_min, otherwise the image is rejected as possibly
 adversarial (Carrara et al., ICPR 2021 workshops).
 
-- The draws of an image depend only on the seed and the image's pixels (a hash of its
-  8-bit values), never on its position or on the other images; the first k draws of V
-  are the draws of k, so one pass with the largest V serves every smaller V.
+- The draws of an image depend only on the installation's secret key (a keyed hash,
+  HMAC-SHA256, of its 8-bit values: :mod:`nodeguard.defense.keys`), or on a public seed
+  when one is given, and on the image's pixels; never on its position or on the other
+  images. The first k draws of V are the draws of k, so one pass with the largest V
+  serves every smaller V.
 - The downsampling runs once per image; the V·N (image, tolerance) pairs are solved
   together by the per-sample dopri5 of :mod:`nodeguard.models.solver`, so each pair steps as
   torchdiffeq would solve that image alone at that tolerance: votes do not depend on
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nodeguard.checks import require_tol_range
+from nodeguard.defense.keys import installation_key, key_id, keyed_digest
 from nodeguard.errors import ConfigError
 from nodeguard.models.networks import ImageClassifier
 from nodeguard.progress import SILENT, Progress
@@ -31,8 +35,8 @@ DEFAULT_TOL_RANGE = (1e-5, 1e-1)
 
 
 def check_tol_range(low: float, high: float) -> None:
-    if not 0 < low <= high:
-        raise ConfigError(f"the tolerance range must satisfy 0 < low <= high, got [{low}, {high}]")
+    """Raise a ConfigError unless [low, high] is a range of solver tolerances (low <= high)."""
+    require_tol_range("tol_range", low, high)
 
 
 def log_uniform(uniform: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -49,7 +53,8 @@ class DefenseSettings:
         vmin: v_min; an image is accepted iff v_agree > v_min, so in [0, V - 1].
         tol_low: lower end of the log-uniform tolerance range (> 0).
         tol_high: upper end (>= tol_low); tolerances are rtol = atol of dopri5.
-        seed: the defense's secret seed; with an image's 8-bit pixels it fixes its draws.
+        seed: None (the default): secret draws, keyed by the installation's key; an
+            integer: public, reproducible draws that anyone can recompute (research runs).
         batch_size: (image, tolerance) pairs solved together (does not change the votes).
 
     Raises:
@@ -60,7 +65,7 @@ class DefenseSettings:
     vmin: int = 12
     tol_low: float = DEFAULT_TOL_RANGE[0]
     tol_high: float = DEFAULT_TOL_RANGE[1]
-    seed: int = 0
+    seed: int | None = None
     batch_size: int = 512  # (image, tolerance) pairs solved together
 
     def __post_init__(self) -> None:
@@ -71,6 +76,20 @@ class DefenseSettings:
         check_tol_range(self.tol_low, self.tol_high)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def draws_label(self, key: bytes | None = None) -> str:
+        """Which draws these settings make, for reports: a public seed, or a secret key (by its id)."""
+        if self.seed is not None:
+            return f"public seed {self.seed}"
+        return "secret key" if key is None else f"secret key {key_id(key)}"
+
+    def draws_identity(self, key: bytes | None) -> int | str:
+        """What the draws depend on besides the image, for result keys: the seed, or the key's id."""
+        if self.seed is not None:
+            return self.seed
+        if key is None:
+            raise ValueError("secret draws need the installation key")
+        return f"key:{key_id(key)}"
 
 
 @dataclass
@@ -117,27 +136,42 @@ def image_seed(seed: int, image: torch.Tensor) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def draw_tolerances(images: torch.Tensor, votes: int, low: float, high: float, seed: int) -> torch.Tensor:
+def keyed_image_seed(key: bytes, image: torch.Tensor) -> int:
+    """A 63-bit seed from the installation's secret key and the image's 8-bit pixels (HMAC-SHA256)."""
+    levels = (image.detach().float().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
+    digest = keyed_digest(key, f"{tuple(levels.shape)}:".encode() + levels.numpy().tobytes())
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def draw_tolerances(
+    images: torch.Tensor, votes: int, low: float, high: float, seed: int | None, key: bytes | None = None
+) -> torch.Tensor:
     """(N, votes) tolerances, log-uniform in [low, high], reproducible per image.
 
     The tolerance randomization of Carrara et al. (ICPR 2021 workshops). Image n's draws
-    come from a generator seeded by a SHA-256 of ``seed`` and its 8-bit pixel levels, so
-    they do not depend on its position or on the other images, and the first k of V draws
-    are the draws of k.
+    come from a generator seeded by an HMAC-SHA256 of its 8-bit pixel levels under the
+    secret ``key`` (``seed`` None), or by a SHA-256 of the public ``seed`` and those levels,
+    so they do not depend on its position or on the other images, and the first k of V
+    draws are the draws of k.
 
     Args:
         images: (N, C, H, W) float in [0, 1] (rounded to 8-bit levels for the seed only).
         votes: draws per image, V.
         low: lower end of the range (> 0, not checked here).
         high: upper end (>= low).
-        seed: the defense's seed.
+        seed: a public seed, or None for secret draws under ``key``.
+        key: the installation's key (:func:`nodeguard.defense.keys.installation_key`);
+            None with ``seed`` None means the key of the cache root.
 
     Returns:
         (N, votes) float64 tolerances (rtol = atol) on the CPU.
     """
+    if seed is None and key is None:
+        key = installation_key()
     rows = []
     for image in images:
-        generator = torch.Generator().manual_seed(image_seed(seed, image))
+        per_image = image_seed(seed, image) if seed is not None else keyed_image_seed(key or b"", image)
+        generator = torch.Generator().manual_seed(per_image)
         uniform = torch.rand(votes, generator=generator, dtype=torch.float64)
         rows.append(log_uniform(uniform, low, high))
     return torch.stack(rows) if rows else torch.empty(0, votes, dtype=torch.float64)
@@ -186,16 +220,20 @@ class ToleranceRandomization:
     Args:
         model: an ODE model (``has_solver``), solved per sample with dopri5.
         settings: V, v_min, range, seed and batch size; None means ``DefenseSettings()``.
+        key: the secret key of the draws when ``settings.seed`` is None; None means the
+            key of the cache root (:func:`nodeguard.defense.keys.installation_key`).
 
     Raises:
         ConfigError: the model has no solver tolerance.
     """
 
-    def __init__(self, model: ImageClassifier, settings: DefenseSettings | None = None):
+    def __init__(self, model: ImageClassifier, settings: DefenseSettings | None = None, key: bytes | None = None):
         if not model.has_solver:
             raise ConfigError("tolerance randomization needs an ODE model (this one has no solver tolerance)")
         self.model = model
         self.settings = settings or DefenseSettings()
+        # secret draws: the key given, else the cache root's (made on first use)
+        self.key = None if self.settings.seed is not None else (key or installation_key())
 
     @property
     def num_classes(self) -> int:
@@ -221,7 +259,7 @@ class ToleranceRandomization:
         votes = s.votes if votes is None else votes
         if votes < 1:
             raise ConfigError(f"`votes` must be at least 1, got {votes}")
-        tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed)
+        tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed, self.key)
         predictions = classify_at_tolerances(self.model, images, tolerances, s.batch_size, progress)
         return Votes(predictions, tolerances, self.num_classes)
 

@@ -13,6 +13,7 @@ import hashlib
 import torch
 
 from nodeguard.constants import VOTES_KIND
+from nodeguard.defense.keys import installation_key
 from nodeguard.defense.randomization import (
     DefenseSettings,
     ToleranceRandomization,
@@ -30,6 +31,12 @@ def images_digest(images: torch.Tensor) -> str:
     digest = hashlib.sha256(str(tuple(values.shape)).encode())
     digest.update(values.numpy().tobytes())
     return digest.hexdigest()
+
+
+def defense_key(loaded: LoadedModel, defense: DefenseSettings) -> bytes | None:
+    """The secret key of ``defense``'s draws for ``loaded`` (that of its registry's root), or
+    None for public draws (a seed)."""
+    return None if defense.seed is not None else installation_key(loaded.registry.root)
 
 
 def stored_votes(
@@ -55,18 +62,19 @@ def stored_votes(
         ConfigError: the model has no solver tolerance.
         RegistryError: another process is computing the same votes.
     """
+    key = defense_key(loaded, defense)
     identity = {
         "images_sha256": images_digest(images),
         "count": len(images),
         "tol_low": defense.tol_low,
         "tol_high": defense.tol_high,
-        "seed": defense.seed,
+        "seed": defense.draws_identity(key),
         "votes": defense.votes,
     }
     # the folder's label holds nothing but the identity, so any stage asking for the votes
     # of the same images finds them; ``label`` only names the images in the log
     stored = loaded.results().result(VOTES_KIND, identity, f"n{len(images)}-v{defense.votes}")
-    randomization = ToleranceRandomization(loaded.model, defense)
+    randomization = ToleranceRandomization(loaded.model, defense, key)
 
     def vote() -> dict[str, torch.Tensor]:
         progress.log(f"voting on {len(images)} {label} images with {defense.votes} tolerances each")
@@ -76,5 +84,5 @@ def stored_votes(
     if found:
         progress.log(f"votes on the {len(images)} {label} images found in the cache; nothing to solve")
     # the tolerances are the image's own draws (reproducible): recomputed, not stored
-    tolerances = draw_tolerances(images, defense.votes, defense.tol_low, defense.tol_high, defense.seed)
+    tolerances = draw_tolerances(images, defense.votes, defense.tol_low, defense.tol_high, defense.seed, key)
     return Votes(saved["predictions"], tolerances, randomization.num_classes), found

@@ -101,7 +101,7 @@ def logits_alone(
 
     Raises:
         ConfigError: an ODE-Net whose solver method is not dopri5.
-        FloatingPointError: the per-sample solver failed (step-size underflow).
+        SolverError: the per-sample solver cannot meet ``tol`` (step-size underflow or step budget).
     """
     tolerance = float(getattr(model, "tol", 0.0) if tol is None else tol)
     tols = torch.full((len(images),), tolerance, dtype=torch.float64, device=images.device)
@@ -130,7 +130,7 @@ def predict_per_sample(
 
     Raises:
         ConfigError: an ODE-Net whose solver method is not dopri5.
-        FloatingPointError: the per-sample solver failed (step-size underflow).
+        SolverError: the per-sample solver cannot meet ``tol`` (step-size underflow or step budget).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -178,7 +178,7 @@ def margins_alone(
 
     Raises:
         ConfigError: an ODE-Net whose solver method is not dopri5.
-        FloatingPointError: the per-sample solver failed (step-size underflow).
+        SolverError: the per-sample solver cannot meet ``tol`` (step-size underflow or step budget).
     """
     model.eval()
     device = next(model.parameters()).device

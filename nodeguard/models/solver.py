@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nodeguard.errors import SolverError
+
 ALPHA = (1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
 BETA = (
     (1 / 5,),
@@ -47,7 +49,9 @@ C_MID = (
     11237099 / 235043384 / 2,
 )
 SAFETY, IFACTOR, DFACTOR, ORDER = 0.9, 10.0, 0.2, 5
-MAX_ATTEMPTS = 100_000
+# the step budget of one call: attempted steps (accepted or rejected) of its slowest
+# sample; dopri5 takes a few dozen on an image at the tolerances nodeguard allows
+MAX_STEPS = 10_000
 
 ODEFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -111,7 +115,9 @@ def _just_before(t: torch.Tensor) -> torch.Tensor:
     return t + (torch.nextafter(t, t - 1) - t).detach()
 
 
-def solve_per_sample(func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor) -> PerSampleSolution:
+def solve_per_sample(
+    func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor, max_steps: int = MAX_STEPS
+) -> PerSampleSolution:
     """Integrate dy/dt = func(t, y) from t=0 to t=1 for each sample at its own tolerance.
 
     ``func`` receives times shaped (B, 1, ..., 1) (one per sample of the batch it is given)
@@ -132,14 +138,16 @@ def solve_per_sample(func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor) -> 
             and (B, ...) states, B the samples still integrating.
         y0: (N, ...) initial states h(0), e.g. (N, filters, H', W') float32 features.
         tol: (N,) tolerances (rtol = atol = tol), or one scalar for all; cast to float64.
+        max_steps: the step budget (attempted steps of the slowest sample).
 
     Returns:
         ``PerSampleSolution``: ``y1`` (N, ...) the states at t=1 in ``y0``'s dtype and
         order, ``nfe`` (N,) int64 function evaluations per sample.
 
     Raises:
-        FloatingPointError: the step size underflowed, or a sample did not reach t=1
-            within 100000 steps. No nodeguard error is raised here.
+        SolverError: the step size underflowed, or a sample did not reach t=1 within
+            ``max_steps`` steps (a tolerance the float32 solve cannot meet, or dynamics
+            too stiff for it); the message names the tolerances of those samples.
     """
     batch = y0.shape[0]
     dtype, device = y0.dtype, y0.device
@@ -164,13 +172,13 @@ def solve_per_sample(func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor) -> 
     interp: list[torch.Tensor] = [y0] * 5
     finished_index: list[torch.Tensor] = []
     finished_y: list[torch.Tensor] = []
-    for _attempt in range(MAX_ATTEMPTS):
+    for _attempt in range(max_steps):
         if len(index) == 0:
             break
         step_dt = dt
         step_t1 = t1 + step_dt
         if not bool((step_t1 > t1).all()):
-            raise FloatingPointError("underflow in the step size of the per-sample dopri5 solver")
+            raise _unmet(tol[index], "its step size underflowed")
         t1_low, dt_low = t1.to(dtype), step_dt.to(dtype)
         end_low = step_t1.to(dtype)
         stages = [f]
@@ -210,9 +218,17 @@ def solve_per_sample(func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor) -> 
             index, y, f, t0, t1, dt = index[keep], y[keep], f[keep], t0[keep], t1[keep], dt[keep]
             interp = [c[keep] for c in interp]
     else:
-        raise FloatingPointError("the per-sample dopri5 solver did not reach t=1")
+        raise _unmet(tol[index], f"it did not reach t=1 within {max_steps} steps")
     order = torch.cat(finished_index)
     return PerSampleSolution(torch.cat(finished_y)[torch.argsort(order)], nfe)
+
+
+def _unmet(tolerances: torch.Tensor, what: str) -> SolverError:
+    low = float(tolerances.min())
+    return SolverError(
+        f"the per-sample dopri5 solver cannot meet tolerance {low:g} on {len(tolerances)} sample(s): {what}; "
+        "use a looser tolerance"
+    )
 
 
 def _interp_fit(y0, y1, y_mid, f0, f1, dt):

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nodeguard.errors import ConfigError
-from nodeguard.storage.files import atomic_write_text
+from nodeguard.storage.files import atomic_write_text, json_text
 
 Formatter = Callable[[dict[str, Any]], str]
 
@@ -79,7 +78,7 @@ def to_csv(report: dict[str, Any]) -> str:
 
 def _write(report: dict[str, Any], path: Path, csv_text: Formatter, markdown_text: Formatter) -> None:
     """Write ``report`` as .csv, .md or .json, chosen by the file's suffix (atomically)."""
-    writers = {".csv": csv_text, ".md": markdown_text, ".json": lambda r: json.dumps(r, indent=2) + "\n"}
+    writers = {".csv": csv_text, ".md": markdown_text, ".json": lambda r: json_text(r, indent=2) + "\n"}
     suffix = path.suffix.lower()
     if suffix not in writers:
         raise ConfigError(f"`out` must end in .csv, .md or .json, got {path.name}")

@@ -29,6 +29,7 @@ import torch
 
 from nodeguard.attacks import ATTACKS, AttackSpec
 from nodeguard.attacks.boundary import GridMethod
+from nodeguard.checks import require_tol
 from nodeguard.constants import ATTACK_SET_KIND
 from nodeguard.errors import ConfigError, unknown_name_error
 from nodeguard.storage.images import save_png
@@ -118,8 +119,8 @@ class AttackSettings:
         for name in ("count", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.tol_attack is not None and self.tol_attack <= 0:
-            raise ConfigError(f"tol_attack must be positive, got {self.tol_attack}")
+        if self.tol_attack is not None:
+            self.tol_attack = require_tol("tol_attack", self.tol_attack)
         if self.split not in SPLITS:
             raise unknown_name_error("split", self.split, SPLITS)
         self.options = {key: value for key, value in self.options.items() if value is not None}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nodeguard.checks import require_tols
 from nodeguard.errors import ConfigError
 from nodeguard.models.loading import load_model
 from nodeguard.progress import SILENT, Progress
@@ -42,9 +43,7 @@ class GridSettings:
     attack_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.tol_attacks or any(tol <= 0 for tol in self.tol_attacks):
-            raise ConfigError("`tol_attacks` takes positive tolerances, like 1e-3,1e-1")
-        self.tol_attacks = tuple(float(tol) for tol in self.tol_attacks)
+        self.tol_attacks = require_tols("tol_attacks", self.tol_attacks)
         # the column axis, the attack name and its options are checked as a sweep's are
         self.sweep = SweepSettings(
             tols=self.tols, attack=self.attack, count=self.count, attack_options=self.attack_options

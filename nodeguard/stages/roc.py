@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nodeguard.defense.randomization import DefenseSettings
-from nodeguard.defense.votes import stored_votes
+from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError
 from nodeguard.models.loading import load_model
 from nodeguard.progress import SILENT, Progress
@@ -39,7 +39,7 @@ class RocSettings:
         count: images attacked (the attack set's ``count``).
         tol_low: lower end of the log-uniform tolerance range (> 0).
         tol_high: upper end.
-        seed: the defense's seed.
+        seed: None for the installation's secret draws, or a public seed.
         batch_size: (image, tolerance) pairs solved together.
         attack: the attack whose successful 8-bit adversarials are the negatives (default
             "cw", Carlini & Wagner 2017; "eot-cw" for EOT, Athalye et al. 2018).
@@ -54,7 +54,7 @@ class RocSettings:
     count: int = 200
     tol_low: float = DEFENSE_DEFAULTS.tol_low
     tol_high: float = DEFENSE_DEFAULTS.tol_high
-    seed: int = DEFENSE_DEFAULTS.seed
+    seed: int | None = DEFENSE_DEFAULTS.seed
     batch_size: int = DEFENSE_DEFAULTS.batch_size
     attack: str = "cw"
     attack_options: dict[str, Any] = field(default_factory=dict)
@@ -156,10 +156,11 @@ class RocReport:
     pristine: int
     adversarial: int
     tol_range: list[float]
-    seed: int
+    seed: int | None
     curves: list[RocCurve]
     votes_reused: bool
     adversarials_used: str = ""
+    draws: str = ""  # "public seed N" or "secret key ID"
     median_abs_margin_8bit: float | None = None
     p90_abs_margin_8bit: float | None = None
     plot: str | None = None
@@ -227,6 +228,7 @@ def run_roc(
         adversarial=len(adversarial),
         tol_range=[settings.tol_low, settings.tol_high],
         seed=settings.seed,
+        draws=defense.draws_label(defense_key(loaded, defense)),
         curves=curves,
         votes_reused=reused,
         adversarials_used=(

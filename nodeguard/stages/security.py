@@ -36,9 +36,10 @@ from typing import Any
 import torch
 
 from nodeguard.attacks import ATTACKS, APGDRandOptions
+from nodeguard.checks import require_non_negative, require_positive, require_range
 from nodeguard.constants import SECURITY_KIND
 from nodeguard.defense.randomization import DefenseSettings, Votes
-from nodeguard.defense.votes import stored_votes
+from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.progress import SILENT, Progress
@@ -98,25 +99,22 @@ class SecuritySettings:
     accept_level: float = 0.90
     tol_low: float = DEFENSE_DEFAULTS.tol_low
     tol_high: float = DEFENSE_DEFAULTS.tol_high
-    seed: int = DEFENSE_DEFAULTS.seed  # the defense's seed: no attacker reads it
+    seed: int | None = DEFENSE_DEFAULTS.seed  # None: secret draws; no attacker reads either
     batch_size: int = DEFENSE_DEFAULTS.batch_size
     eps: tuple[float, ...] = DEFAULT_EPS
     attack_options: dict[str, Any] = field(default_factory=dict)  # steps, binary_steps of cw and eot-cw
 
     def __post_init__(self) -> None:
-        self.kappas = tuple(float(k) for k in self.kappas)
-        self.autoattack_eps = tuple(float(e) for e in self.autoattack_eps)
-        self.eps = tuple(sorted(float(e) for e in self.eps))
+        self.kappas = tuple(require_non_negative("kappas", kappa) for kappa in self.kappas)
+        self.autoattack_eps = tuple(require_positive("autoattack_eps", eps) for eps in self.autoattack_eps)
+        self.eps = tuple(sorted(require_non_negative("eps", eps) for eps in self.eps))
         if self.count < 1:
             raise ConfigError(f"count must be at least 1, got {self.count}")
         if not self.kappas and not self.eot and not self.autoattack_eps:
             raise ConfigError("no attacker: give `kappas` or `autoattack_eps`, or keep `eot`")
-        if any(k < 0 for k in self.kappas):
-            raise ConfigError("kappas must be at least 0")
-        if not self.eps or self.eps[0] < 0:
+        if not self.eps:
             raise ConfigError("`eps` takes non-negative L2 budgets, like 0.5,1,2")
-        if not 0 < self.accept_level <= 1:
-            raise ConfigError(f"the accept level must be in (0, 1], got {self.accept_level}")
+        self.accept_level = require_range("accept_level", self.accept_level, 0.0, 1.0, low_open=True)
         self.attack_options = {k: v for k, v in self.attack_options.items() if v is not None}
         self.defense(self.vmin or 0)  # checks votes, v_min and the range
         for attack in self.attackers():
@@ -233,9 +231,10 @@ class SecurityReport:
     pristine_accepted: float
     pristine_accepted_correct: float
     tol_range: list[float]
-    seed: int
+    seed: int | None
     points: list[SecurityRow]
     curve: list[RobustAccuracy]
+    draws: str = ""  # "public seed N" or "secret key ID"
     reused: bool = False
     plot: str | None = None
 
@@ -360,6 +359,7 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         pristine_accepted_correct=float(pristine_ok.float().mean()),
         tol_range=[settings.tol_low, settings.tol_high],
         seed=settings.seed,
+        draws=defense.draws_label(defense_key(loaded, defense)),
         points=[item.row for item in judged],
         curve=robust_accuracy_curve(judged, pristine_ok, settings.eps),
     )
@@ -405,7 +405,9 @@ def run_security(
     loaded = load_model(model, registry=registry, device=device)
     if not loaded.model.has_solver:  # before the store makes a folder for a report that cannot exist
         raise ConfigError(f"{loaded.name} has no solver tolerance: tolerance randomization needs an ODE model")
-    stored = loaded.results().result(SECURITY_KIND, settings.identity(), f"security-n{settings.count}")
+    defense = settings.defense(settings.vmin or 0)
+    identity = {**settings.identity(), "seed": defense.draws_identity(defense_key(loaded, defense))}
+    stored = loaded.results().result(SECURITY_KIND, identity, f"security-n{settings.count}")
 
     def compute() -> dict[str, Any]:
         report = compute_security(settings, loaded, progress)

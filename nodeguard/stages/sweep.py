@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nodeguard.checks import require_tol, require_tols
 from nodeguard.constants import SWEEP_CELL_KIND
 from nodeguard.data.datasets import ImageSplit, load_dataset
 from nodeguard.errors import ConfigError
@@ -45,8 +46,9 @@ class SweepSettings:
     attack_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.tols or any(tol <= 0 for tol in self.tols):
-            raise ConfigError("tolerances must be positive numbers")
+        self.tols = require_tols("tols", self.tols)
+        if self.tol_attack is not None:
+            self.tol_attack = require_tol("tol_attack", self.tol_attack)
         if self.tol_attack is not None and self.attack is None:
             raise ConfigError("`tol_attack` needs an `attack` (cw, for example)")
         self.tols = tuple(float(tol) for tol in self.tols)

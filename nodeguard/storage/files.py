@@ -9,7 +9,9 @@ clear error instead of a crash or a silent misread.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,15 +21,44 @@ from typing import Any
 import torch
 
 from nodeguard.constants import FILE_FORMAT
-from nodeguard.errors import RegistryError
+from nodeguard.errors import RegistryError, StorageError
 
 FILE_FORMAT_VERSION = 1
 
 
+# what a failed write says when the disk, not the program, is at fault
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def storage_error(path: Path, exc: BaseException) -> StorageError | None:
+    """The one-line error for a write to ``path`` that failed with ``exc``, or None when
+    ``exc`` is not about the disk (a full disk, a read-only folder, no permission)."""
+    code = getattr(exc, "errno", None)
+    message = str(exc).lower()
+    if code in NO_ROOM or "no space left" in message or "disk quota" in message:
+        return StorageError(
+            f"no room to write {display_path(path)}: free space on its disk (or point NODEGUARD_HOME "
+            "elsewhere) and run the same command again; finished work is kept"
+        )
+    if code in NOT_WRITABLE:
+        reason = os.strerror(code) if code is not None else "not writable"
+        return StorageError(f"cannot write {display_path(path)}: {reason}; choose a folder you can write to")
+    return None
+
+
 def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """Call ``write(binary_handle)`` on a temporary sibling of ``path``, then move it in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call ``write(binary_handle)`` on a temporary sibling of ``path``, then move it in place.
+
+    Raises:
+        StorageError: the disk is full or the folder is not writable (the previous
+            version of ``path``, if any, is left intact).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (storage_error(path, exc) or exc) from None
     try:
         os.chmod(temporary, 0o666 & ~_current_umask())
         with os.fdopen(descriptor, "wb") as handle:
@@ -35,8 +66,11 @@ def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        converted = storage_error(path, exc) if isinstance(exc, OSError | RuntimeError) else None
+        if converted is not None:
+            raise converted from None
         raise
 
 
@@ -46,17 +80,57 @@ def _current_umask() -> int:
     return mask
 
 
+def check_writable(path: Path) -> None:
+    """Raise a StorageError now unless a file can be written at ``path`` (its folder is made)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".check", dir=path.parent):
+            pass
+    except OSError as exc:
+        raise (storage_error(path, exc) or StorageError(f"cannot write {display_path(path)}: {exc}")) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling file and ``os.replace``."""
     atomic_write(path, lambda handle: handle.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` as UTF-8; characters that UTF-8 cannot hold (the undecodable bytes of
+    a file name, kept by Python as surrogates) are written as backslash escapes."""
+    atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json_text(obj, indent=2, sort_keys=True) + "\n")
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as standard JSON takes it: tensors and arrays as lists, paths as text,
+    NaN and infinities as null (JSON has no such numbers)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, os.PathLike):
+        return display_path(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    return value
+
+
+def json_text(value: Any, indent: int | None = None, sort_keys: bool = False) -> str:
+    """Standard JSON text of ``value`` (see :func:`json_ready`): never NaN or Infinity tokens."""
+    return json.dumps(json_ready(value), indent=indent, sort_keys=sort_keys, allow_nan=False)
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as text that any output can hold: the name as the OS gives it, with bytes that
+    are not UTF-8 shown as backslash escapes (``caf\\xe9.png``) instead of failing."""
+    text = os.fspath(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def read_json(path: Path, default: Any = None) -> Any:

@@ -1,15 +1,45 @@
-"""Image files: writing PNGs and reading image files back as model inputs."""
+"""Image files: writing PNGs, and reading any image file exactly as a viewer shows it, or refusing it.
+
+The rule for reading (:func:`read_image_frames`), one for every mode Pillow decodes:
+
+- **orientation**: the EXIF orientation tag is applied as viewers apply it
+  (``PIL.ImageOps.exif_transpose``);
+- **integer images by their bit depth**: ``1`` (bilevel) as 0 or 1; 8-bit modes (``L``,
+  ``P``, ``RGB``, ``CMYK``, ``YCbCr``, ...) as level / 255; 16-bit ``I;16*`` as level /
+  65535; 32-bit ``I`` by the bit depth the file declares (TIFF ``BitsPerSample``, else 16
+  as PNG stores it) as level / (2^bits - 1), refused when a value lies outside that depth;
+- **float images** (``F``) as they are when every value lies in [0, 1] (no rounding to 8
+  bits), refused with the range found otherwise (a float image has no scale to divide by);
+- **transparency**: an image whose alpha (or palette transparency) is opaque everywhere
+  is read without it; one with any transparent pixel is refused, because what lies behind
+  it is the viewer's choice, not the file's (flatten it onto the background you mean);
+- **channels**: a colour image for a one-channel model is converted to luma by Pillow
+  (ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B); a one-channel image for a colour model
+  is repeated over the three channels;
+- **frames**: a file with several frames or pages (GIF, TIFF, WebP, ...) gives one image
+  per frame, named ``path#N`` (N from 0); none is judged by its first frame alone.
+
+Folders are scanned by content: every file Pillow can identify is read, whatever its
+name; the others are listed as skipped, with the reason (:func:`find_images`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nodeguard.errors import NodeguardError
-from nodeguard.storage.files import atomic_write
+from nodeguard.errors import ImageReadError
+from nodeguard.storage.files import atomic_write, display_path
+
+# modes whose values are 8-bit levels, read through Pillow's own conversions
+EIGHT_BIT_MODES = ("L", "P", "RGB", "CMYK", "YCbCr", "LAB", "HSV", "1")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+TIFF_BITS_PER_SAMPLE = 258
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
@@ -21,78 +51,212 @@ def save_png(image: torch.Tensor, path: Path) -> None:
     atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
 
 
-def read_image(path: Path, channels: int) -> torch.Tensor:
-    """Read an image file as a float (C, H, W) tensor in [0, 1] with ``channels`` channels.
+def _opaque(picture: Image.Image) -> Image.Image:
+    """``picture`` without its transparency, which must be opaque everywhere."""
+    if picture.mode == "P" and "transparency" in picture.info:
+        picture = picture.convert("RGBA")
+    if picture.mode in ALPHA_MODES:
+        alpha = np.asarray(picture.getchannel("A"))
+        if alpha.min() < 255:
+            count = int((alpha < 255).sum())
+            raise ImageReadError(
+                f"has {count} transparent pixel(s) of {alpha.size}; flatten it onto the background you mean first"
+            )
+        picture = picture.convert("RGB" if picture.mode.startswith(("RGB", "P")) else "L")
+    return picture
+
+
+def _declared_bits(picture: Image.Image) -> int:
+    tags = getattr(picture, "tag_v2", None)
+    bits = tags.get(TIFF_BITS_PER_SAMPLE) if tags is not None else None
+    if isinstance(bits, tuple):
+        bits = bits[0]
+    return int(bits) if bits else 16
+
+
+def _frame_values(picture: Image.Image, channels: int, bits: int) -> np.ndarray:
+    """One frame as a float32 (H, W, C) array in [0, 1] (the module's rule)."""
+    picture = _opaque(picture)
+    mode = picture.mode
+    if mode in EIGHT_BIT_MODES:
+        converted = picture.convert("L" if channels == 1 else "RGB")
+        values = np.asarray(converted, dtype=np.float32) / 255.0
+    elif mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(picture).astype(np.float32) / 65535.0
+    elif mode == "I":
+        levels = np.asarray(picture).astype(np.int64)
+        top = 2**bits - 1
+        if levels.min() < 0 or levels.max() > top:
+            raise ImageReadError(
+                f"32-bit integer image with values in [{levels.min()}, {levels.max()}], outside its "
+                f"declared {bits}-bit depth [0, {top}]"
+            )
+        values = levels.astype(np.float64) / top
+    elif mode == "F":
+        values = np.asarray(picture).astype(np.float32)
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        if not np.isfinite(values).all() or low < 0 or high > 1:
+            raise ImageReadError(
+                f"float image with values in [{low:g}, {high:g}]; nodeguard reads float images in [0, 1] as they are"
+            )
+    else:
+        raise ImageReadError(f"image mode {mode!r} has no stated mapping to [0, 1]")
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    if values.shape[2] == 1 and channels != 1:
+        values = np.repeat(values, 3, axis=2)
+    return values
+
+
+@dataclass(frozen=True)
+class ImageFrame:
+    """One image read from a file: its name (``path`` or ``path#N``) and its (C, H, W) values."""
+
+    name: str
+    path: Path
+    frame: int | None
+    image: torch.Tensor
+
+
+def read_image_frames(path: Path, channels: int) -> list[ImageFrame]:
+    """Every frame of an image file as (C, H, W) float32 in [0, 1], read by the module's rule.
 
     Args:
-        path: any image file PIL reads (PNG, JPEG, BMP, TIFF, WebP, ...).
-        channels: 1 (converted to grayscale "L") or anything else (converted to "RGB", 3 channels).
+        path: an image file of any format Pillow decodes.
+        channels: the model's channels: 1 (luma) or 3 (RGB).
 
     Returns:
-        (C, H, W) float32 in [0, 1] (8-bit levels / 255), at the file's own size.
+        One ``ImageFrame`` per frame (one for a still image, named by the path alone).
 
     Raises:
-        OSError: the file is missing or not a readable image (PIL's ``UnidentifiedImageError``
-            included); no nodeguard error is raised here.
+        ImageReadError: the file is refused (transparency, values outside the stated
+            range, an unmapped mode) or cannot be decoded; the message says why.
+        OSError: the file cannot be opened at all.
     """
-    with Image.open(path) as picture:
-        picture.load()
-        converted = picture.convert("L" if channels == 1 else "RGB")
-    array = np.asarray(converted, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    frames: list[ImageFrame] = []
+    try:
+        with Image.open(path) as picture:
+            count = int(getattr(picture, "n_frames", 1) or 1)
+            bits = _declared_bits(picture)  # read before a transposed copy drops the file's tags
+            for index in range(count):
+                picture.seek(index)
+                shown = ImageOps.exif_transpose(picture) or picture
+                shown.load()
+                values = _frame_values(shown, channels, bits)
+                image = torch.from_numpy(values.copy()).permute(2, 0, 1).contiguous()
+                name = display_path(path) if count == 1 else f"{display_path(path)}#{index}"
+                frames.append(ImageFrame(name, Path(path), None if count == 1 else index, image))
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__) from None
+    return frames
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+def read_image(path: Path, channels: int) -> torch.Tensor:
+    """The one image of a still image file as (C, H, W) float32 in [0, 1] (see :func:`read_image_frames`).
+
+    Raises:
+        ImageReadError: the file is refused or has several frames.
+        OSError: the file cannot be opened.
+    """
+    frames = read_image_frames(path, channels)
+    if len(frames) != 1:
+        raise ImageReadError(f"has {len(frames)} frames; read them with read_image_frames")
+    return frames[0].image
 
 
-def find_images(paths: list[Path]) -> list[Path]:
-    """Image files among ``paths`` (files as given, folders searched recursively), sorted.
+def _looks_like_an_image(path: Path) -> bool:
+    return path.suffix.lower() in Image.registered_extensions()
 
-    A missing path, or no image file at all, is an error.
+
+@dataclass
+class FoundImages:
+    """What a scan found: image files to read, and the files it skipped with the reason."""
+
+    files: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def find_images(paths: list[Path]) -> FoundImages:
+    """Image files among ``paths``: files as given; folders scanned recursively by content.
+
+    In a folder, every file Pillow can identify is taken, whatever its name; a file it
+    cannot identify is skipped and listed with the reason (a file named as an image that
+    is not one is reported as unreadable by :func:`load_image_files` instead).
+
+    Raises:
+        ImageReadError: a path does not exist, or nothing readable was found.
     """
     found: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     for path in paths:
         if not path.exists():
-            raise NodeguardError(f"{path} does not exist")
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
-        else:
+            raise ImageReadError(f"{display_path(path)} does not exist")
+        if not path.is_dir():
             found.append(path)
+            continue
+        for candidate in sorted(p for p in path.rglob("*") if p.is_file()):
+            if _looks_like_an_image(candidate) or _identifies(candidate):
+                found.append(candidate)
+            else:
+                skipped.append((candidate, "not an image file Pillow can identify"))
     if not found:
-        raise NodeguardError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(str(p) for p in paths)}")
-    return found
+        where = ", ".join(display_path(p) for p in paths)
+        raise ImageReadError(f"no image files in {where} ({len(skipped)} other files skipped)")
+    return FoundImages(found, skipped)
+
+
+def _identifies(path: Path) -> bool:
+    try:
+        with Image.open(path):
+            return True
+    except Exception:  # Pillow raises many kinds for files that are not images
+        return False
 
 
 def load_image_files(
     paths: list[Path], channels: int, height: int, width: int, resize: bool = False
-) -> tuple[list[Path], torch.Tensor, list[tuple[Path, str]]]:
-    """(readable paths, their images (N, C, H, W) in [0, 1], [(path, reason)] for the rest)."""
-    good: list[Path] = []
+) -> tuple[list[str], torch.Tensor, list[tuple[str, str]]]:
+    """Read image files for a model.
+
+    Args:
+        paths: image files (see :func:`find_images`).
+        channels, height, width: the model's input shape.
+        resize: resize an image of another size (bilinear, antialiased); else refuse it.
+
+    Returns:
+        (names, images, errors): the name of every image read (``path`` or ``path#N``
+        per frame), their (N, C, H, W) float32 values in [0, 1], and (name, reason) for
+        every file or frame refused.
+    """
+    names: list[str] = []
     images: list[torch.Tensor] = []
-    errors: list[tuple[Path, str]] = []
+    errors: list[tuple[str, str]] = []
     for path in paths:
         try:
-            image = read_image(path, channels)
-        except Exception as exc:  # PIL raises many kinds for bad files
+            frames = read_image_frames(path, channels)
+        except (ImageReadError, OSError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            errors.append((path, f"cannot read image: {reason}"))
+            errors.append((display_path(path), f"cannot read image: {reason}"))
             continue
-        if tuple(image.shape[1:]) != (height, width):
-            if not resize:
-                errors.append(
-                    (
-                        path,
-                        f"size {image.shape[2]}x{image.shape[1]} differs from the model's {width}x{height} "
-                        "(set `resize` to resize)",
+        for frame in frames:
+            image = frame.image
+            if tuple(image.shape[1:]) != (height, width):
+                if not resize:
+                    errors.append(
+                        (
+                            frame.name,
+                            f"size {image.shape[2]}x{image.shape[1]} differs from the model's {width}x{height} "
+                            "(set `resize` to resize)",
+                        )
                     )
-                )
-                continue
-            image = torch.nn.functional.interpolate(
-                image[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False
-            )[0].clamp(0, 1)
-        good.append(path)
-        images.append(image)
+                    continue
+                image = torch.nn.functional.interpolate(
+                    image[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False
+                )[0].clamp(0, 1)
+            names.append(frame.name)
+            images.append(image)
     stacked = torch.stack(images) if images else torch.empty(0, channels, height, width)
-    return good, stacked, errors
+    return names, stacked, errors

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from nodeguard import __version__
+from nodeguard.checks import require_non_negative, require_positive, require_range, require_tol
 from nodeguard.constants import HISTORY_FILE, METRICS_FILE
 from nodeguard.data.augment import augment
 from nodeguard.data.datasets import Dataset, dataset_info, load_dataset
@@ -83,20 +84,14 @@ class TrainConfig:
         MODELS.get(self.arch)
         if self.filters is None:
             self.filters = dataset_info(self.dataset).default_filters
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "tol_train": self.tol_train > 0,
-            "filters": self.filters >= 1,
-            "weight_decay": self.weight_decay >= 0,
-        }
+        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "filters": self.filters >= 1}
         for setting, ok in checks.items():
             if not ok:
-                least = "at least 0" if setting == "weight_decay" else "positive"
-                raise ConfigError(f"`{setting}` must be {least}, got {getattr(self, setting)!r}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+                raise ConfigError(f"`{setting}` must be positive, got {getattr(self, setting)!r}")
+        self.lr = require_positive("lr", self.lr)
+        self.tol_train = require_tol("tol_train", self.tol_train)
+        self.weight_decay = require_non_negative("weight_decay", self.weight_decay)
+        self.dropout = require_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
         for setting, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
             if getattr(self, setting) not in valid:
                 raise ConfigError(f"unknown {setting} {getattr(self, setting)!r}; valid: {', '.join(valid)}")

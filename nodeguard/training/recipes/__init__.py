@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -63,11 +63,25 @@ def shipped_recipe(name: str) -> dict[str, Any]:
 def _setting_types() -> dict[str, type]:
     from nodeguard.training.train import TrainConfig
 
+    hints = get_type_hints(TrainConfig)
     types: dict[str, type] = {}
     for field in fields(TrainConfig):
-        annotation = str(field.type)
-        types[field.name] = next(kind for kind in (bool, int, float, str) if kind.__name__ in annotation)
+        if not field.init:
+            continue
+        types[field.name] = _plain_type(hints[field.name])
     return types
+
+
+def _plain_type(hint: Any) -> type:
+    """The YAML-facing type of a setting: bool, int, float or str (a Literal of strings is str)."""
+    if get_origin(hint) is Literal:
+        return type(get_args(hint)[0])
+    if isinstance(hint, type) and hint in (bool, int, float, str):
+        return hint
+    for part in get_args(hint):  # X | None
+        if part is not type(None):
+            return _plain_type(part)
+    raise TypeError(f"setting type {hint!r} has no YAML form")
 
 
 def _coerce(setting: str, value: Any, kind: type, source: str) -> Any:

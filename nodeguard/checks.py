@@ -1,0 +1,89 @@
+"""Every number a user gives, checked before any work starts: finite and in its range.
+
+Each check raises one :class:`~nodeguard.errors.ConfigError` whose message names the
+setting (in backticks: the CLI shows its option) and the range it must lie in.
+
+Solver tolerances (tau, used as rtol = atol) have a floor and a ceiling that follow from
+the solver's float type: the ODE block runs in float32, whose relative precision is
+``torch.finfo(torch.float32).eps`` = 1.2e-7, so an error estimate cannot be held below
+about that; a tolerance under ``TOL_MIN`` = 1e-7 asks for steps that float32 rounding
+cannot tell apart and is refused (1e-6 is the tightest reference nodeguard uses). Above
+``TOL_MAX`` = 10 dopri5's error control no longer limits the step at all (at tau = 1 it
+already takes the fewest steps it can), so a larger tolerance would not be another
+operating point and is refused as a likely typo.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from nodeguard.errors import ConfigError
+
+TOL_MIN = 1e-7
+TOL_MAX = 10.0
+
+
+def require_finite(setting: str, value: float) -> float:
+    """``value`` as a float, or a ConfigError when it is NaN, infinite or not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"`{setting}` must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"`{setting}` must be a finite number, got {value!r}")
+    return number
+
+
+def require_range(
+    setting: str,
+    value: float,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a float when finite and within [low, high] (an open end excludes it).
+
+    Raises:
+        ConfigError: naming ``setting`` and the range.
+    """
+    number = require_finite(setting, value)
+    above = number > low if low_open else number >= low
+    below = number < high if high_open else number <= high
+    if not (above and below):
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ConfigError(f"`{setting}` must be in {left}{low:g}, {high:g}{right}, got {value!r}")
+    return number
+
+
+def require_positive(setting: str, value: float) -> float:
+    """A finite number above 0."""
+    return require_range(setting, value, 0.0, math.inf, low_open=True)
+
+
+def require_non_negative(setting: str, value: float) -> float:
+    """A finite number of at least 0."""
+    return require_range(setting, value, 0.0)
+
+
+def require_tol(setting: str, value: float) -> float:
+    """A solver tolerance tau in [TOL_MIN, TOL_MAX] (see the module docstring)."""
+    return require_range(setting, value, TOL_MIN, TOL_MAX)
+
+
+def require_tols(setting: str, values: Iterable[float]) -> tuple[float, ...]:
+    """Every tolerance of a list (at least one)."""
+    checked = tuple(require_tol(setting, value) for value in values)
+    if not checked:
+        raise ConfigError(f"`{setting}` needs at least one tolerance")
+    return checked
+
+
+def require_tol_range(setting: str, low: float, high: float) -> tuple[float, float]:
+    """A tolerance range [low, high]: both ends tolerances, and low <= high."""
+    low, high = require_tol(setting, low), require_tol(setting, high)
+    if low > high:
+        raise ConfigError(f"`{setting}` must be low <= high, got [{low:g}, {high:g}]")
+    return low, high
