@@ -6,8 +6,10 @@ setting (in backticks: the CLI shows its option) and the range it must lie in.
 Solver tolerances (tau, used as rtol = atol) have a floor and a ceiling that follow from
 the solver's float type: the ODE block runs in float32, whose relative precision is
 ``torch.finfo(torch.float32).eps`` = 1.2e-7, so an error estimate cannot be held below
-about that; a tolerance under ``TOL_MIN`` = 1e-7 asks for steps that float32 rounding
-cannot tell apart and is refused (1e-6 is the tightest reference nodeguard uses). Above
+about that; ``TOL_MIN`` = 1e-6, about ten times that, is the tightest tolerance allowed
+(and the tightest reference nodeguard uses: a test solves the tiny model at it within
+the solver's step budget); a tighter one asks for errors float32 rounding cannot tell
+apart and is refused. Above
 ``TOL_MAX`` = 10 dopri5's error control no longer limits the step at all (at tau = 1 it
 already takes the fewest steps it can), so a larger tolerance would not be another
 operating point and is refused as a likely typo.
@@ -20,7 +22,7 @@ from collections.abc import Iterable
 
 from nodeguard.errors import ConfigError
 
-TOL_MIN = 1e-7
+TOL_MIN = 1e-6
 TOL_MAX = 10.0
 
 
@@ -68,6 +70,27 @@ def require_non_negative(setting: str, value: float) -> float:
     return require_range(setting, value, 0.0)
 
 
+MAX_SEED = 2**63 - 1  # what torch.manual_seed takes
+
+
+def require_count(setting: str, value: int | None, low: int = 1) -> int | None:
+    """An integer count of at least ``low`` (None passes: "all" or "the default")."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"`{setting}` must be an integer of at least {low}, got {value!r}")
+    return value
+
+
+def require_seed(setting: str, value: int | None) -> int | None:
+    """A seed in [0, 2^63 - 1] (None passes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"`{setting}` must be an integer in [0, 2^63 - 1], got {value!r}")
+    return value
+
+
 def require_tol(setting: str, value: float) -> float:
     """A solver tolerance tau in [TOL_MIN, TOL_MAX] (see the module docstring)."""
     return require_range(setting, value, TOL_MIN, TOL_MAX)
@@ -75,7 +98,7 @@ def require_tol(setting: str, value: float) -> float:
 
 def require_tols(setting: str, values: Iterable[float]) -> tuple[float, ...]:
     """Every tolerance of a list (at least one)."""
-    checked = tuple(require_tol(setting, value) for value in values)
+    checked = tuple(dict.fromkeys(require_tol(setting, value) for value in values))  # once each, in order
     if not checked:
         raise ConfigError(f"`{setting}` needs at least one tolerance")
     return checked

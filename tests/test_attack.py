@@ -254,13 +254,13 @@ def test_pgd_linf_stays_in_budget(tiny_model, registry):
 def test_bad_attack_settings_are_refused():
     with pytest.raises(ConfigError, match="cw, pgd"):
         AttackSettings(attack="fgsm")
-    with pytest.raises(ConfigError, match="count must be at least 1"):
+    with pytest.raises(ConfigError, match="`count` must be at least 1"):
         AttackSettings(count=0)
     with pytest.raises(ConfigError, match="pgd takes no option kappa"):
         AttackSettings.with_overrides(attack="pgd", kappa=0.1)
     with pytest.raises(ConfigError, match="unknown PGD norm"):
         AttackSettings.with_overrides(attack="pgd", norm="l1")
-    with pytest.raises(ConfigError, match="steps must be at least 1"):
+    with pytest.raises(ConfigError, match="`steps` must be at least 1"):
         AttackSettings.with_overrides(steps=0)
 
 

@@ -7,6 +7,8 @@ import json
 import math
 import os
 import stat
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +23,8 @@ from nodeguard.defense.files import defend_paths
 from nodeguard.defense.keys import installation_key
 from nodeguard.defense.randomization import DefenseSettings, draw_tolerances
 from nodeguard.errors import ImageReadError, SolverError, StorageError
+from nodeguard.models.evaluation import logits_alone
+from nodeguard.models.loading import load_model
 from nodeguard.models.solver import solve_per_sample
 from nodeguard.storage.files import display_path, json_text, storage_error
 from nodeguard.storage.images import find_images, read_image, read_image_frames
@@ -89,6 +93,40 @@ def test_refusals_say_why(tmp_path, digits):
     assert float(read_image(tmp_path / "int32.tif", 1).max()) == pytest.approx(70000 / (2**32 - 1))
 
 
+def sixteen_bit_rgb_png(path, height: int = 4, width: int = 4) -> None:
+    """A 16-bit RGB PNG, written chunk by chunk (Pillow cannot save one)."""
+    rows = b"".join(b"\x00" + np.full((width, 3), 1000, dtype=">u2").tobytes() for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def test_what_a_viewer_would_show_otherwise_is_refused(tmp_path, digits):
+    digit = digits[0][0]
+    # a colour key (PNG tRNS) makes every pixel of that level transparent
+    Image.fromarray(digit).save(tmp_path / "keyed.png", transparency=int(digit[14, 14]))
+    with pytest.raises(ImageReadError, match="transparent pixel"):
+        read_image(tmp_path / "keyed.png", 1)
+    unused = int(np.setdiff1d(np.arange(256), digit)[0])  # a key no pixel has: nothing is transparent
+    Image.fromarray(digit).save(tmp_path / "unkeyed.png", transparency=unused)
+    assert torch.equal(read_image(tmp_path / "unkeyed.png", 1)[0], levels(digit))
+    sixteen_bit_rgb_png(tmp_path / "rgb16.png")  # Pillow would decode it to 8 bits
+    with pytest.raises(ImageReadError, match="16-bit colour"):
+        read_image(tmp_path / "rgb16.png", 1)
+
+
+def test_every_page_of_a_tiff_is_read(tmp_path, digits):
+    pages = [Image.fromarray(picture) for picture in digits[0][:2]]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    frames = read_image_frames(tmp_path / "pages.tif", 1)
+    assert [frame.frame for frame in frames] == [0, 1]
+    assert torch.equal(frames[1].image[0], levels(digits[0][1]))
+
+
 def test_exif_orientation_is_applied_as_viewers_do(tmp_path, digits):
     digit = digits[0][0]
     Image.fromarray(digit).save(tmp_path / "upright.jpg", quality=100, subsampling=0)
@@ -134,6 +172,8 @@ def test_a_folder_is_scanned_by_content_and_what_is_skipped_is_listed(tmp_path, 
         picture.save(tmp_path / name, format=None if not name.endswith(("jpe", "jfif")) else "JPEG")
     Image.fromarray(digit).save(tmp_path / "no_suffix", format="PNG")
     (tmp_path / "notes.txt").write_text("not an image")
+    Image.fromarray(digit).save(tmp_path / "report.pdf")  # Pillow writes PDFs but does not read them
+    (tmp_path / "weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))  # identified, never decoded
     found = find_images([tmp_path])
     assert sorted(path.name for path in found.files) == [
         "a.png",
@@ -147,7 +187,7 @@ def test_a_folder_is_scanned_by_content_and_what_is_skipped_is_listed(tmp_path, 
         "no_suffix",
     ]
     assert [(path.name, reason) for path, reason in found.skipped] == [
-        ("notes.txt", "not an image file Pillow can identify")
+        (name, "not an image file Pillow can decode") for name in ("notes.txt", "report.pdf", "weights.h5")
     ]
     for path in found.files:
         assert read_image(path, 1).shape == (1, 28, 28)
@@ -183,9 +223,16 @@ def test_a_bad_number_is_one_line_before_any_model_is_loaded(args, message):
     assert message in result.stderr and "Traceback" not in result.output
 
 
-def test_the_tolerance_floor_and_ceiling_are_stated():
-    assert TOL_MIN == 1e-7 and TOL_MAX == 10.0
+def test_the_tolerance_floor_and_ceiling_are_stated_and_the_floor_can_be_met(tiny_model, digits):
+    assert TOL_MIN == 1e-6 and TOL_MAX == 10.0
     DefenseSettings(tol_low=TOL_MIN, tol_high=TOL_MAX)  # both ends allowed
+    model = load_model(tiny_model, device="cpu").model
+    images = torch.stack([levels(picture)[None] for picture in digits[0]])
+    for tol in (TOL_MIN, TOL_MAX):  # each image solved alone, within the step budget
+        logits, nfe = logits_alone(model, images, tol=tol)
+        assert torch.isfinite(logits).all() and (nfe > 0).all()
+        with torch.no_grad():  # and the batched torchdiffeq path
+            assert torch.isfinite(model(images, tol=tol)).all()
 
 
 def test_the_solver_stops_with_one_error_at_a_tolerance_it_cannot_meet():

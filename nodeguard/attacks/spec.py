@@ -94,5 +94,5 @@ ATTACKS: Catalog[AttackSpec] = Catalog("attack")
 
 def require_at_least(name: str, value: int | float | None, low: int | float) -> None:
     """An option check shared by the attacks' option classes."""
-    if value is not None and value < low:
-        raise ConfigError(f"{name} must be at least {low}, got {value}")
+    if value is not None and not value >= low:  # NaN fails too
+        raise ConfigError(f"`{name}` must be at least {low}, got {value}")

@@ -70,6 +70,8 @@ def reported_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         Output().error("interrupted; finished work is saved, run the same command again to continue")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise  # an exit status a command chose (defend's 3), or a usage error: not a failure to report
     except Exception as exc:
         if not current_ranks().sharded:
             raise

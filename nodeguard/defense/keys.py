@@ -2,7 +2,7 @@
 
 Tolerance randomization is a defense only while an attacker cannot know the tolerances
 an image will be judged at. nodeguard draws an image's tolerances from a keyed hash of
-its 8-bit pixels: HMAC-SHA256 with a 32-byte key made with :mod:`secrets` on first use
+its exact float32 values: HMAC-SHA256 with a 32-byte key made with :mod:`secrets` on first use
 and kept in the cache root (``defense.key``, readable by its owner only). The same
 installation draws the same tolerances for the same image every time (results can be
 stored and reused); another installation, or anyone without the key, cannot compute
@@ -41,9 +41,9 @@ def installation_key(root: Path | None = None) -> bytes:
             key = path.read_bytes()
             if len(key) == KEY_BYTES:
                 return key
-            if len(key) != 0:
+            if len(key) > KEY_BYTES:
                 raise RegistryError(f"{display_path(path)} is not a defense key; remove it to make a new one")
-            time.sleep(0.02)  # another process is writing it: read it again
+            time.sleep(0.02)  # another process is still writing it: read it again
             continue
         _create(path)
     raise RegistryError(f"{display_path(path)} stayed empty; remove it to make a new key")
@@ -66,10 +66,23 @@ def _create(path: Path) -> None:
             os.link(temporary, path)
         except FileExistsError:
             pass  # another process made the key first: use theirs
+        except OSError:  # a filesystem without hard links: create it exclusively instead
+            _create_exclusively(path)
     except OSError as exc:
         raise (storage_error(path, exc) or exc) from None
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def _create_exclusively(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process made it first (readers wait until it is whole)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(secrets.token_bytes(KEY_BYTES))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def key_id(key: bytes) -> str:

@@ -6,7 +6,7 @@ class is accepted iff v_agree > v_min, otherwise the image is rejected as possib
 adversarial (Carrara et al., ICPR 2021 workshops).
 
 - The draws of an image depend only on the installation's secret key (a keyed hash,
-  HMAC-SHA256, of its 8-bit values: :mod:`nodeguard.defense.keys`), or on a public seed
+  HMAC-SHA256, of its float32 values: :mod:`nodeguard.defense.keys`), or on a public seed
   when one is given, and on the image's pixels; never on its position or on the other
   images. The first k draws of V are the draws of k, so one pass with the largest V
   serves every smaller V.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nodeguard.checks import require_tol_range
+from nodeguard.checks import require_seed, require_tol_range
 from nodeguard.defense.keys import installation_key, key_id, keyed_digest
 from nodeguard.errors import ConfigError
 from nodeguard.models.networks import ImageClassifier
@@ -70,12 +70,13 @@ class DefenseSettings:
 
     def __post_init__(self) -> None:
         if self.votes < 1:
-            raise ConfigError(f"votes must be at least 1, got {self.votes}")
+            raise ConfigError(f"`votes` must be at least 1, got {self.votes}")
         if not 0 <= self.vmin < self.votes:
-            raise ConfigError(f"vmin must be in [0, votes - 1] = [0, {self.votes - 1}], got {self.vmin}")
+            raise ConfigError(f"`vmin` must be in [0, votes - 1] = [0, {self.votes - 1}], got {self.vmin}")
         check_tol_range(self.tol_low, self.tol_high)
         if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
+        require_seed("seed", self.seed)
 
     def draws_label(self, key: bytes | None = None) -> str:
         """Which draws these settings make, for reports: a public seed, or a secret key (by its id)."""
@@ -137,9 +138,12 @@ def image_seed(seed: int, image: torch.Tensor) -> int:
 
 
 def keyed_image_seed(key: bytes, image: torch.Tensor) -> int:
-    """A 63-bit seed from the installation's secret key and the image's 8-bit pixels (HMAC-SHA256)."""
-    levels = (image.detach().float().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
-    digest = keyed_digest(key, f"{tuple(levels.shape)}:".encode() + levels.numpy().tobytes())
+    """A 63-bit seed from the installation's secret key and the image's exact float32 values
+    (HMAC-SHA256): every image the model can tell apart gets draws of its own, so knowing
+    one image's tolerances tells nothing about those of any other (a float image one step
+    away included)."""
+    values = image.detach().to(torch.float32).contiguous().cpu()
+    digest = keyed_digest(key, f"{tuple(values.shape)}:".encode() + values.numpy().tobytes())
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
@@ -149,8 +153,9 @@ def draw_tolerances(
     """(N, votes) tolerances, log-uniform in [low, high], reproducible per image.
 
     The tolerance randomization of Carrara et al. (ICPR 2021 workshops). Image n's draws
-    come from a generator seeded by an HMAC-SHA256 of its 8-bit pixel levels under the
-    secret ``key`` (``seed`` None), or by a SHA-256 of the public ``seed`` and those levels,
+    come from a generator seeded by an HMAC-SHA256 of its exact float32 values under the
+    secret ``key`` (``seed`` None), or by a SHA-256 of the public ``seed`` and its 8-bit
+    levels (the draws of nodeguard before 0.5.0),
     so they do not depend on its position or on the other images, and the first k of V
     draws are the draws of k.
 

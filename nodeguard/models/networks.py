@@ -21,9 +21,9 @@ from torch import nn
 
 from nodeguard.catalog import Catalog
 from nodeguard.data.datasets import dataset_info
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, SolverError
 from nodeguard.models.layers import Normalize, ODEFunc, ResBlock, classifier_head, downsampling
-from nodeguard.models.solver import solve_per_sample
+from nodeguard.models.solver import MAX_STEPS, solve_per_sample
 
 DEFAULT_SOLVER = "dopri5"
 PER_SAMPLE_SOLVER = "dopri5"  # the only method nodeguard.models.solver implements
@@ -54,7 +54,15 @@ class ODEBlock(nn.Module):
 
         start = self.func.nfe
         t = self.integration_time.to(h.dtype)
-        out = odeint(self.func, h, t, rtol=tol, atol=tol, method=self.method)[1]
+        try:
+            options = {"max_num_steps": MAX_STEPS}
+            out = odeint(self.func, h, t, rtol=tol, atol=tol, method=self.method, options=options)[1]
+        except AssertionError as exc:  # torchdiffeq's step budget and step-size underflow
+            if "max_num_steps" not in str(exc) and "underflow" not in str(exc):
+                raise
+            raise SolverError(
+                f"dopri5 cannot meet tolerance {tol:g} on this batch ({exc}); use a looser tolerance"
+            ) from None
         self.last_nfe = self.func.nfe - start
         return out
 

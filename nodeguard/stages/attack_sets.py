@@ -29,7 +29,7 @@ import torch
 
 from nodeguard.attacks import ATTACKS, AttackSpec
 from nodeguard.attacks.boundary import GridMethod
-from nodeguard.checks import require_tol
+from nodeguard.checks import require_seed, require_tol
 from nodeguard.constants import ATTACK_SET_KIND
 from nodeguard.errors import ConfigError, unknown_name_error
 from nodeguard.storage.images import save_png
@@ -118,7 +118,8 @@ class AttackSettings:
         spec = ATTACKS.get(self.attack)
         for name in ("count", "batch_size"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        require_seed("seed", self.seed)
         if self.tol_attack is not None:
             self.tol_attack = require_tol("tol_attack", self.tol_attack)
         if self.split not in SPLITS:

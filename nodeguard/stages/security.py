@@ -109,7 +109,7 @@ class SecuritySettings:
         self.autoattack_eps = tuple(require_positive("autoattack_eps", eps) for eps in self.autoattack_eps)
         self.eps = tuple(sorted(require_non_negative("eps", eps) for eps in self.eps))
         if self.count < 1:
-            raise ConfigError(f"count must be at least 1, got {self.count}")
+            raise ConfigError(f"`count` must be at least 1, got {self.count}")
         if not self.kappas and not self.eot and not self.autoattack_eps:
             raise ConfigError("no attacker: give `kappas` or `autoattack_eps`, or keep `eot`")
         if not self.eps:

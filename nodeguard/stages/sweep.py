@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nodeguard.checks import require_tol, require_tols
+from nodeguard.checks import require_count, require_tol, require_tols
 from nodeguard.constants import SWEEP_CELL_KIND
 from nodeguard.data.datasets import ImageSplit, load_dataset
 from nodeguard.errors import ConfigError
@@ -47,6 +47,8 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         self.tols = require_tols("tols", self.tols)
+        require_count("count", self.count)
+        require_count("test_limit", self.test_limit)
         if self.tol_attack is not None:
             self.tol_attack = require_tol("tol_attack", self.tol_attack)
         if self.tol_attack is not None and self.attack is None:

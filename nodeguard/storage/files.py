@@ -82,6 +82,8 @@ def _current_umask() -> int:
 
 def check_writable(path: Path) -> None:
     """Raise a StorageError now unless a file can be written at ``path`` (its folder is made)."""
+    if path.is_dir():
+        raise StorageError(f"cannot write {display_path(path)}: it is a folder; name a file in it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".check", dir=path.parent):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from nodeguard.errors import ImageReadError
 from nodeguard.storage.files import atomic_write, display_path
@@ -40,6 +40,9 @@ EIGHT_BIT_MODES = ("L", "P", "RGB", "CMYK", "YCbCr", "LAB", "HSV", "1")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 TIFF_BITS_PER_SAMPLE = 258
+TIFF_SAMPLE_FORMAT = 339  # 1 unsigned integer, 2 signed integer, 3 float
+# formats Pillow identifies but cannot decode here (stubs, or needing an outside program)
+UNDECODABLE_FORMATS = ("BUFR", "GRIB", "HDF5", "MPEG", "WMF", "EPS")
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
@@ -51,17 +54,26 @@ def save_png(image: torch.Tensor, path: Path) -> None:
     atomic_write(path, lambda handle: picture.save(handle, format="PNG"))
 
 
+def _refuse_transparent(count: int, total: int) -> ImageReadError:
+    return ImageReadError(f"has {count} transparent pixel(s) of {total}; flatten it onto the background you mean first")
+
+
 def _opaque(picture: Image.Image) -> Image.Image:
     """``picture`` without its transparency, which must be opaque everywhere."""
     if picture.mode == "P" and "transparency" in picture.info:
         picture = picture.convert("RGBA")
+    elif "transparency" in picture.info and picture.mode not in ALPHA_MODES:
+        # a colour key (PNG tRNS): pixels of exactly that value are shown transparent
+        key = picture.info["transparency"]
+        values = np.asarray(picture)
+        keyed = (values == np.asarray(key)).all(axis=-1) if values.ndim == 3 else values == key
+        if keyed.any():
+            raise _refuse_transparent(int(keyed.sum()), keyed.size)
+        return picture
     if picture.mode in ALPHA_MODES:
         alpha = np.asarray(picture.getchannel("A"))
         if alpha.min() < 255:
-            count = int((alpha < 255).sum())
-            raise ImageReadError(
-                f"has {count} transparent pixel(s) of {alpha.size}; flatten it onto the background you mean first"
-            )
+            raise _refuse_transparent(int((alpha < 255).sum()), alpha.size)
         picture = picture.convert("RGB" if picture.mode.startswith(("RGB", "P")) else "L")
     return picture
 
@@ -72,6 +84,24 @@ def _declared_bits(picture: Image.Image) -> int:
     if isinstance(bits, tuple):
         bits = bits[0]
     return int(bits) if bits else 16
+
+
+def _check_depth(picture: Image.Image) -> None:
+    """Refuse what Pillow would read at less than the file's precision, or with another sign."""
+    tile = getattr(picture, "tile", None) or []
+    args = tile[0][3] if tile else ""
+    rawmode = str(args[0] if isinstance(args, tuple) and args else args or "")
+    if picture.mode not in SIXTEEN_BIT_MODES and picture.mode != "I" and ";16" in rawmode:
+        raise ImageReadError(
+            f"16-bit colour image (stored as {rawmode}): Pillow decodes it to 8 bits; save it as 16-bit "
+            "greyscale, float, or 8-bit colour"
+        )
+    tags = getattr(picture, "tag_v2", None)
+    sample_format = tags.get(TIFF_SAMPLE_FORMAT) if tags is not None else None
+    if isinstance(sample_format, tuple):
+        sample_format = sample_format[0]
+    if sample_format == 2:
+        raise ImageReadError("signed integer image: nodeguard reads unsigned levels (or floats in [0, 1])")
 
 
 def _frame_values(picture: Image.Image, channels: int, bits: int) -> np.ndarray:
@@ -137,19 +167,22 @@ def read_image_frames(path: Path, channels: int) -> list[ImageFrame]:
     frames: list[ImageFrame] = []
     try:
         with Image.open(path) as picture:
+            if picture.format in UNDECODABLE_FORMATS:
+                raise ImageReadError(f"Pillow identifies it as {picture.format} but cannot decode it here")
             count = int(getattr(picture, "n_frames", 1) or 1)
             bits = _declared_bits(picture)  # read before a transposed copy drops the file's tags
             for index in range(count):
                 picture.seek(index)
+                _check_depth(picture)
                 shown = ImageOps.exif_transpose(picture) or picture
                 shown.load()
                 values = _frame_values(shown, channels, bits)
                 image = torch.from_numpy(values.copy()).permute(2, 0, 1).contiguous()
                 name = display_path(path) if count == 1 else f"{display_path(path)}#{index}"
                 frames.append(ImageFrame(name, Path(path), None if count == 1 else index, image))
-    except ImageReadError:
+    except (ImageReadError, FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (UnidentifiedImageError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # Pillow raises many kinds for files it cannot decode
         raise ImageReadError(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__) from None
     return frames
 
@@ -168,7 +201,10 @@ def read_image(path: Path, channels: int) -> torch.Tensor:
 
 
 def _looks_like_an_image(path: Path) -> bool:
-    return path.suffix.lower() in Image.registered_extensions()
+    """The name is that of a format Pillow decodes (a broken ``cat.png`` is an unreadable image)."""
+    Image.init()
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    return image_format in Image.OPEN and image_format not in UNDECODABLE_FORMATS
 
 
 @dataclass
@@ -182,9 +218,10 @@ class FoundImages:
 def find_images(paths: list[Path]) -> FoundImages:
     """Image files among ``paths``: files as given; folders scanned recursively by content.
 
-    In a folder, every file Pillow can identify is taken, whatever its name; a file it
-    cannot identify is skipped and listed with the reason (a file named as an image that
-    is not one is reported as unreadable by :func:`load_image_files` instead).
+    In a folder, every file Pillow identifies as an image it can decode is taken,
+    whatever its name; any other file is skipped and listed with the reason, except one
+    named as an image (``cat.png``), which is taken and reported unreadable by
+    :func:`load_image_files`.
 
     Raises:
         ImageReadError: a path does not exist, or nothing readable was found.
@@ -198,10 +235,10 @@ def find_images(paths: list[Path]) -> FoundImages:
             found.append(path)
             continue
         for candidate in sorted(p for p in path.rglob("*") if p.is_file()):
-            if _looks_like_an_image(candidate) or _identifies(candidate):
+            if _identifies(candidate) or _looks_like_an_image(candidate):
                 found.append(candidate)
             else:
-                skipped.append((candidate, "not an image file Pillow can identify"))
+                skipped.append((candidate, "not an image file Pillow can decode"))
     if not found:
         where = ", ".join(display_path(p) for p in paths)
         raise ImageReadError(f"no image files in {where} ({len(skipped)} other files skipped)")
@@ -210,8 +247,8 @@ def find_images(paths: list[Path]) -> FoundImages:
 
 def _identifies(path: Path) -> bool:
     try:
-        with Image.open(path):
-            return True
+        with Image.open(path) as picture:
+            return picture.format not in UNDECODABLE_FORMATS
     except Exception:  # Pillow raises many kinds for files that are not images
         return False
 

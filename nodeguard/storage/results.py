@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 
 from nodeguard.constants import LOCK_FILE, RESULT_JSON, RESULT_TENSORS
 from nodeguard.errors import RegistryError
-from nodeguard.runtime.distributed import current_ranks
+from nodeguard.runtime.distributed import barrier, broadcast, current_ranks
 from nodeguard.storage.files import atomic_write_json, load_tagged, read_json, save_tagged
 from nodeguard.storage.registry import Registry
 
@@ -111,18 +111,28 @@ class StoredResult:
         return self._or_compute(self.load_tensors, self.save_tensors, compute)
 
     def _or_compute(self, load: Callable[[], Any], save: Callable[[Any], None], compute: Callable[[], Any]):
+        ranks = current_ranks()
+        if ranks.sharded:
+            # rank 0 decides for every rank whether the result exists, so that all ranks
+            # reuse it or all compute it (``compute`` may hold collectives)
+            found = broadcast(load() is not None if ranks.is_main else None)
+            if found:
+                return load(), True
+            with self.computing(ranks.rank):
+                values = compute()
+                if ranks.is_main:
+                    save(values)
+            barrier()  # no rank asks for it again before rank 0 has saved it
+            return values, False
         saved = load()
         if saved is not None:
             return saved, True
-        ranks = current_ranks()
         with self.computing(ranks.rank):
-            if not ranks.sharded:  # another process may have saved it before we took the lock
-                saved = load()
-                if saved is not None:
-                    return saved, True
+            saved = load()  # another process may have saved it before we took the lock
+            if saved is not None:
+                return saved, True
             values = compute()
-            if ranks.is_main:
-                save(values)
+            save(values)
         return values, False
 
     @contextmanager

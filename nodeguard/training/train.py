@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from nodeguard import __version__
-from nodeguard.checks import require_non_negative, require_positive, require_range, require_tol
+from nodeguard.checks import (
+    require_count,
+    require_non_negative,
+    require_positive,
+    require_range,
+    require_seed,
+    require_tol,
+)
 from nodeguard.constants import HISTORY_FILE, METRICS_FILE
 from nodeguard.data.augment import augment
 from nodeguard.data.datasets import Dataset, dataset_info, load_dataset
@@ -88,6 +95,9 @@ class TrainConfig:
         for setting, ok in checks.items():
             if not ok:
                 raise ConfigError(f"`{setting}` must be positive, got {getattr(self, setting)!r}")
+        require_count("train_limit", self.train_limit)
+        require_count("test_limit", self.test_limit)
+        require_seed("seed", self.seed)
         self.lr = require_positive("lr", self.lr)
         self.tol_train = require_tol("tol_train", self.tol_train)
         self.weight_decay = require_non_negative("weight_decay", self.weight_decay)
@@ -97,7 +107,7 @@ class TrainConfig:
                 raise ConfigError(f"unknown {setting} {getattr(self, setting)!r}; valid: {', '.join(valid)}")
         if self.filters > 32 and self.filters % 32:
             raise ConfigError(
-                f"filters must be at most 32 or a multiple of 32 (GroupNorm uses 32 groups), got {self.filters}"
+                f"`filters` must be at most 32 or a multiple of 32 (GroupNorm uses 32 groups), got {self.filters}"
             )
 
     def default_name(self) -> str:
