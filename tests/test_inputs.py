@@ -83,14 +83,14 @@ def test_refusals_say_why(tmp_path, digits):
     rgba = np.array(Image.fromarray(digit).convert("RGBA"))
     rgba[0, 0, 3] = 0
     Image.fromarray(rgba).save(tmp_path / "transparent.png")
-    Image.fromarray(np.full((28, 28), 70000, dtype=np.int32)).save(tmp_path / "int32.tif")  # declares 32 bits
+    Image.fromarray(np.full((28, 28), 70000, dtype=np.int32)).save(tmp_path / "int32.tif")  # signed 32-bit
     for name, reason in (
         ("range.tif", r"float image with values in \[0, 3\]"),
         ("transparent.png", "1 transparent pixel"),
+        ("int32.tif", "signed integer image"),
     ):
         with pytest.raises(ImageReadError, match=reason):
             read_image(tmp_path / name, 1)
-    assert float(read_image(tmp_path / "int32.tif", 1).max()) == pytest.approx(70000 / (2**32 - 1))
 
 
 def sixteen_bit_rgb_png(path, height: int = 4, width: int = 4) -> None:

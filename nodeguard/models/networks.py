@@ -26,6 +26,7 @@ from nodeguard.models.layers import Normalize, ODEFunc, ResBlock, classifier_hea
 from nodeguard.models.solver import MAX_STEPS, solve_per_sample
 
 DEFAULT_SOLVER = "dopri5"
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's, with a step budget
 PER_SAMPLE_SOLVER = "dopri5"  # the only method nodeguard.models.solver implements
 
 
@@ -55,7 +56,7 @@ class ODEBlock(nn.Module):
         start = self.func.nfe
         t = self.integration_time.to(h.dtype)
         try:
-            options = {"max_num_steps": MAX_STEPS}
+            options = {"max_num_steps": MAX_STEPS} if self.method in ADAPTIVE_METHODS else None
             out = odeint(self.func, h, t, rtol=tol, atol=tol, method=self.method, options=options)[1]
         except AssertionError as exc:  # torchdiffeq's step budget and step-size underflow
             if "max_num_steps" not in str(exc) and "underflow" not in str(exc):
