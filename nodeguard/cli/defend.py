@@ -60,11 +60,11 @@ def defend(
     image at all, bad settings); 2 on bad usage.
     """
     low, high = parse_tol_range(tol_range)
+    settings = DefenseSettings(votes=votes, vmin=vmin, tol_low=low, tol_high=high, seed=seed, batch_size=batch_size)
     if out is not None:
         if out.suffix.lower() not in (".csv", ".json"):
             raise ConfigError(f"--out must end in .csv or .json, got {display_path(out)}")
         check_writable(out)  # before any vote: a file that cannot be written fails now, not after
-    settings = DefenseSettings(votes=votes, vmin=vmin, tol_low=low, tol_high=high, seed=seed, batch_size=batch_size)
     output = Output(json_output)
     with output.reporter() as reporter:
         report = defend_paths(

@@ -89,7 +89,9 @@ def check_writable(path: Path) -> None:
         with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".check", dir=path.parent):
             pass
     except OSError as exc:
-        raise (storage_error(path, exc) or StorageError(f"cannot write {display_path(path)}: {exc}")) from None
+        reason = exc.strerror or exc.__class__.__name__
+        generic = StorageError(f"cannot write {display_path(path)}: {reason}; choose a folder you can write to")
+        raise (storage_error(path, exc) or generic) from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
