@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "SolverError": "nodeguard.errors",
     "StorageError": "nodeguard.errors",
     "ImageReadError": "nodeguard.errors",
+    "CheckpointRefusedError": "nodeguard.errors",
     # storage
     "Registry": "nodeguard.storage.registry",
     "ResultStore": "nodeguard.storage.results",
@@ -46,6 +47,12 @@ _EXPORTS: dict[str, str] = {
     "ODENet": "nodeguard.models.networks",
     "ResNet": "nodeguard.models.networks",
     "ImageClassifier": "nodeguard.models.networks",
+    "ComposedODENet": "nodeguard.models.networks",
+    "ODEParts": "nodeguard.models.parts",
+    "ode_parts_factory": "nodeguard.models.parts",
+    "register_ode_classifier": "nodeguard.models.importing",
+    "import_checkpoint": "nodeguard.models.importing",
+    "RegisteredModel": "nodeguard.models.importing",
     "create_model": "nodeguard.models.networks",
     "load_model": "nodeguard.models.loading",
     "LoadedModel": "nodeguard.models.loading",
@@ -86,6 +93,8 @@ _EXPORTS: dict[str, str] = {
     "SecuritySettings": "nodeguard.stages.security",
     "SecurityRow": "nodeguard.stages.security",
     "run_security": "nodeguard.stages.security",
+    "evaluate_in_memory": "nodeguard.stages.in_memory",
+    "InMemoryEvaluation": "nodeguard.stages.in_memory",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -111,6 +120,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from nodeguard.defense.files import defend_paths
     from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, Votes, draw_tolerances
     from nodeguard.errors import (
+        CheckpointRefusedError,
         ConfigError,
         DataUnavailableError,
         ImageReadError,
@@ -121,12 +131,15 @@ if TYPE_CHECKING:  # what type checkers and editors see
         StorageError,
     )
     from nodeguard.models.evaluation import classification_margin, logits_alone, margins_alone, predict_per_sample
+    from nodeguard.models.importing import RegisteredModel, import_checkpoint, register_ode_classifier
     from nodeguard.models.loading import LoadedModel, load_model
-    from nodeguard.models.networks import ImageClassifier, ODENet, ResNet, create_model
+    from nodeguard.models.networks import ComposedODENet, ImageClassifier, ODENet, ResNet, create_model
+    from nodeguard.models.parts import ODEParts, ode_parts_factory
     from nodeguard.models.solver import solve_per_sample
     from nodeguard.stages.attack import run_attack
     from nodeguard.stages.attack_sets import AttackReport, AttackSet, AttackSettings, load_attack_set
     from nodeguard.stages.grid import GridSettings, run_grid
+    from nodeguard.stages.in_memory import InMemoryEvaluation, evaluate_in_memory
     from nodeguard.stages.roc import RocCurve, RocSettings, run_roc
     from nodeguard.stages.security import SecurityRow, SecuritySettings, run_security
     from nodeguard.stages.sweep import SweepSettings, run_sweep

@@ -40,6 +40,11 @@ class ConfigError(NodeguardError):
     """A setting has a value nodeguard cannot use."""
 
 
+class CheckpointRefusedError(NodeguardError):
+    """A checkpoint made by other code that nodeguard will not import, with the reason:
+    it needs types beyond the weights (code), or its parameters do not fit the layout."""
+
+
 def unknown_name_error(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> ConfigError:
     """One message that names the bad value and lists the valid ones (torchdiffeq's habit)."""
     return ConfigError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(valid))}")

@@ -63,7 +63,10 @@ def test_train_human_output_names_the_model():
 
 def test_bad_input_is_one_line_without_traceback():
     for args in (
-        ["train", "svhn"],
+        ["train", "imagenet"],
+        ["train", "folder:/no/such/tree"],
+        ["models", "import", "no-such.pth", "--format", "torchdiffeq-example", "--dataset", "mnist5k"],
+        ["models", "import", "no-such.pth", "--format", "keras", "--dataset", "mnist5k"],
         ["train", "mnist5k", "--arch", "vit"],
         ["models", "show", "nope"],
         ["train", "mnist5k", "--epochs", "0"],
@@ -114,7 +117,7 @@ def test_debug_variable_lets_the_error_through_with_its_traceback(monkeypatch):
     from nodeguard.errors import ConfigError
 
     monkeypatch.setenv("NODEGUARD_DEBUG", "1")
-    result = runner.invoke(app, ["train", "svhn"])
+    result = runner.invoke(app, ["train", "imagenet"])
     assert result.exit_code == 1 and isinstance(result.exception, ConfigError)
     assert not result.stderr.startswith("error:")
 

@@ -62,8 +62,11 @@ def write_idx_labels(path, labels: np.ndarray) -> None:
     path.write_bytes(struct.pack(">II", 0x00000801, len(labels)) + labels.astype(np.uint8).tobytes())
 
 
-def test_mnist_loader_reads_idx_files(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
+@pytest.mark.parametrize(
+    ("name", "folder"), [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST"), ("kmnist", "KMNIST")]
+)
+def test_mnist_format_loaders_read_idx_files(name, folder, tmp_path):
+    raw = tmp_path / folder / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     train_images = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
@@ -73,7 +76,7 @@ def test_mnist_loader_reads_idx_files(tmp_path):
     write_idx_images(raw / "t10k-images-idx3-ubyte", test_images)
     write_idx_labels(raw / "t10k-labels-idx1-ubyte", np.array([9, 8, 7, 6]))
 
-    dataset = load_dataset("mnist", data_dir=tmp_path, download=False)
+    dataset = load_dataset(name, data_dir=tmp_path, download=False)
     assert dataset.train.images.shape == (6, 1, 28, 28)
     assert torch.equal(dataset.train.images[:, 0], torch.from_numpy(train_images))
     assert dataset.test.labels.tolist() == [9, 8, 7, 6]
@@ -125,5 +128,74 @@ def test_cifar10_missing_files_suggest_mnist5k(tmp_path):
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(ConfigError, match="cifar10, mnist, mnist5k"):
+    with pytest.raises(ConfigError, match="cifar10, fashion-mnist, kmnist, mnist, mnist5k, svhn"):
         load_dataset("imagenet")
+
+
+def test_svhn_loader_reads_mat_files_with_ten_as_zero(tmp_path):
+    from scipy.io import savemat
+
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8)  # SVHN's H x W x C x N
+    for name in ("train_32x32.mat", "test_32x32.mat"):
+        savemat(folder / name, {"X": images, "y": np.array([[10], [1], [9], [10]], dtype=np.uint8)})
+    dataset = load_dataset("svhn", data_dir=tmp_path, download=False)
+    assert dataset.test.images.shape == (4, 3, 32, 32) and dataset.info.num_classes == 10
+    assert dataset.test.labels.tolist() == [0, 1, 9, 0]
+    assert torch.equal(dataset.test.images[2], torch.from_numpy(images[:, :, :, 2]).permute(2, 0, 1))
+    (folder / "test_32x32.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataUnavailableError, match="test_32x32.mat is not a readable SVHN file"):
+        load_dataset("svhn", data_dir=tmp_path, download=False)
+
+
+def _tree(root, mode: str, classes=("cat", "dog"), size=(12, 10)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in classes:
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+            for index in range(2):
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / f"{index}.png")
+    return root
+
+
+def test_folder_dataset_takes_classes_from_folders_and_size_from_files(tmp_path, monkeypatch):
+    from PIL import Image
+
+    root = _tree(tmp_path / "pets", "L")
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    monkeypatch.chdir(tmp_path)
+    dataset = load_dataset("folder:pets")
+    assert dataset.info.name == f"folder:{root.resolve()}" and dataset.info.slug == "pets"
+    assert dataset.info.input_shape == (1, 10, 12) and dataset.info.num_classes == 2
+    assert dataset.train.labels.tolist() == [0, 0, 1, 1] and len(dataset.test) == 4
+    expected = np.array(Image.open(root / "train" / "dog" / "1.png"))
+    assert torch.equal(dataset.train.images[3, 0], torch.from_numpy(expected))
+
+    # one colour image makes the set colour; gray images are repeated over three channels
+    Image.fromarray(np.full((10, 12, 3), 200, dtype=np.uint8)).save(root / "test" / "dog" / "colour.png")
+    from nodeguard.data import folders
+
+    folders.scan.cache_clear()
+    colour = load_dataset("folder:pets")
+    assert colour.info.channels == 3 and torch.equal(colour.train.images[3, 1], torch.from_numpy(expected))
+
+
+def test_folder_dataset_refusals_name_the_problem(tmp_path):
+    from PIL import Image
+
+    with pytest.raises(DataUnavailableError, match="needs .*train/<class>"):
+        load_dataset(f"folder:{tmp_path / 'missing'}")
+    root = _tree(tmp_path / "sizes", "RGB")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / "test" / "cat" / "small.png")
+    with pytest.raises(DataUnavailableError, match="images differ in size: .* is 12x10, .*small.png is 8x8"):
+        load_dataset(f"folder:{root}")
+    extra = _tree(tmp_path / "extra", "L")
+    (extra / "test" / "bird").mkdir()
+    with pytest.raises(DataUnavailableError, match="classes that train/ lacks: bird"):
+        load_dataset(f"folder:{extra}")

@@ -95,7 +95,7 @@ def test_bad_settings_are_refused():
     with pytest.raises(ConfigError, match="multiple of 32"):
         tiny_config(filters=48)
     with pytest.raises(ConfigError, match="unknown dataset"):
-        tiny_config(dataset="svhn")
+        tiny_config(dataset="imagenet")
 
 
 def test_a_run_that_fails_before_its_first_epoch_leaves_nothing_behind(registry, tmp_path):
@@ -120,3 +120,24 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_nothing_behind(registry,
     assert registry.entries() == [] and not registry.model_dir("odenet-mnist5k").exists()
     result = train_model(tiny_config(epochs=1, lr=1e-2), registry=registry)
     assert result.resumed_from_epoch == 0 and registry.get("odenet-mnist5k").status == "ready"
+
+
+def test_training_on_an_image_folder_records_its_absolute_path(registry, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in ("ants", "bees", "wasps"):
+            (tmp_path / "bugs" / split / label).mkdir(parents=True)
+            for index in range(3):
+                picture = rng.integers(0, 256, (14, 16, 3), dtype=np.uint8)
+                Image.fromarray(picture).save(tmp_path / "bugs" / split / label / f"{index}.jpg")
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(dataset="folder:bugs", epochs=1, train_limit=None, test_limit=None)
+    result = train_model(config, registry=registry)
+    assert result.model == "odenet-bugs" and 0.0 <= result.test_error <= 1.0
+    monkeypatch.chdir("/")
+    loaded = load_model("odenet-bugs", registry=registry)
+    assert loaded.dataset == f"folder:{(tmp_path / 'bugs').resolve()}" and loaded.input_shape == (3, 14, 16)
+    assert loaded.num_classes == 3 and len(loaded.split("test")) == 9

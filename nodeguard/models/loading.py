@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from nodeguard.data.datasets import ImageSplit, load_dataset
 from nodeguard.errors import RegistryError
 from nodeguard.models.networks import ImageClassifier, build_model
 from nodeguard.runtime.device import resolve_device
@@ -23,7 +25,9 @@ class LoadedModel:
         model: the network, in eval mode, on ``device``.
         config: its config.yaml (sections ``model``, ``training``, ``dataset``, ...).
         device: where the model's weights are.
-        registry: the registry it was loaded from.
+        registry: the registry it was loaded from (where its results are kept).
+        splits: images given in memory instead of its data set's ("train", "test"); None
+            means the data set named in its config, loaded when a stage asks.
     """
 
     name: str
@@ -31,6 +35,22 @@ class LoadedModel:
     config: dict[str, Any]
     device: torch.device
     registry: Registry
+    splits: dict[str, ImageSplit] | None = None
+
+    def split(self, name: str, data_dir: str | Path | None = None) -> ImageSplit:
+        """The images of split ``name`` ("train" or "test") that the stages work on.
+
+        Raises:
+            ConfigError: an unknown split name, or one not given in memory.
+            DataUnavailableError: the data set is not on disk and cannot be downloaded.
+        """
+        if self.splits is not None:
+            if name not in self.splits:
+                from nodeguard.errors import unknown_name_error
+
+                raise unknown_name_error("split", name, sorted(self.splits))
+            return self.splits[name]
+        return load_dataset(self.dataset, data_dir).split(name)
 
     def results(self) -> ResultStore:
         """The model's result store (attack sets, sweep cells, votes, security reports).
@@ -92,7 +112,10 @@ def load_model(name: str | None = None, registry: Registry | None = None, device
             "run the same `nodeguard train` again to continue it"
         )
     config = registry.read_config(name)
-    model = build_model(config["model"])
+    try:
+        model = build_model(config["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(f"the config.yaml of {name!r} is damaged ({exc.__class__.__name__}: {exc})") from None
     checkpoint = registry.read_checkpoint(name)
     try:
         model.load_state_dict(checkpoint["model"])

@@ -31,20 +31,26 @@ PER_SAMPLE_SOLVER = "dopri5"  # the only method nodeguard.models.solver implemen
 
 
 class ODEBlock(nn.Module):
-    """Integrates ``func`` from t=0 to t=1 with an adaptive solver at tolerance ``tol``.
+    """Integrates ``func`` from t=0 to t=T with an adaptive solver at tolerance ``tol``.
 
     ``tol`` is the default tolerance (rtol = atol = tol); ``forward(h, tol=...)`` uses
-    another one for that call only. ``last_nfe`` holds the number of function
-    evaluations of the latest forward pass.
+    another one for that call only. ``t_end`` is T (1 in the paper). ``last_nfe`` holds
+    the number of function evaluations of the latest forward pass (counted here, so
+    ``func`` need not count them).
     """
 
-    def __init__(self, func: ODEFunc, tol: float = 1e-3, method: str = DEFAULT_SOLVER):
+    def __init__(self, func: nn.Module, tol: float = 1e-3, method: str = DEFAULT_SOLVER, t_end: float = 1.0):
         super().__init__()
         self.func = func
         self.tol = float(tol)
         self.method = method
+        self.t_end = float(t_end)
         self.last_nfe = 0
-        self.register_buffer("integration_time", torch.tensor([0.0, 1.0]), persistent=False)
+        self._calls = 0
+
+    def _counted(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        self._calls += 1
+        return self.func(t, h)
 
     def forward(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
         tol = self.tol if tol is None else float(tol)
@@ -53,18 +59,18 @@ class ODEBlock(nn.Module):
             return h
         from torchdiffeq import odeint  # here: torchdiffeq imports SciPy's integrators (half a second)
 
-        start = self.func.nfe
-        t = self.integration_time.to(h.dtype)
+        start = self._calls
+        t = torch.tensor([0.0, self.t_end], dtype=h.dtype, device=h.device)
         try:
             options = {"max_num_steps": MAX_STEPS} if self.method in ADAPTIVE_METHODS else None
-            out = odeint(self.func, h, t, rtol=tol, atol=tol, method=self.method, options=options)[1]
+            out = odeint(self._counted, h, t, rtol=tol, atol=tol, method=self.method, options=options)[1]
         except AssertionError as exc:  # torchdiffeq's step budget and step-size underflow
             if "max_num_steps" not in str(exc) and "underflow" not in str(exc):
                 raise
             raise SolverError(
                 f"dopri5 cannot meet tolerance {tol:g} on this batch ({exc}); use a looser tolerance"
             ) from None
-        self.last_nfe = self.func.nfe - start
+        self.last_nfe = self._calls - start
         return out
 
 
@@ -72,17 +78,14 @@ class ImageClassifier(nn.Module):
     """normalise -> downsampling -> feature block -> head; inputs are images in [0, 1].
 
     ``has_solver`` says whether the feature block has a solver tolerance that matters.
-    The base class of :class:`ODENet` and :class:`ResNet`; subclasses define
-    :meth:`classify_features`.
+    The base class of :class:`ComposedODENet` (and so :class:`ODENet`) and :class:`ResNet`;
+    subclasses define :meth:`classify_features`.
 
     Args:
-        in_channels: image channels C (1 for the digits, 3 for CIFAR-10).
         num_classes: number of classes (logits per image).
-        filters: channels of the downsampled features (at most 32, or a multiple of 32,
-            for GroupNorm's min(32, C) groups).
-        mean: per-channel mean for the normalisation inside the model (default 0).
-        std: per-channel std for the normalisation inside the model (default 1).
-        dropout: dropout probability before the final Linear layer (0: no dropout layer).
+        normalize: the per-channel normalisation applied to the [0, 1] images.
+        downsampling: the stem, normalised images -> features h(0).
+        head: features at the end of the feature block -> (N, num_classes) logits.
     """
 
     arch = "base"
@@ -93,22 +96,12 @@ class ImageClassifier(nn.Module):
         """Function evaluations (NFE) of the latest batched forward pass (0: no solver)."""
         return 0
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        filters: int,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        dropout: float = 0.0,
-    ):
+    def __init__(self, num_classes: int, normalize: Normalize, downsampling: nn.Module, head: nn.Module):
         super().__init__()
         self.num_classes = int(num_classes)
-        mean = [0.0] * in_channels if mean is None else list(mean)
-        std = [1.0] * in_channels if std is None else list(std)
-        self.normalize = Normalize(mean, std)
-        self.downsampling = downsampling(in_channels, filters)
-        self.head = classifier_head(filters, num_classes, dropout)
+        self.normalize = normalize
+        self.downsampling = downsampling
+        self.head = head
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The downsampled features h(0) that the feature block starts from.
@@ -117,8 +110,8 @@ class ImageClassifier(nn.Module):
             x: (N, C, H, W) float32 images in [0, 1] (normalised inside the model).
 
         Returns:
-            (N, filters, H', W') float32: a 3x3 conv then two stride-2 residual blocks
-            (28x28 -> 7x7, 32x32 -> 8x8).
+            (N, filters, H', W') float32; for nodeguard's own networks a 3x3 conv then two
+            stride-2 residual blocks (28x28 -> 7x7, 32x32 -> 8x8).
         """
         return self.downsampling(self.normalize(x))
 
@@ -161,41 +154,54 @@ class ImageClassifier(nn.Module):
         return self.classify_features(self.features(x), tol=tol)
 
 
-class ODENet(ImageClassifier):
-    """The paper's ODE-Net: downsampling, one ODE block solved at tolerance ``tol``, head.
+def _normalize(in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> Normalize:
+    return Normalize(
+        [0.0] * in_channels if mean is None else list(mean), [1.0] * in_channels if std is None else list(std)
+    )
 
-    The ODE block integrates f(t, h) over t in [0, 1] with an adaptive solver (Neural ODEs:
-    Chen et al., NeurIPS 2018; torchdiffeq, dopri5 by default), as in the WIFS 2019 paper.
+
+class ComposedODENet(ImageClassifier):
+    """Any ODE classifier of the paper's shape: features, one ODE block, head.
+
+    logits = head(h(T)), where h(0) = features(normalize(x)) and dh/dt = odefunc(t, h) is
+    integrated over [0, T] by an adaptive solver (dopri5 by default) at rtol = atol = tol
+    (Neural ODEs: Chen et al., NeurIPS 2018; the ODE-Net of Carrara et al., WIFS 2019).
+    Every nodeguard stage works on it: the per-sample solver calls ``odefunc`` with times
+    shaped (B, 1, ..., 1), one per sample, which it must broadcast against h (as a
+    time-concatenated convolution's ``torch.ones_like(h[:, :1]) * t`` does).
 
     Args:
-        in_channels: image channels C.
+        features: image -> h(0), an nn.Module taking (N, C, H, W) normalised images.
+        odefunc: f(t, h), an nn.Module returning dh/dt shaped like h.
+        head: h(T) -> (N, num_classes) logits.
         num_classes: number of classes.
-        filters: feature channels (default 64).
-        tol: default solver tolerance, rtol = atol = tol (default 1e-3); :attr:`tol`
-            changes it, ``forward(x, tol=...)`` overrides it for one call.
+        in_channels: image channels C (for the default normalisation).
+        mean: per-channel mean subtracted inside the model (default 0).
+        std: per-channel std divided inside the model (default 1).
+        tol: default solver tolerance, rtol = atol = tol (default 1e-3).
+        t_end: the end time T of the integration (default 1).
         method: torchdiffeq solver for batched forwards (default "dopri5"); per-sample
             solving implements dopri5 only.
-        mean: per-channel mean for the normalisation inside the model (default 0).
-        std: per-channel std (default 1).
-        dropout: dropout probability before the final Linear layer (0: none).
     """
 
-    arch = "odenet"
+    arch = "composed"
     has_solver = True
 
     def __init__(
         self,
-        in_channels: int,
+        features: nn.Module,
+        odefunc: nn.Module,
+        head: nn.Module,
         num_classes: int,
-        filters: int = 64,
-        tol: float = 1e-3,
-        method: str = DEFAULT_SOLVER,
+        in_channels: int,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        dropout: float = 0.0,
+        tol: float = 1e-3,
+        t_end: float = 1.0,
+        method: str = DEFAULT_SOLVER,
     ):
-        super().__init__(in_channels, num_classes, filters, mean, std, dropout)
-        self.odeblock = ODEBlock(ODEFunc(filters), tol=tol, method=method)
+        super().__init__(num_classes, _normalize(in_channels, mean, std), features, head)
+        self.odeblock = ODEBlock(odefunc, tol=tol, method=method, t_end=t_end)
 
     @property
     def tol(self) -> float:
@@ -205,6 +211,11 @@ class ODENet(ImageClassifier):
     @tol.setter
     def tol(self, value: float) -> None:
         self.odeblock.tol = float(value)
+
+    @property
+    def t_end(self) -> float:
+        """The end time T of the integration."""
+        return self.odeblock.t_end
 
     @property
     def last_nfe(self) -> int:
@@ -223,7 +234,7 @@ class ODENet(ImageClassifier):
         built with another method is refused here rather than silently solved with dopri5.
 
         Args:
-            h: (N, filters, H', W') features from :meth:`features`.
+            h: (N, ...) features from :meth:`features`.
             tols: (N,) tolerances, rtol = atol (float64).
 
         Returns:
@@ -236,8 +247,57 @@ class ODENet(ImageClassifier):
             raise ConfigError(
                 f"per-sample solving implements {PER_SAMPLE_SOLVER} only; this model uses {self.odeblock.method!r}"
             )
-        solution = solve_per_sample(self.odeblock.func, h, tols)
+        solution = solve_per_sample(self.odeblock.func, h, tols, t_end=self.odeblock.t_end)
         return self.head(solution.y1), solution.nfe
+
+
+class ODENet(ComposedODENet):
+    """The paper's ODE-Net: downsampling, one ODE block solved at tolerance ``tol``, head.
+
+    The ODE block integrates f(t, h) over t in [0, 1] with an adaptive solver (Neural ODEs:
+    Chen et al., NeurIPS 2018; torchdiffeq, dopri5 by default), as in the WIFS 2019 paper.
+
+    Args:
+        in_channels: image channels C.
+        num_classes: number of classes.
+        filters: feature channels (default 64; at most 32 or a multiple of 32, for
+            GroupNorm's min(32, C) groups).
+        tol: default solver tolerance, rtol = atol = tol (default 1e-3); :attr:`tol`
+            changes it, ``forward(x, tol=...)`` overrides it for one call.
+        method: torchdiffeq solver for batched forwards (default "dopri5"); per-sample
+            solving implements dopri5 only.
+        mean: per-channel mean for the normalisation inside the model (default 0).
+        std: per-channel std (default 1).
+        dropout: dropout probability before the final Linear layer (0: none).
+    """
+
+    arch = "odenet"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        filters: int = 64,
+        tol: float = 1e-3,
+        method: str = DEFAULT_SOLVER,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        dropout: float = 0.0,
+    ):
+        # built in the order of nodeguard 0.5 (stem, head, then the ODE function): torch's
+        # generator draws the initial weights in this order, so a seed trains the same model
+        stem, head = downsampling(in_channels, filters), classifier_head(filters, num_classes, dropout)
+        super().__init__(
+            features=stem,
+            odefunc=ODEFunc(filters),
+            head=head,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            mean=mean,
+            std=std,
+            tol=tol,
+            method=method,
+        )
 
 
 class ResNet(ImageClassifier):
@@ -268,7 +328,8 @@ class ResNet(ImageClassifier):
         std: Sequence[float] | None = None,
         dropout: float = 0.0,
     ):
-        super().__init__(in_channels, num_classes, filters, mean, std, dropout)
+        stem, head = downsampling(in_channels, filters), classifier_head(filters, num_classes, dropout)
+        super().__init__(num_classes, _normalize(in_channels, mean, std), stem, head)
         self.blocks = nn.Sequential(*[ResBlock(filters, filters) for _ in range(blocks)])
 
     def classify_features(self, h: torch.Tensor, tol: float | None = None) -> torch.Tensor:
@@ -321,8 +382,72 @@ def model_config(arch: str, dataset: str, filters: int, tol: float, dropout: flo
     }
 
 
+def composed_config(
+    factory: str,
+    factory_kwargs: dict[str, Any],
+    num_classes: int,
+    input_shape: Sequence[int],
+    tol: float,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    t_end: float = 1.0,
+) -> dict[str, Any]:
+    """The model section of a config.yaml for a :class:`ComposedODENet` made by a parts factory.
+
+    Args:
+        factory: ``"module:function"`` of a function marked with
+            :func:`nodeguard.models.parts.ode_parts_factory`.
+        factory_kwargs: its keyword arguments (plain YAML values).
+        num_classes: logits per image.
+        input_shape: (C, H, W) of the images the model takes.
+        tol: the default solver tolerance (tol_train).
+        mean, std: the per-channel normalisation inside the model (default 0 and 1).
+        t_end: the end time T > 0 of the integration.
+
+    Raises:
+        ConfigError: ``t_end`` is not a positive finite time.
+    """
+    if not (0.0 < float(t_end) < float("inf")):
+        raise ConfigError(f"`t_end` must be a positive finite time, got {t_end!r}")
+    channels = int(input_shape[0])
+    return {
+        "arch": ComposedODENet.arch,
+        "factory": factory,
+        "factory_kwargs": dict(factory_kwargs),
+        "num_classes": int(num_classes),
+        "tol": float(tol),
+        "t_end": float(t_end),
+        "mean": [float(v) for v in (mean if mean is not None else [0.0] * channels)],
+        "std": [float(v) for v in (std if std is not None else [1.0] * channels)],
+        "input_shape": [int(v) for v in input_shape],
+    }
+
+
 def build_model(config: dict[str, Any]) -> ImageClassifier:
-    """Rebuild a model from the model section of a config.yaml (see :func:`model_config`)."""
+    """Rebuild a model from the model section of a config.yaml.
+
+    See :func:`model_config` (nodeguard's own networks) and :func:`composed_config`
+    (a model made by a parts factory: the factory's module is imported and the factory called).
+
+    Raises:
+        ConfigError: an unknown architecture, or a parts factory that cannot be imported,
+            is not marked, or returns something else than three modules.
+    """
+    if config.get("arch") == ComposedODENet.arch:
+        from nodeguard.models.parts import build_parts
+
+        parts = build_parts(config["factory"], config.get("factory_kwargs") or {})
+        return ComposedODENet(
+            parts.features,
+            parts.odefunc,
+            parts.head,
+            num_classes=int(config["num_classes"]),
+            in_channels=int(config["input_shape"][0]),
+            mean=config.get("mean"),
+            std=config.get("std"),
+            tol=float(config["tol"]),
+            t_end=float(config.get("t_end", 1.0)),
+        )
     factory = MODELS.get(config["arch"])
     arguments = {key: value for key, value in config.items() if key not in ("arch", "input_shape")}
     if not factory.has_solver:

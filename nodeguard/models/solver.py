@@ -58,7 +58,7 @@ ODEFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class PerSampleSolution:
-    y1: torch.Tensor  # the state at t=1, one row per sample
+    y1: torch.Tensor  # the state at t=T, one row per sample
     nfe: torch.Tensor  # function evaluations each sample took (int64)
 
 
@@ -116,9 +116,9 @@ def _just_before(t: torch.Tensor) -> torch.Tensor:
 
 
 def solve_per_sample(
-    func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor, max_steps: int = MAX_STEPS
+    func: ODEFunction, y0: torch.Tensor, tol: torch.Tensor, max_steps: int = MAX_STEPS, t_end: float = 1.0
 ) -> PerSampleSolution:
-    """Integrate dy/dt = func(t, y) from t=0 to t=1 for each sample at its own tolerance.
+    """Integrate dy/dt = func(t, y) from t=0 to t=T for each sample at its own tolerance.
 
     ``func`` receives times shaped (B, 1, ..., 1) (one per sample of the batch it is given)
     and the states of those samples. ``tol`` holds one tolerance per sample (rtol = atol).
@@ -127,7 +127,7 @@ def solve_per_sample(
     the discrete solver, as torchdiffeq's dopri5 does (not the adjoint). Gradients flow
     through the initial step selection and the time points it sets (stage times and the
     final interpolation), but not through the later step-size control, which torchdiffeq
-    computes under ``no_grad``; the step that passes t=1 is stitched through nextafter as
+    computes under ``no_grad``; the step that passes t=T is stitched through nextafter as
     torchdiffeq does. All writes are out of place.
 
     The method is dopri5 (Dormand & Prince 1980), the adaptive solver of Neural ODEs
@@ -139,16 +139,20 @@ def solve_per_sample(
         y0: (N, ...) initial states h(0), e.g. (N, filters, H', W') float32 features.
         tol: (N,) tolerances (rtol = atol = tol), or one scalar for all; cast to float64.
         max_steps: the step budget (attempted steps of the slowest sample).
+        t_end: the end time T > 0 of the integration (1 for the paper's ODE-Net).
 
     Returns:
-        ``PerSampleSolution``: ``y1`` (N, ...) the states at t=1 in ``y0``'s dtype and
+        ``PerSampleSolution``: ``y1`` (N, ...) the states at t=T in ``y0``'s dtype and
         order, ``nfe`` (N,) int64 function evaluations per sample.
 
     Raises:
-        SolverError: the step size underflowed, or a sample did not reach t=1 within
+        SolverError: the step size underflowed, or a sample did not reach t=T within
             ``max_steps`` steps (a tolerance the float32 solve cannot meet, or dynamics
             too stiff for it); the message names the tolerances of those samples.
+        ValueError: ``t_end`` is not a positive finite number.
     """
+    if not (0.0 < float(t_end) < float("inf")):
+        raise ValueError(f"t_end must be a positive finite time, not {t_end!r}")
     batch = y0.shape[0]
     dtype, device = y0.dtype, y0.device
     tol = torch.as_tensor(tol, dtype=torch.float64, device=device).reshape(-1).expand(batch).clone()
@@ -159,7 +163,8 @@ def solve_per_sample(
     betas = [_as_float64(beta, dtype, device) for beta in BETA]
     c_error = _as_float64(C_ERROR, dtype, device)
     c_mid = _as_float64(C_MID, dtype, device)
-    end = torch.ones((), dtype=torch.float64, device=device)
+    # T as the state's dtype holds it, as torchdiffeq gets it from ``t.type_as(y0)``
+    end = torch.tensor(float(t_end), dtype=dtype, device=device).to(torch.float64)
 
     all_index = torch.arange(batch, device=device)
     t_start = torch.zeros(batch, dtype=torch.float64, device=device)
@@ -218,7 +223,7 @@ def solve_per_sample(
             index, y, f, t0, t1, dt = index[keep], y[keep], f[keep], t0[keep], t1[keep], dt[keep]
             interp = [c[keep] for c in interp]
     else:
-        raise _unmet(tol[index], f"it did not reach t=1 within {max_steps} steps")
+        raise _unmet(tol[index], f"it did not reach t={float(t_end):g} within {max_steps} steps")
     order = torch.cat(finished_index)
     return PerSampleSolution(torch.cat(finished_y)[torch.argsort(order)], nfe)
 

@@ -27,7 +27,7 @@ import torch
 from nodeguard.attacks import PinnedTolerance
 from nodeguard.attacks.boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS, finish_on_8bit_grid, refine_floats
 from nodeguard.constants import ATTACK_SHARD_KIND, SUMMARY_FILE
-from nodeguard.data.datasets import ImageSplit, load_dataset
+from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
 from nodeguard.models.evaluation import margins_alone, predict_per_sample, predict_sharded
 from nodeguard.models.loading import LoadedModel, load_model
@@ -184,7 +184,7 @@ def compute_attack_set(
             or the shards do not hold each image once.
     """
     ranks = current_ranks()
-    split = load_dataset(loaded.dataset, data_dir).split(settings.split)
+    split = loaded.split(settings.split, data_dir)
     indices = select_samples(loaded.model, split, settings)
     if len(indices) == 0:
         raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")

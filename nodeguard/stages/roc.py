@@ -19,7 +19,7 @@ import numpy as np
 from nodeguard.defense.randomization import DefenseSettings
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError
-from nodeguard.models.loading import load_model
+from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.stages.attack import make_attack_set
@@ -205,6 +205,17 @@ def run_roc(
         DataUnavailableError: the data set is not on disk and cannot be downloaded.
     """
     loaded = load_model(model, registry=registry, device=device)
+    return roc_of(loaded, settings, plot, progress)
+
+
+def roc_of(
+    loaded: LoadedModel, settings: RocSettings, plot: str | Path | None = None, progress: Progress = SILENT
+) -> RocReport:
+    """:func:`run_roc` on a loaded model (one from the registry, or one given in memory).
+
+    Raises:
+        ConfigError, RegistryError, DataUnavailableError: as :func:`run_roc`.
+    """
     if not loaded.model.has_solver:  # before the attack: the defense needs a solver tolerance
         raise ConfigError(f"{loaded.name} has no solver tolerance: tolerance randomization needs an ODE model")
     attack_set, report = make_attack_set(settings.attack_settings(), loaded, progress=progress)

@@ -7,7 +7,7 @@ from typing import Any
 
 from nodeguard.checks import require_count, require_tol, require_tols
 from nodeguard.constants import SWEEP_CELL_KIND
-from nodeguard.data.datasets import ImageSplit, load_dataset
+from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
 from nodeguard.models.evaluation import predict_sharded
 from nodeguard.models.loading import LoadedModel, load_model
@@ -113,7 +113,7 @@ def cached_cell(
 
 def lazy_test_split(loaded: LoadedModel, test_limit: int | None) -> Callable[[], ImageSplit]:
     """The model's test split, loaded on first use only (a fully cached sweep reads no data)."""
-    return functools.cache(lambda: load_dataset(loaded.dataset).test.subset(test_limit))
+    return functools.cache(lambda: loaded.split("test").subset(test_limit))
 
 
 def error_cell(

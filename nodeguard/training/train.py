@@ -87,7 +87,7 @@ class TrainConfig:
     test_limit: int | None = None
 
     def __post_init__(self) -> None:
-        dataset_info(self.dataset)
+        self.dataset = dataset_info(self.dataset).name  # folder:PATH with PATH made absolute
         MODELS.get(self.arch)
         if self.filters is None:
             self.filters = dataset_info(self.dataset).default_filters
@@ -111,8 +111,8 @@ class TrainConfig:
             )
 
     def default_name(self) -> str:
-        """The model name used when none is given: ``{arch}-{dataset}``."""
-        return f"{self.arch}-{self.dataset}"
+        """The model name used when none is given: ``{arch}-{dataset}`` (a folder set by its folder's name)."""
+        return f"{self.arch}-{dataset_info(self.dataset).slug}"
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting as a plain dict (the ``training`` section of config.yaml)."""
