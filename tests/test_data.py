@@ -199,3 +199,31 @@ def test_folder_dataset_refusals_name_the_problem(tmp_path):
     (extra / "test" / "bird").mkdir()
     with pytest.raises(DataUnavailableError, match="classes that train/ lacks: bird"):
         load_dataset(f"folder:{extra}")
+
+
+def test_folder_dataset_refuses_an_empty_class_and_a_broken_image(tmp_path):
+    empty = _tree(tmp_path / "empty", "L")
+    for path in (empty / "train" / "dog").iterdir():
+        path.unlink()
+    with pytest.raises(DataUnavailableError, match="class folders without images: dog"):
+        load_dataset(f"folder:{empty}")
+    broken = _tree(tmp_path / "broken", "L")
+    (broken / "test" / "cat" / "bad.png").write_text("not a picture")
+    with pytest.raises(DataUnavailableError, match="bad.png is named as an image but Pillow cannot read it"):
+        load_dataset(f"folder:{broken}")
+    with pytest.raises(DataUnavailableError, match="folder: needs the path"):
+        load_dataset("folder:")
+
+
+def test_a_changed_folder_is_another_data_set(tmp_path):
+    from nodeguard.data import folders
+    from nodeguard.data.datasets import check_fingerprint, dataset_fingerprint
+
+    root = _tree(tmp_path / "pets", "L")
+    before = dataset_fingerprint(f"folder:{root}")
+    assert dataset_fingerprint("mnist5k") is None and before == dataset_fingerprint(f"folder:{root}")
+    check_fingerprint(f"folder:{root}", before, "m")
+    (root / "train" / "cat" / "0.png").unlink()
+    folders.scan.cache_clear()
+    with pytest.raises(DataUnavailableError, match="changed since 'm' was made on them"):
+        check_fingerprint(f"folder:{root}", before, "m")

@@ -405,3 +405,19 @@ def test_the_upstream_parameter_layouts_import(format, tmp_path, registry):
     result = import_checkpoint(tmp_path / "upstream.pth", format, "mnist5k", test_limit=20, registry=registry)
     loaded = load_model(result.name, registry=registry, device="cpu")
     assert result.count == 20 and loaded.config["model"]["factory_kwargs"]["widths"][-1] == 64
+
+
+def test_a_bare_state_dict_imports_and_a_bad_tol_is_refused_first(tmp_path, registry):
+    torch.manual_seed(TEST_SEED)
+    net = torchdiffeq_layout().build("conv", TOL, filters=8).eval()
+    torch.save(net.state_dict(), tmp_path / "bare.pth")  # the weights alone, as many save them
+    with pytest.raises(ConfigError, match=r"`tol_train` must be in \[1e-06, 10\]"):
+        import_checkpoint(tmp_path / "bare.pth", "torchdiffeq-example", "mnist5k", tol_train=100.0, registry=registry)
+    result = import_checkpoint(
+        tmp_path / "bare.pth", "torchdiffeq-example", "mnist5k", tol_train=TOL, test_limit=10, registry=registry
+    )
+    loaded = load_model(result.name, registry=registry, device="cpu")
+    _agree(logits_alone(loaded.model, _digits(3))[0], alone(net, _digits(3)))
+    with pytest.raises(CheckpointRefusedError, match="it has 'state_dict': try --format torchdiffeq-example"):
+        torch.save({"state_dict": net.state_dict(), "epoch": 1}, tmp_path / "wrapped.pth")
+        import_checkpoint(tmp_path / "wrapped.pth", "neural-ode-features", "mnist5k", tol_train=TOL, registry=registry)

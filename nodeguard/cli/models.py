@@ -37,12 +37,13 @@ def list_models(ctx: typer.Context, json_output: JsonOption = False) -> None:
             table.add_column(column)
         for entry in entries:
             error = "" if entry["test_error"] is None else f"{entry['test_error']:.2%}"
+            epochs = "imported" if entry["arch"] == "composed" and not entry["epochs"] else None
             table.add_row(
                 entry["name"],
                 entry["arch"],
                 entry["dataset"],
                 entry["status"],
-                f"{entry['epochs_done']}/{entry['epochs']}",
+                epochs or f"{entry['epochs_done']}/{entry['epochs']}",
                 error,
                 entry["updated"][:16].replace("T", " "),
             )
@@ -67,7 +68,12 @@ def show(name: Annotated[str, typer.Argument(help="Model name.")], json_output: 
     }
 
     def render(console: Console) -> None:
-        console.print(f"[bold]{name}[/bold]  ({entry.status}, {entry.epochs_done}/{entry.epochs} epochs)  {folder}")
+        epochs = (
+            "imported"
+            if entry.arch == "composed" and not entry.epochs
+            else f"{entry.epochs_done}/{entry.epochs} epochs"
+        )
+        console.print(f"[bold]{name}[/bold]  ({entry.status}, {epochs})  {folder}")
         console.print(f"{CONFIG_FILE}:", data["config"])
         if data["metrics"]:
             metrics = data["metrics"]
@@ -94,7 +100,7 @@ def remove(name: Annotated[str, typer.Argument(help="Model name.")], json_output
 
 @app.command("import")
 def import_model(
-    file: Annotated[Path, typer.Argument(help="The checkpoint file (.pth / .pt).")],
+    file: Annotated[Path, typer.Argument(help="The checkpoint file (.pth / .pt).", metavar="FILE")],
     format: Annotated[
         str,
         typer.Option(

@@ -219,6 +219,36 @@ def dataset_info(name: str) -> DatasetInfo:
     )
 
 
+def dataset_fingerprint(name: str) -> str | None:
+    """A digest of a ``folder:`` set's files (see :func:`nodeguard.data.folders.fingerprint`);
+    None for the registered sets, whose files do not change.
+
+    Raises:
+        DataUnavailableError: the tree is missing or not an ImageFolder tree.
+    """
+    from nodeguard.data import folders
+
+    if not name.startswith(folders.PREFIX):
+        return None
+    return folders.fingerprint(folders.canonical(name)[len(folders.PREFIX) :])
+
+
+def check_fingerprint(name: str, stored: str | None, model: str) -> None:
+    """Refuse a ``folder:`` set whose files changed since ``model`` was made on them.
+
+    Raises:
+        DataUnavailableError: the files changed (its stored results belong to the old files).
+    """
+    if stored is None:
+        return
+    current = dataset_fingerprint(name)
+    if current is not None and current != stored:
+        raise DataUnavailableError(
+            f"the files of {name} changed since {model!r} was made on them; its results belong to the old "
+            "files: restore them, or train or import the model again under a new name"
+        )
+
+
 def stratified_split(labels: np.ndarray, test_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified split: (train indices, test indices).
 

@@ -13,6 +13,7 @@ otherwise; every image must have the size of the first (the size of the set).
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from nodeguard.errors import DataUnavailableError, ImageReadError
-from nodeguard.storage.images import read_image
+from nodeguard.storage.images import looks_like_an_image, read_image
 
 PREFIX = "folder:"
 GRAY_MODES = ("1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
@@ -62,7 +63,11 @@ def scan(root: str) -> tuple[tuple[str, ...], dict[str, list[tuple[Path, int]]],
                         if picture.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # read turned a quarter
                             picture_size = (picture_size[1], picture_size[0])
                 except (UnidentifiedImageError, IsADirectoryError, PermissionError, OSError):
-                    continue  # not an image: skipped, as a folder scan skips it
+                    if path.is_file() and looks_like_an_image(path):
+                        raise DataUnavailableError(
+                            f"{path} is named as an image but Pillow cannot read it; remove or replace it"
+                        ) from None
+                    continue  # not an image (notes, a CSV): skipped, as a folder scan skips it
                 if size is None:
                     size, first = picture_size, path
                 elif picture_size != size:
@@ -74,13 +79,38 @@ def scan(root: str) -> tuple[tuple[str, ...], dict[str, list[tuple[Path, int]]],
                 files[split].append((path, index))
         if not files[split]:
             raise DataUnavailableError(f"{base / split} holds no image files")
+    seen = {index for _path, index in files["train"]}
+    empty = [name for index, name in enumerate(classes) if index not in seen]
+    if empty:
+        raise DataUnavailableError(f"{base / 'train'} has class folders without images: {', '.join(empty)}")
     assert size is not None
     return classes, files, 3 if colour else 1, size[1], size[0]
 
 
 def canonical(name: str) -> str:
-    """``folder:`` and the absolute path of the tree (so the name works from any folder)."""
+    """``folder:`` and the absolute path of the tree (so the name works from any folder).
+
+    Raises:
+        DataUnavailableError: no path after ``folder:``.
+    """
+    if not name[len(PREFIX) :].strip():
+        raise DataUnavailableError("folder: needs the path of an ImageFolder tree, like folder:./my-images")
     return PREFIX + str(Path(name[len(PREFIX) :]).expanduser().resolve())
+
+
+def fingerprint(root: str) -> str:
+    """A digest of the tree's image files (relative path, size, modification time), so
+    that results made on one version of the files are not taken for another's."""
+    _classes, files, _channels, _height, _width = scan(root)
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        for path, index in files[split]:
+            try:
+                status = path.stat()
+            except OSError:
+                raise DataUnavailableError(f"{path} went away while nodeguard read the set") from None
+            digest.update(f"{path.relative_to(root)}\0{index}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def slug(name: str) -> str:

@@ -165,13 +165,18 @@ def safe_load(path: Path, format: str) -> Any:
         what = f"it needs {needed.group(1)}" if needed else "its pickle holds more than weights"
         what += f" ({said[0][:80]})" if said and not needed else ""
         allowed_names = ", ".join(f"{kind.__module__}.{kind.__qualname__}" for kind in allowed) or "none"
+        hint = ""
+        if needed and needed.group(1) == "argparse.Namespace":
+            hint = " (torchdiffeq's example saves its args as one: try --format torchdiffeq-example)"
         raise CheckpointRefusedError(
             f"refused {path}: {what}, which a weights-only load does not allow for the {format} format "
-            f"(allowed beyond tensors: {allowed_names}); nodeguard never runs code from a checkpoint"
+            f"(allowed beyond tensors: {allowed_names}){hint}; nodeguard never runs code from a checkpoint"
         ) from None
     except Exception as exc:  # a truncated zip, a text file, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CheckpointRefusedError(f"{path} is not a readable PyTorch checkpoint ({reason[:160]})") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointRefusedError(
+            f"{path} is not a PyTorch checkpoint torch.load can read ({exc.__class__.__name__}: {reason[:120]})"
+        ) from None
 
 
 def _plain(value: Any) -> Any:
@@ -187,10 +192,34 @@ def _plain(value: Any) -> Any:
 
 def _state_dict(checkpoint: Any, key: str, path: Path) -> dict[str, torch.Tensor]:
     """The checkpoint's state_dict, without the ``module.`` prefix that nn.DataParallel adds."""
-    state = checkpoint.get(key) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+
+    def tensors(value: Any) -> bool:
+        return (
+            isinstance(value, dict) and bool(value) and all(isinstance(item, torch.Tensor) for item in value.values())
+        )
+
+    if tensors(checkpoint):  # torch.save(model.state_dict(), path): the weights alone
+        state = checkpoint
+    else:
+        state = checkpoint.get(key) if isinstance(checkpoint, dict) else None
+    if not tensors(state):
         found = sorted(map(str, checkpoint))[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointRefusedError(f"{path} has no '{key}' state_dict of tensors (found {found})")
+        other = {"state_dict": "torchdiffeq-example", "model": "neural-ode-features"}
+        hint = (
+            next(
+                (
+                    f"; it has '{name}': try --format {fmt}"
+                    for name, fmt in other.items()
+                    if name != key and tensors(checkpoint.get(name))
+                ),
+                "",
+            )
+            if isinstance(checkpoint, dict)
+            else ""
+        )
+        raise CheckpointRefusedError(
+            f"{path} holds neither a state_dict of tensors nor one under '{key}' (its keys: {found}){hint}"
+        )
     if state and all(str(name).startswith("module.") for name in state):
         state = {str(name)[len("module.") :]: value for name, value in state.items()}
     return state

@@ -22,7 +22,7 @@ import yaml
 
 from nodeguard.checks import require_count, require_tol
 from nodeguard.constants import METRICS_FILE
-from nodeguard.data.datasets import dataset_info, load_dataset
+from nodeguard.data.datasets import dataset_fingerprint, dataset_info, load_dataset
 from nodeguard.errors import CheckpointRefusedError, ConfigError, RegistryError
 from nodeguard.models.evaluation import predict_per_sample
 from nodeguard.models.foreign import FACTORY, FORMATS, READERS, ForeignModel
@@ -69,7 +69,10 @@ def _copy_weights(model: ComposedODENet, parts: ODEParts, spec: str) -> None:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()
             detail = first[1].strip() if len(first) > 1 else first[0]
-            raise ConfigError(f"the {label} that {spec!r} rebuilds does not fit the one given: {detail}") from None
+            raise ConfigError(
+                f"the {label} part built by {spec!r} does not fit the given one ({detail}); "
+                "pass the `factory_kwargs` that built the given parts"
+            ) from None
 
 
 def register_ode_classifier(
@@ -201,6 +204,9 @@ def register_ode_classifier(
         "created": created,
         "source": source,
     }
+    fingerprint = dataset_fingerprint(dataset)
+    if fingerprint:
+        config["dataset_fingerprint"] = fingerprint
     with registry.exclusive(name, purpose="imported"):
         if registry.exists(name):
             raise RegistryError(f"a model named {name!r} is already registered; choose another name or remove it first")
@@ -292,6 +298,8 @@ def import_checkpoint(
         RegistryError, DataUnavailableError, SolverError: see :func:`register_ode_classifier`.
     """
     path = Path(path).expanduser()
+    if tol_train is not None:
+        require_tol("tol_train", tol_train)
     info = dataset_info(dataset)
     foreign = read_foreign(path, format)
     if foreign.in_channels != info.channels or foreign.num_classes != info.num_classes:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from nodeguard.data.datasets import ImageSplit, load_dataset
+from nodeguard.data.datasets import ImageSplit, check_fingerprint, load_dataset
 from nodeguard.errors import RegistryError
 from nodeguard.models.networks import ImageClassifier, build_model
 from nodeguard.runtime.device import resolve_device
@@ -42,7 +42,8 @@ class LoadedModel:
 
         Raises:
             ConfigError: an unknown split name, or one not given in memory.
-            DataUnavailableError: the data set is not on disk and cannot be downloaded.
+            DataUnavailableError: the data set is not on disk and cannot be downloaded, or a
+                ``folder:`` set's files changed since the model was made on them.
         """
         if self.splits is not None:
             if name not in self.splits:
@@ -50,6 +51,7 @@ class LoadedModel:
 
                 raise unknown_name_error("split", name, sorted(self.splits))
             return self.splits[name]
+        check_fingerprint(self.dataset, self.config.get("dataset_fingerprint"), self.name)
         return load_dataset(self.dataset, data_dir).split(name)
 
     def results(self) -> ResultStore:

@@ -200,7 +200,7 @@ def read_image(path: Path, channels: int) -> torch.Tensor:
     return frames[0].image
 
 
-def _looks_like_an_image(path: Path) -> bool:
+def looks_like_an_image(path: Path) -> bool:
     """The name is that of a format Pillow decodes (a broken ``cat.png`` is an unreadable image)."""
     Image.init()
     image_format = Image.registered_extensions().get(path.suffix.lower())
@@ -235,7 +235,7 @@ def find_images(paths: list[Path]) -> FoundImages:
             found.append(path)
             continue
         for candidate in sorted(p for p in path.rglob("*") if p.is_file()):
-            if _identifies(candidate) or _looks_like_an_image(candidate):
+            if _identifies(candidate) or looks_like_an_image(candidate):
                 found.append(candidate)
             else:
                 skipped.append((candidate, "not an image file Pillow can decode"))

@@ -26,7 +26,7 @@ from nodeguard.checks import (
 )
 from nodeguard.constants import HISTORY_FILE, METRICS_FILE
 from nodeguard.data.augment import augment
-from nodeguard.data.datasets import Dataset, dataset_info, load_dataset
+from nodeguard.data.datasets import Dataset, check_fingerprint, dataset_fingerprint, dataset_info, load_dataset
 from nodeguard.errors import ConfigError
 from nodeguard.models.evaluation import evaluate
 from nodeguard.models.networks import MODELS, ImageClassifier, build_model, model_config
@@ -357,6 +357,8 @@ def _train_locked(
             f"model {name!r} exists with other settings ({', '.join(changed)}); "
             "set `restart` to train it again from scratch, or give a new `name`"
         )
+    if stored is not None:  # a folder: set whose files changed is another data set
+        check_fingerprint(config.dataset, stored.get("dataset_fingerprint"), name)
     metrics = registry.read_json(name, METRICS_FILE)
     barrier()  # read before rank 0 writes anything
     if stored is not None and metrics is not None:
@@ -369,6 +371,7 @@ def _train_locked(
     dataset.test = dataset.test.subset(config.test_limit)
 
     created = stored.get("created", now_iso()) if stored else now_iso()
+    fingerprint = dataset_fingerprint(config.dataset)
     if stored is None and main:
         registry.write_config(
             name,
@@ -380,6 +383,7 @@ def _train_locked(
                 ),
                 "training": config.as_dict(),
                 **({"recipe": recipe} if recipe else {}),
+                **({"dataset_fingerprint": fingerprint} if fingerprint else {}),
                 "created": created,
                 "nodeguard_version": __version__,
             },
