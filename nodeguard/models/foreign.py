@@ -270,6 +270,33 @@ def _build(format: str, kwargs: dict[str, Any]) -> tuple[ODEParts, nn.Module]:
     return parts, view
 
 
+def _layout_kwargs(
+    state: dict[str, torch.Tensor], prefix: str, stem: str | None, linear: str, dropout: bool
+) -> dict[str, Any]:
+    """The :func:`stem_ode_head` arguments of a stem under ``prefix`` (both codes lay their
+    stems out alike): the stem kind (from the weights when the settings do not say), the
+    widths of its three stages, the channels, and the classes of the Linear ``linear``.
+
+    Raises:
+        CheckpointRefusedError: a key the layout needs is missing.
+    """
+    if stem is None:
+        stem = "res" if f"{prefix}1.norm1.weight" in state else "conv"
+    if stem == "conv":
+        widths = [_shape(state, f"{prefix}{i}.weight", 0) for i in (0, 3, 6)]
+    else:
+        widths = [_shape(state, f"{prefix}0.weight", 0)] + [
+            _shape(state, f"{prefix}{i}.conv1.weight", 0) for i in (1, 2)
+        ]
+    return {
+        "in_channels": _shape(state, f"{prefix}0.weight", 1),
+        "num_classes": _shape(state, linear, 0),
+        "stem": stem,
+        "widths": widths,
+        "dropout": dropout,
+    }
+
+
 def _foreign(
     format: str,
     kwargs: dict[str, Any],
@@ -316,37 +343,12 @@ def read_torchdiffeq_example(path: Path) -> ForeignModel:
         )
     block = min(int(block) for block in blocks)
     stem = {"conv": "conv", "res": "res"}.get(settings.get("downsampling_method", ""))
-    if stem is None:
-        stem = "res" if "1.norm1.weight" in state else "conv"
-    if stem == "conv":
-        widths = [_shape(state, "0.weight", 0), _shape(state, "3.weight", 0), _shape(state, "6.weight", 0)]
-    else:
-        widths = [_shape(state, "0.weight", 0), _shape(state, "1.conv1.weight", 0), _shape(state, "2.conv1.weight", 0)]
-    linear = f"{block + 5}.weight"
-    kwargs: dict[str, Any] = {
-        "in_channels": _shape(state, "0.weight", 1),
-        "num_classes": _shape(state, linear, 0),
-        "stem": stem,
-        "widths": widths,
-        "dropout": False,
-    }
+    kwargs = _layout_kwargs(state, "", stem, f"{block + 5}.weight", dropout=False)
     parts, view = _build(format, kwargs)
-    _load_into_view(view, state, f"torchdiffeq example ({stem} stem)")
-    tol = settings.get("tol")
-    channels = int(kwargs["in_channels"])
+    _load_into_view(view, state, f"torchdiffeq example ({kwargs['stem']} stem)")
     # the example feeds images as ToTensor gives them, for its one-channel MNIST
-    mean, std = ((0.0,), (1.0,)) if channels == 1 else (None, None)
-    return ForeignModel(
-        format,
-        kwargs,
-        parts,
-        kwargs["num_classes"],
-        channels,
-        float(tol) if tol is not None else None,
-        mean,
-        std,
-        settings,
-    )
+    mean, std = ((0.0,), (1.0,)) if kwargs["in_channels"] == 1 else (None, None)
+    return _foreign(format, kwargs, parts, settings, mean, std)
 
 
 def read_neural_ode_features(path: Path) -> ForeignModel:
@@ -371,27 +373,12 @@ def read_neural_ode_features(path: Path) -> ForeignModel:
             f"{path} has an '{downsample or 'ode'}' stem (an ODE block inside the downsampling): not supported; "
             "import models with a residual, convolution or minimal stem"
         )
-    prefix = "downsample.module."
     stem = {"residual": "res", "convolution": "conv", "minimal": "conv"}.get(str(downsample))
-    if stem is None:
-        stem = "res" if f"{prefix}1.norm1.weight" in state else "conv"
-    if stem == "conv":
-        widths = [_shape(state, f"{prefix}{i}.weight", 0) for i in (0, 3, 6)]
-    else:
-        widths = [_shape(state, f"{prefix}0.weight", 0)] + [
-            _shape(state, f"{prefix}{i}.conv1.weight", 0) for i in (1, 2)
-        ]
     dropout = "classifier.module.5.weight" in state
     linear = f"classifier.module.{5 if dropout else 4}.weight"
-    kwargs: dict[str, Any] = {
-        "in_channels": _shape(state, f"{prefix}0.weight", 1),
-        "num_classes": _shape(state, linear, 0),
-        "stem": stem,
-        "widths": widths,
-        "dropout": dropout,
-    }
+    kwargs = _layout_kwargs(state, "downsample.module.", stem, linear, dropout)
     parts, view = _build(format, kwargs)
-    _load_into_view(view, state, f"neural-ode-features ({downsample or stem} stem)")
+    _load_into_view(view, state, f"neural-ode-features ({downsample or kwargs['stem']} stem)")
     channels = int(kwargs["in_channels"])
     augmentation = settings.get("augmentation")
     mean: tuple[float, ...] | None
