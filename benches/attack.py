@@ -1,16 +1,24 @@
-"""Bench: nodeguard's CW against foolbox's and against torchattacks' CW over a c grid.
+"""Bench: minimal-norm L2 attacks on one model: nodeguard's FMN and CW against foolbox's FMN and DDN.
 
-All run in this process on the same model, digits and tolerance; every adversarial is
-judged by classifying it on its own at tol_attack (the per-sample solver), and its margin
-(true logit minus the best other) is measured the same way.
+All run in this process on the same model, correctly classified digits and tolerance,
+through the same attacked function (each image solved alone at tol_attack,
+:class:`~nodeguard.attacks.PinnedTolerance`). Every attack's adversarials are then moved
+back to the decision boundary by the same refinement the attack stage uses (margin
+-1e-4, judged alone at tol_attack), so the L2 compared is that of refined adversarials.
 
-- nodeguard: the attack stage's own batch step (CW with c searched per image, refined
-  to the decision boundary, then finished on the 8-bit grid);
-- foolbox 3.3.4 ``L2CarliniWagnerAttack`` (installed by this bench if missing; it is
-  not a dependency of nodeguard) at the same budget (steps x searches), and with
-  ``--foolbox-defaults`` at its own defaults (9 searches of 10000 steps: hours on a CPU);
-- the paper's grid search done with torchattacks: one CW run per c in
-  {0.01, 0.1, 1, 10, 100}, keeping for each image the smallest successful perturbation.
+- ``nodeguard_fmn``: Fast Minimum-Norm L2 (Pintor et al., NeurIPS 2021), at each of
+  ``--fmn-steps``;
+- ``nodeguard_cw``: Carlini-Wagner L2 with c searched per image, at each
+  ``STEPSxSEARCHES`` of ``--cw-budgets`` (100x5 is ``nodeguard attack cw``'s default);
+- ``foolbox_fmn`` and ``foolbox_ddn``: foolbox 3.3.4's ``L2FMNAttack`` and ``DDNAttack``
+  (Rony et al., CVPR 2019) at each of ``--fmn-steps`` (installed from
+  benches/requirements.txt when missing; never a dependency of nodeguard);
+- with ``--cw-references``, foolbox's ``L2CarliniWagnerAttack`` at CW's default budget
+  and the paper's torchattacks CW over c in {0.01, 0.1, 1, 10, 100}.
+
+Reported per run: wall seconds (attack and refinement), success (alone at tol_attack),
+median and mean L2 of the refined adversarials, median |margin|, and the ratios of each
+FMN run against the default CW.
 
     python benches/attack.py --model odenet-mnist5k --count 50
 """
@@ -18,57 +26,65 @@ judged by classifying it on its own at tol_attack (the per-sample solver), and i
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import subprocess
-import sys
 import time
 
 import torch
 import torchattacks
 
-from nodeguard.attacks import PinnedTolerance
+from nodeguard.attacks import CarliniWagnerL2, FastMinimumNormL2, PinnedTolerance
+from nodeguard.attacks.boundary import MARGIN_SLACK, refine_floats
 from nodeguard.data.datasets import load_dataset
 from nodeguard.models.evaluation import margins_alone
 from nodeguard.models.loading import load_model
-from nodeguard.stages.attack import attack_one_batch, classify_alone
-from nodeguard.stages.attack_sets import AttackSettings
+from nodeguard.stages.attack import classify_alone
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
-FOOLBOX = "foolbox==3.3.4"
 
 
 def foolbox_module():
-    """foolbox, installed into this environment first if it is missing."""
-    try:
-        return importlib.import_module("foolbox")
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", FOOLBOX], check=True)
-        return importlib.import_module("foolbox")
+    from solver import require  # benches/solver.py: installs benches/requirements.txt when missing
+
+    return require("foolbox")
 
 
-def quality(model, tol, images, labels, adversarial, success, seconds) -> dict:
-    """Success, L2 and |margin| over successes (judged alone at tol), seconds per image."""
-    l2 = (adversarial - images).flatten(1).norm(dim=1)
+def judged(model, tol, images, labels, adversarial, seconds) -> dict:
+    """Refine every adversarial (margin at most the target) to the boundary; success, L2 and
+    |margin| judged alone at tol; ``seconds`` includes the refinement."""
+    started = time.perf_counter()
+    target = -MARGIN_SLACK
+    adversarial = adversarial.detach().clamp(0, 1)
     margins = margins_alone(model, adversarial, labels, tol)[0]
+    rows = (margins <= target).nonzero().squeeze(1)
+    adversarial[rows] = refine_floats(model, tol, images[rows], adversarial[rows], labels[rows], target)
+    margins = margins_alone(model, adversarial, labels, tol)[0]
+    success = margins < 0
+    seconds += time.perf_counter() - started
+    l2 = (adversarial - images).flatten(1).norm(dim=1)[success]
     return {
+        "seconds": seconds,
         "success_rate": float(success.float().mean()),
-        "mean_l2": float(l2[success].mean()) if success.any() else None,
+        "median_l2": float(l2.median()) if success.any() else None,
+        "mean_l2": float(l2.mean()) if success.any() else None,
         "median_abs_margin": float(margins[success].abs().median()) if success.any() else None,
-        "seconds_per_image": seconds / len(images),
     }
+
+
+def timed_attack(attack, images, labels) -> tuple[torch.Tensor, float]:
+    started = time.perf_counter()
+    adversarial = attack(images, labels)
+    return adversarial, time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default="odenet-mnist5k")
     parser.add_argument("--count", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--binary-steps", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--tol-attack", type=float, default=None)
-    parser.add_argument("--foolbox-defaults", action="store_true", help="also run foolbox at its own defaults")
-    parser.add_argument("--skip-grid", action="store_true", help="leave out the torchattacks c grid")
+    parser.add_argument("--fmn-steps", default="10,25,50,100", help="comma-separated step budgets of the FMN runs")
+    parser.add_argument("--cw-budgets", default="100x5", help="comma-separated STEPSxSEARCHES of the CW runs")
+    parser.add_argument("--skip-foolbox", action="store_true")
+    parser.add_argument("--cw-references", action="store_true", help="also foolbox CW and the torchattacks c grid")
     args = parser.parse_args()
 
     loaded = load_model(args.model, device="cpu")
@@ -79,56 +95,60 @@ def main() -> None:
     images, labels = test.float_images(slice(0, 3 * args.count)), test.labels[: 3 * args.count]
     correct = (classify_alone(model, images, tol) == labels).nonzero().squeeze(1)[: args.count]
     images, labels = images[correct], labels[correct]
-    result: dict = {"model": loaded.name, "tol_attack": tol, "images": len(images), "steps": args.steps}
+    fmn_steps = [int(value) for value in args.fmn_steps.split(",") if value]
+    cw_budgets = [tuple(int(part) for part in value.split("x")) for value in args.cw_budgets.split(",") if value]
+    result: dict = {"model": loaded.name, "tol_attack": tol, "images": len(images), "threads": torch.get_num_threads()}
 
-    settings = AttackSettings.with_overrides(
-        count=len(images), steps=args.steps, binary_steps=args.binary_steps, lr=args.lr, tol_attack=tol
-    ).resolve(loaded.tol_train)
-    started = time.perf_counter()
-    ours = attack_one_batch(loaded, settings, images, labels, batch_number=0)
-    seconds = time.perf_counter() - started
-    result["nodeguard_cw"] = quality(model, tol, images, labels, ours["adversarial"], ours["success"], seconds)
-    adversarial_8bit = ours["adversarial_8bit"].float() / 255
-    result["nodeguard_cw_8bit"] = quality(model, tol, images, labels, adversarial_8bit, ours["success_8bit"], seconds)
+    def record(name: str, adversarial: torch.Tensor, seconds: float, **settings) -> None:
+        result.setdefault(name, []).append({**settings, **judged(model, tol, images, labels, adversarial, seconds)})
 
-    foolbox = foolbox_module()
-    foolbox_model = foolbox.PyTorchModel(pinned, bounds=(0, 1))
-    runs = {"foolbox_cw_equal_budget": {"binary_search_steps": args.binary_steps, "steps": args.steps}}
-    if args.foolbox_defaults:
-        runs["foolbox_cw_defaults"] = {}
-    for name, budget in runs.items():
-        attack = foolbox.attacks.L2CarliniWagnerAttack(**budget)
-        started = time.perf_counter()
-        _raw, clipped, _success = attack(foolbox_model, images, labels, epsilons=None)
-        seconds = time.perf_counter() - started
-        success = classify_alone(model, clipped, tol) != labels
-        result[name] = {**quality(model, tol, images, labels, clipped, success, seconds), "budget": budget}
+    for steps, searches in cw_budgets:
+        attack = CarliniWagnerL2(pinned, steps=steps, binary_steps=searches)
+        record("nodeguard_cw", *timed_attack(attack, images, labels), steps=steps, binary_steps=searches)
+    for steps in fmn_steps:
+        record("nodeguard_fmn", *timed_attack(FastMinimumNormL2(pinned, steps=steps), images, labels), steps=steps)
 
-    if not args.skip_grid:
+    if not args.skip_foolbox:
+        foolbox = foolbox_module()
+        foolbox_model = foolbox.PyTorchModel(pinned, bounds=(0, 1))
+
+        def run_foolbox(attack) -> tuple[torch.Tensor, float]:
+            started = time.perf_counter()
+            _raw, clipped, _success = attack(foolbox_model, images, labels, epsilons=None)
+            return clipped, time.perf_counter() - started
+
+        for steps in fmn_steps:
+            record("foolbox_fmn", *run_foolbox(foolbox.attacks.L2FMNAttack(steps=steps)), steps=steps)
+            record("foolbox_ddn", *run_foolbox(foolbox.attacks.DDNAttack(steps=steps)), steps=steps)
+        if args.cw_references:
+            attack = foolbox.attacks.L2CarliniWagnerAttack(binary_search_steps=5, steps=100)
+            record("foolbox_cw", *run_foolbox(attack), steps=100, binary_steps=5)
+
+    if args.cw_references:
         started = time.perf_counter()
         best_l2 = torch.full((len(images),), float("inf"))
         best = images.clone()
         for const in C_GRID:
-            adversarial = torchattacks.CW(pinned, c=const, kappa=0, steps=args.steps, lr=args.lr)(images, labels)
+            adversarial = torchattacks.CW(pinned, c=const, kappa=0, steps=100, lr=0.05)(images, labels)
             success = classify_alone(model, adversarial, tol) != labels
             l2 = (adversarial - images).flatten(1).norm(dim=1)
             better = success & (l2 < best_l2)
             best_l2 = torch.where(better, l2, best_l2)
             best[better] = adversarial[better]
-        seconds = time.perf_counter() - started
-        result["torchattacks_cw_grid"] = {
-            **quality(model, tol, images, labels, best, torch.isfinite(best_l2), seconds),
-            "c_grid": list(C_GRID),
-        }
+        record("torchattacks_cw_grid", best, time.perf_counter() - started, c_grid=list(C_GRID))
 
-    fool = result["foolbox_cw_equal_budget"]
-    ours_float = result["nodeguard_cw"]
-    result["ratios_at_equal_budget"] = {
-        "speed_foolbox_over_nodeguard": fool["seconds_per_image"] / ours_float["seconds_per_image"],
-        "mean_l2_nodeguard_over_foolbox": (
-            ours_float["mean_l2"] / fool["mean_l2"] if fool["mean_l2"] and ours_float["mean_l2"] else None
-        ),
-    }
+    reference = next(
+        (run for run in result.get("nodeguard_cw", []) if (run["steps"], run["binary_steps"]) == (100, 5)), None
+    )
+    if reference and reference["median_l2"]:
+        result["fmn_against_default_cw"] = [
+            {
+                "steps": run["steps"],
+                "time_ratio": run["seconds"] / reference["seconds"],
+                "median_l2_ratio": run["median_l2"] / reference["median_l2"] if run["median_l2"] else None,
+            }
+            for run in result.get("nodeguard_fmn", [])
+        ]
     print(json.dumps(result, indent=2))
 
 

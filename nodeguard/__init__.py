@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -70,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     "AttackSpec": "nodeguard.attacks",
     "CarliniWagnerL2": "nodeguard.attacks",
     "EOTCarliniWagnerL2": "nodeguard.attacks",
+    "FastMinimumNormL2": "nodeguard.attacks",
     "PinnedTolerance": "nodeguard.attacks",
     # defense
     "DefenseSettings": "nodeguard.defense.randomization",
@@ -115,7 +116,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see
-    from nodeguard.attacks import ATTACKS, AttackSpec, CarliniWagnerL2, EOTCarliniWagnerL2, PinnedTolerance
+    from nodeguard.attacks import (
+        ATTACKS,
+        AttackSpec,
+        CarliniWagnerL2,
+        EOTCarliniWagnerL2,
+        FastMinimumNormL2,
+        PinnedTolerance,
+    )
     from nodeguard.data.datasets import Dataset, ImageSplit, load_dataset
     from nodeguard.defense.files import defend_paths
     from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, Votes, draw_tolerances

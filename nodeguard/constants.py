@@ -16,6 +16,7 @@ HOME_VARIABLE = "NODEGUARD_HOME"  # the cache root
 DATA_VARIABLE = "NODEGUARD_DATA"  # the data sets root
 XDG_CACHE_VARIABLE = "XDG_CACHE_HOME"  # the cache root's parent when NODEGUARD_HOME is unset
 DEBUG_VARIABLE = "NODEGUARD_DEBUG"  # 1: errors keep their traceback
+COMPILE_VARIABLE = "NODEGUARD_COMPILE"  # 1: the per-sample solver calls a torch.compile'd ODE function
 
 # the registry
 INDEX_FILE = "index.json"

@@ -8,7 +8,7 @@ import torchattacks
 from conftest import FIRST_CORRECT
 from typer.testing import CliRunner
 
-from nodeguard.attacks import CarliniWagnerL2, PinnedTolerance, classification_margin
+from nodeguard.attacks import CarliniWagnerL2, FastMinimumNormL2, PinnedTolerance, classification_margin
 from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
 from nodeguard.errors import ConfigError
@@ -82,7 +82,11 @@ CW_FAST = {"steps": 30, "binary_steps": 3}
 # the attacks that these tests run: CW (whether it succeeds on an image depends on the
 # model's floats: what is asserted holds for every success) and blend, which succeeds on
 # every image by construction (conftest.check_blend_can_succeed)
-ATTACKS_UNDER_TEST = [pytest.param("cw", CW_FAST, id="cw"), pytest.param("blend", {}, id="blend")]
+ATTACKS_UNDER_TEST = [
+    pytest.param("cw", CW_FAST, id="cw"),
+    pytest.param("fmn", {"steps": 20}, id="fmn"),
+    pytest.param("blend", {}, id="blend"),
+]
 
 
 @pytest.mark.parametrize(("attack", "options"), ATTACKS_UNDER_TEST)
@@ -250,7 +254,7 @@ def test_pgd_linf_stays_in_budget(tiny_model, registry):
 
 
 def test_bad_attack_settings_are_refused():
-    with pytest.raises(ConfigError, match="cw, pgd"):
+    with pytest.raises(ConfigError, match="cw, eot-cw, fmn, pgd"):
         AttackSettings(attack="fgsm")
     with pytest.raises(ConfigError, match="`count` must be at least 1"):
         AttackSettings(count=0)
@@ -299,3 +303,61 @@ def test_an_image_gets_the_same_logits_and_gradient_alone_and_in_a_batch(tiny_mo
         assert float((logits[0] - batch_logits[index]).abs().max()) <= 1e-4 * scale
         scale = float(gradient.abs().max())
         assert float((gradient[0] - batch_gradient[index]).abs().max()) <= 1e-4 * scale
+
+
+class TwoClassLinear(torch.nn.Module):
+    """Logits (w.x + b, 0): the margin of class 0 is w.x + b, the smallest L2 perturbation
+    that makes it negative has norm (w.x + b) / ||w|| (while x - that step stays in [0, 1])."""
+
+    def __init__(self, weight: torch.Tensor, bias: float):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+        self.bias = bias
+
+    def forward(self, x):
+        score = x.flatten(1) @ self.weight.flatten() + self.bias
+        return torch.stack([score, torch.zeros_like(score)], 1)
+
+
+def test_fmn_reaches_the_closed_form_minimal_perturbation_of_a_linear_model():
+    from nodeguard.attacks.boundary import MARGIN_SLACK
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(1, 4, 4, generator=generator)
+    images = 0.4 + 0.2 * torch.rand(6, 1, 4, 4, generator=generator)  # far enough from 0 and 1
+    labels = torch.zeros(6, dtype=torch.long)
+    model = TwoClassLinear(weight, bias=0.0)
+    scores = images.flatten(1) @ weight.flatten()
+    model.bias = float(0.3 - scores.min())  # every image on class 0's side, margin >= 0.3
+    margins = scores + model.bias
+    exact = (margins + MARGIN_SLACK) / weight.norm()  # the distance to margin -MARGIN_SLACK
+    # the minimal step moves pixel i by exact * |w_i| / ||w||: less than the 0.4 to 0 or 1
+    assert float(exact.max() * weight.abs().max() / weight.norm()) < 0.4
+    adversarial = FastMinimumNormL2(model, steps=60)(images, labels)
+    found = (adversarial - images).flatten(1).norm(dim=1)
+    adversarial_margins = classification_margin(model(adversarial), labels)
+    assert (adversarial_margins <= -MARGIN_SLACK + 1e-6).all()
+    # no adversarial is closer than the hyperplane (up to float32 rounding), and FMN gets
+    # within 1% of it in 60 steps: its radius shrinks by gamma each adversarial step
+    assert (found >= exact * (1 - 1e-5)).all(), (found, exact)
+    assert (found <= exact * 1.01).all(), found / exact
+
+
+def test_fmn_returns_the_clean_image_where_it_finds_nothing():
+    model = TwoClassLinear(torch.zeros(1, 2, 2), bias=1.0)  # class 0 everywhere: no adversarial exists
+    images = torch.full((2, 1, 2, 2), 0.5)
+    adversarial = FastMinimumNormL2(model, steps=5)(images, torch.zeros(2, dtype=torch.long))
+    assert torch.equal(adversarial, images)
+
+
+def test_fmn_from_the_cli(tiny_model):
+    result = CliRunner().invoke(
+        app, ["attack", "fmn", "--count", "4", "--steps", "5", "--alpha-init", "2", "--gamma-init", "0.1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["attack"] == "fmn" and data["count"] == 4 and 0 <= data["success_rate"] <= 1
+    refused = CliRunner().invoke(app, ["attack", "fmn", "--count", "4", "--gamma-init", "1.5"])
+    assert refused.exit_code == 1 and "--gamma-init must be below 1" in refused.output
+    refused = CliRunner().invoke(app, ["attack", "fmn", "--count", "4", "--binary-steps", "2"])
+    assert refused.exit_code == 1 and "fmn takes no option binary_steps" in refused.output

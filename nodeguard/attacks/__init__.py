@@ -4,11 +4,12 @@ Each attack is one module that registers an :class:`AttackSpec` in :data:`ATTACK
 importing this package registers them all.
 """
 
-from nodeguard.attacks import apgd_rand, blend, cw, eot_cw, pgd  # noqa: F401  (registers the attacks)
+from nodeguard.attacks import apgd_rand, blend, cw, eot_cw, fmn, pgd  # noqa: F401  (registers the attacks)
 from nodeguard.attacks.apgd_rand import APGDRandOptions, RandomTolerance
 from nodeguard.attacks.blend import BlendOptions
 from nodeguard.attacks.cw import CarliniWagnerL2, CWOptions
 from nodeguard.attacks.eot_cw import EOTCarliniWagnerL2, EOTCWOptions, ToleranceDraws
+from nodeguard.attacks.fmn import FastMinimumNormL2, FMNOptions
 from nodeguard.attacks.pgd import PGDOptions
 from nodeguard.attacks.pinned import PinnedTolerance, classification_margin
 from nodeguard.attacks.spec import ATTACKS, AttackSpec
@@ -22,6 +23,8 @@ __all__ = [
     "CarliniWagnerL2",
     "EOTCWOptions",
     "EOTCarliniWagnerL2",
+    "FMNOptions",
+    "FastMinimumNormL2",
     "PGDOptions",
     "PinnedTolerance",
     "RandomTolerance",

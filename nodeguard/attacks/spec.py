@@ -29,7 +29,7 @@ class AttackSpec:
     """What the attack stage needs to know about one attack.
 
     Attributes:
-        name: the registered name ("cw", "eot-cw", "apgd-rand", "pgd", "blend").
+        name: the registered name ("cw", "fmn", "eot-cw", "apgd-rand", "pgd", "blend").
         version: the algorithm's version, part of every attack set's key.
         options: the dataclass of the attack's own settings (checked in its ``__post_init__``).
         run: ``run(model, options, images, labels, seed)``: ``model`` solves each image
@@ -87,8 +87,8 @@ class AttackSpec:
         return asdict(self.build_options(overrides))
 
 
-# Every attack by name ("cw", "eot-cw", "apgd-rand", "pgd", "blend" once nodeguard.attacks is
-# imported); ``ATTACKS.get(name)`` raises ConfigError naming the valid ones for an unknown name.
+# Every attack by name ("cw", "fmn", "eot-cw", "apgd-rand", "pgd", "blend" once nodeguard.attacks
+# is imported); ``ATTACKS.get(name)`` raises ConfigError naming the valid ones for an unknown name.
 ATTACKS: Catalog[AttackSpec] = Catalog("attack")
 
 

@@ -1,4 +1,4 @@
-"""`nodeguard attack cw|eot-cw|apgd-rand|pgd|blend`."""
+"""`nodeguard attack cw|fmn|eot-cw|apgd-rand|pgd|blend`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from nodeguard.attacks import ATTACKS, CWOptions, EOTCWOptions, PGDOptions
+from nodeguard.attacks import ATTACKS, CWOptions, EOTCWOptions, FMNOptions, PGDOptions
 from nodeguard.attacks.pgd import DEFAULT_EPS
 from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption, ThreadsOption
 from nodeguard.cli._output import Output
@@ -18,7 +18,7 @@ from nodeguard.stages.attack_sets import AttackReport, AttackSettings
 from nodeguard.storage.registry import Registry
 
 defaults = AttackSettings()
-CW, EOT, PGD = CWOptions(), EOTCWOptions(), PGDOptions()
+CW, EOT, PGD, FMN = CWOptions(), EOTCWOptions(), PGDOptions(), FMNOptions()
 
 
 def attack(
@@ -34,7 +34,10 @@ def attack(
     ] = defaults.only_correct,
     batch_size: Annotated[int, typer.Option("--batch-size")] = defaults.batch_size,
     steps: Annotated[
-        int | None, typer.Option("--steps", help=f"Steps per search (cw: {CW.steps}) or PGD steps ({PGD.steps}).")
+        int | None,
+        typer.Option(
+            "--steps", help=f"cw: steps per search ({CW.steps}); fmn: steps ({FMN.steps}); pgd: steps ({PGD.steps})."
+        ),
     ] = None,
     binary_steps: Annotated[
         int | None, typer.Option("--binary-steps", help=f"cw: searches over c ({CW.binary_steps}).")
@@ -44,7 +47,13 @@ def attack(
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", help=f"cw: Adam learning rate ({CW.lr:g}).")] = None,
     kappa: Annotated[
-        float | None, typer.Option("--kappa", help=f"cw, eot-cw, blend: confidence ({CW.kappa:g}).")
+        float | None, typer.Option("--kappa", help=f"cw, fmn, eot-cw, blend: confidence ({CW.kappa:g}).")
+    ] = None,
+    alpha_init: Annotated[
+        float | None, typer.Option("--alpha-init", help=f"fmn: first L2 step length ({FMN.alpha_init:g}).")
+    ] = None,
+    gamma_init: Annotated[
+        float | None, typer.Option("--gamma-init", help=f"fmn: first relative radius change ({FMN.gamma_init:g}).")
     ] = None,
     draws: Annotated[
         int | None, typer.Option("--draws", help=f"eot-cw: tolerance draws per step ({EOT.draws}).")
@@ -92,6 +101,8 @@ def attack(
         initial_const=initial_const,
         lr=lr,
         kappa=kappa,
+        alpha_init=alpha_init,
+        gamma_init=gamma_init,
         draws=draws,
         tol_low=tol_low,
         tol_high=tol_high,

@@ -32,16 +32,18 @@ VOTES_DEFAULT = ",".join(str(votes) for votes in ROC.votes)
 def roc(
     model: ModelOption = None,
     votes: Annotated[str, typer.Option("--votes", help="Numbers of votes V, one curve each.")] = VOTES_DEFAULT,
-    count: Annotated[int, typer.Option("--count", help="Pristine test images (CW attacked at tol_train).")] = ROC.count,
+    count: Annotated[int, typer.Option("--count", help="Pristine test images (attacked at tol_train).")] = ROC.count,
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
     seed: DefenseSeedOption = ROC.seed,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the ROC picture to this PNG file.")] = None,
     attack: Annotated[
-        str, typer.Option("--attack", help="Attack whose adversarials are the negatives: cw, eot-cw or blend.")
+        str, typer.Option("--attack", help="Attack whose adversarials are the negatives: cw, fmn, eot-cw or blend.")
     ] = ROC.attack,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Confidence of the attack (default 0).")] = None,
     draws: Annotated[int | None, typer.Option("--draws", help="eot-cw: tolerance draws per step (4).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="CW steps per search, if the attack must run.")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="cw: steps per search; fmn: steps (if the attack must run).")
+    ] = None,
     binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="CW searches over c.")] = None,
     batch_size: PairBatchOption = ROC.batch_size,
     device: DeviceOption = "auto",
@@ -50,8 +52,9 @@ def roc(
 ) -> None:
     """ROC curves of tolerance randomization: pristine images against their adversarials.
 
-    Uses the model's attack set (cw by default; eot-cw, the attacker who knows the
-    defense's range) made at tol_attack = tol_train, running the attack if there is none;
+    Uses the model's attack set (cw by default; fmn, the faster minimal-norm attack;
+    eot-cw, the attacker who knows the defense's range) made at tol_attack = tol_train,
+    running the attack if there is none;
     votes are cached, so re-plotting is instant.
     """
     low, high = parse_tol_range(tol_range)

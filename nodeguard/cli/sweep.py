@@ -36,7 +36,7 @@ def sweep(
     ] = None,
     tols: Annotated[str, typer.Option("--tols", help="Tolerances tau, comma separated.")] = TOLS_DEFAULT,
     baseline: Annotated[str | None, typer.Option("--baseline", help="A ResNet model for the reference column.")] = None,
-    attack: Annotated[str | None, typer.Option("--attack", help="Also attack at each tau: cw or pgd.")] = None,
+    attack: Annotated[str | None, typer.Option("--attack", help="Also attack at each tau: cw, fmn, pgd, ...")] = None,
     count: Annotated[int, typer.Option("--count", help="Images attacked per cell.")] = SWEEP.count,
     tol_attack: Annotated[
         str | None,

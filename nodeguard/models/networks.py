@@ -13,7 +13,7 @@ stages need only this module, never the training code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from nodeguard.data.datasets import dataset_info
 from nodeguard.errors import ConfigError, SolverError
 from nodeguard.models.layers import Normalize, ODEFunc, ResBlock, classifier_head, downsampling
 from nodeguard.models.solver import MAX_STEPS, solve_per_sample
+from nodeguard.runtime.compiler import CompiledFunction, compile_requested
 
 DEFAULT_SOLVER = "dopri5"
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's, with a step budget
@@ -47,6 +48,22 @@ class ODEBlock(nn.Module):
         self.t_end = float(t_end)
         self.last_nfe = 0
         self._calls = 0
+
+    def per_sample_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """What the per-sample solver calls: ``func``, or (``NODEGUARD_COMPILE=1``) its
+        :class:`~nodeguard.runtime.compiler.CompiledFunction`, made once per block and
+        left out of copies and pickles of the block."""
+        if not compile_requested():
+            return self.func
+        wrapper = self.__dict__.get("_compiled_function")
+        if wrapper is None or wrapper.func is not self.func:
+            wrapper = self.__dict__["_compiled_function"] = CompiledFunction(self.func)
+        return wrapper
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_compiled_function", None)  # compiled code is neither copied nor pickled
+        return state
 
     def _counted(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         self._calls += 1
@@ -247,7 +264,7 @@ class ComposedODENet(ImageClassifier):
             raise ConfigError(
                 f"per-sample solving implements {PER_SAMPLE_SOLVER} only; this model uses {self.odeblock.method!r}"
             )
-        solution = solve_per_sample(self.odeblock.func, h, tols, t_end=self.odeblock.t_end)
+        solution = solve_per_sample(self.odeblock.per_sample_function(), h, tols, t_end=self.odeblock.t_end)
         return self.head(solution.y1), solution.nfe
 
 

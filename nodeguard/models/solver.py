@@ -79,7 +79,7 @@ def _time_for(func_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _expand(func_t.to(y.dtype), y)
 
 
-def _initial_step(func, t0, y0, f0, tol, nfe, index) -> torch.Tensor:
+def _initial_step(func, t0, y0, f0, tol) -> torch.Tensor:
     """torchdiffeq's _select_initial_step, per sample (order 4 for dopri5's embedded pair)."""
     scale = _expand(tol.to(y0.dtype), y0) + y0.abs() * _expand(tol.to(y0.dtype), y0)
     d0 = _rms(y0 / scale)
@@ -88,7 +88,6 @@ def _initial_step(func, t0, y0, f0, tol, nfe, index) -> torch.Tensor:
     h0 = torch.where(small, torch.full_like(d0, 1e-6), 0.01 * d0 / torch.where(small, torch.ones_like(d1), d1)).abs()
     y1 = y0 + _expand(h0, y0) * f0
     f1 = func(_time_for(t0 + h0.to(torch.float64), y0), y1)
-    nfe[index] += 1
     d2 = (_rms((f1 - f0) / scale) / h0).abs()
     largest = torch.maximum(d1, d2)
     tiny = largest <= 1e-15
@@ -128,10 +127,13 @@ def solve_per_sample(
     through the initial step selection and the time points it sets (stage times and the
     final interpolation), but not through the later step-size control, which torchdiffeq
     computes under ``no_grad``; the step that passes t=T is stitched through nextafter as
-    torchdiffeq does. All writes are out of place.
+    torchdiffeq does. All writes to tensors that carry a gradient are out of place.
 
     The method is dopri5 (Dormand & Prince 1980), the adaptive solver of Neural ODEs
-    (Chen et al., NeurIPS 2018) as torchdiffeq 0.2.x implements it.
+    (Chen et al., NeurIPS 2018) as torchdiffeq 0.2.x implements it. Where the time goes
+    (see ``benches/solver.py``): the function evaluations; the solver's own work per step
+    is one weighted sum of the stages per stage and one for the error estimate, the error
+    norm without gradient, and the interpolation only for the samples that pass T.
 
     Args:
         func: the ODE function f(t, y), called with (B, 1, ..., 1) times in ``y0``'s dtype
@@ -159,73 +161,89 @@ def solve_per_sample(
     nfe = torch.zeros(batch, dtype=torch.long, device=device)
     if batch == 0:
         return PerSampleSolution(torch.empty_like(y0), nfe)
-    alpha = _as_float64(ALPHA, dtype, device)
-    betas = [_as_float64(beta, dtype, device) for beta in BETA]
-    c_error = _as_float64(C_ERROR, dtype, device)
-    c_mid = _as_float64(C_MID, dtype, device)
+    # the stage times' fractions, in the state's dtype as torchdiffeq holds them
+    alpha = _as_float64(ALPHA[:-2], dtype, device)
     # T as the state's dtype holds it, as torchdiffeq gets it from ``t.type_as(y0)``
     end = torch.tensor(float(t_end), dtype=dtype, device=device).to(torch.float64)
 
-    all_index = torch.arange(batch, device=device)
     t_start = torch.zeros(batch, dtype=torch.float64, device=device)
     f0 = func(_time_for(t_start, y0), y0)
-    nfe += 1
-    dt = _initial_step(func, t_start, y0, f0, tol, nfe, all_index)
+    dt = _initial_step(func, t_start, y0, f0, tol)
 
-    # per active sample: state y, derivative f, interval [t0, t1] of the latest accepted step
-    index, y, f, t0, t1 = all_index, y0, f0, t_start.clone(), t_start.clone()
-    interp: list[torch.Tensor] = [y0] * 5
+    # per active sample: state y, derivative f, time t1 of the latest accepted step; every
+    # active sample attempts one step per pass, so one that passes T on the a-th pass took
+    # 2 + 6 a function evaluations (f(0), the initial step's probe, six stages a step)
+    index, y, f, t1, tol_active = torch.arange(batch, device=device), y0, f0, t_start, tol
     finished_index: list[torch.Tensor] = []
     finished_y: list[torch.Tensor] = []
-    for _attempt in range(max_steps):
-        if len(index) == 0:
-            break
-        step_dt = dt
-        step_t1 = t1 + step_dt
+    for attempt in range(max_steps):
+        step_t1 = t1 + dt
         if not bool((step_t1 > t1).all()):
-            raise _unmet(tol[index], "its step size underflowed")
-        t1_low, dt_low = t1.to(dtype), step_dt.to(dtype)
-        end_low = step_t1.to(dtype)
+            raise _unmet(tol_active, "its step size underflowed")
+        t1_low, dt_low = t1.to(dtype), dt.to(dtype)
+        # the first four stage times, then (twice) the step's end stitched just below it
+        stage_times = [t1_low + stage_alpha * dt_low for stage_alpha in alpha]
+        stage_times.append(_just_before(step_t1.to(dtype)))
+        stage_times.append(stage_times[-1])
+        dt_state = _expand(dt_low, y)
         stages = [f]
-        dt_shape = _expand(dt_low, f.unsqueeze(-1))
-        for stage_alpha, beta in zip(alpha, betas, strict=True):
-            if float(stage_alpha) == 1.0:
-                stage_t = _just_before(end_low)
-            else:
-                stage_t = t1_low + stage_alpha * dt_low
-            stage_y = y + torch.sum(torch.stack(stages, -1) * (beta * dt_shape), dim=-1).view_as(f)
+        for stage_t, beta in zip(stage_times, BETA, strict=True):
+            stage_y = torch.addcmul(y, _weighted_sum(stages, beta), dt_state)
             stages.append(func(_expand(stage_t, y), stage_y))
-        k = torch.stack(stages, -1)
-        nfe[index] += len(ALPHA)
-        y_new = stage_y
-        f_new = stages[-1]
-        error = torch.sum(k * (c_error * dt_shape), dim=-1)
-        tol_low = _expand(tol[index].to(dtype), y)
-        error_ratio = _rms(error / (tol_low + tol_low * torch.maximum(y.abs(), y_new.abs()))).abs()
+        y_new, f_new = stage_y, stages[-1]
+        error_ratio = _error_ratio(stages, dt_state, y, y_new, tol_active)
         accept = error_ratio <= 1
-
-        mid = y + torch.sum(k * (c_mid * dt_shape), dim=-1).view_as(y)
-        new_interp = _interp_fit(y, y_new, mid, stages[0], stages[-1], _expand(dt_low, y))
-        accept_state = _expand(accept, y)
-        interp = [torch.where(accept_state, new, old) for new, old in zip(new_interp, interp, strict=True)]
-        t0 = torch.where(accept, t1, t0)
-        t1 = torch.where(accept, step_t1, t1)
-        y = torch.where(accept_state, y_new, y)
-        f = torch.where(accept_state, f_new, f)
-        dt = _next_step(step_dt, error_ratio)
-
-        done = t1 >= end
+        dt_next = _next_step(dt, error_ratio)
+        t1_next = torch.where(accept, step_t1, t1)
+        done = accept & (step_t1 >= end)
         if bool(done.any()):
-            x = ((end - t0[done]) / (t1[done] - t0[done])).to(dtype)
-            finished_index.append(index[done])
-            finished_y.append(_interp_evaluate([c[done] for c in interp], _expand(x, y[done])))
-            keep = ~done
-            index, y, f, t0, t1, dt = index[keep], y[keep], f[keep], t0[keep], t1[keep], dt[keep]
-            interp = [c[keep] for c in interp]
-    else:
-        raise _unmet(tol[index], f"it did not reach t={float(t_end):g} within {max_steps} steps")
+            # a sample that passes T does so on an accepted step: interpolate inside it
+            rows = done.nonzero().squeeze(1)
+            x = ((end - t1[rows]) / (step_t1[rows] - t1[rows])).to(dtype)
+            mid = torch.addcmul(y[rows], _weighted_sum([k[rows] for k in stages], C_MID), dt_state[rows])
+            coefficients = _interp_fit(y[rows], y_new[rows], mid, f[rows], f_new[rows], dt_state[rows])
+            finished_index.append(index[rows])
+            finished_y.append(_interp_evaluate(coefficients, _expand(x, y)))
+            nfe[index[rows]] = 2 + len(ALPHA) * (attempt + 1)
+        if bool(accept.all()):
+            y, f = y_new, f_new
+        else:
+            accept_state = _expand(accept, y)
+            y = torch.where(accept_state, y_new, y)
+            f = torch.where(accept_state, f_new, f)
+        t1, dt = t1_next, dt_next
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            index, y, f, t1, dt, tol_active = index[keep], y[keep], f[keep], t1[keep], dt[keep], tol_active[keep]
+            if len(index) == 0:
+                break
+    if len(index) > 0:  # torchdiffeq allows max_steps steps: a sample may finish on the last one
+        raise _unmet(tol_active, f"it did not reach t={float(t_end):g} within {max_steps} steps")
     order = torch.cat(finished_index)
     return PerSampleSolution(torch.cat(finished_y)[torch.argsort(order)], nfe)
+
+
+@torch.no_grad()
+def _error_ratio(stages, dt_state, y, y_new, tol) -> torch.Tensor:
+    """(B,) RMS of the embedded error estimate over rtol * max(|y|, |y_new|) + atol, as torchdiffeq.
+
+    Without gradient: only the accept decision and the next step size depend on it.
+    """
+    error = _weighted_sum(stages, C_ERROR).mul_(dt_state)
+    tol_state = _expand(tol.to(y.dtype), y)
+    scale = torch.maximum(y.abs(), y_new.abs()).mul_(tol_state).add_(tol_state)
+    return _rms(error.div_(scale)).abs()
+
+
+def _weighted_sum(stages: list[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor:
+    """sum_j weights[j] * stages[j] (zero weights skipped), one pass per stage."""
+    total: torch.Tensor | None = None
+    for stage, weight in zip(stages, weights, strict=True):
+        if weight == 0:
+            continue
+        total = stage * weight if total is None else torch.add(total, stage, alpha=weight)
+    assert total is not None
+    return total
 
 
 def _unmet(tolerances: torch.Tensor, what: str) -> SolverError:

@@ -86,8 +86,8 @@ class AttackSettings:
     ``options`` are the attack's own (see its options class), unset ones take its defaults.
 
     Attributes:
-        attack: a registered attack ("cw": Carlini & Wagner 2017; "eot-cw": with EOT,
-            Athalye et al. 2018; "apgd-rand": Croce & Hein 2020; "pgd"; "blend").
+        attack: a registered attack ("cw": Carlini & Wagner 2017; "fmn": Pintor et al. 2021;
+            "eot-cw": with EOT, Athalye et al. 2018; "apgd-rand": Croce & Hein 2020; "pgd"; "blend").
         tol_attack: the solver tolerance (rtol = atol) each image is solved alone at while
             attacked and judged; None means the model's tol_train (> 0).
         count: images to attack, the first of the split (>= 1).
