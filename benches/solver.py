@@ -208,7 +208,8 @@ def main() -> None:
 
     seconds, results = interleaved(candidates, args.repeats)
     ours = seconds["per_sample"]
-    logits = model.head(results["per_sample"].y1)
+    with torch.no_grad():
+        logits = model.head(results["per_sample"].y1)
     forward: dict = {name: {"seconds": statistics.median(times)} for name, times in seconds.items()}
     forward["per_sample"].update(
         mean_nfe=float(reference.nfe.double().mean()),
@@ -218,7 +219,8 @@ def main() -> None:
     forward["convolution_floor"]["gflops_per_s"] = forward_flops / forward["convolution_floor"]["seconds"] / 1e9
     if "torchode" in results:
         theirs = results["torchode"]
-        their_logits = model.head(theirs.ys[:, -1].view(flat_shape))
+        with torch.no_grad():
+            their_logits = model.head(theirs.ys[:, -1].view(flat_shape))
         forward["torchode"].update(
             version=getattr(torchode, "__version__", "1.0.1"),
             mean_nfe=float(theirs.stats["n_f_evals"].double().mean()),

@@ -358,6 +358,6 @@ def test_fmn_from_the_cli(tiny_model):
     data = json.loads(result.stdout)
     assert data["attack"] == "fmn" and data["count"] == 4 and 0 <= data["success_rate"] <= 1
     refused = CliRunner().invoke(app, ["attack", "fmn", "--count", "4", "--gamma-init", "1.5"])
-    assert refused.exit_code == 1 and "--gamma-init must be below 1" in refused.output
+    assert refused.exit_code == 1 and "--gamma-init must be in (0, 1)" in refused.output
     refused = CliRunner().invoke(app, ["attack", "fmn", "--count", "4", "--binary-steps", "2"])
     assert refused.exit_code == 1 and "fmn takes no option binary_steps" in refused.output

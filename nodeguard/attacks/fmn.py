@@ -152,9 +152,8 @@ class FMNOptions:
     def __post_init__(self) -> None:
         require_at_least("steps", self.steps, 1)
         self.alpha_init = require_positive("alpha_init", self.alpha_init)
-        self.gamma_init = require_positive("gamma_init", self.gamma_init)
-        if not self.gamma_init < 1:
-            raise ConfigError(f"`gamma_init` must be below 1, got {self.gamma_init}")
+        if not 0 < self.gamma_init < 1:  # NaN fails too
+            raise ConfigError(f"`gamma_init` must be in (0, 1), got {self.gamma_init}")
         self.kappa = require_non_negative("kappa", self.kappa)
 
 
