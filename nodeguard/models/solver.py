@@ -193,10 +193,10 @@ def solve_per_sample(
         y_new, f_new = stage_y, stages[-1]
         error_ratio = _error_ratio(stages, dt_state, y, y_new, tol_active)
         accept = error_ratio <= 1
-        dt_next = _next_step(dt, error_ratio)
-        t1_next = torch.where(accept, step_t1, t1)
+        dt = _next_step(dt, error_ratio)
         done = accept & (step_t1 >= end)
-        if bool(done.any()):
+        finishing = bool(done.any())
+        if finishing:
             # a sample that passes T does so on an accepted step: interpolate inside it
             rows = done.nonzero().squeeze(1)
             x = ((end - t1[rows]) / (step_t1[rows] - t1[rows])).to(dtype)
@@ -211,8 +211,8 @@ def solve_per_sample(
             accept_state = _expand(accept, y)
             y = torch.where(accept_state, y_new, y)
             f = torch.where(accept_state, f_new, f)
-        t1, dt = t1_next, dt_next
-        if bool(done.any()):
+        t1 = torch.where(accept, step_t1, t1)
+        if finishing:
             keep = (~done).nonzero().squeeze(1)
             index, y, f, t1, dt, tol_active = index[keep], y[keep], f[keep], t1[keep], dt[keep], tol_active[keep]
             if len(index) == 0:
