@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -78,6 +78,9 @@ _EXPORTS: dict[str, str] = {
     "Votes": "nodeguard.defense.randomization",
     "draw_tolerances": "nodeguard.defense.randomization",
     "defend_paths": "nodeguard.defense.files",
+    "SmoothingSettings": "nodeguard.defense.smoothing",
+    "MarginSpread": "nodeguard.defense.spread",
+    "rate_interval": "nodeguard.intervals",
     # stages
     "AttackSettings": "nodeguard.stages.attack_sets",
     "AttackSet": "nodeguard.stages.attack_sets",
@@ -94,6 +97,9 @@ _EXPORTS: dict[str, str] = {
     "SecuritySettings": "nodeguard.stages.security",
     "SecurityRow": "nodeguard.stages.security",
     "run_security": "nodeguard.stages.security",
+    "CertifySettings": "nodeguard.stages.certify",
+    "CertifyReport": "nodeguard.stages.certify",
+    "run_certify": "nodeguard.stages.certify",
     "evaluate_in_memory": "nodeguard.stages.in_memory",
     "InMemoryEvaluation": "nodeguard.stages.in_memory",
 }
@@ -127,6 +133,8 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from nodeguard.data.datasets import Dataset, ImageSplit, load_dataset
     from nodeguard.defense.files import defend_paths
     from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, Votes, draw_tolerances
+    from nodeguard.defense.smoothing import SmoothingSettings
+    from nodeguard.defense.spread import MarginSpread
     from nodeguard.errors import (
         CheckpointRefusedError,
         ConfigError,
@@ -138,6 +146,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         SolverError,
         StorageError,
     )
+    from nodeguard.intervals import rate_interval
     from nodeguard.models.evaluation import classification_margin, logits_alone, margins_alone, predict_per_sample
     from nodeguard.models.importing import RegisteredModel, import_checkpoint, register_ode_classifier
     from nodeguard.models.loading import LoadedModel, load_model
@@ -146,6 +155,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from nodeguard.models.solver import solve_per_sample
     from nodeguard.stages.attack import run_attack
     from nodeguard.stages.attack_sets import AttackReport, AttackSet, AttackSettings, load_attack_set
+    from nodeguard.stages.certify import CertifyReport, CertifySettings, run_certify
     from nodeguard.stages.grid import GridSettings, run_grid
     from nodeguard.stages.in_memory import InMemoryEvaluation, evaluate_in_memory
     from nodeguard.stages.roc import RocCurve, RocSettings, run_roc

@@ -41,6 +41,7 @@ ATTACK_SHARD_KIND = "attack_shard"  # one rank's finished batches of an attack s
 SWEEP_CELL_KIND = "sweep_cell"
 VOTES_KIND = "votes"
 SECURITY_KIND = "security"
+CERTIFY_KIND = "certify"  # randomized smoothing's certificates of a model's test images
 
 # the tag of every torch file nodeguard saves
 FILE_FORMAT = "nodeguard-checkpoint"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from nodeguard.attacks import CarliniWagnerL2, FastMinimumNormL2, PinnedToleranc
 from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
 from nodeguard.stages.attack import classify_alone, run_attack
@@ -89,6 +91,20 @@ ATTACKS_UNDER_TEST = [
 ]
 
 
+def check_success_intervals(report: dict, attack_set=None) -> None:
+    """Each success rate of an attack report holds its point estimate and is the 95%
+    interval of the report's own counts (and of the saved set's, when given)."""
+    for suffix in ("", "_8bit"):
+        successes = report[f"successes{suffix}"]
+        assert isinstance(successes, int) and 0 <= successes <= report["count"]
+        if attack_set is not None:
+            assert successes == int(getattr(attack_set, f"success{suffix}").sum())
+        assert report[f"success_rate{suffix}"] == pytest.approx(successes / report["count"])
+        assert report[f"success_rate{suffix}_ci"] == rate_interval(successes, report["count"])
+        low, high = report[f"success_rate{suffix}_ci"]
+        assert low <= report[f"success_rate{suffix}"] <= high
+
+
 @pytest.mark.parametrize(("attack", "options"), ATTACKS_UNDER_TEST)
 def test_successful_adversarials_are_valid_and_misclassified_at_tol_attack(tiny_model, registry, attack, options):
     report = run_attack(
@@ -100,6 +116,9 @@ def test_successful_adversarials_are_valid_and_misclassified_at_tol_attack(tiny_
     if attack == "blend":
         assert report.success_rate == 1.0 and report.success_rate_8bit == 1.0
     data = load_attack_set(registry, tiny_model, report.set)
+    check_success_intervals(report.to_dict(), data)
+    summary = json.loads((Path(report.path) / "summary.json").read_text())
+    assert summary["success_rate_ci"] == report.success_rate_ci
     adversarial, success, labels = data.adversarial, data.success, data.labels
     assert adversarial.min() >= 0 and adversarial.max() <= 1
     loaded = load_model(tiny_model, device="cpu")
@@ -275,8 +294,13 @@ def test_attack_cli_json(tiny_model):
     for key in ("model", "attack", "tol_attack", "count", "success_rate", "mean_l2", "mean_mse", "seconds", "set"):
         assert key in data
     assert data["model"] == "tiny" and data["tol_attack"] == 1e-3 and 0 <= data["success_rate"] <= 1
+    for key in ("success_rate_ci", "success_rate_8bit_ci", "successes", "successes_8bit"):
+        assert key in data
+    check_success_intervals(data)
     human = CliRunner().invoke(app, ["attack", "cw", "--count", "4", "--steps", "10", "--binary-steps", "1"])
     assert "reused" in human.stdout and "success rate" in human.stdout
+    assert f"success rate {data['success_rate']:.1%} [" in human.stdout
+    assert "intervals: 95% Clopper-Pearson over 4 images" in human.stdout
 
 
 def test_an_image_gets_the_same_logits_and_gradient_alone_and_in_a_batch(tiny_model):

@@ -18,12 +18,28 @@ from nodeguard.defense.randomization import (
     draw_tolerances,
 )
 from nodeguard.errors import ConfigError, NodeguardError
+from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import load_model
 from nodeguard.models.solver import solve_per_sample
 from nodeguard.storage.images import save_png
 from nodeguard.training.train import train_model
 
 runner = CliRunner()
+
+
+def check_verdict_intervals(report: dict) -> None:
+    """The accepted and rejected shares are of the images voted on, each with the 95%
+    interval of its count."""
+    voted = len(report["images"])
+    assert report["accepted"] == sum(image["accepted"] for image in report["images"])
+    for verdict in ("accepted", "rejected"):
+        if voted == 0:
+            assert report[f"{verdict}_rate"] is None and report[f"{verdict}_rate_ci"] is None
+            continue
+        assert report[f"{verdict}_rate"] == report[verdict] / voted
+        assert report[f"{verdict}_rate_ci"] == rate_interval(report[verdict], voted)
+        low, high = report[f"{verdict}_rate_ci"]
+        assert low <= report[f"{verdict}_rate"] <= high
 
 
 def test_image_in_a_mixed_batch_matches_torchdiffeq_alone(tiny_model):
@@ -148,6 +164,7 @@ def test_bad_files_are_reported_and_good_images_classified(tiny_model, image_fol
     assert failed == ["empty.png", "noise.jpg", "text.png", "truncated.png"]
     assert all(error["error"].startswith("cannot read image") for error in report.errors)
     assert report.accepted + report.rejected == 4 and report.unreadable == 4
+    check_verdict_intervals(report.to_dict())
     assert [item["path"].split("/")[-1] for item in report.skipped] == ["notes.txt"]  # listed, with its reason
     for image in report.images:
         assert len(image["votes"]) == 5 and len(image["tols"]) == 5 and 1 <= image["v_agree"] <= 5
@@ -158,6 +175,7 @@ def test_wrong_size_is_refused_unless_resize(tiny_model, tmp_path):
     save_png(big, tmp_path / "big.png")
     report = defend_paths([tmp_path / "big.png"], DefenseSettings(votes=3, vmin=1), device="cpu")
     assert report.images == [] and "set `resize`" in report.errors[0]["error"]
+    check_verdict_intervals(report.to_dict())  # nothing voted on: no share, no interval
     resized = defend_paths([tmp_path / "big.png"], DefenseSettings(votes=3, vmin=1), device="cpu", resize=True)
     assert len(resized.images) == 1 and resized.errors == []
 
@@ -171,12 +189,15 @@ def test_defend_cli_json_table_and_exit_status(tiny_model, image_folder, tmp_pat
     assert {"images", "errors"} <= set(data) and len(data["images"]) == 4 and len(data["errors"]) == 4
     for key in ("path", "prediction", "votes", "v_agree", "accepted", "tols"):
         assert key in data["images"][0]
+    assert {"accepted_rate", "accepted_rate_ci", "rejected_rate", "rejected_rate_ci"} <= set(data)
+    check_verdict_intervals(data)
     # a header, 4 verdicts, 4 unreadable files and the skipped notes.txt
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 1 + 8 + 1
 
     clean = image_folder / "nested"
     human = runner.invoke(app, ["defend", str(clean), "--votes", "5", "--vmin", "3"])
     assert human.exit_code == 0 and "deep.png" in human.stdout and "accepted" in human.stdout
+    assert "intervals: 95% Clopper-Pearson over 1 image" in human.stdout
 
 
 def test_defend_cli_errors_are_one_line(tiny_model, tmp_path):

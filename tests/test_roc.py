@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from nodeguard.cli import app
 from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
 from nodeguard.stages.roc import RocSettings, roc_from_scores, run_roc
@@ -24,12 +26,62 @@ def test_auc_and_operating_points_by_hand():
     curve = roc_from_scores(np.array([5, 5, 4]), np.array([3, 4, 5]), votes=5)
     assert curve.auc == pytest.approx(6.5 / 9)
     by_vmin = {point["vmin"]: point for point in curve.points}
-    assert by_vmin[0] == {"vmin": 0, "tpr": 1.0, "fpr": 1.0}
+    shares = {vmin: (point["tpr"], point["fpr"]) for vmin, point in by_vmin.items()}
+    assert shares[0] == (1.0, 1.0) and shares[5] == (0.0, 0.0)
     assert by_vmin[3]["tpr"] == 1.0 and by_vmin[3]["fpr"] == pytest.approx(2 / 3)
     assert by_vmin[4]["tpr"] == pytest.approx(2 / 3) and by_vmin[4]["fpr"] == pytest.approx(1 / 3)
-    assert by_vmin[5] == {"vmin": 5, "tpr": 0.0, "fpr": 0.0}
+    assert [(p["pristine_accepted"], p["adversarials_accepted"]) for p in curve.points] == [
+        (3, 3),
+        (3, 3),
+        (3, 3),
+        (3, 2),
+        (2, 1),
+        (0, 0),
+    ]
     # at least 90% of pristine accepted only up to v_min = 3, which rejects 1 adversarial in 3
     assert curve.rejected_at_90_accept == pytest.approx(1 / 3) and curve.vmin_at_90_accept == 3
+    assert curve.rejected_at_90_accept_ci == rate_interval(1, 3)
+    # every pristine image accepted: the same point
+    assert curve.rejected_at_100_accept == pytest.approx(1 / 3) and curve.vmin_at_100_accept == 3
+    assert curve.rejected_at_100_accept_ci == rate_interval(1, 3)
+
+
+def check_curve_intervals(curve, pristine: int, adversarial: int) -> None:
+    """Each share of a curve holds its point estimate and is the interval of its own counts:
+    over the pristine images for tpr, over the adversarials for fpr and the rejected shares."""
+    for point in curve["points"]:
+        assert point["tpr"] == pytest.approx(point["pristine_accepted"] / pristine)
+        assert point["fpr"] == pytest.approx(point["adversarials_accepted"] / adversarial)
+        assert point["tpr_ci"] == rate_interval(point["pristine_accepted"], pristine)
+        assert point["fpr_ci"] == rate_interval(point["adversarials_accepted"], adversarial)
+        for share in ("tpr", "fpr"):
+            low, high = point[f"{share}_ci"]
+            assert low <= point[share] <= high
+    by_vmin = {point["vmin"]: point for point in curve["points"]}
+    for level in (90, 95, 100):
+        rejected, vmin = curve[f"rejected_at_{level}_accept"], curve[f"vmin_at_{level}_accept"]
+        if rejected is None:
+            assert vmin is None and curve[f"rejected_at_{level}_accept_ci"] is None
+            continue
+        point = by_vmin[vmin]
+        assert point["tpr"] >= level / 100
+        assert curve[f"rejected_at_{level}_accept_ci"] == rate_interval(
+            adversarial - point["adversarials_accepted"], adversarial
+        )
+        low, high = curve[f"rejected_at_{level}_accept_ci"]
+        assert low <= rejected <= high
+
+
+def test_every_share_of_a_curve_carries_the_interval_of_its_counts():
+    rng = np.random.default_rng(0)
+    for votes in (1, 4, 9):
+        pristine, adversarial = rng.integers(1, votes + 1, 37), rng.integers(1, votes + 1, 23)
+        curve = roc_from_scores(pristine, adversarial, votes)
+        check_curve_intervals(asdict(curve), 37, 23)
+    # only v_min = 0 accepts every pristine image, and it accepts every adversarial too
+    curve = roc_from_scores(np.array([1, 5]), np.array([1, 1]), votes=5)
+    assert curve.vmin_at_100_accept == 0 and curve.rejected_at_100_accept == 0.0
+    assert curve.rejected_at_100_accept_ci == rate_interval(0, 2)
 
 
 def test_perfect_and_useless_detectors():
@@ -51,6 +103,7 @@ def test_roc_runs_the_attack_then_caches_the_votes(tiny_model, tmp_path):
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for curve in first.curves:
         assert 0.0 <= curve.auc <= 1.0 and len(curve.points) == curve.votes + 1
+        check_curve_intervals(asdict(curve), first.pristine, first.adversarial)
 
     again_progress = RecordingProgress()
     again = run_roc(settings, model=tiny_model, device="cpu", progress=again_progress)
@@ -97,8 +150,22 @@ def test_roc_cli_json(tiny_model, tmp_path):
     curve = data["curves"][0]
     for key in ("votes", "auc", "points", "rejected_at_90_accept"):
         assert key in curve
-    assert set(curve["points"][0]) == {"vmin", "tpr", "fpr"}
+    for level in (90, 95, 100):
+        names = (f"rejected_at_{level}_accept", f"rejected_at_{level}_accept_ci", f"vmin_at_{level}_accept")
+        assert set(names) <= set(curve)
+    assert set(curve["points"][0]) == {
+        "vmin",
+        "tpr",
+        "fpr",
+        "tpr_ci",
+        "fpr_ci",
+        "pristine_accepted",
+        "adversarials_accepted",
+    }
+    for curve in data["curves"]:
+        check_curve_intervals(curve, data["pristine"], data["adversarial"])
     human = CliRunner().invoke(app, ["roc", "--votes", "3,5", "--count", "5", "--attack", "blend"])
     assert human.exit_code == 0 and "AUC" in human.stdout
+    assert f"intervals: 95% Clopper-Pearson over {data['adversarial']} adversarial images" in human.stdout
     bad = CliRunner().invoke(app, ["roc", "--votes", "five"])
     assert bad.exit_code == 1 and bad.stderr.startswith("error:")

@@ -12,6 +12,7 @@ from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
 from nodeguard.defense.randomization import draw_tolerances
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
 from nodeguard.stages.attack import run_attack
@@ -73,15 +74,71 @@ def check_report(data: dict, attackers: int) -> None:
         assert all(later <= earlier for earlier, later in zip(values, values[1:], strict=False)), values
 
 
+def check_intervals(data: dict) -> None:
+    """Every rate's interval contains it and is the Clopper–Pearson interval of its own counts."""
+    count = data["count"]
+    for point in data["points"]:
+        assert point["successes"] == round(point["success_rate"] * count)
+        assert point["success_rate_ci"] == rate_interval(point["successes"], count)
+        defended = round(point["defended_success"] * count)
+        assert point["defended_success_ci"] == rate_interval(defended, count)
+        for name in ("success_rate", "rejected", "defended_success"):
+            if point[name] is not None:
+                low, high = point[f"{name}_ci"]
+                assert low <= point[name] <= high
+    for budget in data["curve"]:
+        for name in ("robust_accuracy_defended", "robust_accuracy_undefended"):
+            assert budget[f"{name}_ci"] == rate_interval(round(budget[name] * count), count)
+    low, high = data["pristine_accepted_ci"]
+    assert low <= data["pristine_accepted"] <= high
+
+
+def check_spread(data: dict) -> None:
+    """One spread per image set; its summary agrees with the per-image margins it came from."""
+    labels = ["pristine"] + [point["label"] for point in data["points"]]
+    assert [item["label"] for item in data["spreads"]] == labels
+    for item in data["spreads"]:
+        images = data["spread_images"][item["label"]]
+        assert len(images["low"]) == item["count"] == len(images["high"]) == len(images["reference"])
+        assert all(low <= high for low, high in zip(images["low"], images["high"], strict=True))
+    pristine = data["spreads"][0]
+    assert pristine["count"] == data["count"]
+    minimal = data["minimal_label"]
+    assert minimal == "cw k=0"
+    assert [check["kappa"] for check in data["kappa_checks"]] == [0.0, 0.5]
+    for check in data["kappa_checks"]:
+        assert check["defended_success"] >= 0
+        if check["predicted_survival"] is not None:
+            assert 0 <= check["predicted_survival"] <= 1
+    # the prediction at kappa 0 counts the minimal adversarials whose every draw lowers the margin
+    images = data["spread_images"][minimal]
+    rises = [high - reference for high, reference in zip(images["high"], images["reference"], strict=True)]
+    if rises:
+        assert data["kappa_checks"][0]["predicted_survival"] == pytest.approx(sum(r < 0 for r in rises) / len(rises))
+
+
 def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     args = ["security", "--model", tiny_model, "--count", "6", "--kappas", "0,0.5", "--draws", "2", "--votes", "5"]
     args += ["--steps", "30", "--binary-steps", "3", "--eps", "0,0.5,1,2,4", "--device", "cpu"]
-    args += ["--aa-eps", "1.5", "--aa-steps", "5", "--aa-eot-iter", "2"]
+    args += ["--aa-eps", "1.5", "--aa-steps", "5", "--aa-eot-iter", "2", "--square-queries", "8", "--square-draws", "2"]
+    args += ["--tol-ranges", "1e-6:1", "--certify", "0.25", "--certify-n", "20"]
     result = CliRunner().invoke(app, [*args, "--json", "--plot", str(tmp_path / "security.png")])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    check_report(data, attackers=4)
-    assert [point["attack"] for point in data["points"]] == ["cw", "cw", "eot-cw", "apgd-rand"]
+    check_report(data, attackers=6)
+    assert [point["attack"] for point in data["points"]] == ["cw", "cw", "eot-cw", "apgd-rand", "square", "square"]
+    assert [point["label"] for point in data["points"]][4:] == ["square e=1.5", "square-rand e=1.5 d=2"]
+    check_intervals(data)
+    check_spread(data)
+    assert [item["tol_range"] for item in data["ranges"]] == [[1e-6, 1.0]]
+    assert [row["label"] for row in data["ranges"][0]["rows"]] == [point["label"] for point in data["points"]]
+    # the certified curve covers the very images attacked, read from certificates of the first test images
+    (certified,) = data["certified"]
+    assert certified["count"] == data["count"] == len(data["indices"])
+    test_labels = load_dataset("mnist5k").test.labels
+    assert certified["labels"] == [int(test_labels[index]) for index in data["indices"]]
+    for point in certified["curve"]:
+        assert point["certified_accuracy_ci"] == rate_interval(point["certified"], data["count"])
     assert (tmp_path / "security.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # at eps 0 no adversarial is admitted: the defended model keeps what it accepts correctly
     assert data["curve"][0]["robust_accuracy_undefended"] == 1.0
@@ -98,6 +155,9 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
         votes=5,
         eps=(0, 0.5, 1, 2, 4),
         attack_options=FAST,
+        square_queries=8,
+        square_draws=2,
+        tol_ranges=((1e-6, 1.0),),
     )
     progress = RecordingProgress()
     again = run_security(settings, model=tiny_model, device="cpu", progress=progress)
@@ -110,8 +170,8 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     )
     assert not reseeded.reused
     assert [p.set for p in reseeded.points] == [p["set"] for p in data["points"]]
-    assert sum("reusing it" in message for message in progress.messages) == 4
-    check_report(reseeded.to_dict(), attackers=4)
+    assert sum("reusing it" in message for message in progress.messages) == 6
+    check_report(reseeded.to_dict(), attackers=6)
 
     # roc --attack eot-cw finds the very eot-cw attack set that security made (or, where
     # that set holds no adversarial on this model's floats, says the ROC has no negatives)

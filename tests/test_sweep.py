@@ -8,16 +8,42 @@ from typer.testing import CliRunner
 
 from nodeguard.cli import app
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
 from nodeguard.models.evaluation import predict_per_sample
 from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
-from nodeguard.reporting.tables import to_markdown
+from nodeguard.reporting.tables import table_cells, to_csv, to_markdown
 from nodeguard.stages.attack import run_attack
 from nodeguard.stages.attack_sets import AttackSettings, load_attack_set
 from nodeguard.stages.sweep import SweepSettings, run_sweep
 
 runner = CliRunner()
 FAST_ATTACK = {"steps": 8, "binary_steps": 1}
+COUNTS = {"error": ("errors", "images"), "success_rate": ("successes", "attacked")}
+
+
+def check_intervals(cell: dict) -> None:
+    """Each rate of a sweep row or grid cell holds its point estimate and is the 95%
+    interval of the cell's own counts."""
+    for rate, (count, trials) in COUNTS.items():
+        if rate not in cell:
+            continue
+        assert isinstance(cell[count], int) and isinstance(cell[trials], int)
+        assert cell[rate] == pytest.approx(cell[count] / cell[trials])
+        assert cell[f"{rate}_ci"] == rate_interval(cell[count], cell[trials])
+        low, high = cell[f"{rate}_ci"]
+        assert low <= cell[rate] <= high
+
+
+def strip_counts(registry, model: str) -> int:
+    """Make the model's saved sweep cells look like an earlier nodeguard's: rates, no counts."""
+    stripped = 0
+    for path in (registry.results_dir(model) / "sweep_cell").glob("*/result.json"):
+        saved = json.loads(path.read_text())
+        saved["values"] = {k: v for k, v in saved["values"].items() if k not in ("errors", "successes", "attacked")}
+        path.write_text(json.dumps(saved))
+        stripped += 1
+    return stripped
 
 
 def test_error_rows_match_the_model_at_each_tolerance(tiny_model, registry):
@@ -31,6 +57,8 @@ def test_error_rows_match_the_model_at_each_tolerance(tiny_model, registry):
         predictions, nfe = predict_per_sample(loaded.model, test.float_images(), tol=row["tol"])
         assert row["error"] == pytest.approx(float((predictions != test.labels).float().mean()))
         assert row["nfe"] == pytest.approx(float(nfe.float().mean()))
+        assert row["errors"] == int((predictions != test.labels).sum()) and row["images"] == 40
+        check_intervals(row)
     assert report.rows[0]["nfe"] >= report.rows[1]["nfe"]  # tighter tolerance, at least as many steps
 
 
@@ -43,6 +71,9 @@ def test_attack_columns_use_tau_attack_equal_to_tau_test(tiny_model, registry):
         )
         assert direct.reused and direct.set == row["set"]  # the sweep made exactly this attack set
         assert row["success_rate"] == direct.success_rate and row["mean_l2"] == direct.mean_l2
+        assert row["success_rate_ci"] == direct.success_rate_ci
+        assert (row["successes"], row["attacked"]) == (direct.successes, direct.count)
+        check_intervals(row)
 
 
 def test_decoupled_mode_classifies_one_attack_set_at_each_tau(tiny_model, registry):
@@ -60,7 +91,13 @@ def test_decoupled_mode_classifies_one_attack_set_at_each_tau(tiny_model, regist
         predictions, _ = predict_per_sample(loaded.model, data.adversarial, tol=row["tol"])
         still = data.success & (predictions != data.labels)
         assert row["success_rate"] == pytest.approx(float(still.float().mean()))
+        assert row["successes"] == int(still.sum()) and row["attacked"] == len(data)
+        check_intervals(row)
     assert report.tol_attack == 1e-3
+    # cells saved before the counts were: the counts come back from the rates, the rows are the same
+    assert strip_counts(registry, tiny_model) == 4
+    again = run_sweep(settings, model=tiny_model, device="cpu")
+    assert again.cells_computed == 0 and again.rows == report.rows
 
 
 def test_identical_sweep_recomputes_nothing(tiny_model, registry):
@@ -76,6 +113,20 @@ def test_identical_sweep_recomputes_nothing(tiny_model, registry):
     assert len(cells) == 1  # the attack cell is an attack set, stored as one
     saved = json.loads((cells[0] / "result.json").read_text())
     assert saved["settings"]["cell"] == "error" and saved["settings"]["tol"] == 1e-2
+
+
+def test_tables_show_each_rate_with_its_interval():
+    row = {"tol": 1e-3, "error": 0.025, "error_ci": rate_interval(1, 40), "nfe": 20.0}
+    row |= {"success_rate": 0.75, "success_rate_ci": rate_interval(3, 4), "mean_l2": 1.5}
+    report = {"model": "m", "baseline": None, "rows": [row]}
+    header, body = table_cells(report)
+    assert body[0] == ["error %", "2.5 [0.1, 13.2]"] and body[2] == ["attack success %", "75.0 [19, 99]"]
+    below = table_cells(report, interval_below=True)[1]
+    assert below[0] == ["error %", "2.5\n[0.1, 13.2]"]
+    assert to_markdown(report).splitlines()[2] == "| error % | 2.5 [0.1, 13.2] |"
+    written = next(csv.DictReader(to_csv(report).splitlines()))
+    assert float(written["error_ci_low"]) == pytest.approx(row["error_ci"][0])
+    assert float(written["success_rate_ci_high"]) == pytest.approx(row["success_rate_ci"][1])
 
 
 def test_baseline_column_and_table_layout(tiny_model, registry):
@@ -102,11 +153,14 @@ def test_sweep_cli_json_and_out_files(tiny_model, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [row["tol"] for row in data["rows"]] == [1e-3, 1e-1] and data["baseline"] is None
-    assert {"tol", "error", "nfe"} <= set(data["rows"][0])
+    assert {"tol", "error", "nfe", "error_ci", "errors", "images"} <= set(data["rows"][0])
+    for row in data["rows"]:
+        check_intervals(row)
     rows = list(csv.DictReader((tmp_path / "table.csv").open()))
     assert [float(row["tol"]) for row in rows] == [1e-3, 1e-1]
     human = runner.invoke(app, ["sweep", "--tols", "1e-3", "--test-limit", "10", "--out", str(tmp_path / "t.md")])
     assert human.exit_code == 0 and "reused from cache 1" in human.stdout
+    assert "intervals: 95% Clopper-Pearson over 10 test images (error)" in human.stdout
     assert (tmp_path / "t.md").read_text().startswith("| metric |")
     bad = runner.invoke(app, ["sweep", "--tols", "1e-3,abc"])
     assert bad.exit_code == 1 and bad.stderr.startswith("error:")
@@ -154,6 +208,7 @@ def test_the_grid_has_one_cell_per_model_tau_attack_and_tau_test_and_recomputes_
     assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys))
     assert {c["model"]: c["tol_train"] for c in data["grid"]} == {tiny_model: 1e-3, "loose": 1e-1}
     assert {"model", "tol_train", "tol_attack", "tol_test", "success_rate", "mean_l2"} <= set(data["grid"][0])
+    assert {"success_rate_ci", "successes", "attacked"} <= set(data["grid"][0])
     # 2 models x 2 tau_attack attack sets, each judged at 3 tau_test
     assert data["cells_computed"] == 4 + 12 and data["cells_reused"] == 0
     # each cell is the share of the attack set's images still misclassified at tau_test
@@ -163,9 +218,12 @@ def test_the_grid_has_one_cell_per_model_tau_attack_and_tau_test_and_recomputes_
         predictions, _ = predict_per_sample(loaded.model, attack_set.adversarial, tol=cell["tol_test"])
         fooled = attack_set.success & (predictions != attack_set.labels)
         assert cell["success_rate"] == pytest.approx(float(fooled.float().mean()))
+        assert cell["successes"] == int(fooled.sum()) and cell["attacked"] == len(attack_set)
+        check_intervals(cell)
     picture = (tmp_path / "grid.png").read_bytes()
     assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 10_000
-    assert len(list(csv.DictReader((tmp_path / "grid.csv").open()))) == 12
+    written = list(csv.DictReader((tmp_path / "grid.csv").open()))
+    assert len(written) == 12 and {"success_rate_ci_low", "success_rate_ci_high"} <= set(written[0])
     settings = GridSettings(
         tol_attacks=(1e-3, 1e-1), tols=(1e-4, 1e-2, 1.0), count=3, attack_options={"steps": 8, "binary_steps": 1}
     )
@@ -174,5 +232,6 @@ def test_the_grid_has_one_cell_per_model_tau_attack_and_tau_test_and_recomputes_
     assert [cell["success_rate"] for cell in again.grid] == [cell["success_rate"] for cell in data["grid"]]
     human = runner.invoke(app, [arg for arg in args if arg != "--json"])
     assert human.exit_code == 0 and "tau_attack" in human.stdout and "reused from cache 16" in human.stdout
+    assert "intervals: 95% Clopper-Pearson over" in human.stdout
     both = runner.invoke(app, ["sweep", "--models", "loose", "--model", "loose"])
     assert both.exit_code == 1 and "--models" in both.stderr

@@ -4,7 +4,7 @@ Each attack is one module that registers an :class:`AttackSpec` in :data:`ATTACK
 importing this package registers them all.
 """
 
-from nodeguard.attacks import apgd_rand, blend, cw, eot_cw, fmn, pgd  # noqa: F401  (registers the attacks)
+from nodeguard.attacks import apgd_rand, blend, cw, eot_cw, fmn, pgd, square  # noqa: F401  (registers the attacks)
 from nodeguard.attacks.apgd_rand import APGDRandOptions, RandomTolerance
 from nodeguard.attacks.blend import BlendOptions
 from nodeguard.attacks.cw import CarliniWagnerL2, CWOptions
@@ -13,6 +13,7 @@ from nodeguard.attacks.fmn import FastMinimumNormL2, FMNOptions
 from nodeguard.attacks.pgd import PGDOptions
 from nodeguard.attacks.pinned import PinnedTolerance, classification_margin
 from nodeguard.attacks.spec import ATTACKS, AttackSpec
+from nodeguard.attacks.square import SquareOptions
 
 __all__ = [
     "APGDRandOptions",
@@ -28,6 +29,7 @@ __all__ = [
     "PGDOptions",
     "PinnedTolerance",
     "RandomTolerance",
+    "SquareOptions",
     "ToleranceDraws",
     "classification_margin",
 ]

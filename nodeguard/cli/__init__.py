@@ -10,6 +10,7 @@ from nodeguard import __version__
 from nodeguard.cli import models as models_cli
 from nodeguard.cli._errors import ErrorReportingGroup
 from nodeguard.cli.attack import attack
+from nodeguard.cli.certify import certify
 from nodeguard.cli.defend import defend
 from nodeguard.cli.roc import roc
 from nodeguard.cli.security import security
@@ -48,6 +49,7 @@ app.command("defend")(defend)
 app.command("sweep")(sweep)
 app.command("roc")(roc)
 app.command("security")(security)
+app.command("certify")(certify)
 app.add_typer(models_cli.app, name="models")
 
 

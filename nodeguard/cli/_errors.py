@@ -36,6 +36,8 @@ SETTING_FLAGS = {
     "tol_low": "--tol-range",
     "tol_high": "--tol-range",
     "eot": "--eot",
+    "certify_sigma": "--certify",
+    "tol_ranges": "--tol-ranges",
 }
 SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")
 

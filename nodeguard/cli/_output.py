@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+from nodeguard.intervals import format_interval, format_rate
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.storage.files import display_path, json_text
 
@@ -72,6 +73,14 @@ def plain(message: str) -> str:
     """A message printed as it is: no rich markup read into it (a file named ``[red].png``),
     and bytes of a file name that are not UTF-8 shown as backslash escapes."""
     return escape(display_path(message))
+
+
+def rate_cell(rate: float | None, interval: list[float] | None, spec: str = ".1%", interval_spec: str = ".0%") -> str:
+    """A table cell of a rate over its 95% interval, on two lines (``"93.0%\\n[86%, 97%]"``),
+    so that a table of several rates still fits a terminal; ``"n/a"`` for None."""
+    if rate is None or interval is None:
+        return format_rate(rate, interval, spec, interval_spec)
+    return f"{format(rate, spec)}\n{format_interval(interval, interval_spec)}"
 
 
 class Output:

@@ -1,4 +1,4 @@
-"""`nodeguard attack cw|fmn|eot-cw|apgd-rand|pgd|blend`."""
+"""`nodeguard attack cw|fmn|eot-cw|apgd-rand|square|pgd|blend`."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from nodeguard.attacks import ATTACKS, CWOptions, EOTCWOptions, FMNOptions, PGDOptions
+from nodeguard.attacks import ATTACKS, CWOptions, EOTCWOptions, FMNOptions, PGDOptions, SquareOptions
 from nodeguard.attacks.pgd import DEFAULT_EPS
 from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption, ThreadsOption
 from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_tol_range
+from nodeguard.intervals import INTERVAL_LABEL, format_rate
 from nodeguard.stages.attack import run_attack
 from nodeguard.stages.attack_sets import AttackReport, AttackSettings
 from nodeguard.storage.registry import Registry
 
 defaults = AttackSettings()
-CW, EOT, PGD, FMN = CWOptions(), EOTCWOptions(), PGDOptions(), FMNOptions()
+CW, EOT, PGD, FMN, SQUARE = CWOptions(), EOTCWOptions(), PGDOptions(), FMNOptions(), SquareOptions()
 
 
 def attack(
@@ -56,7 +57,14 @@ def attack(
         float | None, typer.Option("--gamma-init", help=f"fmn: first relative radius change ({FMN.gamma_init:g}).")
     ] = None,
     draws: Annotated[
-        int | None, typer.Option("--draws", help=f"eot-cw: tolerance draws per step ({EOT.draws}).")
+        int | None,
+        typer.Option(
+            "--draws",
+            help=f"eot-cw: tolerance draws per step ({EOT.draws}); square: draws averaged per query (0: tol_attack).",
+        ),
+    ] = None,
+    queries: Annotated[
+        int | None, typer.Option("--queries", help=f"square: queries per image ({SQUARE.queries}).")
     ] = None,
     tol_range: Annotated[
         str | None,
@@ -70,7 +78,8 @@ def attack(
         float | None,
         typer.Option(
             "--eps",
-            help=f"pgd: budget ({DEFAULT_EPS['linf']:g} linf, {DEFAULT_EPS['l2']:g} l2); apgd-rand: L2 budget (1.5).",
+            help=f"pgd: budget ({DEFAULT_EPS['linf']:g} linf, {DEFAULT_EPS['l2']:g} l2); apgd-rand, square: L2 "
+            "budget (1.5).",
         ),
     ] = None,
     seed: SeedOption = defaults.seed,
@@ -107,6 +116,7 @@ def attack(
         tol_low=tol_low,
         tol_high=tol_high,
         eot_iter=eot_iter,
+        queries=queries,
         norm=norm,
         eps=eps,
     )
@@ -128,15 +138,18 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def render(console: Console, report: AttackReport) -> None:
     state = "reused" if report.reused else f"{report.seconds:.0f} s"
+    success = format_rate(report.success_rate, report.success_rate_ci)
+    success_8bit = format_rate(report.success_rate_8bit, report.success_rate_8bit_ci)
     console.print(
         f"{report.attack} on {report.model} at tol_attack {report.tol_attack:g}: {report.count} images ({state})\n"
-        f"  success rate {report.success_rate:.1%}  mean L2 {_fmt(report.mean_l2, '.3f')}  "
+        f"  success rate {success}  mean L2 {_fmt(report.mean_l2, '.3f')}  "
         f"median L2 {_fmt(report.median_l2, '.3f')}  mean MSE {_fmt(report.mean_mse, '.2e')}\n"
-        f"  on the 8-bit grid: success {report.success_rate_8bit:.1%} (kept by rounding {report.kept_by_rounding}, "
+        f"  on the 8-bit grid: success {success_8bit} (kept by rounding {report.kept_by_rounding}, "
         f"by outward rounding {report.kept_by_outward_rounding}, lost {report.lost_on_8bit_grid})\n"
         f"  |margin| at tol_attack, median / 90th percentile: {_fmt(report.median_abs_margin, '.2e')} / "
         f"{_fmt(report.p90_abs_margin, '.2e')}, on the 8-bit grid {_fmt(report.median_abs_margin_8bit, '.2e')} / "
         f"{_fmt(report.p90_abs_margin_8bit, '.2e')}\n"
+        f"  intervals: {INTERVAL_LABEL} over {report.count} images\n"
         f"  set {report.set} in {report.path}"
         + (f"\n  PNG files in {report.exported_to}" if report.exported_to else "")
     )

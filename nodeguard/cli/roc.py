@@ -19,10 +19,11 @@ from nodeguard.cli._options import (
     ThreadsOption,
     TolRangeOption,
 )
-from nodeguard.cli._output import Output
+from nodeguard.cli._output import Output, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.errors import ConfigError
-from nodeguard.stages.roc import RocReport, RocSettings, run_roc
+from nodeguard.intervals import INTERVAL_LABEL
+from nodeguard.stages.roc import RocCurve, RocReport, RocSettings, run_roc
 from nodeguard.storage.registry import Registry
 
 ROC = RocSettings()
@@ -75,30 +76,37 @@ def roc(
     )
 
 
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
+def _rejected(curve: RocCurve, level: int) -> str:
+    """The share of adversarials rejected at an operating point, its interval below it."""
+    return rate_cell(getattr(curve, f"rejected_at_{level}_accept"), getattr(curve, f"rejected_at_{level}_accept_ci"))
 
 
 def render(console: Console, report: RocReport) -> None:
-    table = Table(title=f"{report.model}: {report.pristine} pristine vs {report.adversarial} adversarials")
-    for column in ("V", "AUC", "rejected at 90%", "v_min", "rejected at 95%", "v_min "):
+    table = Table(
+        title=f"{report.model}: {report.pristine} pristine vs {report.adversarial} adversarials",
+        caption=f"intervals: {INTERVAL_LABEL} over {report.adversarial} adversarial images",
+    )
+    columns = ("V", "AUC", "rejected\nat 90%", "v_min", "rejected\nat 95%", "v_min ", "rejected\nat 100%", "v_min  ")
+    for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for curve in report.curves:
         table.add_row(
             str(curve.votes),
             f"{curve.auc:.3f}",
-            _share(curve.rejected_at_90_accept),
+            _rejected(curve, 90),
             str(curve.vmin_at_90_accept),
-            _share(curve.rejected_at_95_accept),
+            _rejected(curve, 95),
             str(curve.vmin_at_95_accept),
+            _rejected(curve, 100),
+            str(curve.vmin_at_100_accept),
         )
     console.print(table)
     margins = "n/a" if report.median_abs_margin_8bit is None else f"{report.median_abs_margin_8bit:.2e}"
     console.print(f"negatives: {report.adversarials_used}; median |margin| {margins}")
     console.print(f"draws: {report.draws}")
     console.print(
-        "rejected at 90% (95%): the largest share of adversarials rejected by a v_min that still accepts "
-        "at least 90% (95%) of pristine images"
+        "rejected at 90% (95%, 100%): the largest share of adversarials rejected by a v_min that still accepts "
+        "at least 90% (95%, all) of pristine images"
     )
     if report.plot:
         console.print(f"ROC picture: {report.plot}")

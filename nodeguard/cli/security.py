@@ -22,6 +22,8 @@ from nodeguard.cli._options import (
 from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import INTERVAL_LABEL, format_rate
+from nodeguard.stages.certify import CertifyReport
 from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
 from nodeguard.storage.registry import Registry
 
@@ -56,6 +58,39 @@ def security(
     eps: Annotated[str, typer.Option("--eps", help="L2 budgets of the robust-accuracy curve.")] = EPS_DEFAULT,
     steps: Annotated[int | None, typer.Option("--steps", help="Steps per search of every attacker.")] = None,
     binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="Searches over c.")] = None,
+    square: Annotated[
+        bool, typer.Option("--square/--no-square", help="Include Square (gradient-free) at each --aa-eps.")
+    ] = SECURITY.square,
+    square_queries: Annotated[
+        int, typer.Option("--square-queries", help="Square: queries per image.")
+    ] = SECURITY.square_queries,
+    square_draws: Annotated[
+        int,
+        typer.Option("--square-draws", help="Square on the randomized model: draws averaged per query (0: none)."),
+    ] = SECURITY.square_draws,
+    tol_ranges: Annotated[
+        str,
+        typer.Option(
+            "--tol-ranges",
+            help="Other defense ranges to judge the same adversarials with, LOW:HIGH separated by commas "
+            "(e.g. 1e-6:1,1e-3:1e-2).",
+        ),
+    ] = "",
+    certify: Annotated[
+        float | None,
+        typer.Option(
+            "--certify", help="Draw randomized smoothing's certified accuracy at this sigma beside the curves."
+        ),
+    ] = None,
+    certify_model: Annotated[
+        str | None,
+        typer.Option(
+            "--certify-model", help="The model smoothed by --certify (default: --model; train one with --noise-sigma)."
+        ),
+    ] = None,
+    certify_n: Annotated[
+        int, typer.Option("--certify-n", help="--certify: CERTIFY's estimation samples per image.")
+    ] = SECURITY.certify_n,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the security picture to this PNG.")] = None,
     batch_size: PairBatchOption = SECURITY.batch_size,
     device: DeviceOption = "auto",
@@ -89,10 +124,32 @@ def security(
         batch_size=batch_size,
         eps=parse_list(eps, float, "--eps", "0.5,1,2"),
         attack_options={"steps": steps, "binary_steps": binary_steps},
+        square=square,
+        square_queries=square_queries,
+        square_draws=square_draws,
+        tol_ranges=parse_tol_ranges(tol_ranges),
+        certify_sigma=certify,
+        certify_model=certify_model,
+        certify_n=certify_n,
     )
     Output(json_output).run(
         run_security, render, settings=settings, model=model, registry=Registry(), device=device, plot=plot
     )
+
+
+def parse_tol_ranges(text: str) -> tuple[tuple[float, float], ...]:
+    """``"1e-6:1,1e-3:1e-2"`` -> ``((1e-06, 1.0), (0.001, 0.01))``; ConfigError when malformed."""
+    ranges = []
+    for part in parse_list(text, str, "--tol-ranges", "1e-6:1,1e-3:1e-2"):
+        bounds = part.split(":")
+        try:
+            low, high = (float(bound) for bound in bounds)
+        except ValueError:
+            raise ConfigError(
+                f"--tol-ranges takes LOW:HIGH pairs separated by commas, like 1e-6:1; got {part!r}"
+            ) from None
+        ranges.append((low, high))
+    return tuple(ranges)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -111,30 +168,99 @@ def render(console: Console, report: SecurityReport) -> None:
             point.label,
             _fmt(point.mean_l2, ".3f"),
             _fmt(point.median_l2, ".3f"),
-            f"{point.success_rate:.1%}",
-            _fmt(point.rejected, ".1%"),
-            f"{point.defended_success:.1%}",
+            format_rate(point.success_rate, point.success_rate_ci, ".0%"),
+            format_rate(point.rejected, point.rejected_ci, ".0%"),
+            format_rate(point.defended_success, point.defended_success_ci, ".0%"),
             _fmt(point.median_abs_margin_8bit, ".1e"),
         )
     console.print(table)
     console.print(
-        f"draws: {report.draws}; pristine accepted {report.pristine_accepted:.1%}, accepted with the right class "
-        f"{report.pristine_accepted_correct:.1%}"
+        f"draws: {report.draws}; pristine accepted "
+        f"{format_rate(report.pristine_accepted, report.pristine_accepted_ci)}, accepted with the right class "
+        f"{format_rate(report.pristine_accepted_correct, report.pristine_accepted_correct_ci)}"
     )
     curve = Table(title="robust accuracy against the L2 budget (best attacker per image)")
-    for column in ("eps", "defended", "undefended"):
+    columns = ["eps", "defended", "undefended"] + [f"certified s={item['sigma']:g}" for item in report.certified]
+    for column in columns:
         curve.add_column(column, justify="right")
+    certified = [CertifyReport.from_dict(item) for item in report.certified]
     for budget in report.curve:
-        curve.add_row(
+        cells = [
             f"{budget.eps:g}",
-            f"{budget.robust_accuracy_defended:.1%}",
-            f"{budget.robust_accuracy_undefended:.1%}",
-        )
+            format_rate(budget.robust_accuracy_defended, budget.robust_accuracy_defended_ci, ".0%"),
+            format_rate(budget.robust_accuracy_undefended, budget.robust_accuracy_undefended_ci, ".0%"),
+        ]
+        for item in certified:
+            at_eps = item.accuracy_at(budget.eps)
+            cells.append(format_rate(at_eps.certified_accuracy, at_eps.certified_accuracy_ci, ".0%"))
+        curve.add_row(*cells)
     console.print(curve)
+    for item in certified:
+        console.print(
+            f"certified: {item.model} smoothed at sigma {item.sigma:g} (Cohen et al. 2019; n0 = {item.n0}, "
+            f"n = {item.n}, alpha = {item.alpha:g}) on the first {item.count} test images; largest certifiable "
+            f"radius {item.max_radius:.2f}"
+        )
+    render_spread(console, report)
     console.print(
         "success: misclassified alone at tol_train (8-bit); rejected: share of those adversarials the defense "
-        "rejects; defended success: misclassified by the vote and accepted, over all attacked images"
+        "rejects; defended success: misclassified by the vote and accepted, over all attacked images; "
+        f"intervals: {INTERVAL_LABEL}; {report.seconds:.0f} s computing"
         + (" (report reused from the cache)" if report.reused else "")
     )
     if report.plot:
         console.print(f"security picture: {report.plot}")
+
+
+def render_spread(console: Console, report: SecurityReport) -> None:
+    """The margin-spread tables: per image set, the kappa check, and the other ranges."""
+    table = Table(title=f"margin spread over the defense's {report.votes} draws (logits; per image set)")
+    for column in ("images", "n", "width med", "width p90", "rise med", "rise p90", "straddle 0", "all wrong"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for item in report.spreads:
+        table.add_row(
+            item.label,
+            str(item.count),
+            _fmt(item.median_width, ".3f"),
+            _fmt(item.p90_width, ".3f"),
+            _fmt(item.median_rise, ".3f"),
+            _fmt(item.p90_rise, ".3f"),
+            format_rate(item.straddling, item.straddling_ci, ".0%"),
+            format_rate(item.all_negative, item.all_negative_ci, ".0%"),
+        )
+    console.print(table)
+    if report.minimal_label is not None:
+        predicted = ", ".join(
+            f"{float(share):.0%} above kappa = {_fmt(value, '.3f')}" for share, value in report.predicted_kappa.items()
+        )
+        console.print(
+            f"from the rises of {report.minimal_label}: an adversarial survives every vote when its confidence "
+            f"exceeds its rise; predicted: {predicted}"
+        )
+        checks = Table(title="the prediction against the CW rows")
+        for column in ("kappa", "predicted: survive every vote", "measured: wrong at every draw", "defended success"):
+            checks.add_column(column, justify="right", no_wrap=True)
+        for check in report.kappa_checks:
+            checks.add_row(
+                f"{check.kappa:g}",
+                _fmt(check.predicted_survival, ".0%"),
+                format_rate(check.survived_every_vote, check.survived_every_vote_ci, ".0%"),
+                format_rate(check.defended_success, check.defended_success_ci, ".0%"),
+            )
+        console.print(checks)
+    for judged in report.ranges:
+        accepted = format_rate(judged.pristine_accepted, judged.pristine_accepted_ci)
+        ranged = Table(
+            title=f"defense range [{judged.tol_range[0]:g}, {judged.tol_range[1]:g}] (V = {report.votes}, "
+            f"v_min = {report.vmin}): pristine accepted {accepted}"
+        )
+        for column in ("attacker", "rejected", "defended", "wrong at every draw"):
+            ranged.add_column(column, justify="right", no_wrap=True)
+        for row in judged.rows:
+            ranged.add_row(
+                row.label,
+                format_rate(row.rejected, row.rejected_ci, ".0%"),
+                format_rate(row.defended_success, row.defended_success_ci, ".0%"),
+                format_rate(row.all_negative, row.all_negative_ci, ".0%"),
+            )
+        console.print(ranged)

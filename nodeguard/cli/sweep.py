@@ -13,6 +13,7 @@ from nodeguard.cli._options import DeviceOption, JsonOption, ModelOption, Thread
 from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_list
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import INTERVAL_LABEL
 from nodeguard.reporting.plots import plot_grid, plot_sweep
 from nodeguard.reporting.tables import grid_table, table_cells, write_grid, write_table
 from nodeguard.runtime.distributed import current_ranks
@@ -112,20 +113,34 @@ def publish(output: Output, data: dict, out: Path | None, plot: Path | None, wri
     output.result(data, lambda console: render_human(console, data))
 
 
+def interval_caption(parts: list[tuple[list[dict], str, str]]) -> str | None:
+    """The table's caption, "intervals: 95% Clopper-Pearson over N images ...": for each
+    (cells, count key, what), the numbers of images behind the rates shown (a range where
+    cells differ); None when no cell carries an interval."""
+    over = []
+    for cells, key, what in parts:
+        counts = sorted({int(cell[key]) for cell in cells if cell.get(key) is not None})
+        if counts:
+            over.append(f"{counts[0] if len(counts) == 1 else f'{counts[0]}-{counts[-1]}'} {what}")
+    return f"intervals: {INTERVAL_LABEL} over {' and '.join(over)}" if over else None
+
+
 def render_grid(console: Console, data: dict) -> None:
     for described in data["models"]:
-        header, body = grid_table(data, described["model"])
+        header, body = grid_table(data, described["model"], interval_below=True)
         title = (
             f"{described['model']} (tau_train {described['tol_train']:g}): {data['attack']} on "
             f"{data['count']} images, success / mean L2"
         )
-        console.print(table_of(title, header, body))
+        cells = [cell for cell in data["grid"] if cell["model"] == described["model"] and cell.get("success_rate_ci")]
+        caption = interval_caption([(cells, "attacked", "attacked images")])
+        console.print(table_of(title, header, body, caption))
     print_footer(console, data, "grid picture")
 
 
-def table_of(title: str, header: list[str], body: list[list[str]]) -> Table:
+def table_of(title: str, header: list[str], body: list[list[str]], caption: str | None = None) -> Table:
     """A rich table: the first column left-aligned, the values right-aligned."""
-    table = Table(title=title)
+    table = Table(title=title, caption=caption)
     for index, name in enumerate(header):
         table.add_column(name, justify="left" if index == 0 else "right", no_wrap=True)
     for row in body:
@@ -145,6 +160,13 @@ def render(console: Console, data: dict) -> None:
         mode = f", {data['attack']} on {data['count']} images " + (
             f"made at tau_attack={data['tol_attack']:g}" if data["tol_attack"] else "at tau_attack = tau"
         )
-    header, body = table_cells(data)
-    console.print(table_of(f"{data['model']}: tau_test across{mode}", header, body))
+    header, body = table_cells(data, interval_below=True)
+    columns = ([data["baseline"]] if data.get("baseline") else []) + data["rows"]
+    caption = interval_caption(
+        [
+            ([c for c in columns if c.get("error_ci")], "images", "test images (error)"),
+            ([c for c in columns if c.get("success_rate_ci")], "attacked", "attacked images (success)"),
+        ]
+    )
+    console.print(table_of(f"{data['model']}: tau_test across{mode}", header, body, caption))
     print_footer(console, data, "tau figure")

@@ -79,6 +79,14 @@ def train(
     ] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", help="Evaluate on the first N test images.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=f"Random seed {_default(CONFIG.seed)}.")] = None,
+    noise_sigma: Annotated[
+        float | None,
+        typer.Option(
+            "--noise-sigma",
+            help="Gaussian noise (pixels in [0, 1]) added to every training image, for randomized smoothing "
+            "(`nodeguard certify`); the default name gets -noise{S}.",
+        ),
+    ] = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Model name (default: {arch}-{dataset}).")] = None,
@@ -109,6 +117,7 @@ def train(
         "train_limit": train_limit,
         "test_limit": test_limit,
         "seed": seed,
+        "noise_sigma": noise_sigma,
     }
     output = Output(json_output)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, vote_in_shares
 from nodeguard.defense.votes import defense_key
+from nodeguard.intervals import rate_with_interval
 from nodeguard.models.loading import load_model
 from nodeguard.progress import SILENT, Progress
 from nodeguard.storage.files import display_path
@@ -19,6 +20,15 @@ from nodeguard.storage.registry import Registry
 
 @dataclass
 class DefendReport:
+    """The verdicts of ``defend_paths``.
+
+    ``accepted`` and ``rejected`` count the images voted on (``len(images)``);
+    ``accepted_rate`` and ``rejected_rate`` are their shares of them, in [0, 1], each with
+    its 95% Clopper-Pearson interval ``[low, high]`` (``accepted_rate_ci``,
+    ``rejected_rate_ci``; :func:`nodeguard.intervals.rate_interval`); all four None when
+    no image was voted on.
+    """
+
     model: str
     votes: int
     vmin: int
@@ -32,6 +42,10 @@ class DefendReport:
     rejected: int = 0
     unreadable: int = 0
     seconds: float = 0.0
+    accepted_rate: float | None = None
+    accepted_rate_ci: list[float] | None = None
+    rejected_rate: float | None = None
+    rejected_rate_ci: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,7 +79,8 @@ def defend_paths(
         A ``DefendReport``: per image (per frame of a file with several) its name,
         prediction, votes, v_agree, verdict and tolerances; the files refused (errors) and
         the files of a folder that are not images (skipped), each with the reason; counts
-        of accepted, rejected and unreadable; seconds.
+        of accepted, rejected and unreadable; the accepted and rejected shares of the
+        images voted on, with their 95% intervals; seconds.
 
     Raises:
         ImageReadError: a path does not exist, or no image file was found.
@@ -110,5 +125,7 @@ def defend_paths(
             )
         report.accepted = int(accepted.sum())
         report.rejected = len(good) - report.accepted
+        report.accepted_rate, report.accepted_rate_ci = rate_with_interval(report.accepted, len(good))
+        report.rejected_rate, report.rejected_rate_ci = rate_with_interval(report.rejected, len(good))
     report.seconds = time.perf_counter() - started
     return report

@@ -101,6 +101,9 @@ class Votes:
         predictions: (N, V) int64, the class of image n solved alone at tolerances[n, v].
         tolerances: (N, V) float64, the drawn tolerances (rtol = atol).
         num_classes: number of classes.
+        logits: (N, V, classes) float32 logits of each vote, or None where they were not
+            kept (votes stored by nodeguard before 0.8.0); the margin-spread diagnostic
+            (:mod:`nodeguard.defense.spread`) reads them.
 
     Every method takes ``votes``: use only the first that many draws (None or 0: all V);
     the first k of V draws are the draws of k.
@@ -109,6 +112,7 @@ class Votes:
     predictions: torch.Tensor
     tolerances: torch.Tensor
     num_classes: int
+    logits: torch.Tensor | None = None
 
     def counts(self, votes: int | None = None) -> torch.Tensor:
         """(N, classes) int64 vote counts over the first ``votes`` draws (all by default)."""
@@ -191,12 +195,35 @@ def classify_at_tolerances(
     progress: Progress = SILENT,
 ) -> torch.Tensor:
     """(N, V) predictions: image n solved at tolerances[n, v], each pair on its own steps."""
+    return logits_at_tolerances(model, images, tolerances, batch_size, progress).argmax(2)
+
+
+@torch.no_grad()
+def logits_at_tolerances(
+    model: ImageClassifier,
+    images: torch.Tensor,
+    tolerances: torch.Tensor,
+    batch_size: int = 512,
+    progress: Progress = SILENT,
+) -> torch.Tensor:
+    """Logits of image n solved alone at tolerances[n, v], each (image, tolerance) pair on its own steps.
+
+    Args:
+        model: an ODE model (put in eval mode).
+        images: (N, C, H, W) float32 in [0, 1].
+        tolerances: (N, V) float64 tolerances (rtol = atol).
+        batch_size: pairs solved together (does not change the logits).
+        progress: receives one task advanced per batch of pairs.
+
+    Returns:
+        (N, V, classes) float32 logits on the CPU.
+    """
     model.eval()
     device = next(model.parameters()).device
     count, votes = tolerances.shape
     pair_image = torch.arange(count).repeat_interleave(votes)
     pair_tol = tolerances.reshape(-1)
-    predictions = torch.empty(count * votes, dtype=torch.long)
+    predictions = torch.empty(count * votes, model.num_classes, dtype=torch.float32)
     features_cache: dict[int, torch.Tensor] = {}
     task = progress.task("voting", math.ceil(count * votes / batch_size))
     for start in range(0, count * votes, batch_size):
@@ -207,12 +234,12 @@ def classify_at_tolerances(
             features_cache.update(zip(needed, computed, strict=True))
         h0 = torch.stack([features_cache[int(i)] for i in chunk_images])
         logits, _nfe = model.classify_features_per_sample(h0, pair_tol[start : start + batch_size].to(device))
-        predictions[start : start + batch_size] = logits.argmax(1).cpu()
+        predictions[start : start + batch_size] = logits.float().cpu()
         for finished in [i for i in features_cache if i < int(chunk_images[-1])]:
             del features_cache[finished]
         task.advance(1)
     task.close()
-    return predictions.view(count, votes)
+    return predictions.view(count, votes, model.num_classes)
 
 
 class ToleranceRandomization:
@@ -265,8 +292,8 @@ class ToleranceRandomization:
         if votes < 1:
             raise ConfigError(f"`votes` must be at least 1, got {votes}")
         tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed, self.key)
-        predictions = classify_at_tolerances(self.model, images, tolerances, s.batch_size, progress)
-        return Votes(predictions, tolerances, self.num_classes)
+        logits = logits_at_tolerances(self.model, images, tolerances, s.batch_size, progress)
+        return Votes(logits.argmax(2), tolerances, self.num_classes, logits)
 
 
 def vote_in_shares(defense: ToleranceRandomization, images: torch.Tensor, progress: Progress = SILENT) -> Votes:
@@ -277,9 +304,10 @@ def vote_in_shares(defense: ToleranceRandomization, images: torch.Tensor, progre
     is solved on its own steps, so the votes do not depend on how the images are split.
     """
 
-    def vote(rows: range) -> tuple[torch.Tensor, torch.Tensor]:
+    def vote(rows: range) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         votes = defense.vote(images[rows.start : rows.stop], progress=progress)
-        return votes.predictions, votes.tolerances
+        assert votes.logits is not None
+        return votes.predictions, votes.tolerances, votes.logits
 
-    predictions, tolerances = map_shares(len(images), vote)
-    return Votes(predictions, tolerances, defense.num_classes)
+    predictions, tolerances, logits = map_shares(len(images), vote)
+    return Votes(predictions, tolerances, defense.num_classes, logits)

@@ -23,6 +23,7 @@ from nodeguard.defense.randomization import (
 )
 from nodeguard.models.loading import LoadedModel
 from nodeguard.progress import SILENT, Progress
+from nodeguard.runtime.distributed import current_ranks
 
 
 def images_digest(images: torch.Tensor) -> str:
@@ -45,6 +46,7 @@ def stored_votes(
     images: torch.Tensor,
     label: str,
     progress: Progress = SILENT,
+    with_logits: bool = False,
 ) -> tuple[Votes, bool]:
     """The defense's votes on ``images``, from the store or computed (in shares, under a
     sharded job) and saved.
@@ -54,6 +56,9 @@ def stored_votes(
         defense: its tolerance range, seed and number of votes V.
         images: (N, C, H, W) float images in [0, 1].
         label: what the images are, for the log only ("pristine", "cw-adversarial").
+        progress: receives log lines and progress.
+        with_logits: the votes' logits are needed (votes stored before 0.8.0 have none:
+            they are solved again and saved with them).
 
     Returns:
         (votes, found): the (N, V) votes, and whether they were found in the store.
@@ -78,11 +83,22 @@ def stored_votes(
 
     def vote() -> dict[str, torch.Tensor]:
         progress.log(f"voting on {len(images)} {label} images with {defense.votes} tolerances each")
-        return {"predictions": vote_in_shares(randomization, images, progress).predictions}
+        votes = vote_in_shares(randomization, images, progress)
+        assert votes.logits is not None
+        return {"predictions": votes.predictions, "logits": votes.logits}
 
     saved, found = stored.tensors_or_compute(vote)
-    if found:
+    if found and with_logits and saved.get("logits") is None:
+        # stored by nodeguard before 0.8.0, which kept the predictions only: solved again
+        # (the same pairs give the same predictions) and saved with the logits
+        progress.log(f"the stored votes on the {len(images)} {label} images lack their logits; solving again")
+        with stored.computing(current_ranks().rank):
+            saved = vote()
+            if current_ranks().is_main:
+                stored.save_tensors(saved)
+        found = False
+    elif found:
         progress.log(f"votes on the {len(images)} {label} images found in the cache; nothing to solve")
     # the tolerances are the image's own draws (reproducible): recomputed, not stored
     tolerances = draw_tolerances(images, defense.votes, defense.tol_low, defense.tol_high, defense.seed, key)
-    return Votes(saved["predictions"], tolerances, randomization.num_classes), found
+    return Votes(saved["predictions"], tolerances, randomization.num_classes, saved.get("logits")), found

@@ -1,4 +1,5 @@
-"""The pictures nodeguard draws: the ROC, the security curve, the tau figure, the decoupling grid.
+"""The pictures nodeguard draws: the ROC, the tau figure, the decoupling grid (the security
+pictures: :mod:`nodeguard.reporting.security_plots`).
 
 Every picture is drawn with matplotlib's Agg backend (no display needed), written as PNG
 to a temporary file and moved into place (:func:`nodeguard.storage.files.atomic_write`),
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nodeguard.intervals import INTERVAL_LABEL, format_interval
 from nodeguard.storage.files import atomic_write
 
 
@@ -31,69 +33,65 @@ def save_png(figure: Any, path: Path, tight: bool = False) -> None:
     plt.close(figure)
 
 
+def interval_errors(values: list[float], intervals: list[list[float] | None], scale: float = 1.0) -> Any:
+    """matplotlib's ``yerr`` (or ``xerr``): a (2, N) array of distances below and above each
+    value to its interval's ends (0 where a value has no interval), times ``scale``."""
+    import numpy as np
+
+    below = [0.0 if ci is None else max(value - ci[0], 0.0) for value, ci in zip(values, intervals, strict=True)]
+    above = [0.0 if ci is None else max(ci[1] - value, 0.0) for value, ci in zip(values, intervals, strict=True)]
+    return np.array([below, above]) * scale
+
+
 def plot_roc(report, path: Path) -> None:
-    """One curve per V with its AUC, the chance line, labelled axes; written as PNG."""
+    """One curve per V with its AUC, the chance line, labelled axes; written as PNG.
+
+    Each curve's operating points (the v_min that rejects most adversarials with 90%, 95%
+    and all of the pristine images accepted) carry their 95% intervals as error bars:
+    across, the share of adversarials accepted (1 - the share rejected); up and down, the
+    share of pristine images accepted. Old reports without intervals draw no bars."""
     plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(5.5, 5), dpi=120)
-    for curve in report.curves:
+    bars = False
+    for index, curve in enumerate(report.curves):
+        color = f"C{index % 10}"
         points = sorted(curve.points, key=lambda p: (p["fpr"], p["tpr"]))
         axes.plot(
             [p["fpr"] for p in points],
             [p["tpr"] for p in points],
             marker="o",
             markersize=3,
+            color=color,
             label=f"V = {curve.votes} (AUC {curve.auc:.3f})",
         )
+        chosen = {curve.vmin_at_90_accept, curve.vmin_at_95_accept, getattr(curve, "vmin_at_100_accept", None)}
+        marked = [p for p in curve.points if p["vmin"] in chosen and p.get("fpr_ci") and p.get("tpr_ci")]
+        if marked:
+            bars = True
+            fpr, tpr = [p["fpr"] for p in marked], [p["tpr"] for p in marked]
+            axes.errorbar(
+                fpr,
+                tpr,
+                xerr=interval_errors(fpr, [p["fpr_ci"] for p in marked]),
+                yerr=interval_errors(tpr, [p["tpr_ci"] for p in marked]),
+                fmt="none",
+                ecolor=color,
+                elinewidth=1,
+                capsize=3,
+                alpha=0.8,
+            )
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     axes.set_xlabel("adversarials accepted (false positive rate)")
     axes.set_ylabel("pristine images accepted (true positive rate)")
-    axes.set_title(
-        f"Tolerance randomization on {report.model}\n{report.pristine} pristine, {report.adversarial} adversarials",
-        fontsize=10,
-    )
+    title = f"Tolerance randomization on {report.model}\n{report.pristine} pristine, {report.adversarial} adversarials"
+    if bars:
+        title += f"\nbars: {INTERVAL_LABEL}, operating points for 90/95/100% accepted"
+    axes.set_title(title, fontsize=9)
     axes.set_xlim(-0.02, 1.02)
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    save_png(figure, path)
-
-
-def plot_security(report, path: Path) -> None:
-    """Left: robust accuracy against the L2 budget, defended and undefended. Right: each
-    attacker's success against the undefended and the defended model, against its mean L2."""
-    plt = pyplot()
-
-    figure, (curve_axes, points_axes) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
-    eps = [point.eps for point in report.curve]
-    curve_axes.plot(
-        eps,
-        [p.robust_accuracy_defended for p in report.curve],
-        marker="o",
-        label=f"defended (V = {report.votes}, v_min = {report.vmin})",
-    )
-    curve_axes.plot(eps, [p.robust_accuracy_undefended for p in report.curve], marker="s", label="undefended")
-    curve_axes.set_xlabel("L2 budget eps")
-    curve_axes.set_ylabel("robust accuracy (best attacker per image)")
-    curve_axes.set_ylim(-0.02, 1.02)
-    curve_axes.grid(alpha=0.3)
-    curve_axes.legend(fontsize=8)
-    curve_axes.set_title(f"{report.model}: {report.count} test digits", fontsize=10)
-
-    for index, point in enumerate(report.points):
-        if point.mean_l2 is None:
-            continue
-        color = f"C{index % 10}"
-        points_axes.scatter(point.mean_l2, point.success_rate, marker="s", color=color, alpha=0.5)
-        points_axes.scatter(point.mean_l2, point.defended_success, marker="o", color=color, label=point.label)
-        points_axes.plot([point.mean_l2] * 2, [point.success_rate, point.defended_success], color=color, alpha=0.4)
-    points_axes.set_xlabel("mean L2 of the adversarials")
-    points_axes.set_ylabel("attack success (square: undefended, dot: defended)")
-    points_axes.set_ylim(-0.02, 1.02)
-    points_axes.grid(alpha=0.3)
-    points_axes.legend(fontsize=7, loc="center right")
-    points_axes.set_title(f"pristine accepted {report.pristine_accepted:.0%}", fontsize=10)
     figure.tight_layout()
     save_png(figure, path)
 
@@ -124,7 +122,9 @@ PANELS = (
 
 def plot_sweep(report: dict[str, Any], path: Path) -> None:
     """One panel per metric the sweep measured (error; with an attack, success and mean
-    L2) against tau on a log axis; the baseline, when there is one, as a horizontal line."""
+    L2) against tau on a log axis; the baseline, when there is one, as a horizontal line.
+    Error and success carry their 95% intervals (``error_ci``, ``success_rate_ci``) as
+    error bars, the baseline's as a band; a report without them draws none."""
     plt = pyplot()
 
     rows = report["rows"]
@@ -134,12 +134,29 @@ def plot_sweep(report: dict[str, Any], path: Path) -> None:
         x_label = "tau (tau_attack = tau_test)" if report.get("attack") else "solver tolerance tau"
     panels = [panel for panel in PANELS if any(row.get(panel[0]) is not None for row in rows)]
     figure, axes_list = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), dpi=120, squeeze=False)
+    bars = False
     for axes, (key, label, scale) in zip(axes_list[0], panels, strict=True):
-        points = [(row["tol"], row[key] * scale) for row in rows if row.get(key) is not None]
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=report["model"])
+        drawn = [row for row in rows if row.get(key) is not None]
+        taus, values = [row["tol"] for row in drawn], [row[key] for row in drawn]
+        intervals = [row.get(f"{key}_ci") for row in drawn]
+        if any(interval is not None for interval in intervals):
+            bars = True
+            axes.errorbar(
+                taus,
+                [value * scale for value in values],
+                yerr=interval_errors(values, intervals, scale),
+                marker="o",
+                capsize=3,
+                label=report["model"],
+            )
+        else:
+            axes.plot(taus, [value * scale for value in values], marker="o", label=report["model"])
         baseline = report.get("baseline") or {}
         if baseline.get(key) is not None:
             axes.axhline(baseline[key] * scale, color="grey", linestyle="--", label=baseline["model"])
+            if baseline.get(f"{key}_ci") is not None:
+                low, high = baseline[f"{key}_ci"]
+                axes.axhspan(low * scale, high * scale, color="grey", alpha=0.15, linewidth=0)
         paper = PAPER.get(PAPER_DATASETS.get(report.get("dataset", ""), ""))
         # the paper's attack column is at tau_attack = tau_test only
         comparable = key == "error" or (key == "success_rate" and not report.get("tol_attack"))
@@ -165,22 +182,25 @@ def plot_sweep(report: dict[str, Any], path: Path) -> None:
         axes.legend(fontsize=8)
     attack = f", {report['attack']} on {report['count']} images" if report.get("attack") else ""
     made_at = f" made at tau_attack = {report['tol_attack']:g}" if report.get("tol_attack") else ""
-    figure.suptitle(f"{report['model']}: the tau table{attack}{made_at}", fontsize=10)
+    note = f"\nbars (baseline: band): {INTERVAL_LABEL} intervals" if bars else ""
+    figure.suptitle(f"{report['model']}: the tau table{attack}{made_at}{note}", fontsize=10)
     figure.tight_layout()
     save_png(figure, path)
 
 
 def plot_grid(report: dict[str, Any], path: Path) -> None:
-    """Attack success (colour and the first number) and mean L2 of the adversarials (the
-    second number) for every (tau_attack, tau_test) cell, one panel per model."""
+    """Attack success (colour and the first number; its 95% interval below it, where the
+    report has one) and mean L2 of the adversarials (the last number) for every
+    (tau_attack, tau_test) cell, one panel per model."""
     plt = pyplot()
     import numpy as np
 
     models = report["models"]
     tol_attacks, tols = report["tol_attacks"], report["tols"]
     width = max(3.2, 0.9 * len(tols) + 1.6)
+    row_height = 0.9 if any(cell.get("success_rate_ci") is not None for cell in report["grid"]) else 0.7
     figure, axes_list = plt.subplots(
-        1, len(models), figsize=(width * len(models), 0.7 * len(tol_attacks) + 2.0), dpi=120, squeeze=False
+        1, len(models), figsize=(width * len(models), row_height * len(tol_attacks) + 2.0), dpi=120, squeeze=False
     )
     image = None
     for axes, described in zip(axes_list[0], models, strict=True):
@@ -189,8 +209,10 @@ def plot_grid(report: dict[str, Any], path: Path) -> None:
         image = axes.imshow(success, vmin=0, vmax=100, cmap="viridis", aspect="auto")
         for row, tol_attack in enumerate(tol_attacks):
             for column, tol_test in enumerate(tols):
-                l2 = cells[(tol_attack, tol_test)]["mean_l2"]
-                text = f"{success[row, column]:.0f}%" + ("" if l2 is None else f"\n{l2:.2f}")
+                cell = cells[(tol_attack, tol_test)]
+                l2, interval = cell["mean_l2"], cell.get("success_rate_ci")
+                text = f"{success[row, column]:.0f}%" + ("" if interval is None else f"\n{format_interval(interval)}")
+                text += "" if l2 is None else f"\n{l2:.2f}"
                 colour = "black" if success[row, column] > 60 else "white"
                 axes.text(column, row, text, ha="center", va="center", fontsize=7, color=colour)
         axes.set_xticks(range(len(tols)), [f"{t:g}" for t in tols], fontsize=8)
@@ -199,5 +221,8 @@ def plot_grid(report: dict[str, Any], path: Path) -> None:
         axes.set_ylabel("tau_attack")
         axes.set_title(f"{described['model']}\n(tau_train = {described['tol_train']:g})", fontsize=9)
     figure.colorbar(image, ax=list(axes_list[0]), label="attack success (%)", shrink=0.9)
-    figure.suptitle(f"{report['attack']} on {report['count']} images: success at tau_test (mean L2 below)", fontsize=10)
+    shown = any(cell.get("success_rate_ci") is not None for cell in report["grid"])
+    below = f"its {INTERVAL_LABEL} interval and mean L2 below" if shown else "mean L2 below"
+    title = f"{report['attack']} on {report['count']} images: success at tau_test ({below})"
+    figure.suptitle(title, fontsize=10, y=1.0, va="bottom")  # above the panel titles (saved with a tight box)
     save_png(figure, path, tight=True)

@@ -1,5 +1,11 @@
 """The sweep table as the papers lay it out (tau across, metrics down) and the decoupling
-grid (one table per model): cells, CSV, Markdown, JSON."""
+grid (one table per model): cells, CSV, Markdown, JSON.
+
+A rate that carries its 95% interval (``X_ci`` beside ``X``) is shown with it, in the
+sweep table in percent as the row's other numbers (``"93.0 [86, 97]"``), in the grid
+``"93% [86%, 97%] / 1.23"``; on one line or (``interval_below``) with the interval on a
+line of its own. The CSV files give its ends as ``X_ci_low`` and ``X_ci_high``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import format_interval, format_rate
 from nodeguard.storage.files import atomic_write_text, json_text
 
 Formatter = Callable[[dict[str, Any]], str]
@@ -32,8 +39,30 @@ METRICS = (
 )
 
 
-def table_cells(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) with one column per tau (and the baseline first), one row per metric."""
+# the rates that carry intervals, and the decimals of their intervals' ends (in percent)
+INTERVAL_DIGITS = {"error": 1, "success_rate": 0}
+
+
+def _percent_cell(rate: float, interval: list[float], digits: int, below: bool) -> str:
+    """A rate and its interval in percent, without the sign (the row says %): "2.2 [1.4, 3.3]"."""
+    low, high = (format(100 * end, f".{digits}f") for end in interval)
+    separator = "\n" if below else " "
+    return f"{_percent(rate)}{separator}[{low}, {high}]"
+
+
+def _flat_intervals(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with each ``X_ci`` also as ``X_ci_low`` and ``X_ci_high`` (for CSV)."""
+    flat = dict(row)
+    for key, value in row.items():
+        if key.endswith("_ci"):
+            flat[f"{key}_low"], flat[f"{key}_high"] = (None, None) if value is None else value
+    return flat
+
+
+def table_cells(report: dict[str, Any], interval_below: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) with one column per tau (and the baseline first), one row per metric;
+    a rate with an interval (``error_ci``, ``success_rate_ci``) shows it beside it, or below
+    it with ``interval_below``."""
     columns: list[dict[str, Any]] = []
     header = ["metric"]
     if report.get("baseline"):
@@ -48,7 +77,11 @@ def table_cells(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             continue
         cells = [label]
         for column in columns:
-            cells.append(fmt(column.get(key)) if key != "nfe" or "tol" in column else "-")
+            rate, interval = column.get(key), column.get(f"{key}_ci")
+            if key in INTERVAL_DIGITS and rate is not None and interval is not None:
+                cells.append(_percent_cell(rate, interval, INTERVAL_DIGITS[key], interval_below))
+            else:
+                cells.append(fmt(rate) if key != "nfe" or "tol" in column else "-")
         body.append(cells)
     return header, body
 
@@ -67,12 +100,13 @@ def to_markdown(report: dict[str, Any]) -> str:
 def to_csv(report: dict[str, Any]) -> str:
     buffer = io.StringIO()
     keys = ["model", "tol", "error", "nfe", "success_rate", "mean_l2", "mean_mse"]
+    keys += ["error_ci_low", "error_ci_high", "success_rate_ci_low", "success_rate_ci_high"]
     writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
     if report.get("baseline"):
-        writer.writerow({**report["baseline"], "tol": ""})
+        writer.writerow(_flat_intervals({**report["baseline"], "tol": ""}))
     for row in report["rows"]:
-        writer.writerow({"model": report["model"], **row})
+        writer.writerow(_flat_intervals({"model": report["model"], **row}))
     return buffer.getvalue()
 
 
@@ -91,10 +125,13 @@ def write_table(report: dict[str, Any], path: Path) -> None:
 
 
 GRID_KEYS = ["model", "tol_train", "tol_attack", "tol_test", "success_rate", "mean_l2"]
+GRID_KEYS += ["success_rate_ci_low", "success_rate_ci_high"]
 
 
-def grid_table(report: dict[str, Any], model: str) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of one model's grid: tau_attack down, tau_test across, "success% / L2" cells."""
+def grid_table(report: dict[str, Any], model: str, interval_below: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of one model's grid: tau_attack down, tau_test across, "success% / L2"
+    cells; a success rate with an interval shows it beside it ("93% [86%, 97%] / 1.23"),
+    or below the cell with ``interval_below``."""
     cells = {(cell["tol_attack"], cell["tol_test"]): cell for cell in report["grid"] if cell["model"] == model}
     header = ["tau_attack \\ tau_test"] + [f"{tol:g}" for tol in report["tols"]]
     body = []
@@ -103,7 +140,13 @@ def grid_table(report: dict[str, Any], model: str) -> tuple[list[str], list[list
         for tol_test in report["tols"]:
             cell = cells[(tol_attack, tol_test)]
             l2 = "-" if cell["mean_l2"] is None else f"{cell['mean_l2']:.2f}"
-            row.append(f"{100 * cell['success_rate']:.0f}% / {l2}")
+            rate, interval = cell["success_rate"], cell.get("success_rate_ci")
+            if interval is None:
+                row.append(f"{100 * rate:.0f}% / {l2}")
+            elif interval_below:
+                row.append(f"{rate:.0%} / {l2}\n{format_interval(interval)}")
+            else:
+                row.append(f"{format_rate(rate, interval, '.0%')} / {l2}")
         body.append(row)
     return header, body
 
@@ -120,7 +163,7 @@ def grid_to_csv(report: dict[str, Any]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=GRID_KEYS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(report["grid"])
+    writer.writerows(_flat_intervals(cell) for cell in report["grid"])
     return buffer.getvalue()
 
 

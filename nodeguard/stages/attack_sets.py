@@ -32,6 +32,7 @@ from nodeguard.attacks.boundary import GridMethod
 from nodeguard.checks import require_seed, require_tol
 from nodeguard.constants import ATTACK_SET_KIND
 from nodeguard.errors import ConfigError, unknown_name_error
+from nodeguard.intervals import rate_interval
 from nodeguard.storage.images import save_png
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import ResultStore, StoredResult
@@ -352,6 +353,11 @@ class AttackReport:
         reused: True when the set was found in the store.
         exported_to: where PNGs were written, if asked.
         settings: the resolved settings.
+        successes: k, the attacked images whose float adversarial succeeds (success_rate = k / count).
+        successes_8bit: the attacked images whose 8-bit adversarial succeeds.
+        success_rate_ci: the 95% Clopper-Pearson interval of ``success_rate``, ``[low, high]``
+            (:func:`nodeguard.intervals.rate_interval` of successes in count; None for no image).
+        success_rate_8bit_ci: the same for ``success_rate_8bit``.
     """
 
     model: str
@@ -377,14 +383,32 @@ class AttackReport:
     reused: bool = False
     exported_to: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    successes: int | None = None
+    successes_8bit: int | None = None
+    success_rate_ci: list[float] | None = None
+    success_rate_8bit_ci: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return intervals_beside_rates(asdict(self))
+
+
+def intervals_beside_rates(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each ``X_ci`` key moved right after its rate ``X`` (for people reading the JSON)."""
+    ordered: dict[str, Any] = {}
+    for key, value in data.items():
+        if key.endswith("_ci") and key[: -len("_ci")] in data:
+            continue
+        ordered[key] = value
+        if f"{key}_ci" in data:
+            ordered[f"{key}_ci"] = data[f"{key}_ci"]
+    return ordered
 
 
 def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: bool) -> AttackReport:
-    """The report of an attack set: success and perturbation, as floats and on the 8-bit grid."""
+    """The report of an attack set: success and perturbation, as floats and on the 8-bit grid;
+    each success rate with its 95% interval over the attacked images."""
     count = len(attack_set)
+    successes, successes_8bit = int(attack_set.success.sum()), int(attack_set.success_8bit.sum())
     success, success_8bit = attack_set.success, attack_set.success_8bit
     l2_8bit = attack_set.l2_8bit()
     method = attack_set.grid_method
@@ -397,10 +421,14 @@ def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: b
         tol_attack=attack_set.settings.tol_attack,
         count=count,
         success_rate=float(success.float().mean()) if count else 0.0,
+        success_rate_ci=rate_interval(successes, count),
+        successes=successes,
         mean_l2=stats["mean_l2"],
         median_l2=stats["median_l2"],
         mean_mse=stats["mean_mse"],
         success_rate_8bit=float(success_8bit.float().mean()) if count else 0.0,
+        success_rate_8bit_ci=rate_interval(successes_8bit, count),
+        successes_8bit=successes_8bit,
         mean_l2_8bit=perturbation_stats(l2_8bit, success_8bit, attack_set.dims)["mean_l2"],
         kept_by_rounding=int((method == GridMethod.ROUNDED).sum()),
         kept_by_outward_rounding=int((method == GridMethod.OUTWARD).sum()),

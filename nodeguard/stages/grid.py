@@ -84,8 +84,9 @@ def run_grid(
 
     Returns:
         A ``GridReport``: per cell the share of attacked images whose adversarial (made at
-        tau_attack) is misclassified alone at tau_test, in [0, 1], and their mean L2
-        (pixels in [0, 1]); counts of cells computed and reused.
+        tau_attack) is misclassified alone at tau_test, in [0, 1] (``successes`` of the
+        ``attacked``, its 95% interval ``success_rate_ci``), and their mean L2 (pixels in
+        [0, 1]); counts of cells computed and reused.
 
     Raises:
         ConfigError: no model, a model named twice, a model without a solver, no image to
@@ -120,8 +121,11 @@ def run_grid(
                         "tol_attack": tol_attack,
                         "tol_test": tol_test,
                         "success_rate": cell["success_rate"],
+                        "success_rate_ci": cell["success_rate_ci"],
                         "mean_l2": cell["mean_l2"],
                         "set": made["set"],
+                        "successes": cell["successes"],
+                        "attacked": cell["attacked"],
                     }
                 )
             task.advance(1)

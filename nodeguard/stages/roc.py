@@ -19,14 +19,15 @@ import numpy as np
 from nodeguard.defense.randomization import DefenseSettings
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.stages.attack import make_attack_set
-from nodeguard.stages.attack_sets import AttackSettings
+from nodeguard.stages.attack_sets import AttackSettings, intervals_beside_rates
 from nodeguard.storage.registry import Registry
 
-ACCEPT_LEVELS = (0.90, 0.95)
+ACCEPT_LEVELS = (0.90, 0.95, 1.0)  # shares of pristine images accepted: the operating points reported
 DEFENSE_DEFAULTS = DefenseSettings()
 
 
@@ -94,29 +95,48 @@ class RocSettings:
 class RocCurve:
     """The ROC of one V: pristine images positive, adversarials negative, score v_agree.
 
+    Every share comes with its 95% Clopper-Pearson interval ``[low, high]``
+    (:func:`nodeguard.intervals.rate_interval`): over the pristine images for what is
+    accepted of them, over the adversarials for what is accepted or rejected of them.
+
     Attributes:
         votes: V.
         auc: area under the ROC curve (scikit-learn), in [0, 1].
         points: one dict per v_min in 0..V: ``vmin``, ``tpr`` (pristine accepted) and
-            ``fpr`` (adversarials accepted), in [0, 1].
+            ``fpr`` (adversarials accepted), in [0, 1]; ``tpr_ci`` and ``fpr_ci``, their
+            intervals; ``pristine_accepted`` and ``adversarials_accepted``, the counts they
+            are shares of (of the report's ``pristine`` and ``adversarial``).
         rejected_at_90_accept: the largest share of adversarials rejected (1 - fpr) with at
             least 90% of the pristine images accepted (None: unreachable).
         vmin_at_90_accept: the v_min of that point.
         rejected_at_95_accept: the same at 95%.
         vmin_at_95_accept: the v_min of that point.
+        rejected_at_90_accept_ci: the interval of ``rejected_at_90_accept`` (None with it).
+        rejected_at_95_accept_ci: the interval of ``rejected_at_95_accept``.
+        rejected_at_100_accept: the largest share of adversarials rejected with every
+            pristine image accepted (v_min = V - 1 when each pristine image gets one class
+            at all its tolerances; None: unreachable).
+        vmin_at_100_accept: the v_min of that point.
+        rejected_at_100_accept_ci: the interval of ``rejected_at_100_accept``.
     """
 
     votes: int
     auc: float
-    points: list[dict[str, float]]
+    points: list[dict[str, Any]]
     rejected_at_90_accept: float | None
     vmin_at_90_accept: int | None
     rejected_at_95_accept: float | None
     vmin_at_95_accept: int | None
+    rejected_at_90_accept_ci: list[float] | None = None
+    rejected_at_95_accept_ci: list[float] | None = None
+    rejected_at_100_accept: float | None = None
+    vmin_at_100_accept: int | None = None
+    rejected_at_100_accept_ci: list[float] | None = None
 
 
 def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -> RocCurve:
-    """ROC and AUC (scikit-learn) of v_agree scores; one point per v_min in 0..V."""
+    """ROC and AUC (scikit-learn) of v_agree scores; one point per v_min in 0..V, each share
+    with its 95% interval (counted over the pristine images, or over the adversarials)."""
     if len(pristine) == 0 or len(adversarial) == 0:
         raise ConfigError("the ROC needs pristine images and at least one successful adversarial")
     from sklearn.metrics import auc, roc_curve  # here: importing scikit-learn takes half a second
@@ -124,20 +144,31 @@ def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -
     labels = np.concatenate([np.ones(len(pristine)), np.zeros(len(adversarial))])
     scores = np.concatenate([pristine, adversarial]).astype(float)
     fpr, tpr, _ = roc_curve(labels, scores)
-    points = []
+    n_pristine, n_adversarial = len(pristine), len(adversarial)
+    points: list[dict[str, Any]] = []
     for vmin in range(votes + 1):
+        pristine_accepted = int(np.count_nonzero(pristine > vmin))
+        adversarials_accepted = int(np.count_nonzero(adversarial > vmin))
         points.append(
             {
                 "vmin": vmin,
                 "tpr": float(np.mean(pristine > vmin)),
+                "tpr_ci": rate_interval(pristine_accepted, n_pristine),
                 "fpr": float(np.mean(adversarial > vmin)),
+                "fpr_ci": rate_interval(adversarials_accepted, n_adversarial),
+                "pristine_accepted": pristine_accepted,
+                "adversarials_accepted": adversarials_accepted,
             }
         )
-    found: dict[float, tuple[float | None, int | None]] = {}
+    found: dict[float, tuple[float | None, int | None, list[float] | None]] = {}
     for level in ACCEPT_LEVELS:
         usable = [p for p in points if p["tpr"] >= level]
         best = max(usable, key=lambda p: (1 - p["fpr"], p["tpr"])) if usable else None
-        found[level] = (1 - best["fpr"], int(best["vmin"])) if best else (None, None)
+        if best is None:
+            found[level] = (None, None, None)
+        else:  # rejected: the adversarials not accepted, counted, not 1 - fpr times the count
+            rejected = n_adversarial - best["adversarials_accepted"]
+            found[level] = (1 - best["fpr"], int(best["vmin"]), rate_interval(rejected, n_adversarial))
     return RocCurve(
         votes=votes,
         auc=float(auc(fpr, tpr)),
@@ -146,6 +177,11 @@ def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -
         vmin_at_90_accept=found[0.90][1],
         rejected_at_95_accept=found[0.95][0],
         vmin_at_95_accept=found[0.95][1],
+        rejected_at_90_accept_ci=found[0.90][2],
+        rejected_at_95_accept_ci=found[0.95][2],
+        rejected_at_100_accept=found[1.0][0],
+        vmin_at_100_accept=found[1.0][1],
+        rejected_at_100_accept_ci=found[1.0][2],
     )
 
 
@@ -166,7 +202,9 @@ class RocReport:
     plot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["curves"] = [intervals_beside_rates(curve) for curve in data["curves"]]
+        return data
 
 
 def run_roc(

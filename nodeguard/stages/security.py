@@ -23,12 +23,27 @@ within eps (an adversarial counts when its L2 is at most eps):
 - undefended (at tol_train): no adversarial within eps is misclassified.
 Both can only fall as eps grows: a larger budget admits more adversarials.
 
+Every rate carries its 95% Clopper–Pearson interval over the images it is a share of
+(``*_ci``, :mod:`nodeguard.intervals`).
+
+The gradient-free check: Square (Andriushchenko et al. 2020, :mod:`nodeguard.attacks.square`)
+at each AutoAttack-rand budget, on the model at tol_train and on the randomized model
+(scores averaged over ``square_draws`` of the attacker's own tolerance draws). If it fools
+digits the gradient attackers at the same budget do not, gradients are masked there.
+
+The margin-spread diagnostic (:mod:`nodeguard.defense.spread`): for the pristine images
+and every attacker's adversarials, the spread of each image's margin over the defense's
+own draws, its summary, and the prediction it makes of the confidence kappa an
+adversarial needs to survive every vote, set beside the CW rows' outcomes. With
+``tol_ranges`` the same attack sets are judged by defenses of other ranges too.
+
 Attack sets and votes come from the result store (made when missing); the report itself
 is stored under all of its settings, so the same request again computes nothing.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,21 +53,28 @@ import torch
 from nodeguard.attacks import ATTACKS, APGDRandOptions
 from nodeguard.checks import require_non_negative, require_positive, require_range
 from nodeguard.constants import SECURITY_KIND
-from nodeguard.defense.randomization import DefenseSettings, Votes
+from nodeguard.defense.randomization import DefenseSettings, Votes, check_tol_range
+from nodeguard.defense.spread import MarginSpread, SpreadSummary, predicted_kappa, predicted_survival, summarize
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
+from nodeguard.models.evaluation import margins_alone
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.stages.attack_sets import AttackSet, AttackSettings
+from nodeguard.stages.certify import CertifySettings
 from nodeguard.storage.registry import Registry
 
 DEFENSE_DEFAULTS = DefenseSettings()
 DEFAULT_KAPPAS = (0.0, 0.05, 0.1, 0.2, 0.5)
 DEFAULT_AUTOATTACK_EPS = (1.0, 1.5, 2.0)
 APGD_DEFAULTS = APGDRandOptions()
+DEFAULT_SQUARE_DRAWS = 2
+SURVIVAL_SHARES = (0.5, 0.9)  # the predicted kappa at which these shares survive every vote
 DEFAULT_EPS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+SECURITY_REPORT_VERSION = 2  # 2: intervals, Square, the margin spread, other ranges
 
 
 @dataclass
@@ -80,6 +102,17 @@ class SecuritySettings:
         batch_size: (image, tolerance) pairs solved together.
         eps: L2 budgets (>= 0) of the robust-accuracy curve.
         attack_options: options for cw and eot-cw (``steps``, ``binary_steps``).
+        square: add Square (gradient-free, Andriushchenko et al. 2020) at each
+            AutoAttack-rand budget.
+        square_queries: its queries per image.
+        square_draws: tolerance draws its randomized version averages per query (0: only
+            the attack on the model at tol_train).
+        tol_ranges: other defense ranges ((low, high) pairs) to judge the same attack
+            sets and spreads with, at the same V and v_min.
+        certify_sigma: the noise of randomized smoothing drawn beside the curves by
+            :func:`run_security` (None: none); not part of the stored report's key.
+        certify_model: the model smoothed (None: the model evaluated).
+        certify_n0, certify_n: CERTIFY's selection and estimation samples (alpha 0.001).
 
     Raises:
         ConfigError: no attacker, a value out of range (count, kappas, eps, accept level,
@@ -103,6 +136,14 @@ class SecuritySettings:
     batch_size: int = DEFENSE_DEFAULTS.batch_size
     eps: tuple[float, ...] = DEFAULT_EPS
     attack_options: dict[str, Any] = field(default_factory=dict)  # steps, binary_steps of cw and eot-cw
+    square: bool = True
+    square_queries: int = 500  # half of `attack square`'s 1000: six Square rows at 100 digits take minutes each
+    square_draws: int = DEFAULT_SQUARE_DRAWS
+    tol_ranges: tuple[tuple[float, float], ...] = ()
+    certify_sigma: float | None = None
+    certify_model: str | None = None
+    certify_n0: int = 100
+    certify_n: int = 1000
 
     def __post_init__(self) -> None:
         self.kappas = tuple(require_non_negative("kappas", kappa) for kappa in self.kappas)
@@ -110,6 +151,10 @@ class SecuritySettings:
         self.eps = tuple(sorted(require_non_negative("eps", eps) for eps in self.eps))
         if self.count < 1:
             raise ConfigError(f"`count` must be at least 1, got {self.count}")
+        if self.square_queries < 1:
+            raise ConfigError(f"`square_queries` must be at least 1, got {self.square_queries}")
+        if self.square_draws < 0:
+            raise ConfigError(f"`square_draws` must be at least 0, got {self.square_draws}")
         if not self.kappas and not self.eot and not self.autoattack_eps:
             raise ConfigError("no attacker: give `kappas` or `autoattack_eps`, or keep `eot`")
         if not self.eps:
@@ -117,6 +162,15 @@ class SecuritySettings:
         self.accept_level = require_range("accept_level", self.accept_level, 0.0, 1.0, low_open=True)
         self.attack_options = {k: v for k, v in self.attack_options.items() if v is not None}
         self.defense(self.vmin or 0)  # checks votes, v_min and the range
+        self.tol_ranges = tuple((float(low), float(high)) for low, high in self.tol_ranges)
+        for low, high in self.tol_ranges:
+            try:
+                check_tol_range(low, high)
+            except ConfigError as error:
+                raise ConfigError(f"`tol_ranges`: {low:g}:{high:g} is not a range of tolerances ({error})") from None
+        if self.certify_sigma is not None:
+            self.certify_sigma = require_positive("certify_sigma", self.certify_sigma)
+            CertifySettings(sigma=self.certify_sigma, n0=self.certify_n0, n=self.certify_n)  # checks n0 and n
         for attack in self.attackers():
             attack.settings  # noqa: B018  (unknown or bad options fail before anything runs)
 
@@ -159,12 +213,38 @@ class SecuritySettings:
                 "tol_high": self.tol_high,
             }
             chosen.append(Attacker(f"apgd-rand e={eps:g}", "apgd-rand", 0.0, self.count, options))
+        if self.square:
+            for draws in sorted({0, self.square_draws}):
+                for eps in self.autoattack_eps:
+                    options = {
+                        "eps": eps,
+                        "queries": self.square_queries,
+                        "draws": draws,
+                        "tol_low": self.tol_low,
+                        "tol_high": self.tol_high,
+                    }
+                    label = f"square e={eps:g}" if draws == 0 else f"square-rand e={eps:g} d={draws}"
+                    chosen.append(Attacker(label, "square", 0.0, self.count, options))
         return chosen
 
+    def defense_for(self, vmin: int, tol_range: tuple[float, float]) -> DefenseSettings:
+        """The defense at (``votes``, ``vmin``) over another tolerance range."""
+        return DefenseSettings(
+            votes=self.votes,
+            vmin=vmin,
+            tol_low=tol_range[0],
+            tol_high=tol_range[1],
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )
+
     def identity(self) -> dict[str, Any]:
-        """What the stored report is keyed by: the settings and each attack's algorithm version."""
+        """What the stored report is keyed by: the settings and each attack's algorithm version
+        (the certified curve is not part of it: it is its own stored result)."""
         versions = {attacker.attack: ATTACKS.get(attacker.attack).version for attacker in self.attackers()}
-        return {**asdict(self), "attack_versions": versions}
+        values = asdict(self)
+        del values["certify_sigma"], values["certify_model"], values["certify_n0"], values["certify_n"]
+        return {**values, "attack_versions": versions, "report_version": SECURITY_REPORT_VERSION}
 
 
 @dataclass(frozen=True)
@@ -197,6 +277,9 @@ class SecurityRow:
         defended_success: share of attacked images whose adversarial the vote misclassifies
             and accepts.
         median_abs_margin_8bit: median |margin| of the successful 8-bit adversarials (logit units).
+        successes: adversarials that fool the undefended model (the count behind success_rate).
+        success_rate_ci, rejected_ci, defended_success_ci: 95% Clopper–Pearson intervals
+            (over the attacked images; ``rejected`` over the successful adversarials).
     """
 
     attack: str
@@ -210,6 +293,10 @@ class SecurityRow:
     rejected: float | None
     defended_success: float
     median_abs_margin_8bit: float | None
+    successes: int = 0
+    success_rate_ci: list[float] | None = None
+    rejected_ci: list[float] | None = None
+    defended_success_ci: list[float] | None = None
 
 
 @dataclass
@@ -219,6 +306,70 @@ class RobustAccuracy:
     eps: float  # the L2 budget (pixels in [0, 1])
     robust_accuracy_defended: float  # accepted with the right class and not fooled within eps
     robust_accuracy_undefended: float  # not misclassified by any adversarial within eps
+    robust_accuracy_defended_ci: list[float] | None = None  # 95% Clopper–Pearson over the images
+    robust_accuracy_undefended_ci: list[float] | None = None
+
+
+@dataclass
+class RangeRow:
+    """One attacker judged by the defense over one tolerance range (rates in [0, 1]).
+
+    Attributes:
+        label: the attacker.
+        rejected: share of its successful 8-bit adversarials rejected (``_ci``: interval).
+        defended_success: share of attacked images fooled through the vote.
+        all_negative: share of its adversarials misclassified at every draw.
+    """
+
+    label: str
+    rejected: float | None
+    rejected_ci: list[float] | None
+    defended_success: float
+    defended_success_ci: list[float] | None
+    all_negative: float | None
+    all_negative_ci: list[float] | None = None
+
+
+@dataclass
+class RangeReport:
+    """The same attack sets judged by the defense over one tolerance range, at the same V and v_min."""
+
+    tol_range: list[float]
+    pristine_accepted: float
+    pristine_accepted_ci: list[float] | None
+    rows: list[RangeRow]
+    spreads: list[SpreadSummary]
+    predicted_kappa: dict[str, float | None]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RangeReport:
+        return cls(
+            **{
+                **values,
+                "rows": [RangeRow(**row) for row in values["rows"]],
+                "spreads": [SpreadSummary(**item) for item in values["spreads"]],
+            }
+        )
+
+
+@dataclass
+class KappaCheck:
+    """A CW row's outcome beside what the margin spread of the minimal adversarials predicts.
+
+    Attributes:
+        kappa: the CW attacker's confidence.
+        predicted_survival: share of minimal adversarials whose rise is below kappa.
+        survived_every_vote: share of this row's adversarials misclassified at every draw
+            (``_ci``: interval over them).
+        defended_success: this row's end-to-end success against the defended model.
+    """
+
+    kappa: float
+    predicted_survival: float | None
+    survived_every_vote: float | None
+    survived_every_vote_ci: list[float] | None
+    defended_success: float
+    defended_success_ci: list[float] | None = None
 
 
 @dataclass
@@ -235,6 +386,19 @@ class SecurityReport:
     points: list[SecurityRow]
     curve: list[RobustAccuracy]
     draws: str = ""  # "public seed N" or "secret key ID"
+    pristine_accepted_ci: list[float] | None = None
+    pristine_accepted_correct_ci: list[float] | None = None
+    spreads: list[SpreadSummary] = field(default_factory=list)
+    # per image set (label -> {"low", "high", "reference"}: per-image margins over the draws)
+    spread_images: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    minimal_label: str | None = None  # the CW row whose rises make the predictions
+    predicted_kappa: dict[str, float | None] = field(default_factory=dict)  # share -> kappa
+    kappa_checks: list[KappaCheck] = field(default_factory=list)
+    ranges: list[RangeReport] = field(default_factory=list)
+    seconds: float = 0.0
+    indices: list[int] = field(default_factory=list)  # positions in the test split of the attacked images
+    # CertifyReport.to_dict() of --certify, over the attacked images only
+    certified: list[dict[str, Any]] = field(default_factory=list)
     reused: bool = False
     plot: str | None = None
 
@@ -246,7 +410,12 @@ class SecurityReport:
         """The report from its :meth:`to_dict` (as saved in the result store)."""
         rows = [SecurityRow(**row) for row in values["points"]]
         curve = [RobustAccuracy(**point) for point in values["curve"]]
-        return cls(**{**values, "points": rows, "curve": curve})
+        spreads = [SpreadSummary(**item) for item in values.get("spreads", [])]
+        checks = [KappaCheck(**item) for item in values.get("kappa_checks", [])]
+        ranges = [RangeReport.from_dict(item) for item in values.get("ranges", [])]
+        return cls(
+            **{**values, "points": rows, "curve": curve, "spreads": spreads, "kappa_checks": checks, "ranges": ranges}
+        )
 
 
 def choose_vmin(pristine_v_agree: torch.Tensor, votes: int, accept_level: float) -> int:
@@ -285,6 +454,7 @@ def judge(
     fooled_defended[success.nonzero().squeeze(1)] = wrong & accepted
     successful_l2 = l2_8bit[success]
     margins = attack_set.margin_8bit[success].abs()
+    successes, rejected = int(success.sum()), int((~accepted).sum())
     row = SecurityRow(
         attack=attacker.attack,
         label=attacker.label,
@@ -297,6 +467,10 @@ def judge(
         rejected=float((~accepted).float().mean()) if len(accepted) else None,
         defended_success=float(fooled_defended.float().mean()),
         median_abs_margin_8bit=float(margins.median()) if len(margins) else None,
+        successes=successes,
+        success_rate_ci=rate_interval(successes, count),
+        rejected_ci=rate_interval(rejected, len(accepted)),
+        defended_success_ci=rate_interval(int(fooled_defended.sum()), count),
     )
     return JudgedAttack(row, torch.where(success, l2_8bit, torch.inf), success.clone(), fooled_defended)
 
@@ -313,14 +487,73 @@ def robust_accuracy_curve(
             within = attack.l2 <= eps
             broken_defended |= within & attack.fooled_defended
             broken_undefended |= within & attack.fooled_undefended
+        robust_defended = int((pristine_ok & ~broken_defended).sum())
+        robust_undefended = int((~broken_undefended).sum())
+        count = len(pristine_ok)
         curve.append(
             RobustAccuracy(
                 eps=eps,
-                robust_accuracy_defended=float((pristine_ok & ~broken_defended).float().mean()),
-                robust_accuracy_undefended=float((~broken_undefended).float().mean()),
+                robust_accuracy_defended=robust_defended / count,
+                robust_accuracy_undefended=robust_undefended / count,
+                robust_accuracy_defended_ci=rate_interval(robust_defended, count),
+                robust_accuracy_undefended_ci=rate_interval(robust_undefended, count),
             )
         )
     return curve
+
+
+def adversarial_spread(attack_set: AttackSet, tally: Votes) -> MarginSpread:
+    """The margin spread of an attacker's successful 8-bit adversarials over the defense's draws."""
+    success = attack_set.success_8bit
+    assert tally.logits is not None
+    return MarginSpread.from_logits(tally.logits, attack_set.labels[success], attack_set.margin_8bit[success])
+
+
+def minimal_attacker(judged: list[JudgedAttack]) -> JudgedAttack | None:
+    """The CW row of the smallest confidence (the minimal adversarials), if any."""
+    rows = [item for item in judged if item.row.attack == "cw"]
+    return min(rows, key=lambda item: item.row.kappa) if rows else None
+
+
+def kappa_predictions(
+    judged: list[JudgedAttack], spreads: dict[str, MarginSpread]
+) -> tuple[str | None, dict[str, float | None], list[KappaCheck]]:
+    """The predicted kappa per survival share and each CW row's check, from the minimal CW's rises."""
+    minimal = minimal_attacker(judged)
+    if minimal is None:
+        return None, {}, []
+    rises = spreads[minimal.row.label].rise
+    predicted = {f"{share:g}": predicted_kappa(rises, share) for share in SURVIVAL_SHARES}
+    checks = []
+    for item in judged:
+        if item.row.attack != "cw":
+            continue
+        spread = spreads[item.row.label]
+        survived = int((spread.share_positive == 0).sum())
+        # where this row's adversarials sit at tol_train: -(kappa + slack), a little lower on
+        # the 8-bit grid; the minimal rows' rises are measured from where they sit
+        depth = float(-spread.reference.median()) if len(spread.reference) else item.row.kappa
+        offset = float(-spreads[minimal.row.label].reference.median()) if len(rises) else 0.0
+        checks.append(
+            KappaCheck(
+                kappa=item.row.kappa,
+                predicted_survival=predicted_survival(rises, depth - offset),
+                survived_every_vote=survived / len(spread.reference) if len(spread.reference) else None,
+                survived_every_vote_ci=rate_interval(survived, len(spread.reference)),
+                defended_success=item.row.defended_success,
+                defended_success_ci=item.row.defended_success_ci,
+            )
+        )
+    return minimal.row.label, predicted, checks
+
+
+def spread_lists(spread: MarginSpread) -> dict[str, list[float]]:
+    """Per-image low, high and reference margins, for the report and the picture."""
+    return {
+        "low": [float(v) for v in spread.low],
+        "high": [float(v) for v in spread.high],
+        "reference": [float(v) for v in spread.reference],
+    }
 
 
 def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> SecurityReport:
@@ -335,7 +568,7 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
     for attacker, attack_set, _key in made[1:]:
         if not torch.equal(attack_set.clean, pristine):
             raise ConfigError(f"the attack set of {attacker.label} attacked other images than the first attacker's")
-    pristine_tally, _ = stored_votes(loaded, settings.defense(0), pristine, "pristine", progress)
+    pristine_tally, _ = stored_votes(loaded, settings.defense(0), pristine, "pristine", progress, with_logits=True)
     vmin = (
         settings.vmin
         if settings.vmin is not None
@@ -344,14 +577,26 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
     defense = settings.defense(vmin)
     pristine_accepted = pristine_tally.accepted(vmin)
     pristine_ok = pristine_accepted & (pristine_tally.prediction() == labels)
+    pristine_reference, _ = margins_alone(loaded.model, pristine, labels, tol=None)
+    assert pristine_tally.logits is not None
+    spreads = {"pristine": MarginSpread.from_logits(pristine_tally.logits, labels, pristine_reference)}
     judged = []
     for attacker, attack_set, key in made:
         adversarial = attack_set.successful_8bit_images()
-        votes, _ = stored_votes(loaded, defense, adversarial, f"{attacker.attack}-adversarial", progress)
+        votes, _ = stored_votes(
+            loaded, defense, adversarial, f"{attacker.attack}-adversarial", progress, with_logits=True
+        )
         judged.append(judge(attacker, attack_set, key, votes, defense))
+        spreads[attacker.label] = adversarial_spread(attack_set, votes)
+    minimal_label, predicted, checks = kappa_predictions(judged, spreads)
+    ranges = [
+        judge_range(settings, loaded, made, vmin, pristine, labels, pristine_reference, tol_range, progress)
+        for tol_range in settings.tol_ranges
+    ]
+    count = len(pristine)
     return SecurityReport(
         model=loaded.name,
-        count=len(pristine),
+        count=count,
         votes=settings.votes,
         vmin=vmin,
         vmin_chosen=settings.vmin is None,
@@ -362,6 +607,65 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         draws=defense.draws_label(defense_key(loaded, defense)),
         points=[item.row for item in judged],
         curve=robust_accuracy_curve(judged, pristine_ok, settings.eps),
+        pristine_accepted_ci=rate_interval(int(pristine_accepted.sum()), count),
+        pristine_accepted_correct_ci=rate_interval(int(pristine_ok.sum()), count),
+        spreads=[summarize(label, spread) for label, spread in spreads.items()],
+        spread_images={label: spread_lists(spread) for label, spread in spreads.items()},
+        minimal_label=minimal_label,
+        predicted_kappa=predicted,
+        kappa_checks=checks,
+        ranges=ranges,
+        indices=[int(index) for index in made[0][1].indices],
+    )
+
+
+def judge_range(
+    settings: SecuritySettings,
+    loaded: LoadedModel,
+    made: list[tuple[Attacker, AttackSet, str]],
+    vmin: int,
+    pristine: torch.Tensor,
+    labels: torch.Tensor,
+    pristine_reference: torch.Tensor,
+    tol_range: tuple[float, float],
+    progress: Progress,
+) -> RangeReport:
+    """The same attack sets judged by the defense over ``tol_range`` (same V, v_min and seed)."""
+    defense = settings.defense_for(vmin, tol_range)
+    where = f" (range {tol_range[0]:g}..{tol_range[1]:g})"
+    pristine_tally, _ = stored_votes(loaded, defense, pristine, "pristine" + where, progress, with_logits=True)
+    assert pristine_tally.logits is not None
+    accepted = pristine_tally.accepted(vmin)
+    spreads = {"pristine": MarginSpread.from_logits(pristine_tally.logits, labels, pristine_reference)}
+    judged, rows = [], []
+    for attacker, attack_set, key in made:
+        adversarial = attack_set.successful_8bit_images()
+        label = f"{attacker.attack}-adversarial" + where
+        votes, _ = stored_votes(loaded, defense, adversarial, label, progress, with_logits=True)
+        item = judge(attacker, attack_set, key, votes, defense)
+        judged.append(item)
+        spread = adversarial_spread(attack_set, votes)
+        spreads[attacker.label] = spread
+        survived = int((spread.share_positive == 0).sum())
+        rows.append(
+            RangeRow(
+                label=attacker.label,
+                rejected=item.row.rejected,
+                rejected_ci=item.row.rejected_ci,
+                defended_success=item.row.defended_success,
+                defended_success_ci=item.row.defended_success_ci,
+                all_negative=survived / len(spread.reference) if len(spread.reference) else None,
+                all_negative_ci=rate_interval(survived, len(spread.reference)),
+            )
+        )
+    _label, predicted, _checks = kappa_predictions(judged, spreads)
+    return RangeReport(
+        tol_range=[tol_range[0], tol_range[1]],
+        pristine_accepted=float(accepted.float().mean()),
+        pristine_accepted_ci=rate_interval(int(accepted.sum()), len(accepted)),
+        rows=rows,
+        spreads=[summarize(label, spread) for label, spread in spreads.items()],
+        predicted_kappa=predicted,
     )
 
 
@@ -408,17 +712,42 @@ def run_security(
     defense = settings.defense(settings.vmin or 0)
     identity = {**settings.identity(), "seed": defense.draws_identity(defense_key(loaded, defense))}
     stored = loaded.results().result(SECURITY_KIND, identity, f"security-n{settings.count}")
+    if settings.certify_sigma is not None:  # a wrong name fails now, not after the attacks
+        load_model(settings.certify_model or loaded.name, registry=loaded.registry, device=device)
 
     def compute() -> dict[str, Any]:
+        started = time.perf_counter()
         report = compute_security(settings, loaded, progress)
-        return {key: value for key, value in report.to_dict().items() if key not in ("reused", "plot")}
+        report.seconds = time.perf_counter() - started
+        return {key: value for key, value in report.to_dict().items() if key not in ("reused", "plot", "certified")}
 
     values, reused = stored.json_or_compute(compute)
     if reused:
         progress.log("security report found in the cache; nothing to compute")
-    report = SecurityReport.from_dict({**values, "reused": reused, "plot": None})
+    report = SecurityReport.from_dict({**values, "reused": reused, "plot": None, "certified": []})
+    if settings.certify_sigma is not None:
+        from nodeguard.stages.certify import run_certify
+
+        if not report.indices:
+            raise ConfigError("this stored security report predates --certify; run it again with another setting")
+        certified = run_certify(
+            CertifySettings(
+                sigma=settings.certify_sigma,
+                count=max(report.indices) + 1,
+                n0=settings.certify_n0,
+                n=settings.certify_n,
+                radii=settings.eps,
+            ),
+            model=settings.certify_model or loaded.name,
+            registry=loaded.registry,
+            device=device,
+            progress=progress,
+        )
+        # over the very images the attackers attacked (the first test images the evaluated
+        # model classifies correctly), so that the curves compare
+        report.certified = [certified.subset(report.indices, settings.eps).to_dict()]
     if plot is not None and current_ranks().is_main:
-        from nodeguard.reporting.plots import plot_security
+        from nodeguard.reporting.security_plots import plot_security
 
         plot_security(report, Path(plot))
         report.plot = str(plot)

@@ -9,11 +9,12 @@ from nodeguard.checks import require_count, require_tol, require_tols
 from nodeguard.constants import SWEEP_CELL_KIND
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
 from nodeguard.models.evaluation import predict_sharded
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.attack import make_attack_set
-from nodeguard.stages.attack_sets import AttackSet, AttackSettings, perturbation_stats
+from nodeguard.stages.attack_sets import AttackSet, AttackSettings, intervals_beside_rates, perturbation_stats
 from nodeguard.storage.registry import Registry
 
 DEFAULT_TOLS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -111,6 +112,24 @@ def cached_cell(
     return values
 
 
+def with_interval(cell: dict[str, Any], rate: str, count: str, trials: str) -> dict[str, Any]:
+    """``cell`` with ``rate``'s 95% Clopper-Pearson interval as ``rate_ci``, from the count
+    of images behind it (``cell[count]`` of ``cell[trials]``).
+
+    A cell saved by an earlier nodeguard holds the rate but not its count: the count is
+    then recovered from the rate (k / n rounded back to k, exact for any n a sweep uses).
+    """
+    if cell.get(rate) is None:
+        return intervals_beside_rates({**cell, f"{rate}_ci": None})
+    trials_count = int(cell[trials])
+    successes = cell.get(count)
+    if successes is None:
+        successes = round(float(cell[rate]) * trials_count)
+    return intervals_beside_rates(
+        {**cell, count: int(successes), f"{rate}_ci": rate_interval(int(successes), trials_count)}
+    )
+
+
 def lazy_test_split(loaded: LoadedModel, test_limit: int | None) -> Callable[[], ImageSplit]:
     """The model's test split, loaded on first use only (a fully cached sweep reads no data)."""
     return functools.cache(lambda: loaded.split("test").subset(test_limit))
@@ -123,7 +142,8 @@ def error_cell(
     test_limit: int | None,
     test_split: Callable[[], ImageSplit],
 ) -> dict[str, Any]:
-    """Error and mean NFE per image on the test split at ``tol`` (None: the model has no solver).
+    """Error (with its 95% interval over the ``images``, ``errors`` of them misclassified) and
+    mean NFE per image on the test split at ``tol`` (None: the model has no solver).
 
     ``test_split`` is the model's lazily loaded split (:func:`lazy_test_split`), shared by
     all its cells so the data is read once per model.
@@ -133,13 +153,15 @@ def error_cell(
     def compute() -> dict[str, Any]:
         test = test_split()
         predictions, nfe = predict_sharded(loaded.model, test.float_images(), tol)
+        wrong = predictions != test.labels
         return {
-            "error": float((predictions != test.labels).float().mean()),
+            "error": float(wrong.float().mean()),
             "nfe": float(nfe.float().mean()),
             "images": len(test),
+            "errors": int(wrong.sum()),
         }
 
-    return cached_cell(loaded, counts, settings, compute)
+    return with_interval(cached_cell(loaded, counts, settings, compute), "error", "errors", "images")
 
 
 def attack_cell(
@@ -149,11 +171,19 @@ def attack_cell(
     tol_attack: float | None,
     progress: Progress,
 ) -> tuple[dict[str, Any], AttackSet]:
-    """The attack at ``tol_attack`` (None: the model's tol_train): its cell and its attack set."""
+    """The attack at ``tol_attack`` (None: the model's tol_train): its cell and its attack set.
+
+    The cell's success rate is over the ``attacked`` images, ``successes`` of them, with its
+    95% interval ``success_rate_ci``."""
     attack_set, report = make_attack_set(settings.attack_settings(tol_attack), loaded, progress=progress)
     counts.count(report.reused)
-    cell = {"success_rate": report.success_rate, "mean_l2": report.mean_l2, "mean_mse": report.mean_mse}
-    return {**cell, "set": report.set}, attack_set
+    cell = {
+        "success_rate": report.success_rate,
+        "success_rate_ci": report.success_rate_ci,
+        "mean_l2": report.mean_l2,
+        "mean_mse": report.mean_mse,
+    }
+    return {**cell, "set": report.set, "successes": report.successes, "attacked": report.count}, attack_set
 
 
 def decoupled_cell(
@@ -163,7 +193,8 @@ def decoupled_cell(
     set_key: str,
     tol_test: float,
 ) -> dict[str, Any]:
-    """Share of attacked images whose adversarial (made at tol_attack) is misclassified at ``tol_test``."""
+    """Share of attacked images whose adversarial (made at tol_attack) is misclassified at
+    ``tol_test``: ``successes`` of the ``attacked``, with its 95% interval ``success_rate_ci``."""
     settings = {"cell": "decoupled", "set": set_key, "tol_test": tol_test}
 
     def compute() -> dict[str, Any]:
@@ -174,9 +205,14 @@ def decoupled_cell(
             "success_rate": float(fooled.float().mean()),
             "mean_l2": stats["mean_l2"],
             "mean_mse": stats["mean_mse"],
+            "successes": int(fooled.sum()),
+            "attacked": len(attack_set),
         }
 
-    return cached_cell(loaded, counts, settings, compute)
+    cell = cached_cell(loaded, counts, settings, compute)
+    # a cell saved by an earlier nodeguard holds no count of images: the set's size is it
+    cell = {**cell, "attacked": cell.get("attacked", len(attack_set))}
+    return with_interval(cell, "success_rate", "successes", "attacked")
 
 
 def run_sweep(
@@ -202,10 +238,11 @@ def run_sweep(
         progress: receives log lines and per-cell progress.
 
     Returns:
-        A ``SweepReport``: per tolerance the test error in [0, 1], mean NFE per image and,
-        with an attack, success rate in [0, 1], mean L2 (pixels in [0, 1]) and mean MSE;
-        counts of cells computed and reused. Data sets are read from the default data
-        directory (``NODEGUARD_DATA``).
+        A ``SweepReport``: per tolerance the test error in [0, 1] (``errors`` of ``images``,
+        its 95% Clopper-Pearson interval ``error_ci``), mean NFE per image and, with an
+        attack, success rate in [0, 1] (``successes`` of ``attacked``, ``success_rate_ci``),
+        mean L2 (pixels in [0, 1]) and mean MSE; counts of cells computed and reused.
+        Data sets are read from the default data directory (``NODEGUARD_DATA``).
 
     Raises:
         ConfigError: ``model`` has no solver, no image to attack, a solver method other

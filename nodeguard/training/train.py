@@ -64,6 +64,10 @@ class TrainConfig:
         augment: apply the data set's training augmentation.
         train_limit: use only the first this many training images (None: all).
         test_limit: evaluate on only the first this many test images (None: all).
+        noise_sigma: standard deviation of the Gaussian noise added to every training
+            image after augmentation (pixels in [0, 1], not clipped; 0: none), as Cohen,
+            Rosenfeld & Kolter (ICML 2019) train the base classifier of randomized
+            smoothing (see ``nodeguard.defense.smoothing``).
 
     Raises:
         ConfigError: an unknown data set, architecture, optimizer or schedule, or a value
@@ -85,6 +89,7 @@ class TrainConfig:
     augment: bool = True
     train_limit: int | None = None
     test_limit: int | None = None
+    noise_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         self.dataset = dataset_info(self.dataset).name  # folder:PATH with PATH made absolute
@@ -101,6 +106,7 @@ class TrainConfig:
         self.lr = require_positive("lr", self.lr)
         self.tol_train = require_tol("tol_train", self.tol_train)
         self.weight_decay = require_non_negative("weight_decay", self.weight_decay)
+        self.noise_sigma = require_non_negative("noise_sigma", self.noise_sigma)
         self.dropout = require_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
         for setting, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
             if getattr(self, setting) not in valid:
@@ -111,8 +117,10 @@ class TrainConfig:
             )
 
     def default_name(self) -> str:
-        """The model name used when none is given: ``{arch}-{dataset}`` (a folder set by its folder's name)."""
-        return f"{self.arch}-{dataset_info(self.dataset).slug}"
+        """The model name used when none is given: ``{arch}-{dataset}`` (a folder set by its folder's name),
+        with ``-noise{sigma}`` appended for a model trained with Gaussian noise."""
+        noise = f"-noise{self.noise_sigma:g}" if self.noise_sigma > 0 else ""
+        return f"{self.arch}-{dataset_info(self.dataset).slug}{noise}"
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting as a plain dict (the ``training`` section of config.yaml)."""
@@ -128,10 +136,11 @@ class TrainConfig:
     def stored_settings(training: dict[str, Any]) -> dict[str, Any]:
         """A stored ``training`` section with the settings it predates filled in.
 
-        Models trained before ``optimizer``, ``schedule`` and ``dropout`` existed were
-        trained with AdamW, the one-cycle schedule and no dropout: today's defaults.
+        Models trained before ``optimizer``, ``schedule``, ``dropout`` and ``noise_sigma``
+        existed were trained with AdamW, the one-cycle schedule, no dropout and no noise:
+        today's defaults.
         """
-        added = {"optimizer": "adamw", "schedule": "onecycle", "dropout": 0.0}
+        added = {"optimizer": "adamw", "schedule": "onecycle", "dropout": 0.0, "noise_sigma": 0.0}
         return {**added, **training}
 
 
@@ -240,6 +249,8 @@ def train_one_epoch(
     for images, labels in dataset.train.batches(config.batch_size, generator):
         if config.augment:
             images = augment(dataset.info.augmentation, images, generator)
+        if config.noise_sigma > 0:
+            images = images + config.noise_sigma * torch.randn(images.shape, generator=generator)
         batch_size = len(labels)
         mine = share(batch_size, ranks)
         images, labels = images[mine.start : mine.stop].to(device), labels[mine.start : mine.stop].to(device)

@@ -1,0 +1,355 @@
+"""Certified accuracy of a model under randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019).
+
+The first ``count`` test images (all of them, correctly classified or not, as in the
+paper) are certified one by one with CERTIFY (:mod:`nodeguard.defense.smoothing`); the
+certified accuracy at radius r is the share of them whose smoothed class is the true
+class with a certified radius of at least r (an abstention counts as wrong), reported
+with its 95% Clopper–Pearson interval over the images. With ``predict`` the images are
+also classified by PREDICT (the smoothed classifier's accuracy and abstention rate).
+
+Results are kept in the model's result store under all of their settings; an
+interrupted run continues after its last certified image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from nodeguard.checks import require_non_negative
+from nodeguard.constants import CERTIFY_KIND
+from nodeguard.defense.smoothing import ABSTAIN, SmoothingSettings, certify, predict
+from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
+from nodeguard.models.loading import LoadedModel, load_model
+from nodeguard.progress import SILENT, Progress
+from nodeguard.runtime.distributed import current_ranks
+from nodeguard.storage.files import atomic_write_json, read_json
+from nodeguard.storage.registry import Registry
+
+CERTIFY_VERSION = 1  # bump when the algorithm's results change
+DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+PARTIAL_FILE = "partial.json"
+
+
+@dataclass
+class CertifySettings:
+    """What ``nodeguard certify`` computes (see the module docstring).
+
+    Attributes:
+        sigma: noise standard deviation (pixels in [0, 1], > 0).
+        count: the first this many test images are certified (>= 1).
+        n0: CERTIFY's selection samples.
+        n: CERTIFY's (and PREDICT's) estimation samples.
+        alpha: probability of a wrong certificate, in (0, 1).
+        seed: seeds the noise (with each image's pixels).
+        batch_size: noisy samples classified together (does not change the results).
+        radii: L2 radii (>= 0) of the certified-accuracy table.
+        predict: also run PREDICT on every image.
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+
+    sigma: float
+    count: int = 100
+    n0: int = 100
+    n: int = 1000
+    alpha: float = 0.001
+    seed: int = 0
+    batch_size: int = 500
+    radii: tuple[float, ...] = DEFAULT_RADII
+    predict: bool = False
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ConfigError(f"`count` must be at least 1, got {self.count}")
+        self.radii = tuple(sorted(require_non_negative("radii", radius) for radius in self.radii))
+        if not self.radii:
+            raise ConfigError("`radii` takes non-negative L2 radii, like 0.25,0.5,1")
+        self.smoothing  # noqa: B018  (checks sigma, n0, n, alpha, seed, batch size)
+
+    @property
+    def smoothing(self) -> SmoothingSettings:
+        return SmoothingSettings(self.sigma, self.n0, self.n, self.alpha, self.seed, self.batch_size)
+
+    def identity(self) -> dict[str, Any]:
+        """What the stored certificates are keyed by. Not the count: an image's certificate
+        depends only on its pixels and these settings, so a larger request continues the
+        stored one and a smaller one reads its first images. Not the radii, nor the batch size."""
+        values = asdict(self)
+        del values["radii"], values["batch_size"], values["count"]
+        return {**values, "version": CERTIFY_VERSION}
+
+
+@dataclass
+class CertifiedPoint:
+    """Certified accuracy at one L2 radius, with its 95% Clopper–Pearson interval."""
+
+    radius: float
+    certified_accuracy: float
+    certified_accuracy_ci: list[float] | None
+    certified: int  # images right with a radius of at least ``radius``
+
+
+@dataclass
+class CertifyReport:
+    """``nodeguard certify``'s answer.
+
+    Attributes:
+        model: the model's name.
+        sigma, n0, n, alpha, seed: the smoothing settings.
+        tol: the solver tolerance each noisy sample was classified at (None: no solver).
+        count: images certified.
+        labels, predictions, radii, p_lower: per image (prediction -1: abstained; radius
+            0 on abstention; L2 over pixels in [0, 1]).
+        abstained: share of images CERTIFY abstained on; ``abstained_ci`` its interval.
+        curve: certified accuracy at each radius of the settings.
+        max_radius: the largest radius n samples at alpha can certify.
+        predict_accuracy, predict_abstained (and ``_ci``): PREDICT's, when asked for.
+        seconds: time spent certifying (and predicting), summed over runs.
+    """
+
+    model: str
+    sigma: float
+    n0: int
+    n: int
+    alpha: float
+    seed: int
+    tol: float | None
+    count: int
+    labels: list[int]
+    predictions: list[int]
+    radii: list[float]
+    p_lower: list[float]
+    abstained: float
+    abstained_ci: list[float] | None
+    curve: list[CertifiedPoint]
+    max_radius: float
+    predict_accuracy: float | None = None
+    predict_accuracy_ci: list[float] | None = None
+    predict_abstained: float | None = None
+    predict_abstained_ci: list[float] | None = None
+    seconds: float = 0.0
+    reused: bool = False
+    plot: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CertifyReport:
+        """The report from its :meth:`to_dict`."""
+        curve = [CertifiedPoint(**point) for point in values.get("curve", [])]
+        return cls(**{**values, "curve": curve})
+
+    def accuracy_at(self, radius: float) -> CertifiedPoint:
+        """The certified accuracy at any radius (>= 0), from the per-image certificates."""
+        return certified_point(self.labels, self.predictions, self.radii, radius)
+
+    def subset(self, indices: list[int], radii: tuple[float, ...]) -> CertifyReport:
+        """The report over the test images at ``indices`` only (each < ``count``), its curve at ``radii``.
+
+        Raises:
+            ValueError: an index outside the certified images.
+        """
+        if any(not 0 <= index < self.count for index in indices):
+            raise ValueError(f"indices must lie in [0, {self.count}), the certified images")
+
+        def pick(values: list[Any]) -> list[Any]:
+            return [values[index] for index in indices]
+
+        predictions = pick(self.predictions)
+        abstained = sum(1 for prediction in predictions if prediction == ABSTAIN)
+        chosen = CertifyReport(
+            **{
+                **asdict(self),
+                "count": len(indices),
+                "labels": pick(self.labels),
+                "predictions": predictions,
+                "radii": pick(self.radii),
+                "p_lower": pick(self.p_lower),
+                "abstained": abstained / len(indices) if indices else 0.0,
+                "abstained_ci": rate_interval(abstained, len(indices)),
+                "curve": [],
+                "predict_accuracy": None,
+                "predict_accuracy_ci": None,
+                "predict_abstained": None,
+                "predict_abstained_ci": None,
+            }
+        )
+        chosen.curve = [chosen.accuracy_at(radius) for radius in radii]
+        return chosen
+
+
+def certified_point(labels: list[int], predictions: list[int], radii: list[float], radius: float) -> CertifiedPoint:
+    """The share of images certified with their true class at ``radius`` or more, and its interval."""
+    certified = sum(
+        1
+        for label, prediction, r in zip(labels, predictions, radii, strict=True)
+        if prediction == label and r >= radius
+    )
+    count = len(labels)
+    return CertifiedPoint(radius, certified / count, rate_interval(certified, count), certified)
+
+
+def _report(
+    loaded: LoadedModel, settings: CertifySettings, records: list[dict[str, Any]], seconds: float
+) -> dict[str, Any]:
+    labels = [record["label"] for record in records]
+    predictions = [record["prediction"] for record in records]
+    radii = [record["radius"] for record in records]
+    count = len(records)
+    abstained = sum(1 for prediction in predictions if prediction == ABSTAIN)
+    values: dict[str, Any] = {
+        "model": loaded.name,
+        "sigma": settings.sigma,
+        "n0": settings.n0,
+        "n": settings.n,
+        "alpha": settings.alpha,
+        "seed": settings.seed,
+        "tol": float(getattr(loaded.model, "tol", 0.0)) if loaded.model.has_solver else None,
+        "count": count,
+        "labels": labels,
+        "predictions": predictions,
+        "radii": radii,
+        "p_lower": [record["p_lower"] for record in records],
+        "abstained": abstained / count,
+        "abstained_ci": rate_interval(abstained, count),
+        "curve": [],
+        "max_radius": settings.smoothing.max_radius,
+        "seconds": seconds,
+    }
+    if settings.predict:
+        right = sum(1 for record in records if record["smoothed"] == record["label"])
+        held = sum(1 for record in records if record["smoothed"] == ABSTAIN)
+        values.update(
+            predict_accuracy=right / count,
+            predict_accuracy_ci=rate_interval(right, count),
+            predict_abstained=held / count,
+            predict_abstained_ci=rate_interval(held, count),
+        )
+    return values
+
+
+def compute_certificates(
+    settings: CertifySettings,
+    loaded: LoadedModel,
+    stored_path: Path,
+    data_dir: str | None,
+    progress: Progress,
+    done: tuple[list[dict[str, Any]], float] = ([], 0.0),
+) -> dict[str, Any]:
+    """Certify the first ``count`` test images (after the ``done`` records and their
+    seconds), saving after each image so that a rerun continues.
+
+    Returns:
+        The report's values (:class:`CertifyReport` fields, curve empty) and ``records``,
+        one dict per image: label, prediction, radius, p_lower (and smoothed, with PREDICT).
+
+    Raises:
+        SolverError: the per-sample solver cannot classify a noisy copy.
+    """
+    split = loaded.split("test", data_dir)
+    count = min(settings.count, len(split))
+    smoothing = settings.smoothing
+    partial_path = stored_path / PARTIAL_FILE
+    saved = read_json(partial_path, default=None)
+    records, seconds = list(done[0]), done[1]
+    if (
+        isinstance(saved, dict)
+        and saved.get("identity") == settings.identity()
+        and len(saved["records"]) > len(records)
+    ):
+        records, seconds = list(saved["records"]), float(saved["seconds"])
+    if records:
+        progress.log(f"continuing after {len(records)} certified images")
+    task = progress.task(f"certify sigma={settings.sigma:g}", count)
+    task.advance(len(records))
+    for index in range(len(records), count):
+        started = time.perf_counter()
+        image = split.float_images(slice(index, index + 1))[0]
+        label = int(split.labels[index])
+        certificate = certify(loaded.model, image, smoothing)
+        record: dict[str, Any] = {
+            "label": label,
+            "prediction": certificate.prediction,
+            "radius": certificate.radius,
+            "p_lower": certificate.p_lower,
+        }
+        if settings.predict:
+            record["smoothed"] = predict(loaded.model, image, smoothing)
+        seconds += time.perf_counter() - started
+        records.append(record)
+        if current_ranks().is_main:  # every rank certifies every image; one writes
+            atomic_write_json(partial_path, {"identity": settings.identity(), "records": records, "seconds": seconds})
+        right = sum(1 for r in records if r["prediction"] == r["label"])
+        task.advance(1, certified=right / len(records))
+    task.close()
+    values = _report(loaded, settings, records[:count], seconds)
+    values["records"] = records
+    return values
+
+
+def run_certify(
+    settings: CertifySettings,
+    model: str | None = None,
+    registry: Registry | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+    plot: str | Path | None = None,
+    progress: Progress = SILENT,
+) -> CertifyReport:
+    """Certified accuracy against the L2 radius of a model smoothed with Gaussian noise.
+
+    Randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019): each of the first
+    ``count`` test images is certified by CERTIFY, with the model as base classifier
+    (each noisy copy classified alone by the per-sample solver at the model's own
+    tolerance, tau_train). Kept in the model's result store; a rerun reuses it.
+
+    Args:
+        settings: sigma, n0, n, alpha, seed, images, radii, PREDICT.
+        model: a registered model (ODE-Net or ResNet); None means the latest trained one.
+        registry: None means ``Registry()`` at the default cache root.
+        device: "auto", "cpu" or "cuda".
+        data_dir: where a data set that is not bundled lives.
+        plot: if given, save the certified-accuracy picture there (PNG).
+        progress: receives log lines and progress.
+
+    Returns:
+        A ``CertifyReport`` with per-image certificates and the certified accuracy (with
+        its interval) at each radius.
+
+    Raises:
+        ConfigError: a bad ``device``.
+        ModelNotFoundError: ``model`` is not registered.
+        RegistryError: the same certificates are being computed by another process, or
+            the model is unfinished or damaged.
+        DataUnavailableError: the data set is not on disk and cannot be downloaded.
+    """
+    loaded = load_model(model, registry=registry, device=device)
+    stored = loaded.results().result(CERTIFY_KIND, settings.identity(), f"certify-s{settings.sigma:g}")
+    count = min(settings.count, len(loaded.split("test", data_dir)))
+    saved = stored.load_json()
+    reused = saved is not None and len(saved["records"]) >= count
+    if saved is not None and reused:
+        progress.log("certificates found in the cache; nothing to compute")
+        values = _report(loaded, settings, saved["records"][:count], saved["seconds"])
+    else:
+        with stored.computing(current_ranks().rank):
+            done = (saved["records"], float(saved["seconds"])) if saved is not None else ([], 0.0)
+            values = compute_certificates(settings, loaded, stored.folder, data_dir, progress, done)
+            if current_ranks().is_main:
+                stored.save_json(values)
+                (stored.folder / PARTIAL_FILE).unlink(missing_ok=True)
+    values = {key: value for key, value in values.items() if key != "records"}
+    report = CertifyReport(**{**values, "curve": []}, reused=reused)
+    report.curve = [report.accuracy_at(radius) for radius in settings.radii]
+    if plot is not None and current_ranks().is_main:
+        from nodeguard.reporting.security_plots import plot_certify
+
+        plot_certify([report], Path(plot))
+        report.plot = str(plot)
+    return report
