@@ -223,7 +223,7 @@ def logits_at_tolerances(
     count, votes = tolerances.shape
     pair_image = torch.arange(count).repeat_interleave(votes)
     pair_tol = tolerances.reshape(-1)
-    predictions = torch.empty(count * votes, model.num_classes, dtype=torch.float32)
+    gathered = torch.empty(count * votes, model.num_classes, dtype=torch.float32)
     features_cache: dict[int, torch.Tensor] = {}
     task = progress.task("voting", math.ceil(count * votes / batch_size))
     for start in range(0, count * votes, batch_size):
@@ -234,12 +234,12 @@ def logits_at_tolerances(
             features_cache.update(zip(needed, computed, strict=True))
         h0 = torch.stack([features_cache[int(i)] for i in chunk_images])
         logits, _nfe = model.classify_features_per_sample(h0, pair_tol[start : start + batch_size].to(device))
-        predictions[start : start + batch_size] = logits.float().cpu()
+        gathered[start : start + batch_size] = logits.float().cpu()
         for finished in [i for i in features_cache if i < int(chunk_images[-1])]:
             del features_cache[finished]
         task.advance(1)
     task.close()
-    return predictions.view(count, votes, model.num_classes)
+    return gathered.view(count, votes, model.num_classes)
 
 
 class ToleranceRandomization:
