@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from nodeguard.errors import ConfigError
+from nodeguard.errors import setting_error
 
 TOL_MIN = 1e-6
 TOL_MAX = 10.0
@@ -31,9 +31,9 @@ def require_finite(setting: str, value: float) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"`{setting}` must be a number, got {value!r}") from None
+        raise setting_error(setting, f"must be a number, got {value!r}") from None
     if not math.isfinite(number):
-        raise ConfigError(f"`{setting}` must be a finite number, got {value!r}")
+        raise setting_error(setting, f"must be a finite number, got {value!r}")
     return number
 
 
@@ -56,7 +56,7 @@ def require_range(
     if not (above and below):
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
-        raise ConfigError(f"`{setting}` must be in {left}{low:g}, {high:g}{right}, got {value!r}")
+        raise setting_error(setting, f"must be in {left}{low:g}, {high:g}{right}, got {value!r}")
     return number
 
 
@@ -78,7 +78,7 @@ def require_count(setting: str, value: int | None, low: int = 1) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"`{setting}` must be an integer of at least {low}, got {value!r}")
+        raise setting_error(setting, f"must be an integer of at least {low}, got {value!r}")
     return value
 
 
@@ -87,7 +87,7 @@ def require_seed(setting: str, value: int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        raise ConfigError(f"`{setting}` must be an integer in [0, 2^63 - 1], got {value!r}")
+        raise setting_error(setting, f"must be an integer in [0, 2^63 - 1], got {value!r}")
     return value
 
 
@@ -100,7 +100,7 @@ def require_tols(setting: str, values: Iterable[float]) -> tuple[float, ...]:
     """Every tolerance of a list (at least one)."""
     checked = tuple(dict.fromkeys(require_tol(setting, value) for value in values))  # once each, in order
     if not checked:
-        raise ConfigError(f"`{setting}` needs at least one tolerance")
+        raise setting_error(setting, "needs at least one tolerance")
     return checked
 
 
@@ -108,5 +108,5 @@ def require_tol_range(setting: str, low: float, high: float) -> tuple[float, flo
     """A tolerance range [low, high]: both ends tolerances, and low <= high."""
     low, high = require_tol(setting, low), require_tol(setting, high)
     if low > high:
-        raise ConfigError(f"`{setting}` must be low <= high, got [{low:g}, {high:g}]")
+        raise setting_error(setting, f"must be low <= high, got [{low:g}, {high:g}]")
     return low, high

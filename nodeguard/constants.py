@@ -11,6 +11,8 @@ The cache root (``NODEGUARD_HOME``) holds::
 
 from __future__ import annotations
 
+__version__ = "0.8.0"  # the package's version (pyproject.toml reads it from here)
+
 # environment variables
 HOME_VARIABLE = "NODEGUARD_HOME"  # the cache root
 DATA_VARIABLE = "NODEGUARD_DATA"  # the data sets root

@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+
+def _library_name(setting: str) -> str:
+    return f"`{setting}`"
+
 
 class NodeguardError(Exception):
     """Base class of every error meant for the user: its message is the whole story.
 
-    A message names a setting by its library name in backticks (`` `tol_attack` ``); the
-    command line shows the option that sets it instead (``--tol-attack``:
-    :func:`nodeguard.cli._errors.with_flags`).
+    The settings an error is about travel as a field, ``settings`` (library names such as
+    ``"tol_attack"``); the message refers to each as a ``{name}`` placeholder. ``str()``
+    shows a setting by its library name in backticks (`` `tol_attack` ``); the command line
+    renders the same error with the option that sets it (``--tol-attack``), found from its
+    own parameters (:mod:`nodeguard.cli._errors`).
+
+    Args:
+        message: the text; ``{name}`` for each name in ``settings``.
+        settings: the settings the message is about, one name or several.
     """
+
+    def __init__(self, message: str, *, settings: str | Sequence[str] = ()) -> None:
+        self.template = message
+        self.settings: tuple[str, ...] = (settings,) if isinstance(settings, str) else tuple(settings)
+        super().__init__(self.render())
+
+    def render(self, name: Callable[[str], str] = _library_name) -> str:
+        """The message with each setting shown as ``name(setting)``."""
+        text = self.template
+        for setting in self.settings:
+            text = text.replace("{" + setting + "}", name(setting))
+        return text
+
+    def __reduce__(self):  # pickled across ranks with its settings
+        return (_rebuild, (type(self), self.template, self.settings))
+
+
+def _rebuild(kind: type[NodeguardError], template: str, settings: tuple[str, ...]) -> NodeguardError:
+    error = kind.__new__(kind)
+    NodeguardError.__init__(error, template, settings=settings)
+    return error
+
+
+def setting_error(setting: str, problem: str) -> ConfigError:
+    """``setting`` has a value nodeguard cannot use: "{setting} {problem}"."""
+    return ConfigError("{" + setting + "} " + problem, settings=setting)
 
 
 class DataUnavailableError(NodeguardError):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import typer
 from conftest import SEED_OPTION
 from typer.testing import CliRunner
@@ -135,9 +136,20 @@ def test_cli_defaults_are_the_library_defaults():
 
 
 def test_library_errors_name_settings_and_the_cli_shows_their_options():
-    from nodeguard.cli._errors import with_flags
+    from nodeguard.errors import ConfigError
+    from nodeguard.stages.security import SecuritySettings
 
-    assert with_flags("`tol_attack` needs an `attack`") == "--tol-attack needs an --attack"
-    assert with_flags("no attacker: give `kappas` or `autoattack_eps`") == "no attacker: give --kappas or --aa-eps"
+    with pytest.raises(ConfigError) as raised:
+        SecuritySettings(kappas=(), autoattack_eps=(), eot=False)
+    assert raised.value.settings == ("kappas", "autoattack_eps", "eot")
+    assert str(raised.value) == "no attacker: give `kappas` or `autoattack_eps`, or keep `eot`"
+    # the command line names the same settings by its own options (--aa-eps for autoattack_eps)
+    result = runner.invoke(app, ["security", "--kappas", "", "--aa-eps", "", "--no-eot"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith("error: no attacker: give --kappas or --aa-eps, or keep --eot")
+    result = runner.invoke(app, ["sweep", "--tol-attack", "1e-3"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: --tol-attack needs an --attack")
+    result = runner.invoke(app, ["security", "--draws", "0"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: --draws must be at least 1"), result.stderr
     result = runner.invoke(app, ["train", "mnist5k", "--threads", "0"])
     assert result.exit_code == 1 and result.stderr.startswith("error: --threads must be at least 1")

@@ -94,9 +94,12 @@ def test_perfect_and_useless_detectors():
 
 
 def test_roc_runs_the_attack_then_caches_the_votes(tiny_model, tmp_path):
+    from nodeguard.reporting.plots import plot_roc
+
     settings = RocSettings(votes=(3, 5), count=6, **BLEND)
     progress = RecordingProgress()
-    first = run_roc(settings, model=tiny_model, device="cpu", plot=tmp_path / "roc.png", progress=progress)
+    first = run_roc(settings, model=tiny_model, device="cpu", progress=progress)
+    plot_roc(first, tmp_path / "roc.png")  # the stage never draws; reporting does
     assert any("running the attack" in message for message in progress.messages)
     assert not first.votes_reused and first.pristine == 6 and first.adversarial == 6
     assert [curve.votes for curve in first.curves] == [3, 5]

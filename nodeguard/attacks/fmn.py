@@ -42,7 +42,7 @@ from nodeguard.attacks.boundary import MARGIN_SLACK
 from nodeguard.attacks.pinned import classification_margin
 from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
 from nodeguard.checks import require_non_negative, require_positive
-from nodeguard.errors import ConfigError
+from nodeguard.errors import setting_error
 
 SMALLEST_GRADIENT_NORM = 1e-12  # a zero gradient (saturated logits) takes no step
 
@@ -153,7 +153,7 @@ class FMNOptions:
         require_at_least("steps", self.steps, 1)
         self.alpha_init = require_positive("alpha_init", self.alpha_init)
         if not 0 < self.gamma_init < 1:  # NaN fails too
-            raise ConfigError(f"`gamma_init` must be in (0, 1), got {self.gamma_init}")
+            raise setting_error("gamma_init", f"must be in (0, 1), got {self.gamma_init}")
         self.kappa = require_non_negative("kappa", self.kappa)
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nodeguard.catalog import Catalog
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, setting_error
 
 # run(model, options, images, labels, seed) -> adversarial images in [0, 1]; the model's
 # solver is already pinned to tol_attack, and seed is fixed per batch of the attack set
@@ -95,4 +95,4 @@ ATTACKS: Catalog[AttackSpec] = Catalog("attack")
 def require_at_least(name: str, value: int | float | None, low: int | float) -> None:
     """An option check shared by the attacks' option classes."""
     if value is not None and not value >= low:  # NaN fails too
-        raise ConfigError(f"`{name}` must be at least {low}, got {value}")
+        raise setting_error(name, f"must be at least {low}, got {value}")

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from nodeguard import __version__
 from nodeguard.cli import models as models_cli
 from nodeguard.cli._errors import ErrorReportingGroup
 from nodeguard.cli.attack import attack
@@ -16,6 +15,7 @@ from nodeguard.cli.roc import roc
 from nodeguard.cli.security import security
 from nodeguard.cli.sweep import sweep
 from nodeguard.cli.train import train
+from nodeguard.constants import __version__
 
 app = typer.Typer(
     name="nodeguard",

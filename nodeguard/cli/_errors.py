@@ -7,7 +7,6 @@ The root command group runs every command (sub-commands included) inside
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,25 +25,30 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
-# a setting whose option is not its name with dashes ("tol_attack" -> "--tol-attack")
-SETTING_FLAGS = {
-    "tol_attacks": "--tol-attack",
-    "autoattack_eps": "--aa-eps",
-    "autoattack_steps": "--aa-steps",
-    "autoattack_eot_iter": "--aa-eot-iter",
-    "eot_draws": "--draws",
-    "tol_low": "--tol-range",
-    "tol_high": "--tol-range",
-    "eot": "--eot",
-    "certify_sigma": "--certify",
-    "tol_ranges": "--tol-ranges",
-}
-SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")
+OPTIONS_KEY = "nodeguard.options"  # ctx.meta: the running command's options by setting name
 
 
-def with_flags(message: str) -> str:
-    """A library message as the command line says it: each `setting` becomes its option."""
-    return SETTING.sub(lambda match: SETTING_FLAGS.get(match[1], "--" + match[1].replace("_", "-")), message)
+def option_names(command: Any) -> dict[str, str]:
+    """A command's options by the names a library error may give a setting: the Typer
+    parameter's own name (``autoattack_eps`` -> ``--aa-eps``) and its option's name read
+    as a setting (``--draws`` -> ``draws``). A group (``models``) gives its commands'."""
+    names: dict[str, str] = {}
+    for sub_command in getattr(command, "commands", {}).values():
+        names.update(option_names(sub_command))
+    for param in command.params:
+        flags = [opt for opt in getattr(param, "opts", []) if opt.startswith("--")]
+        if not flags:
+            continue
+        names.setdefault(flags[0][2:].replace("-", "_"), flags[0])
+        if param.name:
+            names[param.name] = flags[0]
+    return names
+
+
+def rendered(error: NodeguardError, options: dict[str, str]) -> str:
+    """A library error as the command line says it: each setting it names becomes the option
+    that sets it (when the command has one; otherwise its library name stays)."""
+    return error.render(lambda setting: options.get(setting, f"`{setting}`"))
 
 
 def debugging() -> bool:
@@ -52,15 +56,19 @@ def debugging() -> bool:
 
 
 @contextmanager
-def reported_errors() -> Iterator[None]:
-    """NodeguardError -> 'error: ...' and exit 1; Ctrl-C -> exit 130 (finished work is kept)."""
+def reported_errors(options: dict[str, str] | None = None) -> Iterator[None]:
+    """NodeguardError -> 'error: ...' and exit 1; Ctrl-C -> exit 130 (finished work is kept).
+
+    Args:
+        options: the running command's options by setting name (filled in while it runs).
+    """
     if debugging():
         yield
         return
     try:
         yield
     except NodeguardError as exc:
-        Output().error(with_flags(str(exc)))
+        Output().error(rendered(exc, options if options is not None else {}))
         raise typer.Exit(EXIT_ERROR) from None
     except OSError as exc:
         # a write the disk refused (full, read-only, no permission): one line, never a traceback
@@ -83,8 +91,15 @@ def reported_errors() -> Iterator[None]:
 
 
 class ErrorReportingGroup(TyperGroup):
-    """The root group: every command it invokes reports errors through :func:`reported_errors`."""
+    """The root group: every command it invokes reports errors through :func:`reported_errors`,
+    naming each setting by the option of the command that ran."""
 
     def invoke(self, ctx: Any) -> Any:
-        with reported_errors():
+        with reported_errors(ctx.meta.setdefault(OPTIONS_KEY, {})):
             return super().invoke(ctx)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            ctx.meta.setdefault(OPTIONS_KEY, {}).update(option_names(command))
+        return name, command, rest

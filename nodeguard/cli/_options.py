@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from nodeguard.attacks import CWOptions, FMNOptions, PGDOptions
 from nodeguard.cli._output import Output
 from nodeguard.defense.randomization import DefenseSettings
+from nodeguard.errors import ConfigError
 from nodeguard.runtime.distributed import current_ranks, oversubscription_warning, set_threads
 
 JsonOption = Annotated[
@@ -56,3 +58,30 @@ DEFENSE = DefenseSettings()
 TolRangeOption = Annotated[str, typer.Option("--tol-range", help="Log-uniform range of the drawn tolerances.")]
 TOL_RANGE_DEFAULT = f"{DEFENSE.tol_low:g},{DEFENSE.tol_high:g}"
 PairBatchOption = Annotated[int, typer.Option("--batch-size", help="(image, tolerance) pairs solved together.")]
+
+
+def _png_path(path: Path | None) -> Path | None:
+    """``--plot`` names a PNG file: checked as the option is parsed, before any work."""
+    if path is not None and path.suffix.lower() != ".png":
+        raise ConfigError(f"--plot writes a PNG file, got {path.name}")
+    return path
+
+
+def plot_option(what: str) -> Any:
+    """The ``--plot FILE.png`` option of a command whose report has a picture: ``what`` says
+    what is drawn."""
+    return typer.Option("--plot", callback=_png_path, help=f"Write {what} to this PNG file.")
+
+
+# the attack options several commands pass on; "(default)" is the attack's own default
+_CW, _FMN, _PGD = CWOptions(), FMNOptions(), PGDOptions()
+StepsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--steps",
+        help=f"cw, eot-cw: steps per search ({_CW.steps}); fmn: steps ({_FMN.steps}); pgd: steps ({_PGD.steps}).",
+    ),
+]
+BinaryStepsOption = Annotated[
+    int | None, typer.Option("--binary-steps", help=f"cw, eot-cw: searches over c ({_CW.binary_steps}).")
+]

@@ -6,6 +6,9 @@ Progress bars and log lines always go to stderr, so stdout stays clean for JSON.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -83,6 +86,15 @@ def rate_cell(rate: float | None, interval: list[float] | None, spec: str = ".1%
     return f"{format(rate, spec)}\n{format_interval(interval, interval_spec)}"
 
 
+@dataclass(frozen=True)
+class Picture:
+    """A report's picture as a command asks for it: the reporting function that draws a
+    report into a PNG, and the ``--plot`` path (None: no picture)."""
+
+    draw: Callable[[Any, Path], None]
+    path: Path | None
+
+
 class Output:
     """Where a command writes: ``result`` prints JSON or calls the human renderer."""
 
@@ -96,10 +108,14 @@ class Output:
     def reporter(self) -> RichReporter:
         return RichReporter(self.stderr, quiet=not self.main_rank)
 
-    def run(self, stage, render, **kwargs: Any) -> Any:
-        """Run a library stage with progress bars, then print its result (JSON or human)."""
+    def run(self, stage, render, picture: Picture | None = None, **kwargs: Any) -> Any:
+        """Run a library stage with progress bars, draw its picture (rank 0) when one is asked
+        for, then print its result (JSON or human). Stages never draw; reporting does, here."""
         with self.reporter() as reporter:
             report = stage(progress=reporter, **kwargs)
+        if picture is not None and picture.path is not None and self.main_rank:
+            picture.draw(report, picture.path)
+            report.plot = str(picture.path)
         self.result(report.to_dict(), lambda console: render(console, report))
         return report
 

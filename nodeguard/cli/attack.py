@@ -10,7 +10,16 @@ from rich.console import Console
 
 from nodeguard.attacks import ATTACKS, CWOptions, EOTCWOptions, FMNOptions, PGDOptions, SquareOptions
 from nodeguard.attacks.pgd import DEFAULT_EPS
-from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption, ModelOption, SeedOption, ThreadsOption
+from nodeguard.cli._options import (
+    BinaryStepsOption,
+    DataDirOption,
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    SeedOption,
+    StepsOption,
+    ThreadsOption,
+)
 from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_tol_range
 from nodeguard.intervals import INTERVAL_LABEL, format_rate
@@ -34,15 +43,8 @@ def attack(
         bool, typer.Option("--only-correct/--all", help="Attack only images the model classifies correctly.")
     ] = defaults.only_correct,
     batch_size: Annotated[int, typer.Option("--batch-size")] = defaults.batch_size,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps", help=f"cw: steps per search ({CW.steps}); fmn: steps ({FMN.steps}); pgd: steps ({PGD.steps})."
-        ),
-    ] = None,
-    binary_steps: Annotated[
-        int | None, typer.Option("--binary-steps", help=f"cw: searches over c ({CW.binary_steps}).")
-    ] = None,
+    steps: StepsOption = None,
+    binary_steps: BinaryStepsOption = None,
     initial_const: Annotated[
         float | None, typer.Option("--initial-const", help=f"cw: first c ({CW.initial_const:g}).")
     ] = None,

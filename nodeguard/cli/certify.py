@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption, ModelOption, ThreadsOption
-from nodeguard.cli._output import Output
+from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption, ModelOption, ThreadsOption, plot_option
+from nodeguard.cli._output import Output, Picture
 from nodeguard.cli._parsing import parse_list
-from nodeguard.errors import ConfigError
 from nodeguard.intervals import INTERVAL_LABEL, format_rate
+from nodeguard.reporting.security_plots import plot_certify
 from nodeguard.stages.certify import CertifyReport, CertifySettings, run_certify
 from nodeguard.storage.registry import Registry
 
@@ -33,7 +33,7 @@ def certify(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the noise.")] = CERTIFY.seed,
     radii: Annotated[str, typer.Option("--radii", help="L2 radii of the table.")] = RADII_DEFAULT,
     predict: Annotated[bool, typer.Option("--predict", help="Also classify with PREDICT (abstains).")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write certified accuracy against radius (PNG).")] = None,
+    plot: Annotated[Path | None, plot_option("the certified-accuracy picture")] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Noisy samples solved together.")
     ] = CERTIFY.batch_size,
@@ -49,8 +49,6 @@ def certify(
     (Clopper-Pearson at alpha) and certifies radius sigma * Phi^-1(bound), or abstains.
     Certificates are cached; an interrupted run continues.
     """
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise ConfigError(f"--plot writes a PNG file, got {plot.name}")
     settings = CertifySettings(
         sigma=sigma,
         count=count,
@@ -65,12 +63,12 @@ def certify(
     Output(json_output).run(
         run_certify,
         render,
+        Picture(lambda report, path: plot_certify([report], path), plot),
         settings=settings,
         model=model,
         registry=Registry(),
         device=device,
         data_dir=str(data_dir) if data_dir else None,
-        plot=plot,
     )
 
 

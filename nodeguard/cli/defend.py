@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nodeguard.cli._errors import with_flags
 from nodeguard.cli._options import (
     DEFENSE,
     TOL_RANGE_DEFAULT,
@@ -105,7 +104,7 @@ def render(console: Console, report: DefendReport) -> None:
         verdict = Text("accepted", style="green") if image["accepted"] else Text("rejected", style="red")
         table.add_row(Text(image["path"]), str(image["prediction"]), f"{image['v_agree']}/{report.votes}", verdict)
     for error in report.errors:
-        reason = Text("unreadable", style="yellow") + Text(f": {with_flags(error['error'])}")
+        reason = Text("unreadable", style="yellow") + Text(f": {error['error']}")
         table.add_row(Text(error["path"]), "", "", reason)
     console.print(table)
     if report.skipped:

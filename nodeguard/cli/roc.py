@@ -11,18 +11,21 @@ from rich.table import Table
 
 from nodeguard.cli._options import (
     TOL_RANGE_DEFAULT,
+    BinaryStepsOption,
     DefenseSeedOption,
     DeviceOption,
     JsonOption,
     ModelOption,
     PairBatchOption,
+    StepsOption,
     ThreadsOption,
     TolRangeOption,
+    plot_option,
 )
-from nodeguard.cli._output import Output, rate_cell
+from nodeguard.cli._output import Output, Picture, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
-from nodeguard.errors import ConfigError
 from nodeguard.intervals import INTERVAL_LABEL
+from nodeguard.reporting.plots import plot_roc
 from nodeguard.stages.roc import RocCurve, RocReport, RocSettings, run_roc
 from nodeguard.storage.registry import Registry
 
@@ -36,16 +39,14 @@ def roc(
     count: Annotated[int, typer.Option("--count", help="Pristine test images (attacked at tol_train).")] = ROC.count,
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
     seed: DefenseSeedOption = ROC.seed,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write the ROC picture to this PNG file.")] = None,
+    plot: Annotated[Path | None, plot_option("the ROC picture")] = None,
     attack: Annotated[
         str, typer.Option("--attack", help="Attack whose adversarials are the negatives: cw, fmn, eot-cw or blend.")
     ] = ROC.attack,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Confidence of the attack (default 0).")] = None,
     draws: Annotated[int | None, typer.Option("--draws", help="eot-cw: tolerance draws per step (4).")] = None,
-    steps: Annotated[
-        int | None, typer.Option("--steps", help="cw: steps per search; fmn: steps (if the attack must run).")
-    ] = None,
-    binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="CW searches over c.")] = None,
+    steps: StepsOption = None,
+    binary_steps: BinaryStepsOption = None,
     batch_size: PairBatchOption = ROC.batch_size,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
@@ -59,8 +60,6 @@ def roc(
     votes are cached, so re-plotting is instant.
     """
     low, high = parse_tol_range(tol_range)
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise ConfigError(f"--plot writes a PNG file, got {plot.name}")
     settings = RocSettings(
         votes=parse_list(votes, int, "--votes", "5,10,15,20"),
         count=count,
@@ -72,7 +71,13 @@ def roc(
         attack_options={"steps": steps, "binary_steps": binary_steps, "kappa": kappa, "draws": draws},
     )
     Output(json_output).run(
-        run_roc, render, settings=settings, model=model, registry=Registry(), device=device, plot=plot
+        run_roc,
+        render,
+        Picture(plot_roc, plot),
+        settings=settings,
+        model=model,
+        registry=Registry(),
+        device=device,
     )
 
 

@@ -11,18 +11,22 @@ from rich.table import Table
 
 from nodeguard.cli._options import (
     TOL_RANGE_DEFAULT,
+    BinaryStepsOption,
     DefenseSeedOption,
     DeviceOption,
     JsonOption,
     ModelOption,
     PairBatchOption,
+    StepsOption,
     ThreadsOption,
     TolRangeOption,
+    plot_option,
 )
-from nodeguard.cli._output import Output
+from nodeguard.cli._output import Output, Picture
 from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.errors import ConfigError
 from nodeguard.intervals import INTERVAL_LABEL, format_rate
+from nodeguard.reporting.security_plots import plot_security
 from nodeguard.stages.certify import CertifyReport
 from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
 from nodeguard.storage.registry import Registry
@@ -38,14 +42,14 @@ def security(
     count: Annotated[int, typer.Option("--count", help="Test images attacked by every attacker.")] = SECURITY.count,
     kappas: Annotated[str, typer.Option("--kappas", help="Confidences of the CW attackers.")] = KAPPAS_DEFAULT,
     eot: Annotated[bool, typer.Option("--eot/--no-eot", help="Include EOT-CW (knows the range).")] = SECURITY.eot,
-    draws: Annotated[int, typer.Option("--draws", help="EOT-CW: tolerance draws per step.")] = SECURITY.eot_draws,
-    aa_eps: Annotated[
+    eot_draws: Annotated[int, typer.Option("--draws", help="EOT-CW: tolerance draws per step.")] = SECURITY.eot_draws,
+    autoattack_eps: Annotated[
         str, typer.Option("--aa-eps", help="L2 budgets of AutoAttack-rand (apgd-rand); '' for none.")
     ] = AA_EPS_DEFAULT,
-    aa_steps: Annotated[
+    autoattack_steps: Annotated[
         int, typer.Option("--aa-steps", help="APGD iterations (the original's 100).")
     ] = SECURITY.autoattack_steps,
-    aa_eot_iter: Annotated[
+    autoattack_eot_iter: Annotated[
         int, typer.Option("--aa-eot-iter", help="Forward passes averaged per APGD gradient (20).")
     ] = SECURITY.autoattack_eot_iter,
     votes: Annotated[int, typer.Option("--votes", help="Votes V of the defense.")] = SECURITY.votes,
@@ -56,8 +60,8 @@ def security(
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
     seed: DefenseSeedOption = SECURITY.seed,
     eps: Annotated[str, typer.Option("--eps", help="L2 budgets of the robust-accuracy curve.")] = EPS_DEFAULT,
-    steps: Annotated[int | None, typer.Option("--steps", help="Steps per search of every attacker.")] = None,
-    binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="Searches over c.")] = None,
+    steps: StepsOption = None,
+    binary_steps: BinaryStepsOption = None,
     square: Annotated[
         bool, typer.Option("--square/--no-square", help="Include Square (gradient-free) at each --aa-eps.")
     ] = SECURITY.square,
@@ -76,7 +80,7 @@ def security(
             "(e.g. 1e-6:1,1e-3:1e-2).",
         ),
     ] = "",
-    certify: Annotated[
+    certify_sigma: Annotated[
         float | None,
         typer.Option(
             "--certify", help="Draw randomized smoothing's certified accuracy at this sigma beside the curves."
@@ -91,7 +95,7 @@ def security(
     certify_n: Annotated[
         int, typer.Option("--certify-n", help="--certify: CERTIFY's estimation samples per image.")
     ] = SECURITY.certify_n,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write the security picture to this PNG.")] = None,
+    plot: Annotated[Path | None, plot_option("the security picture")] = None,
     batch_size: PairBatchOption = SECURITY.batch_size,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
@@ -106,16 +110,14 @@ def security(
     budget, defended and undefended. Attack sets, votes and the report are cached.
     """
     low, high = parse_tol_range(tol_range)
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise ConfigError(f"--plot writes a PNG file, got {plot.name}")
     settings = SecuritySettings(
         count=count,
         kappas=parse_list(kappas, float, "--kappas", "0,0.1,0.5"),
         eot=eot,
-        eot_draws=draws,
-        autoattack_eps=parse_list(aa_eps, float, "--aa-eps", "1,1.5,2"),
-        autoattack_steps=aa_steps,
-        autoattack_eot_iter=aa_eot_iter,
+        eot_draws=eot_draws,
+        autoattack_eps=parse_list(autoattack_eps, float, "--aa-eps", "1,1.5,2"),
+        autoattack_steps=autoattack_steps,
+        autoattack_eot_iter=autoattack_eot_iter,
         votes=votes,
         vmin=vmin,
         tol_low=low,
@@ -128,12 +130,18 @@ def security(
         square_queries=square_queries,
         square_draws=square_draws,
         tol_ranges=parse_tol_ranges(tol_ranges),
-        certify_sigma=certify,
+        certify_sigma=certify_sigma,
         certify_model=certify_model,
         certify_n=certify_n,
     )
     Output(json_output).run(
-        run_security, render, settings=settings, model=model, registry=Registry(), device=device, plot=plot
+        run_security,
+        render,
+        Picture(plot_security, plot),
+        settings=settings,
+        model=model,
+        registry=Registry(),
+        device=device,
     )
 
 

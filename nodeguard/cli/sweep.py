@@ -9,7 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nodeguard.cli._options import DeviceOption, JsonOption, ModelOption, ThreadsOption
+from nodeguard.cli._options import (
+    BinaryStepsOption,
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    StepsOption,
+    ThreadsOption,
+    plot_option,
+)
 from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_list
 from nodeguard.errors import ConfigError
@@ -39,7 +47,7 @@ def sweep(
     baseline: Annotated[str | None, typer.Option("--baseline", help="A ResNet model for the reference column.")] = None,
     attack: Annotated[str | None, typer.Option("--attack", help="Also attack at each tau: cw, fmn, pgd, ...")] = None,
     count: Annotated[int, typer.Option("--count", help="Images attacked per cell.")] = SWEEP.count,
-    tol_attack: Annotated[
+    tol_attacks: Annotated[
         str | None,
         typer.Option(
             "--tol-attack",
@@ -47,11 +55,13 @@ def sweep(
             "or --models make the grid.",
         ),
     ] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Attack steps (per c search step for cw).")] = None,
-    binary_steps: Annotated[int | None, typer.Option("--binary-steps", help="cw: searches over c.")] = None,
-    test_limit: Annotated[int | None, typer.Option("--test-limit", help="Error on the first N test images.")] = None,
+    steps: StepsOption = None,
+    binary_steps: BinaryStepsOption = None,
+    test_limit: Annotated[
+        int | None, typer.Option("--test-limit", help="Error on the first N test images (default: all).")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the table to FILE.csv, .md or .json.")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Draw the table as the papers' figure (PNG).")] = None,
+    plot: Annotated[Path | None, plot_option("the table as the papers' figure")] = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     json_output: JsonOption = False,
@@ -61,14 +71,12 @@ def sweep(
 
     Every cell is cached in the model's folder: an identical sweep recomputes nothing.
     """
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise ConfigError(f"--plot writes a PNG file, got {plot.name}")
-    tol_attacks = parse_list(tol_attack, float, "--tol-attack", "1e-3,1e-1") if tol_attack else ()
-    if models is not None or len(tol_attacks) > 1:
+    attack_tols = parse_list(tol_attacks, float, "--tol-attack", "1e-3,1e-1") if tol_attacks else ()
+    if models is not None or len(attack_tols) > 1:
         if model is not None or baseline is not None:
             raise ConfigError("the grid takes --models (not --model or --baseline)")
         grid_settings = GridSettings(
-            tol_attacks=tol_attacks or (1e-3,),
+            tol_attacks=attack_tols or (1e-3,),
             tols=parse_list(tols, float, "--tols", "1e-4,1e-3,1e-2"),
             attack=attack or "cw",
             count=count,
@@ -81,7 +89,7 @@ def sweep(
         tols=parse_list(tols, float, "--tols", "1e-4,1e-3,1e-2"),
         attack=attack,
         count=count,
-        tol_attack=tol_attacks[0] if tol_attacks else None,
+        tol_attack=attack_tols[0] if attack_tols else None,
         test_limit=test_limit,
         attack_options={"steps": steps, "binary_steps": binary_steps},
     )

@@ -75,9 +75,11 @@ def train(
         ),
     ] = None,
     train_limit: Annotated[
-        int | None, typer.Option("--train-limit", help="Use only the first N training images.")
+        int | None, typer.Option("--train-limit", help="Use only the first N training images (default: all).")
     ] = None,
-    test_limit: Annotated[int | None, typer.Option("--test-limit", help="Evaluate on the first N test images.")] = None,
+    test_limit: Annotated[
+        int | None, typer.Option("--test-limit", help="Evaluate on the first N test images (default: all).")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=f"Random seed {_default(CONFIG.seed)}.")] = None,
     noise_sigma: Annotated[
         float | None,

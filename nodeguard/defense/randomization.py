@@ -26,7 +26,7 @@ import torch
 
 from nodeguard.checks import require_seed, require_tol_range
 from nodeguard.defense.keys import installation_key, key_id, keyed_digest
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, setting_error
 from nodeguard.models.networks import ImageClassifier
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import map_shares
@@ -70,12 +70,12 @@ class DefenseSettings:
 
     def __post_init__(self) -> None:
         if self.votes < 1:
-            raise ConfigError(f"`votes` must be at least 1, got {self.votes}")
+            raise setting_error("votes", f"must be at least 1, got {self.votes}")
         if not 0 <= self.vmin < self.votes:
-            raise ConfigError(f"`vmin` must be in [0, votes - 1] = [0, {self.votes - 1}], got {self.vmin}")
+            raise setting_error("vmin", f"must be in [0, votes - 1] = [0, {self.votes - 1}], got {self.vmin}")
         check_tol_range(self.tol_low, self.tol_high)
         if self.batch_size < 1:
-            raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
+            raise setting_error("batch_size", f"must be at least 1, got {self.batch_size}")
         require_seed("seed", self.seed)
 
     def draws_label(self, key: bytes | None = None) -> str:
@@ -117,7 +117,7 @@ class Votes:
     def counts(self, votes: int | None = None) -> torch.Tensor:
         """(N, classes) int64 vote counts over the first ``votes`` draws (all by default)."""
         if votes is not None and not 1 <= votes <= self.predictions.shape[1]:
-            raise ConfigError(f"`votes` must be in 1..{self.predictions.shape[1]}, got {votes}")
+            raise setting_error("votes", f"must be in 1..{self.predictions.shape[1]}, got {votes}")
         used = self.predictions[:, : self.predictions.shape[1] if votes is None else votes]
         return torch.nn.functional.one_hot(used, self.num_classes).sum(1)
 
@@ -290,7 +290,7 @@ class ToleranceRandomization:
         s = self.settings
         votes = s.votes if votes is None else votes
         if votes < 1:
-            raise ConfigError(f"`votes` must be at least 1, got {votes}")
+            raise setting_error("votes", f"must be at least 1, got {votes}")
         tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed, self.key)
         logits = logits_at_tolerances(self.model, images, tolerances, s.batch_size, progress)
         return Votes(logits.argmax(2), tolerances, self.num_classes, logits)

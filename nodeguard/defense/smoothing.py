@@ -30,8 +30,8 @@ import torch
 
 from nodeguard.checks import require_range, require_seed
 from nodeguard.defense.randomization import image_seed
-from nodeguard.errors import ConfigError
-from nodeguard.intervals import lower_confidence_bound
+from nodeguard.errors import setting_error
+from nodeguard.intervals import lower_confidence_bound, rate_interval
 from nodeguard.models.evaluation import predict_per_sample
 from nodeguard.models.networks import ImageClassifier
 
@@ -67,7 +67,7 @@ class SmoothingSettings:
         require_range("alpha", self.alpha, 0.0, 1.0, low_open=True, high_open=True)
         for name in ("n0", "n", "batch_size"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+                raise setting_error(name, f"must be at least 1, got {getattr(self, name)}")
         require_seed("seed", self.seed)
 
     @property
@@ -197,3 +197,24 @@ def predict(model: ImageClassifier, image: torch.Tensor, settings: SmoothingSett
     if binomtest(n_a, n_a + n_b, 0.5).pvalue <= settings.alpha:
         return int(top_two.indices[0])
     return ABSTAIN
+
+
+@dataclass
+class CertifiedPoint:
+    """Certified accuracy at one L2 radius, with its 95% Clopper–Pearson interval."""
+
+    radius: float
+    certified_accuracy: float
+    certified_accuracy_ci: list[float] | None
+    certified: int  # images right with a radius of at least ``radius``
+
+
+def certified_point(labels: list[int], predictions: list[int], radii: list[float], radius: float) -> CertifiedPoint:
+    """The share of images certified with their true class at ``radius`` or more, and its interval."""
+    certified = sum(
+        1
+        for label, prediction, r in zip(labels, predictions, radii, strict=True)
+        if prediction == label and r >= radius
+    )
+    count = len(labels)
+    return CertifiedPoint(radius, certified / count, rate_interval(certified, count), certified)

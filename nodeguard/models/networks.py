@@ -21,7 +21,7 @@ from torch import nn
 
 from nodeguard.catalog import Catalog
 from nodeguard.data.datasets import dataset_info
-from nodeguard.errors import ConfigError, SolverError
+from nodeguard.errors import ConfigError, SolverError, setting_error
 from nodeguard.models.layers import Normalize, ODEFunc, ResBlock, classifier_head, downsampling
 from nodeguard.models.solver import MAX_STEPS, solve_per_sample
 from nodeguard.runtime.compiler import CompiledFunction, compile_requested
@@ -425,7 +425,7 @@ def composed_config(
         ConfigError: ``t_end`` is not a positive finite time.
     """
     if not (0.0 < float(t_end) < float("inf")):
-        raise ConfigError(f"`t_end` must be a positive finite time, got {t_end!r}")
+        raise setting_error("t_end", f"must be a positive finite time, got {t_end!r}")
     channels = int(input_shape[0])
     return {
         "arch": ComposedODENet.arch,

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, setting_error
 
 FACTORY_MARK = "__nodeguard_parts_factory__"
 FACTORY_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -92,7 +92,7 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
             or a function not marked with :func:`ode_parts_factory`.
     """
     if not isinstance(spec, str) or not FACTORY_SPEC.match(spec):
-        raise ConfigError(f"`factory` must read 'module:function', not {spec!r}")
+        raise setting_error("factory", f"must read 'module:function', not {spec!r}")
     module_name, function_name = spec.split(":")
     try:
         module = importlib.import_module(module_name)

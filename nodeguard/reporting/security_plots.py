@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nodeguard.defense.smoothing import certified_point
 from nodeguard.reporting.plots import pyplot, save_png
 
 
@@ -74,8 +75,6 @@ def _error_bar(axes: Any, x: float, y: float, interval: list[float] | None, **st
 
 
 def _draw_curves(axes: Any, report: Any) -> None:
-    from nodeguard.stages.certify import certified_point
-
     eps = [point.eps for point in report.curve]
     defended = [p.robust_accuracy_defended for p in report.curve]
     undefended = [p.robust_accuracy_undefended for p in report.curve]

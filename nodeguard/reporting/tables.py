@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodeguard.errors import ConfigError
+from nodeguard.errors import setting_error
 from nodeguard.intervals import format_interval, format_rate
 from nodeguard.storage.files import atomic_write_text, json_text
 
@@ -115,7 +115,7 @@ def _write(report: dict[str, Any], path: Path, csv_text: Formatter, markdown_tex
     writers = {".csv": csv_text, ".md": markdown_text, ".json": lambda r: json_text(r, indent=2) + "\n"}
     suffix = path.suffix.lower()
     if suffix not in writers:
-        raise ConfigError(f"`out` must end in .csv, .md or .json, got {path.name}")
+        raise setting_error("out", f"must end in .csv, .md or .json, got {path.name}")
     atomic_write_text(path, writers[suffix](report))
 
 

@@ -22,7 +22,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in DEVICE_CHOICES:
         raise unknown_name_error("device", name, DEVICE_CHOICES)
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("`device` cuda was asked for but no CUDA GPU is available; use `device` cpu")
+        raise ConfigError(
+            "{device} cuda was asked for but no CUDA GPU is available; use {device} cpu", settings="device"
+        )
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, setting_error
 
 T = TypeVar("T")
 # a barrier waits for the slowest rank's share of an attack: hours, not the default 30 min
@@ -155,7 +155,7 @@ def set_threads(threads: int | None) -> None:
     if threads is None:
         return
     if threads < 1:
-        raise ConfigError(f"`threads` must be at least 1, got {threads}")
+        raise setting_error("threads", f"must be at least 1, got {threads}")
     torch.set_num_threads(threads)
 
 

@@ -31,7 +31,7 @@ from nodeguard.attacks import ATTACKS, AttackSpec
 from nodeguard.attacks.boundary import GridMethod
 from nodeguard.checks import require_seed, require_tol
 from nodeguard.constants import ATTACK_SET_KIND
-from nodeguard.errors import ConfigError, unknown_name_error
+from nodeguard.errors import ConfigError, setting_error, unknown_name_error
 from nodeguard.intervals import rate_interval
 from nodeguard.storage.images import save_png
 from nodeguard.storage.registry import Registry
@@ -119,7 +119,7 @@ class AttackSettings:
         spec = ATTACKS.get(self.attack)
         for name in ("count", "batch_size"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+                raise setting_error(name, f"must be at least 1, got {getattr(self, name)}")
         require_seed("seed", self.seed)
         if self.tol_attack is not None:
             self.tol_attack = require_tol("tol_attack", self.tol_attack)

@@ -20,8 +20,8 @@ from typing import Any
 
 from nodeguard.checks import require_non_negative
 from nodeguard.constants import CERTIFY_KIND
-from nodeguard.defense.smoothing import ABSTAIN, SmoothingSettings, certify, predict
-from nodeguard.errors import ConfigError
+from nodeguard.defense.smoothing import ABSTAIN, CertifiedPoint, SmoothingSettings, certified_point, certify, predict
+from nodeguard.errors import setting_error
 from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.progress import SILENT, Progress
@@ -65,10 +65,10 @@ class CertifySettings:
 
     def __post_init__(self) -> None:
         if self.count < 1:
-            raise ConfigError(f"`count` must be at least 1, got {self.count}")
+            raise setting_error("count", f"must be at least 1, got {self.count}")
         self.radii = tuple(sorted(require_non_negative("radii", radius) for radius in self.radii))
         if not self.radii:
-            raise ConfigError("`radii` takes non-negative L2 radii, like 0.25,0.5,1")
+            raise setting_error("radii", "takes non-negative L2 radii, like 0.25,0.5,1")
         self.smoothing  # noqa: B018  (checks sigma, n0, n, alpha, seed, batch size)
 
     @property
@@ -82,16 +82,6 @@ class CertifySettings:
         values = asdict(self)
         del values["radii"], values["batch_size"], values["count"]
         return {**values, "version": CERTIFY_VERSION}
-
-
-@dataclass
-class CertifiedPoint:
-    """Certified accuracy at one L2 radius, with its 95% Clopper–Pearson interval."""
-
-    radius: float
-    certified_accuracy: float
-    certified_accuracy_ci: list[float] | None
-    certified: int  # images right with a radius of at least ``radius``
 
 
 @dataclass
@@ -182,17 +172,6 @@ class CertifyReport:
         )
         chosen.curve = [chosen.accuracy_at(radius) for radius in radii]
         return chosen
-
-
-def certified_point(labels: list[int], predictions: list[int], radii: list[float], radius: float) -> CertifiedPoint:
-    """The share of images certified with their true class at ``radius`` or more, and its interval."""
-    certified = sum(
-        1
-        for label, prediction, r in zip(labels, predictions, radii, strict=True)
-        if prediction == label and r >= radius
-    )
-    count = len(labels)
-    return CertifiedPoint(radius, certified / count, rate_interval(certified, count), certified)
 
 
 def _report(
@@ -299,7 +278,6 @@ def run_certify(
     registry: Registry | None = None,
     device: str = "auto",
     data_dir: str | None = None,
-    plot: str | Path | None = None,
     progress: Progress = SILENT,
 ) -> CertifyReport:
     """Certified accuracy against the L2 radius of a model smoothed with Gaussian noise.
@@ -315,7 +293,6 @@ def run_certify(
         registry: None means ``Registry()`` at the default cache root.
         device: "auto", "cpu" or "cuda".
         data_dir: where a data set that is not bundled lives.
-        plot: if given, save the certified-accuracy picture there (PNG).
         progress: receives log lines and progress.
 
     Returns:
@@ -347,9 +324,4 @@ def run_certify(
     values = {key: value for key, value in values.items() if key != "records"}
     report = CertifyReport(**{**values, "curve": []}, reused=reused)
     report.curve = [report.accuracy_at(radius) for radius in settings.radii]
-    if plot is not None and current_ranks().is_main:
-        from nodeguard.reporting.security_plots import plot_certify
-
-        plot_certify([report], Path(plot))
-        report.plot = str(plot)
     return report

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nodeguard.checks import require_tols
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, setting_error
 from nodeguard.models.loading import load_model
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.sweep import CellCounts, SweepSettings, attack_cell, decoupled_cell
@@ -97,9 +97,9 @@ def run_grid(
         DataUnavailableError: a data set is not on disk and cannot be downloaded.
     """
     if not models:
-        raise ConfigError("`models` needs at least one model name")
+        raise setting_error("models", "needs at least one model name")
     if len(set(models)) != len(models):
-        raise ConfigError(f"`models` names a model twice: {','.join(models)}")
+        raise setting_error("models", f"names a model twice: {','.join(models)}")
     loaded_models = [load_model(name, registry=registry, device=device) for name in models]
     for loaded in loaded_models:
         if not loaded.model.has_solver:

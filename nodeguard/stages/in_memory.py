@@ -18,7 +18,7 @@ import torch
 from nodeguard.checks import require_tol
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.defense.votes import Votes, stored_votes
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, setting_error
 from nodeguard.models.loading import LoadedModel
 from nodeguard.models.networks import ComposedODENet
 from nodeguard.models.parts import ODEParts
@@ -59,13 +59,13 @@ class InMemoryEvaluation:
 
 def _as_levels(images: torch.Tensor) -> torch.Tensor:
     if images.dim() != 4:
-        raise ConfigError(f"`images` must be shaped (N, C, H, W), not {tuple(images.shape)}")
+        raise setting_error("images", f"must be shaped (N, C, H, W), not {tuple(images.shape)}")
     if images.dtype == torch.uint8:
         return images.cpu()
     if not images.is_floating_point() or not bool(torch.isfinite(images).all()):
-        raise ConfigError("`images` must be uint8 levels or finite floats in [0, 1]")
+        raise setting_error("images", "must be uint8 levels or finite floats in [0, 1]")
     if float(images.min()) < 0 or float(images.max()) > 1:
-        raise ConfigError("`images` must lie in [0, 1] (pixels, as the data sets give them)")
+        raise setting_error("images", "must lie in [0, 1] (pixels, as the data sets give them)")
     return images.detach().cpu().mul(255).round_().to(torch.uint8)
 
 
@@ -114,7 +114,7 @@ def evaluate_in_memory(
     model = copy.deepcopy(model)
     if isinstance(model, ODEParts):
         if tol_train is None:
-            raise ConfigError("`tol_train` is needed for a model given as parts")
+            raise setting_error("tol_train", "is needed for a model given as parts")
         parameters = [*model.features.parameters(), *model.odefunc.parameters(), *model.head.parameters()]
         with torch.no_grad():  # the ODE keeps the state's shape: the head tells the classes
             probe = images[:1].float() / (255.0 if images.dtype == torch.uint8 else 1.0)

@@ -11,18 +11,16 @@ every curve comes from the same pass. Votes are kept in the model's result store
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nodeguard.defense.randomization import DefenseSettings
 from nodeguard.defense.votes import defense_key, stored_votes
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, setting_error
 from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.progress import SILENT, Progress
-from nodeguard.runtime.distributed import current_ranks
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.stages.attack_sets import AttackSettings, intervals_beside_rates
 from nodeguard.storage.registry import Registry
@@ -62,7 +60,7 @@ class RocSettings:
 
     def __post_init__(self) -> None:
         if not self.votes or min(self.votes) < 1:
-            raise ConfigError("`votes` takes positive integers, like 5,10,15,20")
+            raise setting_error("votes", "takes positive integers, like 5,10,15,20")
         self.votes = tuple(sorted(set(int(v) for v in self.votes)))
         self.defense()  # checks the tolerance range and batch size
         self.attack_settings()  # an unknown attack option fails before anything runs
@@ -212,7 +210,6 @@ def run_roc(
     model: str | None = None,
     registry: Registry | None = None,
     device: str = "auto",
-    plot: str | Path | None = None,
     progress: Progress = SILENT,
 ) -> RocReport:
     """ROC curves of the defense for each V on the model's attack set (made if missing).
@@ -226,7 +223,6 @@ def run_roc(
         model: a registered ODE model; None means the most recently trained one.
         registry: None means ``Registry()`` at the default cache root.
         device: "auto", "cpu" or "cuda".
-        plot: if given, save the curves there (rank 0).
         progress: receives log lines and progress.
 
     Returns:
@@ -243,12 +239,10 @@ def run_roc(
         DataUnavailableError: the data set is not on disk and cannot be downloaded.
     """
     loaded = load_model(model, registry=registry, device=device)
-    return roc_of(loaded, settings, plot, progress)
+    return roc_of(loaded, settings, progress)
 
 
-def roc_of(
-    loaded: LoadedModel, settings: RocSettings, plot: str | Path | None = None, progress: Progress = SILENT
-) -> RocReport:
+def roc_of(loaded: LoadedModel, settings: RocSettings, progress: Progress = SILENT) -> RocReport:
     """:func:`run_roc` on a loaded model (one from the registry, or one given in memory).
 
     Raises:
@@ -287,9 +281,4 @@ def roc_of(
         median_abs_margin_8bit=report.median_abs_margin_8bit,
         p90_abs_margin_8bit=report.p90_abs_margin_8bit,
     )
-    if plot is not None and current_ranks().is_main:
-        from nodeguard.reporting.plots import plot_roc
-
-        plot_roc(result, Path(plot))
-        result.plot = str(plot)
     return result

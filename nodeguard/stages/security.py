@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,12 +55,11 @@ from nodeguard.constants import SECURITY_KIND
 from nodeguard.defense.randomization import DefenseSettings, Votes, check_tol_range
 from nodeguard.defense.spread import MarginSpread, SpreadSummary, predicted_kappa, predicted_survival, summarize
 from nodeguard.defense.votes import defense_key, stored_votes
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, setting_error
 from nodeguard.intervals import rate_interval
 from nodeguard.models.evaluation import margins_alone
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.progress import SILENT, Progress
-from nodeguard.runtime.distributed import current_ranks
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.stages.attack_sets import AttackSet, AttackSettings
 from nodeguard.stages.certify import CertifySettings
@@ -150,15 +148,18 @@ class SecuritySettings:
         self.autoattack_eps = tuple(require_positive("autoattack_eps", eps) for eps in self.autoattack_eps)
         self.eps = tuple(sorted(require_non_negative("eps", eps) for eps in self.eps))
         if self.count < 1:
-            raise ConfigError(f"`count` must be at least 1, got {self.count}")
+            raise setting_error("count", f"must be at least 1, got {self.count}")
         if self.square_queries < 1:
-            raise ConfigError(f"`square_queries` must be at least 1, got {self.square_queries}")
+            raise setting_error("square_queries", f"must be at least 1, got {self.square_queries}")
         if self.square_draws < 0:
-            raise ConfigError(f"`square_draws` must be at least 0, got {self.square_draws}")
+            raise setting_error("square_draws", f"must be at least 0, got {self.square_draws}")
         if not self.kappas and not self.eot and not self.autoattack_eps:
-            raise ConfigError("no attacker: give `kappas` or `autoattack_eps`, or keep `eot`")
+            raise ConfigError(
+                "no attacker: give {kappas} or {autoattack_eps}, or keep {eot}",
+                settings=("kappas", "autoattack_eps", "eot"),
+            )
         if not self.eps:
-            raise ConfigError("`eps` takes non-negative L2 budgets, like 0.5,1,2")
+            raise setting_error("eps", "takes non-negative L2 budgets, like 0.5,1,2")
         self.accept_level = require_range("accept_level", self.accept_level, 0.0, 1.0, low_open=True)
         self.attack_options = {k: v for k, v in self.attack_options.items() if v is not None}
         self.defense(self.vmin or 0)  # checks votes, v_min and the range
@@ -167,7 +168,8 @@ class SecuritySettings:
             try:
                 check_tol_range(low, high)
             except ConfigError as error:
-                raise ConfigError(f"`tol_ranges`: {low:g}:{high:g} is not a range of tolerances ({error})") from None
+                reason = error.render(lambda _setting: "the range")
+                raise setting_error("tol_ranges", f"{low:g}:{high:g} is not a range of tolerances ({reason})") from None
         if self.certify_sigma is not None:
             self.certify_sigma = require_positive("certify_sigma", self.certify_sigma)
             CertifySettings(sigma=self.certify_sigma, n0=self.certify_n0, n=self.certify_n)  # checks n0 and n
@@ -674,7 +676,6 @@ def run_security(
     model: str | None = None,
     registry: Registry | None = None,
     device: str = "auto",
-    plot: str | Path | None = None,
     progress: Progress = SILENT,
 ) -> SecurityReport:
     """The security table and robust-accuracy curve of the model (attack sets made if missing).
@@ -688,7 +689,6 @@ def run_security(
         model: a registered ODE model; None means the most recently trained one.
         registry: None means ``Registry()`` at the default cache root.
         device: "auto", "cpu" or "cuda".
-        plot: if given, save the robust-accuracy plot there (rank 0).
         progress: receives log lines and progress.
 
     Returns:
@@ -729,7 +729,10 @@ def run_security(
         from nodeguard.stages.certify import run_certify
 
         if not report.indices:
-            raise ConfigError("this stored security report predates --certify; run it again with another setting")
+            raise ConfigError(
+                "this stored security report predates {certify_sigma}; run it again with another setting",
+                settings="certify_sigma",
+            )
         certified = run_certify(
             CertifySettings(
                 sigma=settings.certify_sigma,
@@ -746,9 +749,4 @@ def run_security(
         # over the very images the attackers attacked (the first test images the evaluated
         # model classifies correctly), so that the curves compare
         report.certified = [certified.subset(report.indices, settings.eps).to_dict()]
-    if plot is not None and current_ranks().is_main:
-        from nodeguard.reporting.security_plots import plot_security
-
-        plot_security(report, Path(plot))
-        report.plot = str(plot)
     return report

@@ -53,7 +53,7 @@ class SweepSettings:
         if self.tol_attack is not None:
             self.tol_attack = require_tol("tol_attack", self.tol_attack)
         if self.tol_attack is not None and self.attack is None:
-            raise ConfigError("`tol_attack` needs an `attack` (cw, for example)")
+            raise ConfigError("{tol_attack} needs an {attack} (cw, for example)", settings=("tol_attack", "attack"))
         self.tols = tuple(float(tol) for tol in self.tols)
         if self.attack is not None:
             self.attack_settings(None)  # an unknown attack or option fails before any cell is computed
@@ -254,7 +254,7 @@ def run_sweep(
     """
     loaded = load_model(model, registry=registry, device=device)
     if not loaded.model.has_solver:
-        raise ConfigError(f"{loaded.name} has no solver tolerance to sweep; choose an ODE `model`")
+        raise ConfigError(f"{loaded.name} has no solver tolerance to sweep; choose an ODE {{model}}", settings="model")
     counts = CellCounts()
     cells_per_tol = 1 + (settings.attack is not None)
     decoupled_cells = settings.attack is not None and settings.tol_attack is not None
