@@ -35,9 +35,8 @@ import torchattacks
 from nodeguard.attacks import CarliniWagnerL2, FastMinimumNormL2, PinnedTolerance
 from nodeguard.attacks.boundary import MARGIN_SLACK, refine_floats
 from nodeguard.data.datasets import load_dataset
-from nodeguard.models.evaluation import margins_alone
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import load_model
-from nodeguard.stages.attack import classify_alone
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 
@@ -54,10 +53,10 @@ def judged(model, tol, images, labels, adversarial, seconds) -> dict:
     started = time.perf_counter()
     target = -MARGIN_SLACK
     adversarial = adversarial.detach().clamp(0, 1)
-    margins = margins_alone(model, adversarial, labels, tol)[0]
+    margins = classify_alone(model, adversarial, tol, labels).margins
     rows = (margins <= target).nonzero().squeeze(1)
     adversarial[rows] = refine_floats(model, tol, images[rows], adversarial[rows], labels[rows], target)
-    margins = margins_alone(model, adversarial, labels, tol)[0]
+    margins = classify_alone(model, adversarial, tol, labels).margins
     success = margins < 0
     seconds += time.perf_counter() - started
     l2 = (adversarial - images).flatten(1).norm(dim=1)[success]
@@ -93,7 +92,7 @@ def main() -> None:
     pinned = PinnedTolerance(model, tol).eval()
     test = load_dataset(loaded.dataset).test
     images, labels = test.float_images(slice(0, 3 * args.count)), test.labels[: 3 * args.count]
-    correct = (classify_alone(model, images, tol) == labels).nonzero().squeeze(1)[: args.count]
+    correct = (classify_alone(model, images, tol).predictions == labels).nonzero().squeeze(1)[: args.count]
     images, labels = images[correct], labels[correct]
     fmn_steps = [int(value) for value in args.fmn_steps.split(",") if value]
     cw_budgets = [tuple(int(part) for part in value.split("x")) for value in args.cw_budgets.split(",") if value]
@@ -130,7 +129,7 @@ def main() -> None:
         best = images.clone()
         for const in C_GRID:
             adversarial = torchattacks.CW(pinned, c=const, kappa=0, steps=100, lr=0.05)(images, labels)
-            success = classify_alone(model, adversarial, tol) != labels
+            success = classify_alone(model, adversarial, tol).predictions != labels
             l2 = (adversarial - images).flatten(1).norm(dim=1)
             better = success & (l2 < best_l2)
             best_l2 = torch.where(better, l2, best_l2)

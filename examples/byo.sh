@@ -18,8 +18,10 @@ nodeguard models show torchdiffeq-example-mnist5k > /dev/null 2>&1 ||
     nodeguard models import "$out/model.pth" --format torchdiffeq-example --dataset mnist5k
 model=torchdiffeq-example-mnist5k
 nodeguard attack cw --model "$model" --count 100 --export "$out/digits"
-nodeguard defend "$out/digits/pristine" --model "$model" --votes 15 --vmin 12 --seed 0 --out "$out/defend-pristine.csv" | tail -n 1
-nodeguard defend "$out/digits/adversarial" --model "$model" --votes 15 --vmin 12 --seed 0 --out "$out/defend-adversarial.csv" | tail -n 1
+nodeguard defend "$out/digits/pristine" --model "$model" --votes 15 --vmin 12 --seed 0 --out "$out/defend-pristine.csv" |
+    grep '^accepted ' | sed 's/^/pristine PNGs:    /'
+nodeguard defend "$out/digits/adversarial" --model "$model" --votes 15 --vmin 12 --seed 0 --out "$out/defend-adversarial.csv" |
+    grep '^accepted ' | sed 's/^/adversarial PNGs: /'
 nodeguard roc --model "$model" --count 100 --votes 5,10,15,20 --seed 0 --plot "$out/roc.png"
 # the attackers of the README's security figure, AutoAttack-rand at a fifth of its steps and a
 # quarter of its EOT samples (its full budget, 100 x 20 per L2 budget, takes hours on a CPU)

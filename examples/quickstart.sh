@@ -24,6 +24,11 @@ nodeguard train mnist5k
 nodeguard attack fmn --model odenet-mnist5k --count 100 --export "$out/digits"
 # --seed 0: public draws, so that the figures are the README's (without it the draws are
 # secret, keyed by this installation's key: the defense as it would be deployed)
-nodeguard defend "$out/digits/pristine" --model odenet-mnist5k --votes 15 --vmin 12 --seed 0 --out "$out/defend-pristine.csv" | tail -n 1
-nodeguard defend "$out/digits/adversarial" --model odenet-mnist5k --votes 15 --vmin 12 --seed 0 --out "$out/defend-adversarial.csv" | tail -n 1
+# `defend` prints a table (one row per file), then its summary line, "accepted N (share
+# [interval]), rejected M (...), unreadable K", then a line naming the intervals: keep the
+# summary line; the verdict of every file is in the CSV
+nodeguard defend "$out/digits/pristine" --model odenet-mnist5k --votes 15 --vmin 12 --seed 0 --out "$out/defend-pristine.csv" |
+    grep '^accepted ' | sed 's/^/pristine PNGs:    /'
+nodeguard defend "$out/digits/adversarial" --model odenet-mnist5k --votes 15 --vmin 12 --seed 0 --out "$out/defend-adversarial.csv" |
+    grep '^accepted ' | sed 's/^/adversarial PNGs: /'
 nodeguard roc --model odenet-mnist5k --count 100 --attack fmn --votes 5,10,15,20 --seed 0 --plot "$out/roc.png"

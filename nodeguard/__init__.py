@@ -58,8 +58,8 @@ _EXPORTS: dict[str, str] = {
     "LoadedModel": "nodeguard.models.loading",
     "solve_per_sample": "nodeguard.models.solver",
     "logits_alone": "nodeguard.models.evaluation",
-    "margins_alone": "nodeguard.models.evaluation",
-    "predict_per_sample": "nodeguard.models.evaluation",
+    "classify_alone": "nodeguard.models.evaluation",
+    "AloneClassification": "nodeguard.models.evaluation",
     "classification_margin": "nodeguard.models.evaluation",
     # training
     "TrainConfig": "nodeguard.training.train",
@@ -82,9 +82,9 @@ _EXPORTS: dict[str, str] = {
     "MarginSpread": "nodeguard.defense.spread",
     "rate_interval": "nodeguard.intervals",
     # stages
-    "AttackSettings": "nodeguard.stages.attack_sets",
-    "AttackSet": "nodeguard.stages.attack_sets",
-    "AttackReport": "nodeguard.stages.attack_sets",
+    "AttackSettings": "nodeguard.experiments.attack_sets",
+    "AttackSet": "nodeguard.experiments.attack_sets",
+    "AttackReport": "nodeguard.experiments.attack_sets",
     "load_attack_set": "nodeguard.stages.attack_sets",
     "run_attack": "nodeguard.stages.attack",
     "SweepSettings": "nodeguard.stages.sweep",
@@ -92,10 +92,10 @@ _EXPORTS: dict[str, str] = {
     "GridSettings": "nodeguard.stages.grid",
     "run_grid": "nodeguard.stages.grid",
     "RocSettings": "nodeguard.stages.roc",
-    "RocCurve": "nodeguard.stages.roc",
+    "RocCurve": "nodeguard.experiments.roc",
     "run_roc": "nodeguard.stages.roc",
     "SecuritySettings": "nodeguard.stages.security",
-    "SecurityRow": "nodeguard.stages.security",
+    "SecurityRow": "nodeguard.experiments.security",
     "run_security": "nodeguard.stages.security",
     "CertifySettings": "nodeguard.stages.certify",
     "CertifyReport": "nodeguard.stages.certify",
@@ -146,20 +146,23 @@ if TYPE_CHECKING:  # what type checkers and editors see
         SolverError,
         StorageError,
     )
+    from nodeguard.experiments.attack_sets import AttackReport, AttackSet, AttackSettings
+    from nodeguard.experiments.roc import RocCurve
+    from nodeguard.experiments.security import SecurityRow
     from nodeguard.intervals import rate_interval
-    from nodeguard.models.evaluation import classification_margin, logits_alone, margins_alone, predict_per_sample
+    from nodeguard.models.evaluation import AloneClassification, classification_margin, classify_alone, logits_alone
     from nodeguard.models.importing import RegisteredModel, import_checkpoint, register_ode_classifier
     from nodeguard.models.loading import LoadedModel, load_model
     from nodeguard.models.networks import ComposedODENet, ImageClassifier, ODENet, ResNet, create_model
     from nodeguard.models.parts import ODEParts, ode_parts_factory
     from nodeguard.models.solver import solve_per_sample
     from nodeguard.stages.attack import run_attack
-    from nodeguard.stages.attack_sets import AttackReport, AttackSet, AttackSettings, load_attack_set
+    from nodeguard.stages.attack_sets import load_attack_set
     from nodeguard.stages.certify import CertifyReport, CertifySettings, run_certify
     from nodeguard.stages.grid import GridSettings, run_grid
     from nodeguard.stages.in_memory import InMemoryEvaluation, evaluate_in_memory
-    from nodeguard.stages.roc import RocCurve, RocSettings, run_roc
-    from nodeguard.stages.security import SecurityRow, SecuritySettings, run_security
+    from nodeguard.stages.roc import RocSettings, run_roc
+    from nodeguard.stages.security import SecuritySettings, run_security
     from nodeguard.stages.sweep import SweepSettings, run_sweep
     from nodeguard.storage.images import read_image, read_image_frames
     from nodeguard.storage.registry import Registry

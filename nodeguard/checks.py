@@ -1,7 +1,7 @@
 """Every number a user gives, checked before any work starts: finite and in its range.
 
-Each check raises one :class:`~nodeguard.errors.ConfigError` whose message names the
-setting (in backticks: the CLI shows its option) and the range it must lie in.
+Each check raises one :class:`~nodeguard.errors.ConfigError` about the setting (its
+``settings`` field; the CLI shows the option that sets it) and the range it must lie in.
 
 Solver tolerances (tau, used as rtol = atol) have a floor and a ceiling that follow from
 the solver's float type: the ODE block runs in float32, whose relative precision is

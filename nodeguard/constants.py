@@ -11,7 +11,7 @@ The cache root (``NODEGUARD_HOME``) holds::
 
 from __future__ import annotations
 
-__version__ = "0.8.0"  # the package's version (pyproject.toml reads it from here)
+__version__ = "0.9.0"  # the package's version (pyproject.toml reads it from here)
 
 # environment variables
 HOME_VARIABLE = "NODEGUARD_HOME"  # the cache root
@@ -44,6 +44,7 @@ SWEEP_CELL_KIND = "sweep_cell"
 VOTES_KIND = "votes"
 SECURITY_KIND = "security"
 CERTIFY_KIND = "certify"  # randomized smoothing's certificates of a model's test images
+CERTIFY_SHARD_KIND = "certify_shard"  # one rank's certified images of certificates being made
 
 # the tag of every torch file nodeguard saves
 FILE_FORMAT = "nodeguard-checkpoint"

@@ -62,6 +62,14 @@ class ModelNotFoundError(RegistryError):
     """No model of that name is registered."""
 
 
+class NoModelYetError(ModelNotFoundError):
+    """The registry holds no trained model yet (the first thing to do is to train one)."""
+
+
+class UnfinishedModelError(RegistryError):
+    """The model's training stopped before its last epoch (training it again continues it)."""
+
+
 class SolverError(NodeguardError):
     """The ODE solver cannot meet the tolerance asked for (step-size underflow or its step budget)."""
 

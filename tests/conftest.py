@@ -73,13 +73,13 @@ CONFIDENT_MARGIN = 0.1  # the tiny model's median test margin is about 0.2 logit
 
 def check_blend_can_succeed(root) -> None:
     from nodeguard.data.datasets import load_dataset
-    from nodeguard.models.evaluation import margins_alone
+    from nodeguard.models.evaluation import classify_alone
     from nodeguard.models.loading import load_model
 
     model = load_model("tiny", registry=Registry(root), device="cpu").model
     test = load_dataset("mnist5k").test
     images, labels = test.float_images(slice(0, 40)), test.labels[:40]
-    margins = margins_alone(model, images, labels, 1e-3)[0]
+    margins = classify_alone(model, images, 1e-3, labels).margins
     first = (margins > 0).nonzero().squeeze(1)[:FIRST_CORRECT]
     confident = {int(labels[i]) for i in first if margins[i] >= CONFIDENT_MARGIN}
     assert len(first) == FIRST_CORRECT and len(confident) >= 2, (

@@ -13,11 +13,13 @@ from nodeguard.attacks import CarliniWagnerL2, FastMinimumNormL2, PinnedToleranc
 from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
 from nodeguard.errors import ConfigError
+from nodeguard.experiments.attack_sets import AttackSettings
 from nodeguard.intervals import rate_interval
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
-from nodeguard.stages.attack import classify_alone, run_attack
-from nodeguard.stages.attack_sets import AttackSettings, load_attack_set
+from nodeguard.stages.attack import run_attack
+from nodeguard.stages.attack_sets import load_attack_set
 from nodeguard.storage.images import read_image
 
 
@@ -47,7 +49,7 @@ def test_every_pixel_can_move_in_tanh_space(tiny_model):
 def correct_test_images(loaded, count):
     test = load_dataset("mnist5k").test
     images, labels = test.float_images(slice(0, 3 * count)), test.labels[: 3 * count]
-    predictions = classify_alone(loaded.model, images, 1e-3)
+    predictions = classify_alone(loaded.model, images, 1e-3).predictions
     keep = (predictions == labels).nonzero().squeeze(1)[:count]
     return images[keep], labels[keep]
 
@@ -123,7 +125,7 @@ def test_successful_adversarials_are_valid_and_misclassified_at_tol_attack(tiny_
     assert adversarial.min() >= 0 and adversarial.max() <= 1
     loaded = load_model(tiny_model, device="cpu")
     loaded.model.tol = 1e-1  # the model's own setting must not matter: verify at tol_attack
-    predictions = classify_alone(loaded.model, adversarial[success], report.tol_attack)
+    predictions = classify_alone(loaded.model, adversarial[success], report.tol_attack).predictions
     assert (predictions != labels[success]).all()
     if success.any():
         assert report.mean_l2 > 0 and report.mean_mse == pytest.approx(
@@ -184,7 +186,6 @@ def test_grid_tightening_only_moves_pixels_back_and_keeps_the_margin(tiny_model,
     """tighten_on_grid moves pixels toward the original only, never past it, and every row
     keeps a margin of at most the target."""
     from nodeguard.attacks.boundary import MARGIN_SLACK, tighten_on_grid
-    from nodeguard.models.evaluation import margins_alone
 
     report = run_attack(
         AttackSettings.with_overrides(attack="blend", count=8, batch_size=8), model=tiny_model, device="cpu"
@@ -197,12 +198,12 @@ def test_grid_tightening_only_moves_pixels_back_and_keeps_the_margin(tiny_model,
     # start from the plain rounding of the float adversarial (it overshoots the boundary)
     # where that is adversarial, else from the saved 8-bit adversarial (adversarial by construction)
     rounded = (data.adversarial[rows] * 255).round()
-    plain_holds = margins_alone(model, rounded / 255, labels, 1e-3)[0] <= -MARGIN_SLACK
+    plain_holds = classify_alone(model, rounded / 255, 1e-3, labels).margins <= -MARGIN_SLACK
     start = torch.where(plain_holds.view(-1, 1, 1, 1), rounded, data.adversarial_8bit[rows].float())
     tightened = tighten_on_grid(model, 1e-3, clean_levels, start, labels, -MARGIN_SLACK)
     before, after = start - clean_levels, tightened - clean_levels
     assert (after.abs() <= before.abs()).all() and (after * before >= 0).all()
-    margins = margins_alone(model, tightened / 255, labels, 1e-3)[0]
+    margins = classify_alone(model, tightened / 255, 1e-3, labels).margins
     assert (margins <= -MARGIN_SLACK).all()
 
 
@@ -256,7 +257,7 @@ def test_exported_pngs_read_back_as_the_saved_8bit_adversarials(tiny_model, tmp_
     loaded = load_model(tiny_model, device="cpu")
     images = torch.stack([read_image(path, channels=1) for path in adversarial])
     labels = torch.tensor([int(path.stem.split("label")[1]) for path in adversarial])
-    assert (classify_alone(loaded.model, images, report.tol_attack) != labels).all()
+    assert (classify_alone(loaded.model, images, report.tol_attack).predictions != labels).all()
 
 
 def test_pgd_linf_stays_in_budget(tiny_model, registry):
@@ -268,7 +269,9 @@ def test_pgd_linf_stays_in_budget(tiny_model, registry):
     data = load_attack_set(registry, tiny_model, report.set)
     assert (data.adversarial - data.clean).abs().max() <= 0.2 + 1e-6
     # success counts exactly the adversarials misclassified alone at tol_attack
-    predictions = classify_alone(load_model(tiny_model, device="cpu").model, data.adversarial, report.tol_attack)
+    predictions = classify_alone(
+        load_model(tiny_model, device="cpu").model, data.adversarial, report.tol_attack
+    ).predictions
     assert torch.equal(data.success, predictions != data.labels)
 
 

@@ -122,6 +122,52 @@ def test_cifar10_damaged_batch_is_reported(tmp_path):
         load_dataset("cifar10", data_dir=tmp_path, download=False)
 
 
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_damaged_or_unsafe_data_file_is_named_with_the_reason(tmp_path):
+    folder = tmp_path / CIFAR10_FOLDER
+    folder.mkdir()
+    images = np.zeros((2, 3, 32, 32), dtype=np.uint8)
+    for name in CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES:
+        write_cifar_batch(folder / name, images, [0, 1])
+    with open(folder / "test_batch", "wb") as handle:  # protocol 5 keeps arrays as buffers: read as well
+        pickle.dump({b"labels": [0, 1], b"data": images.reshape(2, -1)}, handle, protocol=5)
+    assert len(load_dataset("cifar10", data_dir=tmp_path, download=False).test) == 2
+    whole = (folder / "data_batch_2").read_bytes()
+    (folder / "data_batch_2").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataUnavailableError, match="data_batch_2 is truncated; download CIFAR-10 again"):
+        load_dataset("cifar10", data_dir=tmp_path, download=False)
+    marker = tmp_path / "ran"
+    with open(folder / "data_batch_2", "wb") as handle:
+        pickle.dump({b"labels": [0, 1], b"data": _RunsCode(marker)}, handle)
+    with pytest.raises(
+        DataUnavailableError, match=r"data_batch_2 is not a readable CIFAR-10 batch \(it needs .*system"
+    ):
+        load_dataset("cifar10", data_dir=tmp_path, download=False)
+    assert not marker.exists()
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx_images(raw / "train-images-idx3-ubyte", np.zeros((6, 28, 28), dtype=np.uint8))
+    write_idx_labels(raw / "train-labels-idx1-ubyte", np.arange(6))
+    (raw / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03 cut short")
+    write_idx_labels(raw / "t10k-labels-idx1-ubyte", np.arange(4))
+    with pytest.raises(DataUnavailableError) as caught:
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    message = str(caught.value)
+    assert (
+        message.startswith(f"MNIST's files are in {raw} but they cannot be read (") and "download it again" in message
+    )
+
+
 def test_cifar10_missing_files_suggest_mnist5k(tmp_path):
     with pytest.raises(DataUnavailableError, match="mnist5k"):
         load_dataset("cifar10", data_dir=tmp_path, download=False)
@@ -209,7 +255,7 @@ def test_folder_dataset_refuses_an_empty_class_and_a_broken_image(tmp_path):
         load_dataset(f"folder:{empty}")
     broken = _tree(tmp_path / "broken", "L")
     (broken / "test" / "cat" / "bad.png").write_text("not a picture")
-    with pytest.raises(DataUnavailableError, match="bad.png is named as an image but Pillow cannot read it"):
+    with pytest.raises(DataUnavailableError, match=r"cannot be read: test/cat/bad.png \(named as an image, but Pillow"):
         load_dataset(f"folder:{broken}")
     with pytest.raises(DataUnavailableError, match="folder: needs the path"):
         load_dataset("folder:")

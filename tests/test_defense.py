@@ -14,11 +14,11 @@ from nodeguard.defense.files import defend_paths
 from nodeguard.defense.randomization import (
     DefenseSettings,
     ToleranceRandomization,
-    classify_at_tolerances,
     draw_tolerances,
 )
 from nodeguard.errors import ConfigError, NodeguardError
 from nodeguard.intervals import rate_interval
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import load_model
 from nodeguard.models.solver import solve_per_sample
 from nodeguard.storage.images import save_png
@@ -61,8 +61,8 @@ def test_image_in_a_mixed_batch_matches_torchdiffeq_alone(tiny_model):
     assert torch.allclose(batched_logits, alone_logits, atol=1e-4, rtol=1e-4)
     assert torch.equal(batched_logits.argmax(1), alone_logits.argmax(1))
 
-    votes_64 = classify_at_tolerances(model, images, tolerances, batch_size=64)
-    votes_5 = classify_at_tolerances(model, images, tolerances, batch_size=5)
+    votes_64 = classify_alone(model, images, tolerances, batch_size=64).predictions
+    votes_5 = classify_alone(model, images, tolerances, batch_size=5).predictions
     assert torch.equal(votes_64, alone_logits.argmax(1).view(8, 8))
     assert torch.equal(votes_5, votes_64)
 

@@ -146,7 +146,8 @@ def test_two_ranks_make_the_same_attack_set_and_roc_as_one_process(trained_root,
 def aucs_of_stored_votes(home: Path, set_key: str, votes: tuple[int, ...]) -> list[float]:
     """The AUC for each V of the pristine and adversarial votes stored in ``home``."""
     from nodeguard.defense.votes import stored_votes
-    from nodeguard.stages.roc import RocSettings, roc_from_scores
+    from nodeguard.experiments.roc import roc_from_scores
+    from nodeguard.stages.roc import RocSettings
 
     registry = Registry(home)
     loaded = load_model("tiny", registry=registry, device="cpu")

@@ -1,18 +1,107 @@
-"""The README's layout section lists every module of the package, and nothing else."""
+"""The documentation holds: the README's shape, every relative link, the library's layout
+(every module of the package, and nothing else) and its bring-your-own-model example."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+LIBRARY_DOC = ROOT / "docs" / "library.md"
+README_MAX_LINES = 200
+# the two commands that work on a fresh machine, first in the README
+FIRST_COMMANDS = (
+    "bash examples/quickstart.sh",
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -q",
+)
+LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(([^()\s]+)\)")
+FENCE = re.compile(r"^(```|~~~)")
+
+
+def markdown_files() -> list[Path]:
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def prose_lines(text: str) -> list[str]:
+    """The lines outside fenced code blocks."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if FENCE.match(line.strip()):
+            fenced = not fenced
+            continue
+        if not fenced:
+            lines.append(line)
+    return lines
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link in a heading: its text
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    found = set()
+    for line in prose_lines(path.read_text(encoding="utf-8")):
+        match = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not match:
+            continue
+        anchor = github_anchor(match.group(1))
+        count = seen.get(anchor, 0)
+        seen[anchor] = count + 1
+        found.add(anchor if count == 0 else f"{anchor}-{count}")
+    return found
+
+
+def relative_links(path: Path) -> list[str]:
+    text = "\n".join(prose_lines(path.read_text(encoding="utf-8")))
+    text = re.sub(r"`[^`\n]*`", "", text)  # inline code is not a link
+    return [target for target in LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:", target)]
+
+
+def test_the_readme_is_short_and_starts_with_the_two_commands():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; at most {README_MAX_LINES}"
+    body = [line for line in lines if line.strip()]
+    assert body[0].startswith("# "), "the README starts with its title"
+    assert body[1].strip() == "```bash", "then a bash block"
+    commands = [line.split("#", 1)[0].strip() for line in body[2:4]]
+    assert tuple(commands) == FIRST_COMMANDS, commands
+    assert (ROOT / "examples" / "quickstart.sh").is_file()
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_relative_link_points_to_a_file_and_heading_that_exist(path):
+    broken = []
+    for target in relative_links(path):
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists():
+            broken.append(f"{target}: no file {linked.relative_to(ROOT) if linked.is_relative_to(ROOT) else linked}")
+        elif anchor and (linked.suffix != ".md" or anchor not in anchors(linked)):
+            broken.append(f"{target}: no heading #{anchor} in {linked.name}")
+    assert not broken, broken
+
+
+def test_the_link_checker_reads_links_and_headings_as_github_does(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Title\n\n## `nodeguard roc`\n\n## The library's layout\n\n## A: b, c\n\n## A: b, c\n\n"
+        "```bash\n# not a heading\necho [x](nowhere.md)\n```\n\n"
+        "See [roc](#nodeguard-roc), ![a picture](pic.png), `[code](not-a-link.md)`, [web](https://example.org).\n",
+        encoding="utf-8",
+    )
+    assert anchors(page) == {"title", "nodeguard-roc", "the-librarys-layout", "a-b-c", "a-b-c-1"}
+    assert relative_links(page) == ["#nodeguard-roc", "pic.png"]
 
 
 def listed_modules() -> set[str]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## The library's layout", 1)[1]
+    doc = LIBRARY_DOC.read_text(encoding="utf-8")
+    section = doc.split("## The library's layout", 1)[1]
     block = section.split("```text", 1)[1].split("```", 1)[0]
     names: set[str] = set()
     for line in block.splitlines():
@@ -27,7 +116,7 @@ def listed_modules() -> set[str]:
     return names
 
 
-def test_the_readme_layout_lists_every_module():
+def test_the_library_layout_lists_every_module():
     package = ROOT / "nodeguard"
     actual = {
         str(path.relative_to(package))
@@ -40,12 +129,12 @@ def test_the_readme_layout_lists_every_module():
     assert listed - recipes == expected, (sorted(expected - listed), sorted(listed - recipes - expected))
 
 
-def test_the_readme_bring_your_own_model_example_runs(tmp_path, monkeypatch, registry):
+def test_the_bring_your_own_model_example_runs(tmp_path, monkeypatch, registry):
     """The two Python blocks of "Bring your own model": a user's module and its registration."""
     import nodeguard as ng
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Bring your own model", 1)[1].split("\n## ", 1)[0]
+    doc = LIBRARY_DOC.read_text(encoding="utf-8")
+    section = doc.split("## Bring your own model", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     module = next(block for block in blocks if block.startswith("# mypkg/odenet.py"))
     register = next(block for block in blocks if "register_ode_classifier" in block)
@@ -53,7 +142,7 @@ def test_the_readme_bring_your_own_model_example_runs(tmp_path, monkeypatch, reg
     (tmp_path / "mypkg" / "__init__.py").write_text("")
     (tmp_path / "mypkg" / "odenet.py").write_text(module)
     monkeypatch.syspath_prepend(str(tmp_path))
-    exec(compile(register, "README.md", "exec"), {})  # noqa: S102  (the README's own example)
+    exec(compile(register, str(LIBRARY_DOC.relative_to(ROOT)), "exec"), {})  # noqa: S102  (the docs' own example)
     loaded = ng.load_model("mine", registry=registry, device="cpu")
     assert loaded.config["model"]["factory"] == "mypkg.odenet:parts" and loaded.tol_train == 1e-3
     assert ng.logits_alone(loaded.model, torch.rand(2, 1, 28, 28))[0].shape == (2, 10)

@@ -418,6 +418,9 @@ def test_a_bare_state_dict_imports_and_a_bad_tol_is_refused_first(tmp_path, regi
     )
     loaded = load_model(result.name, registry=registry, device="cpu")
     _agree(logits_alone(loaded.model, _digits(3))[0], alone(net, _digits(3)))
-    with pytest.raises(CheckpointRefusedError, match="it has 'state_dict': try --format torchdiffeq-example"):
+    with pytest.raises(
+        CheckpointRefusedError,
+        match="it has 'state_dict' in the torchdiffeq-example layout: try `format` torchdiffeq-example",
+    ):
         torch.save({"state_dict": net.state_dict(), "epoch": 1}, tmp_path / "wrapped.pth")
         import_checkpoint(tmp_path / "wrapped.pth", "neural-ode-features", "mnist5k", tol_train=TOL, registry=registry)

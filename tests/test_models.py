@@ -54,10 +54,10 @@ def test_normalisation_lives_in_the_model():
 
 
 def test_per_sample_solving_refuses_a_method_it_does_not_implement():
-    from nodeguard.models.evaluation import predict_per_sample
+    from nodeguard.models.evaluation import classify_alone
 
     model = make_odenet(method="rk4").eval()
     with torch.no_grad():
         assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)  # torchdiffeq runs rk4 as asked
     with pytest.raises(ConfigError, match="dopri5 only"):
-        predict_per_sample(model, torch.rand(2, 1, 28, 28), tol=1e-3)
+        classify_alone(model, torch.rand(2, 1, 28, 28), tol=1e-3)

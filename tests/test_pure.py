@@ -7,11 +7,11 @@ import torch
 
 from nodeguard.attacks.blend import BLEND_CLEARANCE, blend_targets
 from nodeguard.attacks.boundary import smallest_scale
+from nodeguard.experiments.attack_sets import BATCH_FIELDS, AttackSettings, margin_stats, perturbation_stats
+from nodeguard.experiments.security import JudgedAttack, robust_accuracy_curve
 from nodeguard.reporting.tables import grid_table, table_cells, to_markdown
 from nodeguard.runtime.distributed import Ranks
 from nodeguard.stages.attack import join_units, shard_units
-from nodeguard.stages.attack_sets import BATCH_FIELDS, AttackSettings, margin_stats, perturbation_stats
-from nodeguard.stages.security import JudgedAttack, robust_accuracy_curve
 
 
 def resolved(attack: str, batch_size: int):

@@ -57,9 +57,18 @@ def test_index_put_get_latest_remove(registry):
         registry.get("second")
 
 
-def test_empty_registry_says_what_to_do(registry):
-    with pytest.raises(ModelNotFoundError, match="nodeguard train mnist5k"):
+def test_empty_registry_says_what_to_do(registry, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nodeguard.cli import app
+    from nodeguard.errors import NoModelYetError
+
+    with pytest.raises(NoModelYetError, match="no trained model yet"):
         registry.resolve(None)
+    monkeypatch.setenv("NODEGUARD_HOME", str(registry.root))
+    result = CliRunner().invoke(app, ["roc"])  # the command line says what to do next
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == "error: no trained model yet; run `nodeguard train mnist5k` first"
 
 
 def test_bad_model_names_are_refused(registry):

@@ -9,6 +9,8 @@ import torch
 
 from nodeguard.catalog import Catalog
 from nodeguard.errors import ConfigError, RegistryError
+from nodeguard.pipeline.remember import remember_json
+from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import ResultStore
 
 
@@ -26,10 +28,26 @@ def test_same_settings_same_key_in_any_order(registry):
 def test_json_results_are_computed_once_and_reused(registry):
     stored = ResultStore(registry, "m").result("cell", {"tol": 0.1})
     calls = []
-    values, reused = stored.json_or_compute(lambda: calls.append(1) or {"error": 0.25})
+    values, reused = remember_json(stored, lambda: calls.append(1) or {"error": 0.25})
     assert values == {"error": 0.25} and not reused
-    values, reused = stored.json_or_compute(lambda: calls.append(1) or {"error": 0.5})
+    values, reused = remember_json(stored, lambda: calls.append(1) or {"error": 0.5})
     assert values == {"error": 0.25} and reused and len(calls) == 1
+
+
+def test_a_store_without_registry_keeps_results_in_memory_only(tmp_path):
+    """A model held in memory: the same keys, results kept in its memory, nothing on disk."""
+    memory: dict = {}
+    on_disk = ResultStore(Registry(tmp_path / "home"), "m").result("cell", {"tol": 0.1}, "error")
+    stored = ResultStore(None, "m", memory).result("cell", {"tol": 0.1}, "error")
+    assert stored.key == on_disk.key and stored.folder is None and stored.path("x") is None
+    calls = []
+    values, reused = remember_json(stored, lambda: calls.append(1) or {"error": 0.25})
+    assert values == {"error": 0.25} and not reused
+    again = ResultStore(None, "m", memory).result("cell", {"tol": 0.1}, "error")
+    assert remember_json(again, lambda: calls.append(1) or {"error": 0.5}) == ({"error": 0.25}, True)
+    assert len(calls) == 1 and len(memory) == 1 and not list(tmp_path.rglob("result.json"))
+    forgetful = ResultStore(None, "m").result("cell", {"tol": 0.1}, "error")  # no memory: computed each time
+    assert remember_json(forgetful, lambda: {"error": 0.5}) == ({"error": 0.5}, False)
 
 
 def test_a_result_saved_for_other_settings_is_never_read(registry):

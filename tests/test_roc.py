@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 from nodeguard.cli import app
 from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization
 from nodeguard.errors import ConfigError
+from nodeguard.experiments.roc import roc_from_scores
 from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
-from nodeguard.stages.roc import RocSettings, roc_from_scores, run_roc
+from nodeguard.stages.roc import RocSettings, run_roc
 
 # blend succeeds on every image by construction (conftest.check_blend_can_succeed), so
 # the ROC has negatives whatever floats the tiny model came out with
@@ -115,8 +116,9 @@ def test_roc_runs_the_attack_then_caches_the_votes(tiny_model, tmp_path):
 
 
 def test_smaller_v_curves_use_the_first_draws_of_the_largest(tiny_model):
+    from nodeguard.experiments.attack_sets import AttackSettings
     from nodeguard.stages.attack import run_attack
-    from nodeguard.stages.attack_sets import AttackSettings, load_attack_set
+    from nodeguard.stages.attack_sets import load_attack_set
     from nodeguard.storage.registry import Registry
 
     settings = RocSettings(votes=(2, 6), count=5, **BLEND)

@@ -12,13 +12,15 @@ from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
 from nodeguard.defense.randomization import draw_tolerances
 from nodeguard.errors import ConfigError
+from nodeguard.experiments.attack_sets import AttackSettings
+from nodeguard.experiments.security import choose_vmin
 from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
 from nodeguard.stages.attack import run_attack
-from nodeguard.stages.attack_sets import AttackSettings, load_attack_set
+from nodeguard.stages.attack_sets import load_attack_set
 from nodeguard.stages.roc import RocSettings, run_roc
-from nodeguard.stages.security import SecuritySettings, choose_vmin, run_security
+from nodeguard.stages.security import SecuritySettings, run_security
 
 FAST = {"steps": 30, "binary_steps": 3}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from nodeguard.experiments.attack_sets import AttackSettings
 from nodeguard.stages.attack import run_attack
-from nodeguard.stages.attack_sets import AttackSettings
 from nodeguard.training.train import TrainConfig, train_model
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from nodeguard.defense.randomization import logits_at_tolerances
 from nodeguard.defense.spread import MarginSpread, predicted_kappa, predicted_survival, summarize
 from nodeguard.intervals import rate_interval
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.networks import ImageClassifier
 
 
@@ -40,7 +40,7 @@ def test_spread_of_a_known_margin_path():
     images = torch.tensor([[0.25, 0.1, 0.0, 0.0], [0.06, 0.01, 0.0, 0.0]]).view(2, 1, 2, 2)
     labels = torch.tensor([1, 0])
     tolerances = torch.tensor([[1e-5, 1e-4, 1e-3, 1e-2, 1e-1], [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]], dtype=torch.float64)
-    logits = logits_at_tolerances(model, images, tolerances, batch_size=3)
+    logits = classify_alone(model, images, tolerances, batch_size=3).logits
     reference = torch.tensor([0.25 + 0.1 * -3, -(0.06 + 0.01 * -3)])  # the margins at tol_train = 1e-3
     spread = MarginSpread.from_logits(logits, labels, reference)
     exponents = torch.tensor([-5.0, -4, -3, -2, -1])

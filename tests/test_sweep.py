@@ -8,13 +8,14 @@ from typer.testing import CliRunner
 
 from nodeguard.cli import app
 from nodeguard.errors import ConfigError
+from nodeguard.experiments.attack_sets import AttackSettings
 from nodeguard.intervals import rate_interval
-from nodeguard.models.evaluation import predict_per_sample
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
 from nodeguard.reporting.tables import table_cells, to_csv, to_markdown
 from nodeguard.stages.attack import run_attack
-from nodeguard.stages.attack_sets import AttackSettings, load_attack_set
+from nodeguard.stages.attack_sets import load_attack_set
 from nodeguard.stages.sweep import SweepSettings, run_sweep
 
 runner = CliRunner()
@@ -54,7 +55,8 @@ def test_error_rows_match_the_model_at_each_tolerance(tiny_model, registry):
 
     test = load_dataset("mnist5k").test.subset(40)
     for row in report.rows:
-        predictions, nfe = predict_per_sample(loaded.model, test.float_images(), tol=row["tol"])
+        classified = classify_alone(loaded.model, test.float_images(), tol=row["tol"])
+        predictions, nfe = classified.predictions, classified.nfe
         assert row["error"] == pytest.approx(float((predictions != test.labels).float().mean()))
         assert row["nfe"] == pytest.approx(float(nfe.float().mean()))
         assert row["errors"] == int((predictions != test.labels).sum()) and row["images"] == 40
@@ -88,7 +90,7 @@ def test_decoupled_mode_classifies_one_attack_set_at_each_tau(tiny_model, regist
     data = load_attack_set(registry, tiny_model, made.set)
     loaded = load_model(tiny_model, device="cpu")
     for row in report.rows:
-        predictions, _ = predict_per_sample(loaded.model, data.adversarial, tol=row["tol"])
+        predictions = classify_alone(loaded.model, data.adversarial, tol=row["tol"]).predictions
         still = data.success & (predictions != data.labels)
         assert row["success_rate"] == pytest.approx(float(still.float().mean()))
         assert row["successes"] == int(still.sum()) and row["attacked"] == len(data)
@@ -215,7 +217,7 @@ def test_the_grid_has_one_cell_per_model_tau_attack_and_tau_test_and_recomputes_
     for cell in data["grid"]:
         attack_set = load_attack_set(registry, cell["model"], cell["set"])
         loaded = load_model(cell["model"], registry=registry, device="cpu")
-        predictions, _ = predict_per_sample(loaded.model, attack_set.adversarial, tol=cell["tol_test"])
+        predictions = classify_alone(loaded.model, attack_set.adversarial, tol=cell["tol_test"]).predictions
         fooled = attack_set.success & (predictions != attack_set.labels)
         assert cell["success_rate"] == pytest.approx(float(fooled.float().mean()))
         assert cell["successes"] == int(fooled.sum()) and cell["attacked"] == len(attack_set)

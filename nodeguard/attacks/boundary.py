@@ -22,7 +22,7 @@ from enum import IntEnum
 
 import torch
 
-from nodeguard.models.evaluation import classification_margin, logits_alone, margins_alone
+from nodeguard.models.evaluation import classification_margin, classify_alone, logits_alone
 from nodeguard.models.networks import ImageClassifier
 
 
@@ -90,7 +90,7 @@ def refine_floats(
     delta = adversarial - clean
 
     def holds(scales: torch.Tensor) -> torch.Tensor:
-        return margins_alone(model, _scaled(clean, delta, scales), labels, tol)[0] <= target
+        return classify_alone(model, _scaled(clean, delta, scales), tol, labels).margins <= target
 
     return _scaled(clean, delta, smallest_scale(holds, len(clean), steps))
 
@@ -124,7 +124,7 @@ def finish_on_8bit_grid(
     delta = adversarial[rows] - row_clean
 
     def adversarial_levels(levels: torch.Tensor, level_labels: torch.Tensor) -> torch.Tensor:
-        return margins_alone(model, levels / 255, level_labels, tol)[0] <= target
+        return classify_alone(model, levels / 255, tol, level_labels).margins <= target
 
     full = adversarial_levels(_rounded(row_clean, delta, torch.ones(len(rows))), row_labels)
     if full.any():
@@ -202,7 +202,7 @@ def tighten_on_grid(
             middle = (low + high) // 2
             active = high - low > 1
             candidates = _moved_back(flat, toward_clean, ranks, middle).view_as(levels)
-            holds = margins_alone(model, candidates / 255, labels, tol)[0] <= target
+            holds = classify_alone(model, candidates / 255, tol, labels).margins <= target
             low = torch.where(active & holds, middle, low)
             high = torch.where(active & ~holds, middle, high)
         if bool((low == 0).all()):

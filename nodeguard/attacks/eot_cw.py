@@ -44,8 +44,7 @@ from nodeguard.attacks.cw import CarliniWagnerL2, CWOptions
 from nodeguard.attacks.pinned import PinnedTolerance, classification_margin
 from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
 from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, check_tol_range, log_uniform
-from nodeguard.errors import ConfigError
-from nodeguard.models.networks import ImageClassifier
+from nodeguard.models.networks import ImageClassifier, require_solver
 
 # the attacker's stream of draws is seeded apart from any defense seed of the same value
 ATTACKER_STREAM = 0x5EED_A77AC
@@ -61,8 +60,7 @@ class ToleranceDraws(nn.Module):
 
     def __init__(self, model: ImageClassifier, draws: int, low: float, high: float, generator: torch.Generator):
         super().__init__()
-        if not model.has_solver:
-            raise ConfigError("attacks that draw solver tolerances need an ODE model")
+        require_solver(model, "an attack that draws solver tolerances")
         self.model = model
         self.draws, self.low, self.high = draws, low, high
         self.generator = generator

@@ -17,14 +17,19 @@ from typer.core import TyperGroup
 
 from nodeguard.cli._output import Output
 from nodeguard.constants import DEBUG_VARIABLE
-from nodeguard.errors import NodeguardError
+from nodeguard.errors import NodeguardError, NoModelYetError, UnfinishedModelError
 from nodeguard.runtime.distributed import current_ranks
-from nodeguard.storage.files import storage_error
+from nodeguard.storage.files import NO_ROOM, display_path, storage_error
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
+# what a user of the command line does next, after the library's own message
+NEXT_STEPS: dict[type[NodeguardError], str] = {
+    NoModelYetError: "run `nodeguard train mnist5k` first",
+    UnfinishedModelError: "run the same `nodeguard train` again to continue it",
+}
 OPTIONS_KEY = "nodeguard.options"  # ctx.meta: the running command's options by setting name
 
 
@@ -47,8 +52,11 @@ def option_names(command: Any) -> dict[str, str]:
 
 def rendered(error: NodeguardError, options: dict[str, str]) -> str:
     """A library error as the command line says it: each setting it names becomes the option
-    that sets it (when the command has one; otherwise its library name stays)."""
-    return error.render(lambda setting: options.get(setting, f"`{setting}`"))
+    that sets it (when the command has one; otherwise its library name stays), and the
+    command to run next follows the errors that have one (:data:`NEXT_STEPS`)."""
+    message = error.render(lambda setting: options.get(setting, f"`{setting}`"))
+    step = next((text for kind, text in NEXT_STEPS.items() if isinstance(error, kind)), None)
+    return f"{message}; {step}" if step else message
 
 
 def debugging() -> bool:
@@ -71,11 +79,18 @@ def reported_errors(options: dict[str, str] | None = None) -> Iterator[None]:
         Output().error(rendered(exc, options if options is not None else {}))
         raise typer.Exit(EXIT_ERROR) from None
     except OSError as exc:
-        # a write the disk refused (full, read-only, no permission): one line, never a traceback
-        converted = storage_error(Path(exc.filename or "?"), exc)
+        # what the disk refused (full, read-only, no permission) and the library did not
+        # put in its own words: one line, never a traceback
+        path = Path(exc.filename or "?")
+        converted = storage_error(path, exc)
         if converted is None:
             raise
-        Output().error(str(converted))
+        room = getattr(exc, "errno", None) in NO_ROOM
+        Output().error(
+            str(converted)
+            if room
+            else f"cannot use {display_path(path)}: {exc.strerror or exc}; choose a path you can read and write"
+        )
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         Output().error("interrupted; finished work is saved, run the same command again to continue")

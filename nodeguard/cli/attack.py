@@ -22,9 +22,9 @@ from nodeguard.cli._options import (
 )
 from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_tol_range
+from nodeguard.experiments.attack_sets import AttackReport, AttackSettings
 from nodeguard.intervals import INTERVAL_LABEL, format_rate
 from nodeguard.stages.attack import run_attack
-from nodeguard.stages.attack_sets import AttackReport, AttackSettings
 from nodeguard.storage.registry import Registry
 
 defaults = AttackSettings()

@@ -52,8 +52,9 @@ def defend(
 
     Each image is classified VOTES times, each time with the solver tolerance drawn
     log-uniformly in the range; its class is accepted when more than VMIN votes agree,
-    else the image is rejected as possibly adversarial. Unreadable files are reported
-    and skipped.
+    else the image is rejected as possibly adversarial. Folders are searched recursively,
+    following symbolic links; hidden entries (names starting with a dot) and files that
+    are not images are listed as skipped; unreadable files are reported with the reason.
 
     Exit status: 0 when every image was voted on (accepted or rejected); 3 when some
     files could not be read or had the wrong size; 1 on an error (a missing path, no
@@ -107,9 +108,12 @@ def render(console: Console, report: DefendReport) -> None:
         reason = Text("unreadable", style="yellow") + Text(f": {error['error']}")
         table.add_row(Text(error["path"]), "", "", reason)
     console.print(table)
-    if report.skipped:
-        names = ", ".join(item["path"] for item in report.skipped[:5]) + (", ..." if len(report.skipped) > 5 else "")
-        console.print(Text(f"skipped {len(report.skipped)} files that are not images: {names}"))
+    by_reason: dict[str, list[str]] = {}
+    for item in report.skipped:  # each kind of skip on its own line: not images, hidden names, loops
+        by_reason.setdefault(item["reason"], []).append(item["path"])
+    for why, names in by_reason.items():
+        shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
+        console.print(Text(f"skipped {len(names)}, {why}: {shown}"))
     voted = len(report.images)
     accepted, rejected = str(report.accepted), str(report.rejected)
     if voted:  # each count with its share of the images voted on and the share's interval

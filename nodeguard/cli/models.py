@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption
 from nodeguard.cli._output import Output
@@ -169,9 +170,18 @@ def import_model(
 def _render_import(console: Console, result) -> None:
     source = result.source
     console.print(
-        f"{result.name}: imported from {source.get('file', '?')} ({source.get('format', '?')})\n"
-        f"  test error {result.test_error:.2%} on {result.count} {result.dataset} test images, each alone at "
-        f"tol_train {result.tol_train:g} (NFE {result.mean_nfe:.1f})\n"
-        f"  saved in {result.path}\n"
-        f"  next: nodeguard attack cw --model {result.name} --count 100"
+        Text(
+            f"{result.name}: imported from {source.get('file', '?')} ({source.get('format', '?')})\n"
+            f"  test error {result.test_error:.2%} on {result.count} {result.dataset} test images, each alone at "
+            f"tol_train {result.tol_train:g} (NFE {result.mean_nfe:.1f})"
+        )
     )
+    if result.empty_test_classes:
+        console.print(Text(f"  the test split has no images of: {', '.join(result.empty_test_classes)}"))
+    by_reason: dict[str, list[str]] = {}
+    for item in result.skipped:  # each kind of skip on its own line: hidden names, not images, loops
+        by_reason.setdefault(item["reason"], []).append(item["path"])
+    for reason, names in by_reason.items():
+        more = f", ... ({len(names) - 3} more)" if len(names) > 3 else ""
+        console.print(Text(f"  skipped {len(names)} in the data set, {reason}: {', '.join(names[:3])}{more}"))
+    console.print(Text(f"  saved in {result.path}\n  next: nodeguard attack cw --model {result.name} --count 100"))

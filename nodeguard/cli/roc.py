@@ -24,9 +24,10 @@ from nodeguard.cli._options import (
 )
 from nodeguard.cli._output import Output, Picture, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
+from nodeguard.experiments.roc import RocCurve
 from nodeguard.intervals import INTERVAL_LABEL
 from nodeguard.reporting.plots import plot_roc
-from nodeguard.stages.roc import RocCurve, RocReport, RocSettings, run_roc
+from nodeguard.stages.roc import RocReport, RocSettings, run_roc
 from nodeguard.storage.registry import Registry
 
 ROC = RocSettings()

@@ -200,23 +200,58 @@ def dataset_info(name: str) -> DatasetInfo:
         except ConfigError as exc:
             raise ConfigError(f"{exc}; or folder:PATH, an ImageFolder tree") from None
     canonical = folders.canonical(name)
-    classes, files, channels, height, width = folders.scan(canonical[len(folders.PREFIX) :])
+    root = canonical[len(folders.PREFIX) :]
+    found = folders.scan(root)
+    skipped = f"; {len(found.skipped)} other entries skipped" if found.skipped else ""
     return DatasetInfo(
         name=canonical,
-        channels=channels,
-        height=height,
-        width=width,
-        num_classes=len(classes),
-        mean=(0.5,) * channels,
-        std=(0.25,) * channels,
+        channels=found.channels,
+        height=found.height,
+        width=found.width,
+        num_classes=len(found.classes),
+        mean=(0.5,) * found.channels,
+        std=(0.25,) * found.channels,
         default_filters=64,
-        augmentation="digits" if channels == 1 else "natural",
-        description=f"ImageFolder tree, {len(files['train'])} train / {len(files['test'])} test, "
-        f"{len(classes)} classes",
-        loader=lambda root, download: tuple(  # type: ignore[arg-type,return-value]
-            ImageSplit(*folders.read_split(canonical[len(folders.PREFIX) :], split)) for split in ("train", "test")
-        ),
+        augmentation="digits" if found.channels == 1 else "natural",
+        description=f"ImageFolder tree, {len(found.files['train'])} train / {len(found.files['test'])} test, "
+        f"{len(found.classes)} classes{skipped}",
+        loader=lambda _data_root, _download: _folder_splits(root),
     )
+
+
+def _folder_splits(root: str) -> tuple[ImageSplit, ImageSplit]:
+    from nodeguard.data import folders
+
+    train, test = folders.read_splits(root)
+    return ImageSplit(*train), ImageSplit(*test)
+
+
+def dataset_skipped(name: str) -> list[tuple[Path, str]]:
+    """What a ``folder:`` set leaves out, each with the reason (hidden names, files that are
+    not images, files outside a class folder, links that would loop); [] for the registered sets.
+
+    Raises:
+        DataUnavailableError: the tree is missing, not an ImageFolder tree, or has files
+            that cannot be read (see :func:`nodeguard.data.folders.scan`).
+    """
+    from nodeguard.data import folders
+
+    if not name.startswith(folders.PREFIX):
+        return []
+    return list(folders.scan(folders.canonical(name)[len(folders.PREFIX) :]).skipped)
+
+
+def dataset_empty_test_classes(name: str) -> list[str]:
+    """The classes of a ``folder:`` set that have no image in its test split ([] otherwise).
+
+    Raises:
+        DataUnavailableError: see :func:`dataset_skipped`.
+    """
+    from nodeguard.data import folders
+
+    if not name.startswith(folders.PREFIX):
+        return []
+    return list(folders.scan(folders.canonical(name)[len(folders.PREFIX) :]).empty_test_classes)
 
 
 def dataset_fingerprint(name: str) -> str | None:
@@ -244,8 +279,10 @@ def check_fingerprint(name: str, stored: str | None, model: str) -> None:
     current = dataset_fingerprint(name)
     if current is not None and current != stored:
         raise DataUnavailableError(
-            f"the files of {name} changed since {model!r} was made on them; its results belong to the old "
-            "files: restore them, or train or import the model again under a new name"
+            f"the images read from {name} changed since {model!r} was made on them: its files changed, or "
+            "it holds what nodeguard 0.9.0 reads differently (images in sub-folders of a class, hidden "
+            "files, frames); its results belong to the images it was made on: restore them, or train or "
+            "import the model again under a new name"
         )
 
 
@@ -323,6 +360,10 @@ def _idx_loader(class_name: str, title: str) -> Loader:
             try:
                 dataset = kind(str(root), train=train, download=download)
             except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError...
+                raw = root / class_name / "raw"
+                problem = _present_but_unreadable(raw, MNIST_FILES, exc)
+                if problem:
+                    raise DataUnavailableError(f"{title}'s files are in {raw} but {problem}") from None
                 raise DataUnavailableError(
                     f"{title} is not in {root / class_name / 'raw'} and could not be downloaded "
                     f"({exc.__class__.__name__}); put {', '.join(MNIST_FILES)} (or their .gz) there, "
@@ -333,6 +374,34 @@ def _idx_loader(class_name: str, title: str) -> Loader:
         return load(train=True), load(train=False)
 
     return load_idx
+
+
+def _present_but_unreadable(folder: Path, names: tuple[str, ...], exc: BaseException) -> str | None:
+    """Why a set whose files are all in ``folder`` (plain or .gz) could not be read, or None
+    when some are missing (then the set is simply not there)."""
+    found = []
+    for name in names:
+        candidates = [folder / name, folder / f"{name}.gz"]
+        path = next((candidate for candidate in candidates if candidate.exists()), None)
+        if path is None:
+            return None
+        found.append(path)
+    for path in found:
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as error:
+            return f"{path} cannot be read ({_reason(error)})"
+    return f"they cannot be read ({_reason(exc)}); a truncated or damaged file: download it again"
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the operating system's words for an OSError, else the message's first line."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
 
 
 load_mnist = _idx_loader("MNIST", "MNIST")
@@ -368,6 +437,10 @@ def load_svhn(root: Path, download: bool = True) -> tuple[ImageSplit, ImageSplit
             mat = loadmat(str(path))
             images = np.ascontiguousarray(np.transpose(np.asarray(mat["X"], dtype=np.uint8), (3, 2, 0, 1)))
             labels = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10
+        except OSError as exc:
+            if exc.errno is None:  # scipy's own: not a MATLAB file
+                raise DataUnavailableError(f"{path} is not a readable SVHN file ({_reason(exc)})") from None
+            raise DataUnavailableError(f"cannot read {path}: {_reason(exc)}") from None
         except Exception as exc:
             raise DataUnavailableError(
                 f"{path} is not a readable SVHN file ({exc.__class__.__name__}: {exc})"
@@ -384,6 +457,29 @@ CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILES = ("test_batch",)
 
 
+# what a CIFAR batch's pickle may build: numpy arrays (rebuilt from their bytes); nothing that runs code
+_ARRAY_REBUILD = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's multiarray._reconstruct, wherever it lives
+_ARRAY_FROM_BUFFER = np.zeros(1).__reduce_ex__(5)[0]  # numpy's numeric._frombuffer (pickle protocol 5)
+_BATCH_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _ARRAY_REBUILD,
+    ("numpy._core.multiarray", "_reconstruct"): _ARRAY_REBUILD,
+    ("numpy.core.numeric", "_frombuffer"): _ARRAY_FROM_BUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _ARRAY_FROM_BUFFER,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): __import__("codecs").encode,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """A pickle reader for data batches that builds numpy arrays and plain values only."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _BATCH_GLOBALS:
+            return _BATCH_GLOBALS[(module, name)]
+        raise pickle.UnpicklingError(f"it needs {module}.{name}, which a data batch does not hold (code)")
+
+
 def read_cifar10_batches(folder: Path, names: tuple[str, ...]) -> ImageSplit:
     """Read CIFAR-10 python pickle batches (dicts with b'data' N x 3072 and b'labels')."""
     images, labels = [], []
@@ -391,10 +487,16 @@ def read_cifar10_batches(folder: Path, names: tuple[str, ...]) -> ImageSplit:
         path = folder / name
         try:
             with open(path, "rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")
+                batch = _BatchUnpickler(handle, encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             batch_labels = np.asarray(batch.get(b"labels", batch.get(b"fine_labels")), dtype=np.int64)
-        except (OSError, pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as exc:
+        except OSError as exc:
+            raise DataUnavailableError(f"cannot read {path}: {_reason(exc)}") from None
+        except EOFError:
+            raise DataUnavailableError(f"{path} is empty or truncated; download CIFAR-10 again") from None
+        except (pickle.UnpicklingError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            if "truncated" in str(exc):
+                raise DataUnavailableError(f"{path} is truncated; download CIFAR-10 again") from None
             raise DataUnavailableError(f"{path} is not a readable CIFAR-10 batch ({exc})") from None
         if len(batch_labels) != len(data):
             raise DataUnavailableError(f"{path} holds {len(data)} images but {len(batch_labels)} labels")

@@ -65,8 +65,9 @@ def defend_paths(
     Tolerance randomization (Carrara et al., ICPR 2021 workshops) on image files.
 
     Args:
-        paths: image files and folders (scanned recursively by content: every file Pillow
-            identifies; see :mod:`nodeguard.storage.images` for how each mode is read).
+        paths: image files and folders (walked recursively, following symbolic links,
+            hidden names skipped; every file Pillow identifies is read: see
+            :mod:`nodeguard.storage.images` for how each mode and frame is read).
         settings: the defense's V, v_min, tolerance range and seed.
         model: a registered ODE model; None means the most recently trained one.
         registry: None means ``Registry()`` at the default cache root.
@@ -76,16 +77,20 @@ def defend_paths(
         progress: receives log lines and voting progress.
 
     Returns:
-        A ``DefendReport``: per image (per frame of a file with several) its name,
-        prediction, votes, v_agree, verdict and tolerances; the files refused (errors) and
-        the files of a folder that are not images (skipped), each with the reason; counts
-        of accepted, rejected and unreadable; the accepted and rejected shares of the
-        images voted on, with their 95% intervals; seconds.
+        A ``DefendReport``: per image (per page or animation frame of a file with
+        several) its name, prediction, votes, v_agree, verdict and tolerances; the files
+        refused or unreadable (errors: a damaged file, a broken link, no permission, too
+        many pixels, another size) and the entries of a folder left out (skipped: files
+        that are not images, hidden names, links that would loop), each with the reason;
+        counts of accepted, rejected and unreadable; the accepted and rejected shares of
+        the images voted on, with their 95% intervals; seconds. Nothing is written.
 
     Raises:
-        ImageReadError: a path does not exist, or no image file was found.
+        ImageReadError: a path does not exist (or is a broken link), or nothing was found.
         ModelNotFoundError: ``model`` is not registered (or None and none is ready).
-        RegistryError: the model is unfinished or its files are damaged.
+        RegistryError: the model is unfinished or its files are damaged; or secret draws
+            were asked for and the registry's defense key cannot be read or made (a
+            registry shared read-only: public draws, ``seed``, need no key).
         ConfigError: the model has no solver or is not dopri5, a bad ``device``, or
             malformed ``RANK``/``WORLD_SIZE``.
     """
@@ -96,6 +101,7 @@ def defend_paths(
     defense = ToleranceRandomization(loaded.model, settings, key)
     channels, height, width = loaded.input_shape
     good, images, errors = load_image_files(found.files, channels, height, width, resize)
+    errors = [(display_path(path), reason) for path, reason in found.unreadable] + errors
     report = DefendReport(
         model=loaded.name,
         votes=settings.votes,

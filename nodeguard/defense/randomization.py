@@ -26,8 +26,9 @@ import torch
 
 from nodeguard.checks import require_seed, require_tol_range
 from nodeguard.defense.keys import installation_key, key_id, keyed_digest
-from nodeguard.errors import ConfigError, setting_error
-from nodeguard.models.networks import ImageClassifier
+from nodeguard.errors import setting_error
+from nodeguard.models.evaluation import classify_alone
+from nodeguard.models.networks import ImageClassifier, require_solver
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import map_shares
 
@@ -186,62 +187,6 @@ def draw_tolerances(
     return torch.stack(rows) if rows else torch.empty(0, votes, dtype=torch.float64)
 
 
-@torch.no_grad()
-def classify_at_tolerances(
-    model: ImageClassifier,
-    images: torch.Tensor,
-    tolerances: torch.Tensor,
-    batch_size: int = 512,
-    progress: Progress = SILENT,
-) -> torch.Tensor:
-    """(N, V) predictions: image n solved at tolerances[n, v], each pair on its own steps."""
-    return logits_at_tolerances(model, images, tolerances, batch_size, progress).argmax(2)
-
-
-@torch.no_grad()
-def logits_at_tolerances(
-    model: ImageClassifier,
-    images: torch.Tensor,
-    tolerances: torch.Tensor,
-    batch_size: int = 512,
-    progress: Progress = SILENT,
-) -> torch.Tensor:
-    """Logits of image n solved alone at tolerances[n, v], each (image, tolerance) pair on its own steps.
-
-    Args:
-        model: an ODE model (put in eval mode).
-        images: (N, C, H, W) float32 in [0, 1].
-        tolerances: (N, V) float64 tolerances (rtol = atol).
-        batch_size: pairs solved together (does not change the logits).
-        progress: receives one task advanced per batch of pairs.
-
-    Returns:
-        (N, V, classes) float32 logits on the CPU.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    count, votes = tolerances.shape
-    pair_image = torch.arange(count).repeat_interleave(votes)
-    pair_tol = tolerances.reshape(-1)
-    gathered = torch.empty(count * votes, model.num_classes, dtype=torch.float32)
-    features_cache: dict[int, torch.Tensor] = {}
-    task = progress.task("voting", math.ceil(count * votes / batch_size))
-    for start in range(0, count * votes, batch_size):
-        chunk_images = pair_image[start : start + batch_size]
-        needed = [int(i) for i in chunk_images.unique() if int(i) not in features_cache]
-        if needed:
-            computed = model.features(images[needed].to(device))
-            features_cache.update(zip(needed, computed, strict=True))
-        h0 = torch.stack([features_cache[int(i)] for i in chunk_images])
-        logits, _nfe = model.classify_features_per_sample(h0, pair_tol[start : start + batch_size].to(device))
-        gathered[start : start + batch_size] = logits.float().cpu()
-        for finished in [i for i in features_cache if i < int(chunk_images[-1])]:
-            del features_cache[finished]
-        task.advance(1)
-    task.close()
-    return gathered.view(count, votes, model.num_classes)
-
-
 class ToleranceRandomization:
     """The defense around an ODE-Net: ``vote(images)`` gives the votes and verdicts.
 
@@ -260,8 +205,7 @@ class ToleranceRandomization:
     """
 
     def __init__(self, model: ImageClassifier, settings: DefenseSettings | None = None, key: bytes | None = None):
-        if not model.has_solver:
-            raise ConfigError("tolerance randomization needs an ODE model (this one has no solver tolerance)")
+        require_solver(model, "tolerance randomization")
         self.model = model
         self.settings = settings or DefenseSettings()
         # secret draws: the key given, else the cache root's (made on first use)
@@ -292,7 +236,7 @@ class ToleranceRandomization:
         if votes < 1:
             raise setting_error("votes", f"must be at least 1, got {votes}")
         tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed, self.key)
-        logits = logits_at_tolerances(self.model, images, tolerances, s.batch_size, progress)
+        logits = classify_alone(self.model, images, tolerances, batch_size=s.batch_size, progress=progress).logits
         return Votes(logits.argmax(2), tolerances, self.num_classes, logits)
 
 

@@ -32,7 +32,7 @@ from nodeguard.checks import require_range, require_seed
 from nodeguard.defense.randomization import image_seed
 from nodeguard.errors import setting_error
 from nodeguard.intervals import lower_confidence_bound, rate_interval
-from nodeguard.models.evaluation import predict_per_sample
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.networks import ImageClassifier
 
 ABSTAIN = -1
@@ -135,7 +135,7 @@ def noise_counts(
         # draws normals differently for short and long requests
         size = min(NOISE_CHUNK, remaining)
         noise = torch.randn((size, *image.shape), generator=generator) * sigma
-        predictions, _nfe = predict_per_sample(model, image.unsqueeze(0) + noise, batch_size=batch_size)
+        predictions = classify_alone(model, image.unsqueeze(0) + noise, batch_size=batch_size).predictions
         counts += torch.bincount(predictions, minlength=num_classes)
         remaining -= size
     return counts

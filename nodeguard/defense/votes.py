@@ -12,7 +12,7 @@ import hashlib
 
 import torch
 
-from nodeguard.constants import VOTES_KIND
+from nodeguard.constants import DEFENSE_KEY_FILE, VOTES_KIND
 from nodeguard.defense.keys import installation_key
 from nodeguard.defense.randomization import (
     DefenseSettings,
@@ -21,9 +21,11 @@ from nodeguard.defense.randomization import (
     draw_tolerances,
     vote_in_shares,
 )
+from nodeguard.errors import RegistryError, StorageError
 from nodeguard.models.loading import LoadedModel
+from nodeguard.pipeline.remember import remember_tensors
 from nodeguard.progress import SILENT, Progress
-from nodeguard.runtime.distributed import current_ranks
+from nodeguard.storage.files import display_path
 
 
 def images_digest(images: torch.Tensor) -> str:
@@ -35,9 +37,32 @@ def images_digest(images: torch.Tensor) -> str:
 
 
 def defense_key(loaded: LoadedModel, defense: DefenseSettings) -> bytes | None:
-    """The secret key of ``defense``'s draws for ``loaded`` (that of its registry's root), or
-    None for public draws (a seed)."""
-    return None if defense.seed is not None else installation_key(loaded.registry.root)
+    """The secret key of ``defense``'s draws for ``loaded`` (that of its registry's root, or
+    the key of a model held in memory), or None for public draws (a seed).
+
+    Raises:
+        RegistryError: the key cannot be read or made (a registry shared read-only by
+            another user); public draws need none.
+    """
+    if defense.seed is not None:
+        return None
+    if loaded.registry is None:
+        return loaded.memory_key
+    try:
+        return installation_key(loaded.registry.root)
+    except (OSError, StorageError) as exc:
+        # a registry shared read-only: its key is its owner's (readable by them only)
+        key_path = loaded.registry.root / DEFENSE_KEY_FILE
+        if isinstance(exc, OSError):
+            problem = f"{display_path(key_path)} cannot be read ({exc.strerror or exc})"
+        else:
+            problem = f"there is none yet ({display_path(key_path)}) and it cannot be made there"
+        raise RegistryError(
+            f"the secret draws need the defense key of the registry {display_path(loaded.registry.root)}: "
+            f"{problem}; in a registry shared read-only the key is its owner's: give a public {{seed}} to draw "
+            "with draws anyone can recompute",
+            settings="seed",
+        ) from None
 
 
 def stored_votes(
@@ -46,7 +71,7 @@ def stored_votes(
     images: torch.Tensor,
     label: str,
     progress: Progress = SILENT,
-    with_logits: bool = False,
+    need_logits: bool = False,
 ) -> tuple[Votes, bool]:
     """The defense's votes on ``images``, from the store or computed (in shares, under a
     sharded job) and saved.
@@ -57,8 +82,8 @@ def stored_votes(
         images: (N, C, H, W) float images in [0, 1].
         label: what the images are, for the log only ("pristine", "cw-adversarial").
         progress: receives log lines and progress.
-        with_logits: the votes' logits are needed (votes stored before 0.8.0 have none:
-            they are solved again and saved with them).
+        need_logits: the caller reads the votes' logits: votes stored without them (by
+            0.7.0 and earlier) are solved again and replaced; other callers reuse them.
 
     Returns:
         (votes, found): the (N, V) votes, and whether they were found in the store.
@@ -87,17 +112,11 @@ def stored_votes(
         assert votes.logits is not None
         return {"predictions": votes.predictions, "logits": votes.logits}
 
-    saved, found = stored.tensors_or_compute(vote)
-    if found and with_logits and saved.get("logits") is None:
-        # stored by nodeguard before 0.8.0, which kept the predictions only: solved again
-        # (the same pairs give the same predictions) and saved with the logits
-        progress.log(f"the stored votes on the {len(images)} {label} images lack their logits; solving again")
-        with stored.computing(current_ranks().rank):
-            saved = vote()
-            if current_ranks().is_main:
-                stored.save_tensors(saved)
-        found = False
-    elif found:
+    def has_logits(payload: dict[str, torch.Tensor]) -> bool:
+        return payload.get("logits") is not None
+
+    saved, found = remember_tensors(stored, vote, complete=has_logits if need_logits else None)
+    if found:
         progress.log(f"votes on the {len(images)} {label} images found in the cache; nothing to solve")
     # the tolerances are the image's own draws (reproducible): recomputed, not stored
     tolerances = draw_tolerances(images, defense.votes, defense.tol_low, defense.tol_high, defense.seed, key)

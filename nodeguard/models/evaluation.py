@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,7 +12,7 @@ from torch import nn
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.models.networks import ImageClassifier
 from nodeguard.progress import SILENT, Progress
-from nodeguard.runtime.distributed import map_shares
+from nodeguard.runtime.distributed import current_ranks, map_shares
 
 
 @dataclass
@@ -108,85 +110,133 @@ def logits_alone(
     return model.classify_features_per_sample(model.features(images), tols)
 
 
-@torch.no_grad()
-def predict_per_sample(
-    model: ImageClassifier, images: torch.Tensor, tol: float | None = None, batch_size: int = 500
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predictions, NFE per image) with each image solved on its own steps at ``tol``.
+@dataclass
+class AloneClassification:
+    """Images classified alone: each image (or each (image, tolerance) pair) on its own
+    solver steps, so nothing depends on the batch (:func:`classify_alone`).
 
-    nodeguard's one way to classify an image "alone": for an ODE-Net each image follows
-    the steps torchdiffeq would take on it alone (:mod:`nodeguard.models.solver`), so results do
-    not depend on the batch; models without a solver are classified in plain batches
-    (NFE 0). ``tol`` None means the model's own tolerance.
+    Attributes:
+        logits: (N, classes), or (N, V, classes) at V tolerances per image; float32, CPU.
+        nfe: function evaluations of each solve, (N,) or (N, V) int64 (0 without a solver).
+        margins: the true logit minus the best other logit (logit units), (N,) or (N, V)
+            float32, negative exactly where the image is misclassified; empty without labels.
+    """
+
+    logits: torch.Tensor
+    nfe: torch.Tensor
+    margins: torch.Tensor
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        """The classes, (N,) or (N, V) int64."""
+        return self.logits.argmax(-1)
+
+
+@torch.no_grad()
+def classify_alone(
+    model: ImageClassifier,
+    images: torch.Tensor,
+    tol: float | torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    batch_size: int = 500,
+    sharded: bool = False,
+    progress: Progress = SILENT,
+) -> AloneClassification:
+    """nodeguard's one way to classify images alone at given solver tolerances.
+
+    For an ODE-Net each image follows the steps torchdiffeq's dopri5 would take on it
+    alone (:mod:`nodeguard.models.solver`), at one tolerance (``tol`` a number: the
+    attack's tol_attack, the sweep's tol) or at V tolerances of its own (``tol`` an
+    (N, V) tensor: the defense's votes, Carrara et al., ICPR 2021 workshops); each
+    (image, tolerance) pair is solved on its own steps. Models without a solver are
+    classified in plain batches (NFE 0). Runs without gradients, in eval mode; for
+    gradients use :func:`logits_alone`.
 
     Args:
-        model: the classifier; put in eval mode. Runs without gradients.
+        model: the classifier (put in eval mode).
         images: (N, C, H, W) float32 in [0, 1], on any device (moved to the model's).
-        tol: solver tolerance (rtol = atol), or None for the model's own.
-        batch_size: images solved together (does not change the results).
+        tol: solver tolerance (rtol = atol) of every image; None means the model's own;
+            an (N, V) float64 tensor gives each image V tolerances.
+        labels: (N,) int64 true classes: the margins are computed when given.
+        batch_size: solves done together (does not change the results).
+        sharded: in a sharded job (torchrun), each rank classifies its contiguous share
+            of the images and every rank gets all of them, in order.
+        progress: receives one task (advanced per batch of solves) when V tolerances are given.
 
     Returns:
-        (predictions, nfe): two (N,) int64 CPU tensors.
+        The :class:`AloneClassification` (logits, NFE, margins), on the CPU.
 
     Raises:
         ConfigError: an ODE-Net whose solver method is not dopri5.
-        SolverError: the per-sample solver cannot meet ``tol`` (step-size underflow or step budget).
+        SolverError: the per-sample solver cannot meet a tolerance (step-size underflow or step budget).
     """
+    if sharded and current_ranks().sharded:
+        parts = map_shares(
+            len(images),
+            lambda rows: _classified_tensors(
+                model, images[rows.start : rows.stop], _rows(tol, rows), _rows(labels, rows), batch_size, progress
+            ),
+        )
+        return AloneClassification(*parts)
+    return AloneClassification(*_classified_tensors(model, images, tol, labels, batch_size, progress))
+
+
+def _rows(values: Any, rows: range) -> Any:
+    return values[rows.start : rows.stop] if isinstance(values, torch.Tensor) else values
+
+
+def _classified_tensors(
+    model: ImageClassifier,
+    images: torch.Tensor,
+    tol: float | torch.Tensor | None,
+    labels: torch.Tensor | None,
+    batch_size: int,
+    progress: Progress,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, nfe, margins) of :func:`classify_alone` in one process (margins empty without labels)."""
+    per_pair = isinstance(tol, torch.Tensor) and tol.dim() == 2
+    if isinstance(tol, torch.Tensor) and tol.dim() == 2:
+        tolerances = tol.to(torch.float64)
+    else:
+        value = float(getattr(model, "tol", 0.0) if tol is None else tol)
+        tolerances = torch.full((len(images), 1), value, dtype=torch.float64)
+    logits, nfe = _solve_pairs(model, images, tolerances, batch_size, progress if per_pair else SILENT)
+    margins = torch.empty(0)
+    if labels is not None:
+        votes = tolerances.shape[1]
+        pair_labels = labels.reshape(-1).long().cpu().repeat_interleave(votes)
+        margins = classification_margin(logits.reshape(-1, logits.shape[-1]), pair_labels).view(len(images), votes)
+    if not per_pair:
+        logits, nfe = logits[:, 0], nfe[:, 0]
+        margins = margins[:, 0] if labels is not None else margins
+    return logits, nfe, margins
+
+
+def _solve_pairs(
+    model: ImageClassifier, images: torch.Tensor, tolerances: torch.Tensor, batch_size: int, progress: Progress
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image n solved alone at tolerances[n, v]: ((N, V, classes) float32 logits, (N, V) NFE)."""
     model.eval()
     device = next(model.parameters()).device
-    predictions, nfes = [], []
-    for chunk in images.split(batch_size):
-        logits, nfe = logits_alone(model, chunk.to(device), tol)
-        predictions.append(logits.argmax(1).cpu())
-        nfes.append(nfe.cpu())
-    if not predictions:
-        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
-    return torch.cat(predictions), torch.cat(nfes)
-
-
-def predict_sharded(
-    model: ImageClassifier, images: torch.Tensor, tol: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`predict_per_sample` of ``images`` (N, C, H, W); in a sharded job each rank
-    classifies its own contiguous share and every rank gets the whole result, in order.
-
-    Returns:
-        (predictions, NFE per image): two (N,) int64 tensors.
-    """
-    predictions, nfe = map_shares(
-        len(images), lambda rows: predict_per_sample(model, images[rows.start : rows.stop], tol=tol)
-    )
-    return predictions, nfe
-
-
-@torch.no_grad()
-def margins_alone(
-    model: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, tol: float | None, batch_size: int = 500
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(margins, predictions) of each image classified alone at ``tol``; the margin is the
-    true logit minus the best other logit, negative exactly when the image is misclassified.
-
-    Args:
-        model: the classifier; put in eval mode. Runs without gradients.
-        images: (N, C, H, W) float32 in [0, 1], on any device.
-        labels: (N,) int64 true classes.
-        tol: solver tolerance (rtol = atol), or None for the model's own.
-        batch_size: images solved together (does not change the results).
-
-    Returns:
-        (margins, predictions): (N,) float32 (logit units) and (N,) int64, on the CPU.
-
-    Raises:
-        ConfigError: an ODE-Net whose solver method is not dopri5.
-        SolverError: the per-sample solver cannot meet ``tol`` (step-size underflow or step budget).
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    margins, predictions = [], []
-    for chunk, chunk_labels in zip(images.split(batch_size), labels.split(batch_size), strict=True):
-        logits = logits_alone(model, chunk.to(device), tol)[0]
-        margins.append(classification_margin(logits, chunk_labels.to(device)).cpu())
-        predictions.append(logits.argmax(1).cpu())
-    if not margins:
-        return torch.empty(0), torch.empty(0, dtype=torch.long)
-    return torch.cat(margins), torch.cat(predictions)
+    count, votes = tolerances.shape
+    pair_image = torch.arange(count).repeat_interleave(votes)
+    pair_tol = tolerances.reshape(-1)
+    gathered = torch.empty(count * votes, model.num_classes, dtype=torch.float32)
+    gathered_nfe = torch.zeros(count * votes, dtype=torch.long)
+    features_cache: dict[int, torch.Tensor] = {}
+    task = progress.task("voting", math.ceil(count * votes / batch_size))
+    for start in range(0, count * votes, batch_size):
+        chunk_images = pair_image[start : start + batch_size]
+        needed = [int(i) for i in chunk_images.unique() if int(i) not in features_cache]
+        if needed:
+            computed = model.features(images[needed].to(device))
+            features_cache.update(zip(needed, computed, strict=True))
+        h0 = torch.stack([features_cache[int(i)] for i in chunk_images])
+        logits, nfe = model.classify_features_per_sample(h0, pair_tol[start : start + batch_size].to(device))
+        gathered[start : start + batch_size] = logits.float().cpu()
+        gathered_nfe[start : start + batch_size] = torch.as_tensor(nfe).long().cpu()
+        for finished in [i for i in features_cache if i < int(chunk_images[-1])]:
+            del features_cache[finished]
+        task.advance(1)
+    task.close()
+    return gathered.view(count, votes, model.num_classes), gathered_nfe.view(count, votes)

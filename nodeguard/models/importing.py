@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,22 @@ import yaml
 
 from nodeguard.checks import require_count, require_tol
 from nodeguard.constants import METRICS_FILE
-from nodeguard.data.datasets import dataset_fingerprint, dataset_info, load_dataset
+from nodeguard.data.datasets import (
+    dataset_empty_test_classes,
+    dataset_fingerprint,
+    dataset_info,
+    dataset_skipped,
+    load_dataset,
+)
 from nodeguard.errors import CheckpointRefusedError, ConfigError, RegistryError
-from nodeguard.models.evaluation import predict_per_sample
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.foreign import FACTORY, FORMATS, READERS, ForeignModel
 from nodeguard.models.networks import ComposedODENet, build_model, composed_config
 from nodeguard.models.parts import ODEParts, factory_name, resolve_factory
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.device import resolve_device
-from nodeguard.storage.registry import ModelEntry, Registry, now_iso
+from nodeguard.storage.files import display_path
+from nodeguard.storage.registry import ModelEntry, Registry, model_record, now_iso
 
 
 @dataclass
@@ -46,6 +53,10 @@ class RegisteredModel:
         count: test images classified.
         source: where it came from (format, file and its SHA-256, the checkpoint's settings).
         path: its folder in the registry.
+        skipped: for a ``folder:`` data set, each entry its scan left out, as
+            ``{"path", "reason"}`` (hidden names, files that are not images, ...).
+        empty_test_classes: for a ``folder:`` data set, the classes its test split lacks
+            (the test error says nothing about them).
     """
 
     name: str
@@ -56,6 +67,8 @@ class RegisteredModel:
     count: int
     source: dict[str, Any]
     path: str
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    empty_test_classes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +84,8 @@ def _copy_weights(model: ComposedODENet, parts: ODEParts, spec: str) -> None:
             detail = first[1].strip() if len(first) > 1 else first[0]
             raise ConfigError(
                 f"the {label} part built by {spec!r} does not fit the given one ({detail}); "
-                "pass the `factory_kwargs` that built the given parts"
+                "pass the {factory_kwargs} that built the given parts",
+                settings="factory_kwargs",
             ) from None
 
 
@@ -129,7 +143,9 @@ def register_ode_classifier(
             wrong length or a std of zero, a bad ``t_end`` or ``test_limit``, factory
             arguments YAML cannot store, a factory that is not marked or not importable,
             parts the factory does not rebuild, or parts that do not take the data set's images.
-        RegistryError: an invalid or already registered name.
+        RegistryError: an invalid or already registered name; a cache root that is a file.
+        StorageError: the registry cannot be written (read-only for this user), said
+            before any image is classified.
         DataUnavailableError: the data set is not on disk.
         SolverError: the solver cannot meet tol_train on a test image.
     """
@@ -141,9 +157,12 @@ def register_ode_classifier(
     resolve_factory(spec)
     for label, values in (("mean", mean), ("std", std)):
         if values is not None and len(values) != info.channels:
-            raise ConfigError(f"`{label}` needs {info.channels} values for {dataset}'s images, not {len(values)}")
+            raise ConfigError(
+                f"{{{label}}} needs {info.channels} values for {dataset}'s images, not {len(values)}",
+                settings=label,
+            )
     if std is not None and any(float(value) == 0.0 for value in std):
-        raise ConfigError("`std` must not hold a zero")
+        raise ConfigError("{std} must not hold a zero", settings="std")
     require_count("test_limit", test_limit)
     config_model = composed_config(
         spec, factory_kwargs or {}, info.num_classes, info.input_shape, tol_train, mean, std, t_end
@@ -154,12 +173,15 @@ def register_ode_classifier(
         stored_ok = False
     if not stored_ok:
         raise ConfigError(
-            "`factory_kwargs` must be plain YAML values (numbers, strings, booleans, lists, dicts), "
-            f"got {factory_kwargs!r}"
+            "{factory_kwargs} must be plain YAML values (numbers, strings, booleans, lists, dicts), "
+            f"got {factory_kwargs!r}",
+            settings="factory_kwargs",
         )
     if registry.exists(name):
         raise RegistryError(f"a model named {name!r} is already registered; choose another name or remove it first")
     registry.model_dir(name)
+    with registry.locked():  # a registry that cannot take the model says so now, before the test split is classified
+        pass
     model = build_model(config_model)
     assert isinstance(model, ComposedODENet)
     _copy_weights(model, parts, spec)
@@ -183,7 +205,8 @@ def register_ode_classifier(
     task = progress.task(f"{name}: test split, each image alone at tol {tol_train:g}", len(test))
     predictions, nfes = [], []
     for first in range(0, len(test), 250):
-        batch_predictions, batch_nfe = predict_per_sample(model, test.float_images(slice(first, first + 250)))
+        classified = classify_alone(model, test.float_images(slice(first, first + 250)))
+        batch_predictions, batch_nfe = classified.predictions, classified.nfe
         predictions.append(batch_predictions)
         nfes.append(batch_nfe)
         task.advance(len(batch_predictions))
@@ -197,16 +220,10 @@ def register_ode_classifier(
 
     source = dict(source or {"format": "python", "factory": spec})
     created = now_iso()
-    config = {
-        "model": config_model,
-        "training": {"tol_train": float(tol_train), "epochs": 0, "imported": True},
-        "dataset": dataset,
-        "created": created,
-        "source": source,
-    }
-    fingerprint = dataset_fingerprint(dataset)
-    if fingerprint:
-        config["dataset_fingerprint"] = fingerprint
+    training = {"tol_train": float(tol_train), "epochs": 0, "imported": True}
+    config = model_record(
+        dataset, config_model, training, created=created, fingerprint=dataset_fingerprint(dataset), source=source
+    )
     with registry.exclusive(name, purpose="imported"):
         if registry.exists(name):
             raise RegistryError(f"a model named {name!r} is already registered; choose another name or remove it first")
@@ -217,8 +234,18 @@ def register_ode_classifier(
         registry.write_json(name, METRICS_FILE, metrics)
         entry = ModelEntry(name, ComposedODENet.arch, dataset, "ready", 0, 0, test_error=error, created=created)
         registry.put(entry)
+    skipped = [{"path": display_path(path), "reason": reason} for path, reason in dataset_skipped(dataset)]
     return RegisteredModel(
-        name, dataset, float(tol_train), error, mean_nfe, count, source, str(registry.model_dir(name))
+        name,
+        dataset,
+        float(tol_train),
+        error,
+        mean_nfe,
+        count,
+        source,
+        str(registry.model_dir(name)),
+        skipped,
+        dataset_empty_test_classes(dataset),
     )
 
 
@@ -309,11 +336,14 @@ def import_checkpoint(
         )
     if foreign.tol is not None and tol_train is not None and abs(foreign.tol - tol_train) > 1e-12 * foreign.tol:
         raise ConfigError(
-            f"the checkpoint was trained at tol {foreign.tol:g}; `tol_train` {tol_train:g} contradicts it"
+            f"the checkpoint was trained at tol {foreign.tol:g}; {{tol_train}} {tol_train:g} contradicts it",
+            settings="tol_train",
         )
     tol = foreign.tol if foreign.tol is not None else tol_train
     if tol is None:
-        raise ConfigError("the checkpoint does not store its training tolerance; give `tol_train`")
+        raise ConfigError(
+            "the checkpoint does not store its training tolerance; give {tol_train}", settings="tol_train"
+        )
     given = (tuple(map(float, mean)) if mean is not None else None, tuple(map(float, std)) if std is not None else None)
     if foreign.mean is not None and foreign.std is not None:
         stored = (tuple(foreign.mean), tuple(foreign.std))
@@ -321,13 +351,15 @@ def import_checkpoint(
             if value is not None and value != tuple(known):
                 raise ConfigError(
                     f"the checkpoint's training code normalised with {label} {list(known)}; "
-                    f"`{label}` {list(value)} contradicts it"
+                    f"{{{label}}} {list(value)} contradicts it",
+                    settings=label,
                 )
         mean, std = stored
     elif given[0] is None or given[1] is None:
         raise ConfigError(
-            "the checkpoint does not say how its training code normalised the images; give `mean` and `std` "
-            "(per channel, as torchvision's Normalize took them; 0 and 1 for none)"
+            "the checkpoint does not say how its training code normalised the images; give {mean} and {std} "
+            "(per channel, as torchvision's Normalize took them; 0 and 1 for none)",
+            settings=("mean", "std"),
         )
     if not path.is_file():  # read_foreign has opened it; a race is not worth more
         raise CheckpointRefusedError(f"{path} does not exist")

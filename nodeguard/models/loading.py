@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nodeguard.data.datasets import ImageSplit, check_fingerprint, load_dataset
-from nodeguard.errors import RegistryError
+from nodeguard.errors import RegistryError, UnfinishedModelError
 from nodeguard.models.networks import ImageClassifier, build_model
 from nodeguard.runtime.device import resolve_device
 from nodeguard.storage.registry import Registry
@@ -25,17 +26,27 @@ class LoadedModel:
         model: the network, in eval mode, on ``device``.
         config: its config.yaml (sections ``model``, ``training``, ``dataset``, ...).
         device: where the model's weights are.
-        registry: the registry it was loaded from (where its results are kept).
+        registry: the registry it was loaded from (where its results are kept); None for
+            a model held in memory, whose results are kept in ``memory`` (nothing on disk).
         splits: images given in memory instead of its data set's ("train", "test"); None
             means the data set named in its config, loaded when a stage asks.
+        memory_key: the key of the defense's secret draws of a model held in memory (made
+            at random, once, when there is no registry whose key to use).
+        memory: the results of a model held in memory (no registry), by kind and key.
     """
 
     name: str
     model: ImageClassifier
     config: dict[str, Any]
     device: torch.device
-    registry: Registry
+    registry: Registry | None
     splits: dict[str, ImageSplit] | None = None
+    memory_key: bytes | None = field(default=None, repr=False)
+    memory: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.registry is None and self.memory_key is None:
+            self.memory_key = secrets.token_bytes(32)
 
     def split(self, name: str, data_dir: str | Path | None = None) -> ImageSplit:
         """The images of split ``name`` ("train" or "test") that the stages work on.
@@ -55,12 +66,13 @@ class LoadedModel:
         return load_dataset(self.dataset, data_dir).split(name)
 
     def results(self) -> ResultStore:
-        """The model's result store (attack sets, sweep cells, votes, security reports).
+        """The model's result store (attack sets, sweep cells, votes, security reports); for a
+        model held in memory, one that keeps them in ``memory``.
 
         Raises:
             RegistryError: the model's name is not a valid model name.
         """
-        return ResultStore(self.registry, self.name)
+        return ResultStore(self.registry, self.name, self.memory if self.registry is None else None)
 
     @property
     def tol_train(self) -> float:
@@ -109,9 +121,8 @@ def load_model(name: str | None = None, registry: Registry | None = None, device
     name = registry.resolve(name)
     entry = registry.get(name)
     if entry.status != "ready":
-        raise RegistryError(
-            f"model {name!r} has not finished training ({entry.epochs_done}/{entry.epochs} epochs); "
-            "run the same `nodeguard train` again to continue it"
+        raise UnfinishedModelError(
+            f"model {name!r} has not finished training ({entry.epochs_done}/{entry.epochs} epochs)"
         )
     config = registry.read_config(name)
     try:

@@ -177,6 +177,21 @@ def _normalize(in_channels: int, mean: Sequence[float] | None, std: Sequence[flo
     )
 
 
+def require_solver(model: ImageClassifier, needs: str, name: str = "this model") -> None:
+    """The one check that work which draws or sets solver tolerances has an ODE model.
+
+    Args:
+        model: the classifier (a ResNet has no solver tolerance).
+        needs: the work, as the message says it ("tolerance randomization").
+        name: the model's name, for the message.
+
+    Raises:
+        ConfigError: ``model`` has no solver tolerance.
+    """
+    if not model.has_solver:
+        raise ConfigError(f"{name} has no solver tolerance: {needs} needs an ODE model")
+
+
 class ComposedODENet(ImageClassifier):
     """Any ODE classifier of the paper's shape: features, one ODE block, head.
 

@@ -8,7 +8,7 @@ at the same time.
 
 The attack's forward passes and every check solve each image on its own steps at
 tol_attack (the per-sample solver: :class:`nodeguard.attacks.PinnedTolerance`,
-:func:`nodeguard.models.evaluation.margins_alone`): an adaptive solver's step sizes depend on
+:func:`nodeguard.models.evaluation.classify_alone`): an adaptive solver's step sizes depend on
 the batch, so that is the prediction the image is judged by. An adversarial counts as
 successful only when the model misclassifies it so. The adversarials of a
 minimal-perturbation attack (CW) are then moved back to the decision boundary, and every
@@ -29,31 +29,18 @@ from nodeguard.attacks.boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS,
 from nodeguard.constants import ATTACK_SHARD_KIND, SUMMARY_FILE
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
-from nodeguard.models.evaluation import margins_alone, predict_per_sample, predict_sharded
+from nodeguard.experiments.attack_sets import BATCH_FIELDS, AttackReport, AttackSet, AttackSettings, ResolvedAttack
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.models.networks import ImageClassifier
+from nodeguard.pipeline.remember import remember_tensors
+from nodeguard.pipeline.units import WorkUnits
 from nodeguard.progress import SILENT, Progress
-from nodeguard.runtime.distributed import Ranks, all_gather, barrier, current_ranks
-from nodeguard.stages.attack_sets import (
-    BATCH_FIELDS,
-    AttackReport,
-    AttackSet,
-    AttackSettings,
-    ResolvedAttack,
-    attack_set_result,
-    export_pngs,
-    summarise,
-)
-from nodeguard.storage.files import atomic_write_json, load_tagged, save_tagged
+from nodeguard.runtime.distributed import Ranks, current_ranks
+from nodeguard.stages.attack_sets import attack_set_result, export_pngs, summarise
+from nodeguard.storage.files import atomic_write_json
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import StoredResult
-
-SHARD_KIND = ATTACK_SHARD_KIND
-
-
-def classify_alone(model: ImageClassifier, images: torch.Tensor, tol: float) -> torch.Tensor:
-    """Predictions of each image solved on its own steps at ``tol``."""
-    return predict_per_sample(model, images, tol=tol)[0]
 
 
 def select_samples(model: ImageClassifier, split: ImageSplit, settings: ResolvedAttack) -> torch.Tensor:
@@ -67,7 +54,7 @@ def select_samples(model: ImageClassifier, split: ImageSplit, settings: Resolved
     found = 0
     for start in range(0, len(split), settings.batch_size):
         index = torch.arange(start, min(start + settings.batch_size, len(split)))
-        predictions = predict_sharded(model, split.float_images(index), settings.tol_attack)[0]
+        predictions = classify_alone(model, split.float_images(index), settings.tol_attack, sharded=True).predictions
         correct = index[predictions == split.labels[index]]
         chosen.append(correct)
         found += len(correct)
@@ -90,13 +77,17 @@ def attack_one_batch(
     adversarial = adversarial.detach().clamp(0, 1).cpu()
     found = adversarial.clone()  # the attack's own result: the 8-bit search scales its perturbation
     # with only_correct, select_samples classified these very images alone already
-    clean_predictions = labels.clone() if settings.only_correct else classify_alone(loaded.model, clean, tol)
-    target = -(getattr(options, "kappa", 0.0) + MARGIN_SLACK)
-    margin, predictions = margins_alone(loaded.model, adversarial, labels, tol)
+    clean_predictions = (
+        labels.clone() if settings.only_correct else classify_alone(loaded.model, clean, tol).predictions
+    )
+    target = -(settings.kappa + MARGIN_SLACK)
+    judged = classify_alone(loaded.model, adversarial, tol, labels)
+    margin, predictions = judged.margins, judged.predictions
     if spec.refine_to_boundary:
         rows = ((margin <= target) & (clean_predictions == labels)).nonzero().squeeze(1)
         adversarial[rows] = refine_floats(loaded.model, tol, clean[rows], adversarial[rows], labels[rows], target)
-        margin[rows], predictions[rows] = margins_alone(loaded.model, adversarial[rows], labels[rows], tol)
+        refined = classify_alone(loaded.model, adversarial[rows], tol, labels[rows])
+        margin[rows], predictions[rows] = refined.margins, refined.predictions
     success = (margin < 0) & (clean_predictions == labels)
     refine = spec.refine_to_boundary
     adversarial_8bit, success_8bit, grid_method = finish_on_8bit_grid(
@@ -121,15 +112,10 @@ def attack_one_batch(
         "l2": (adversarial - clean).flatten(1).norm(dim=1),
         "adversarial_8bit": adversarial_8bit,
         "success_8bit": success_8bit,
-        "margin_8bit": margins_alone(loaded.model, adversarial_8bit.float() / 255, labels, tol)[0],
+        "margin_8bit": classify_alone(loaded.model, adversarial_8bit.float() / 255, tol, labels).margins,
         "grid_method": grid_method,
         "seconds": time.perf_counter() - started,
     }
-
-
-def shard_file(ranks: Ranks) -> str:
-    """The file in which a rank keeps its finished units (one process: rank 0 of 1)."""
-    return f"shard-{ranks.rank}-of-{ranks.world}.pt"
 
 
 Unit = tuple[int, tuple[int, ...]]  # (batch number, the rows of the set it attacks)
@@ -173,11 +159,11 @@ def compute_attack_set(
 ) -> AttackSet:
     """The attack loop, for one process and for W ranks alike (one process is rank 0 of 1).
 
-    Every rank selects the same images; each attacks its units (:func:`shard_units`) and
-    saves them to its shard file after each one, so an interrupted run (a killed rank, a
-    Ctrl-C) continues after its last finished unit; then the units of every rank are
-    gathered and put back in the set's row order. The shard files are left for
-    :func:`make_attack_set` to remove once the set is saved.
+    Every rank selects the same images; each attacks its units (:func:`shard_units`) as
+    resumable work units (:class:`nodeguard.pipeline.units.WorkUnits`: saved after each
+    one, so an interrupted run continues after its last finished unit); then the units of
+    every rank are gathered and put back in the set's row order. The shard files are
+    removed by :func:`make_attack_set` once the set is saved.
 
     Raises:
         ConfigError: no image of the split is classified correctly (with ``only_correct``),
@@ -188,53 +174,37 @@ def compute_attack_set(
     indices = select_samples(loaded.model, split, settings)
     if len(indices) == 0:
         raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")
-    path = stored.path(shard_file(ranks))
-    done: dict[Unit, dict[str, Any]] = {}
-    if path.is_file():
-        saved = load_tagged(path, expected_kind=SHARD_KIND)
-        if torch.equal(saved["indices"], indices):
-            done = dict(saved["units"])
-    if done:
-        progress.log(f"continuing attack {stored.key} after {len(done)} finished batches")
+    work = WorkUnits(stored, ATTACK_SHARD_KIND, indices)
+    units = shard_units(len(indices), settings, ranks)
+    saved = work.finished()
+    finished = sum(1 for unit in units if unit in saved)
+    if finished:
+        progress.log(f"continuing attack {stored.key} after {finished} finished batches")
     else:
         progress.log(
             f"no {settings.attack} attack set of {settings.count} {settings.split} images at "
             f"tol_attack {settings.tol_attack:g} for {loaded.name} yet; running the attack"
         )
-    units = shard_units(len(indices), settings, ranks)
     where = f" ({ranks.describe()})" if ranks.sharded else ""
     task = progress.task(f"{settings.attack} at tol {settings.tol_attack:g}{where}", len(units))
-    finished = [done[unit] for unit in units if unit in done]
-    successes = sum(int(batch["success"].sum()) for batch in finished)
-    attacked = sum(len(batch["success"]) for batch in finished)
-    task.advance(len(finished))
-    for unit in units:
-        if unit in done:
-            continue
+    tally = {"successes": 0, "attacked": 0}
+
+    def attack_unit(unit: Unit) -> dict[str, Any]:
         batch_number, rows = unit
         index = indices[list(rows)]
-        batch = attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
-        done[unit] = batch
-        save_tagged(path, SHARD_KIND, {"indices": indices, "units": done})
-        successes += int(batch["success"].sum())
-        attacked += len(batch["success"])
-        task.advance(1, success=successes / attacked)
+        return attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
+
+    def success_so_far(batch: dict[str, Any]) -> dict[str, Any]:
+        tally["successes"] += int(batch["success"].sum())
+        tally["attacked"] += len(batch["success"])
+        return {"success": tally["successes"] / tally["attacked"]}
+
+    mine = work.run(units, attack_unit, task, success_so_far)
     task.close()
-    mine = {unit: done[unit] for unit in units}
-    every_unit = {unit: batch for part in all_gather(mine) for unit, batch in part.items()}
+    every_unit = work.gather(mine)
     if sorted(row for unit in every_unit for row in unit[1]) != list(range(len(indices))):
         raise ConfigError(f"the shards of attack {stored.key} do not hold each of its {len(indices)} images once")
     return AttackSet.from_batches(settings, indices, [join_units(every_unit)])
-
-
-def remove_shard_files(stored: StoredResult) -> None:
-    """Once the set is saved: each rank removes its shard file, rank 0 those of earlier runs too."""
-    ranks = current_ranks()
-    barrier()  # rank 0 has saved the set and every rank holds its copy
-    stored.path(shard_file(ranks)).unlink(missing_ok=True)
-    if ranks.is_main:  # and those of earlier runs with another number of ranks
-        for leftover in stored.folder.glob("shard-*-of-*.pt"):
-            leftover.unlink(missing_ok=True)
 
 
 def make_attack_set(
@@ -253,18 +223,20 @@ def make_attack_set(
         RegistryError: another process is computing the same set.
     """
     resolved = settings.resolve(loaded.tol_train)
-    stored = attack_set_result(loaded.registry, loaded.name, resolved)
-    payload, reused = stored.tensors_or_compute(
-        lambda: compute_attack_set(loaded, resolved, stored, data_dir, progress).payload()
+    stored = attack_set_result(loaded.results(), resolved)
+    payload, reused = remember_tensors(
+        stored, lambda: compute_attack_set(loaded, resolved, stored, data_dir, progress).payload()
     )
     attack_set = AttackSet.from_payload(resolved, payload)
     if reused:
         progress.log(f"attack set {stored.key} already exists for {loaded.name}; reusing it")
         return attack_set, summarise(attack_set, loaded.name, stored, reused=True)
-    remove_shard_files(stored)
+    WorkUnits(stored, ATTACK_SHARD_KIND, None).remove()
     report = summarise(attack_set, loaded.name, stored, reused=False)
     if current_ranks().is_main:
-        atomic_write_json(stored.path(SUMMARY_FILE), {k: v for k, v in report.to_dict().items() if k != "reused"})
+        summary = stored.path(SUMMARY_FILE)
+        if summary is not None:  # None: a model in memory keeps nothing
+            atomic_write_json(summary, {k: v for k, v in report.to_dict().items() if k != "reused"})
     return attack_set, report
 
 

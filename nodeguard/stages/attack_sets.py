@@ -1,4 +1,6 @@
-"""Attack sets: their settings, their typed contents, where they are saved, their summary and PNG export.
+"""Attack sets in the store: where they are saved, their summary, and PNG export.
+
+The values (settings, contents, report) are :mod:`nodeguard.experiments.attack_sets`.
 
 An attack set is the result of one attack on the first ``count`` images of a split of a
 model's data set, at one solver tolerance. It lives in the model's result store
@@ -21,250 +23,31 @@ model's data set, at one solver tolerance. It lives in the model's result store
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
 
 import torch
 
-from nodeguard.attacks import ATTACKS, AttackSpec
 from nodeguard.attacks.boundary import GridMethod
-from nodeguard.checks import require_seed, require_tol
 from nodeguard.constants import ATTACK_SET_KIND
-from nodeguard.errors import ConfigError, setting_error, unknown_name_error
+from nodeguard.errors import ConfigError
+from nodeguard.experiments.attack_sets import (
+    AttackReport,
+    AttackSet,
+    ResolvedAttack,
+    margin_stats,
+    perturbation_stats,
+)
 from nodeguard.intervals import rate_interval
 from nodeguard.storage.images import save_png
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import ResultStore, StoredResult
 
 KIND = ATTACK_SET_KIND
-Split = Literal["train", "test"]
-SPLITS: tuple[str, ...] = get_args(Split)
 
 
-@dataclass(frozen=True)
-class ResolvedAttack:
-    """Every setting that shapes an attack set, defaults filled in: what its key hashes."""
-
-    attack: str
-    algorithm_version: int
-    tol_attack: float
-    count: int
-    split: Split
-    only_correct: bool
-    batch_size: int
-    seed: int
-    options: dict[str, Any]
-    # the options object these settings were resolved from (checked once, when made);
-    # None for settings read back from a saved set (built again from ``options`` on use)
-    built_options: Any = field(default=None, compare=False, repr=False)
-
-    @property
-    def spec(self) -> AttackSpec:
-        return ATTACKS.get(self.attack)
-
-    def attack_options(self) -> Any:
-        """The attack's own options object (e.g. a CWOptions)."""
-        return self.built_options if self.built_options is not None else self.spec.options(**self.options)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The settings the key hashes (``built_options`` is ``options`` as an object)."""
-        settings = asdict(self)
-        settings.pop("built_options")
-        return settings
-
-    def label(self) -> str:
-        return f"{self.attack}-tol{self.tol_attack:.0e}-n{self.count}"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ResolvedAttack:
-        return cls(**data)
-
-
-@dataclass
-class AttackSettings:
-    """What to attack and how. ``tol_attack`` None means the model's tol_train;
-    ``options`` are the attack's own (see its options class), unset ones take its defaults.
-
-    Attributes:
-        attack: a registered attack ("cw": Carlini & Wagner 2017; "fmn": Pintor et al. 2021;
-            "eot-cw": with EOT, Athalye et al. 2018; "apgd-rand": Croce & Hein 2020; "pgd"; "blend").
-        tol_attack: the solver tolerance (rtol = atol) each image is solved alone at while
-            attacked and judged; None means the model's tol_train (> 0).
-        count: images to attack, the first of the split (>= 1).
-        split: "train" or "test".
-        only_correct: attack only images classified correctly alone at tol_attack.
-        batch_size: images per attack batch (>= 1; part of the attack set's key).
-        seed: the attack's random seed (plus the batch number per batch).
-        options: the attack's own options (e.g. ``steps``, ``kappa``, ``eps``); None
-            values are dropped.
-
-    Raises:
-        ConfigError: an unknown attack or split, a value out of range, or an option the
-            attack does not take or refuses.
-    """
-
-    attack: str = "cw"
-    tol_attack: float | None = None
-    count: int = 100
-    split: Split = "test"
-    only_correct: bool = True
-    batch_size: int = 100
-    seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict)
-    # the attack's options object, built (and so checked) once, in __post_init__
-    attack_options: Any = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        spec = ATTACKS.get(self.attack)
-        for name in ("count", "batch_size"):
-            if getattr(self, name) < 1:
-                raise setting_error(name, f"must be at least 1, got {getattr(self, name)}")
-        require_seed("seed", self.seed)
-        if self.tol_attack is not None:
-            self.tol_attack = require_tol("tol_attack", self.tol_attack)
-        if self.split not in SPLITS:
-            raise unknown_name_error("split", self.split, SPLITS)
-        self.options = {key: value for key, value in self.options.items() if value is not None}
-        self.attack_options = spec.build_options(self.options)  # unknown or bad options fail here
-
-    @classmethod
-    def with_overrides(cls, **overrides: Any) -> AttackSettings:
-        """Settings from keyword overrides: None keeps the default; names that are not
-        settings of every attack (steps, kappa, eps, ...) go to ``options``.
-
-        Raises:
-            ConfigError: as the constructor.
-        """
-        common = {item.name for item in fields(cls) if item.init} - {"options"}
-        chosen = {name: value for name, value in overrides.items() if value is not None}
-        options = {name: value for name, value in chosen.items() if name not in common}
-        return cls(**{name: value for name, value in chosen.items() if name in common}, options=options)
-
-    def resolve(self, tol_train: float) -> ResolvedAttack:
-        """Every setting with defaults filled in (``tol_attack`` None becomes ``tol_train``): what the key hashes."""
-        spec = ATTACKS.get(self.attack)
-        return ResolvedAttack(
-            attack=self.attack,
-            algorithm_version=spec.version,
-            tol_attack=float(self.tol_attack if self.tol_attack is not None else tol_train),
-            count=self.count,
-            split=self.split,
-            only_correct=self.only_correct,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            options=asdict(self.attack_options),
-            built_options=self.attack_options,
-        )
-
-
-BATCH_FIELDS = (
-    "clean",
-    "adversarial",
-    "labels",
-    "clean_predictions",
-    "predictions",
-    "success",
-    "margin",
-    "l2",
-    "adversarial_8bit",
-    "success_8bit",
-    "margin_8bit",
-    "grid_method",
-)
-
-
-@dataclass
-class AttackSet:
-    """The attacked images of one attack set, one row each (see the module docstring).
-
-    Attributes:
-        settings: the resolved settings that made it.
-        indices: (N,) int64 positions in the split.
-        clean: (N, C, H, W) float32 in [0, 1].
-        adversarial: (N, C, H, W) float32 in [0, 1] (moved back to the decision boundary
-            for minimal-perturbation attacks).
-        labels: (N,) int64 true classes.
-        clean_predictions: (N,) int64, each clean image alone at tol_attack.
-        predictions: (N,) int64, each adversarial alone at tol_attack.
-        success: (N,) bool, clean correct and adversarial misclassified.
-        margin: (N,) float32, true logit minus best other of the adversarial (logit units).
-        l2: (N,) float32, ||adversarial - clean||_2 over pixels in [0, 1].
-        adversarial_8bit: (N, C, H, W) uint8, the adversarial on the 8-bit grid (clean
-            where lost).
-        success_8bit: (N,) bool, success of the 8-bit adversarial.
-        margin_8bit: (N,) float32, its margin.
-        grid_method: (N,) int64, ``GridMethod``: 0 lost, 1 rounded, 2 outward rounding.
-        seconds: time the attack took, summed over batches (s).
-    """
-
-    settings: ResolvedAttack
-    indices: torch.Tensor
-    clean: torch.Tensor
-    adversarial: torch.Tensor
-    labels: torch.Tensor
-    clean_predictions: torch.Tensor
-    predictions: torch.Tensor
-    success: torch.Tensor
-    margin: torch.Tensor
-    l2: torch.Tensor
-    adversarial_8bit: torch.Tensor
-    success_8bit: torch.Tensor
-    margin_8bit: torch.Tensor
-    grid_method: torch.Tensor
-    seconds: float
-
-    def __len__(self) -> int:
-        """N, the number of attacked images."""
-        return len(self.labels)
-
-    @property
-    def dims(self) -> int:
-        """Values per image (d in MSE = ||delta||^2 / d)."""
-        return self.clean[0].numel() if len(self.clean) else 1
-
-    def l2_8bit(self) -> torch.Tensor:
-        """L2 distance of each 8-bit adversarial (clean where the attack failed) from its image.
-
-        Returns:
-            (N,) float32, over pixels in [0, 1] (levels / 255).
-        """
-        return (self.adversarial_8bit.float() / 255 - self.clean).flatten(1).norm(dim=1)
-
-    def successful_8bit_images(self) -> torch.Tensor:
-        """The adversarials that succeed on the 8-bit grid, as floats in [0, 1].
-
-        Returns:
-            (M, C, H, W) float32, M = ``success_8bit.sum()``, in row order.
-        """
-        return self.adversarial_8bit[self.success_8bit].float() / 255
-
-    @classmethod
-    def from_batches(cls, settings: ResolvedAttack, indices: torch.Tensor, batches: list[dict[str, Any]]) -> AttackSet:
-        """Join the batches saved while attacking (dicts of BATCH_FIELDS and ``seconds``)."""
-        joined = {name: torch.cat([batch[name] for batch in batches]) for name in BATCH_FIELDS}
-        seconds = float(sum(batch["seconds"] for batch in batches))
-        return cls(settings=settings, indices=indices, seconds=seconds, **joined)
-
-    def payload(self) -> dict[str, Any]:
-        """The tensors and seconds as saved in result.pt (the settings are added by the store)."""
-        tensors = {name: getattr(self, name) for name in BATCH_FIELDS}
-        return {"indices": self.indices, "seconds": self.seconds, **tensors}
-
-    @classmethod
-    def from_payload(cls, settings: ResolvedAttack, payload: dict[str, Any]) -> AttackSet:
-        """The attack set from a saved :meth:`payload` and its settings.
-
-        Raises:
-            KeyError: a field is missing from ``payload``.
-        """
-        tensors = {name: payload[name] for name in (*BATCH_FIELDS, "indices")}
-        return cls(settings=settings, seconds=float(payload["seconds"]), **tensors)
-
-
-def attack_set_result(registry: Registry, model: str, settings: ResolvedAttack) -> StoredResult:
-    """Where the attack set that ``settings`` describe lives for ``model``."""
-    return ResultStore(registry, model).result(KIND, settings.as_dict(), settings.label())
+def attack_set_result(results: ResultStore, settings: ResolvedAttack) -> StoredResult:
+    """Where the attack set that ``settings`` describe lives in a model's result store."""
+    return results.result(KIND, settings.as_dict(), settings.label())
 
 
 def read_attack_set(stored: StoredResult) -> AttackSet | None:
@@ -297,111 +80,6 @@ def load_attack_set(registry: Registry, model: str, key: str) -> AttackSet:
     if attack_set is None:
         raise ConfigError(f"attack set {key!r} of {model!r} is not complete yet; run the attack again to finish it")
     return attack_set
-
-
-def perturbation_stats(l2: torch.Tensor, mask: torch.Tensor, dims: int) -> dict[str, float | None]:
-    """Mean and median L2 and mean MSE (||delta||^2 / d) over the samples in ``mask``."""
-    chosen = l2[mask]
-    if len(chosen) == 0:
-        return {"mean_l2": None, "median_l2": None, "mean_mse": None}
-    return {
-        "mean_l2": float(chosen.mean()),
-        "median_l2": float(chosen.median()),
-        "mean_mse": float((chosen.square() / dims).mean()),
-    }
-
-
-def margin_stats(margin: torch.Tensor, mask: torch.Tensor, suffix: str) -> dict[str, float | None]:
-    """Median and 90th percentile of |margin| over the samples in ``mask``."""
-    chosen = margin[mask].abs().float()
-    if len(chosen) == 0:
-        return {f"median_abs_margin{suffix}": None, f"p90_abs_margin{suffix}": None}
-    return {
-        f"median_abs_margin{suffix}": float(chosen.median()),
-        f"p90_abs_margin{suffix}": float(torch.quantile(chosen, 0.9)),
-    }
-
-
-@dataclass
-class AttackReport:
-    """The summary of one attack set (also saved as its summary.json).
-
-    L2 is over pixels in [0, 1]; MSE is ||delta||^2 / (C * H * W); margins are in logit
-    units; statistics are over the successful adversarials (None when there is none).
-
-    Attributes:
-        model: the model's name.
-        attack: the attack's name.
-        tol_attack: the tolerance the images were attacked and judged at.
-        count: attacked images N.
-        success_rate: share of the N whose float adversarial succeeds, in [0, 1].
-        mean_l2: mean L2 of the successful float adversarials.
-        median_l2: their median L2.
-        mean_mse: their mean MSE.
-        success_rate_8bit: share whose 8-bit adversarial succeeds.
-        mean_l2_8bit: mean L2 of the successful 8-bit adversarials.
-        kept_by_rounding: 8-bit adversarials found by rounding at the smallest scale.
-        kept_by_outward_rounding: those found by rounding away from the original.
-        lost_on_8bit_grid: float successes whose 8-bit adversarial fails.
-        median_abs_margin: median |margin| of the successful float adversarials.
-        p90_abs_margin: its 90th percentile.
-        median_abs_margin_8bit: median |margin| of the successful 8-bit adversarials.
-        p90_abs_margin_8bit: its 90th percentile.
-        seconds: time the attack took (s).
-        set: the attack set's key (for :func:`load_attack_set`).
-        path: its folder.
-        reused: True when the set was found in the store.
-        exported_to: where PNGs were written, if asked.
-        settings: the resolved settings.
-        successes: k, the attacked images whose float adversarial succeeds (success_rate = k / count).
-        successes_8bit: the attacked images whose 8-bit adversarial succeeds.
-        success_rate_ci: the 95% Clopper-Pearson interval of ``success_rate``, ``[low, high]``
-            (:func:`nodeguard.intervals.rate_interval` of successes in count; None for no image).
-        success_rate_8bit_ci: the same for ``success_rate_8bit``.
-    """
-
-    model: str
-    attack: str
-    tol_attack: float
-    count: int
-    success_rate: float
-    mean_l2: float | None
-    median_l2: float | None
-    mean_mse: float | None
-    success_rate_8bit: float
-    mean_l2_8bit: float | None
-    kept_by_rounding: int
-    kept_by_outward_rounding: int
-    lost_on_8bit_grid: int
-    median_abs_margin: float | None
-    p90_abs_margin: float | None
-    median_abs_margin_8bit: float | None
-    p90_abs_margin_8bit: float | None
-    seconds: float
-    set: str
-    path: str
-    reused: bool = False
-    exported_to: str | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    successes: int | None = None
-    successes_8bit: int | None = None
-    success_rate_ci: list[float] | None = None
-    success_rate_8bit_ci: list[float] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return intervals_beside_rates(asdict(self))
-
-
-def intervals_beside_rates(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with each ``X_ci`` key moved right after its rate ``X`` (for people reading the JSON)."""
-    ordered: dict[str, Any] = {}
-    for key, value in data.items():
-        if key.endswith("_ci") and key[: -len("_ci")] in data:
-            continue
-        ordered[key] = value
-        if f"{key}_ci" in data:
-            ordered[f"{key}_ci"] = data[f"{key}_ci"]
-    return ordered
 
 
 def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: bool) -> AttackReport:
@@ -439,7 +117,7 @@ def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: b
         p90_abs_margin_8bit=margins_8bit["p90_abs_margin_8bit"],
         seconds=attack_set.seconds,
         set=stored.key,
-        path=str(stored.folder),
+        path=str(stored.folder) if stored.folder is not None else "",  # "": a model in memory
         reused=reused,
         settings=attack_set.settings.as_dict(),
     )

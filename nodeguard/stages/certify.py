@@ -8,30 +8,32 @@ with its 95% Clopper–Pearson interval over the images. With ``predict`` the im
 also classified by PREDICT (the smoothed classifier's accuracy and abstention rate).
 
 Results are kept in the model's result store under all of their settings; an
-interrupted run continues after its last certified image.
+interrupted run continues after its last certified image; under torchrun the ranks
+certify the images round-robin.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from nodeguard.checks import require_non_negative
-from nodeguard.constants import CERTIFY_KIND
+from nodeguard.constants import CERTIFY_KIND, CERTIFY_SHARD_KIND
 from nodeguard.defense.smoothing import ABSTAIN, CertifiedPoint, SmoothingSettings, certified_point, certify, predict
-from nodeguard.errors import setting_error
+from nodeguard.errors import ConfigError, setting_error
 from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import LoadedModel, load_model
+from nodeguard.pipeline.remember import remember_json
+from nodeguard.pipeline.units import WorkUnits, round_robin
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import current_ranks
-from nodeguard.storage.files import atomic_write_json, read_json
+from nodeguard.storage.files import read_json
 from nodeguard.storage.registry import Registry
+from nodeguard.storage.results import StoredResult
 
 CERTIFY_VERSION = 1  # bump when the algorithm's results change
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-PARTIAL_FILE = "partial.json"
 
 
 @dataclass
@@ -216,13 +218,15 @@ def _report(
 def compute_certificates(
     settings: CertifySettings,
     loaded: LoadedModel,
-    stored_path: Path,
+    stored: StoredResult,
     data_dir: str | None,
     progress: Progress,
     done: tuple[list[dict[str, Any]], float] = ([], 0.0),
 ) -> dict[str, Any]:
-    """Certify the first ``count`` test images (after the ``done`` records and their
-    seconds), saving after each image so that a rerun continues.
+    """Certify the first ``count`` test images after the ``done`` records (and their
+    seconds), each image a resumable work unit (:class:`nodeguard.pipeline.units.WorkUnits`):
+    saved as soon as it is certified, so that a rerun continues; in a sharded job the
+    ranks certify the images round-robin.
 
     Returns:
         The report's values (:class:`CertifyReport` fields, curve empty) and ``records``,
@@ -230,46 +234,68 @@ def compute_certificates(
 
     Raises:
         SolverError: the per-sample solver cannot classify a noisy copy.
+        RegistryError: a shard file of an earlier run is damaged.
     """
     split = loaded.split("test", data_dir)
     count = min(settings.count, len(split))
     smoothing = settings.smoothing
-    partial_path = stored_path / PARTIAL_FILE
-    saved = read_json(partial_path, default=None)
     records, seconds = list(done[0]), done[1]
-    if (
-        isinstance(saved, dict)
-        and saved.get("identity") == settings.identity()
-        and len(saved["records"]) > len(records)
-    ):
-        records, seconds = list(saved["records"]), float(saved["seconds"])
-    if records:
-        progress.log(f"continuing after {len(records)} certified images")
-    task = progress.task(f"certify sigma={settings.sigma:g}", count)
-    task.advance(len(records))
-    for index in range(len(records), count):
+    legacy = _legacy_partial(stored, settings)  # the progress file of nodeguard 0.8.0
+    if legacy is not None and len(legacy[0]) > len(records):
+        records, seconds = legacy
+    work = WorkUnits(stored, CERTIFY_SHARD_KIND, settings.identity())
+    units = [index for index in round_robin(count, current_ranks()) if index >= len(records)]
+    saved = work.finished()
+    if records or saved:
+        progress.log(f"continuing after {len(records) + sum(1 for unit in units if unit in saved)} certified images")
+    task = progress.task(f"certify sigma={settings.sigma:g}", len(units))
+    tally = {"right": sum(1 for r in records if r["prediction"] == r["label"]), "certified": len(records)}
+
+    def certify_image(index: int) -> dict[str, Any]:
         started = time.perf_counter()
         image = split.float_images(slice(index, index + 1))[0]
-        label = int(split.labels[index])
         certificate = certify(loaded.model, image, smoothing)
         record: dict[str, Any] = {
-            "label": label,
+            "label": int(split.labels[index]),
             "prediction": certificate.prediction,
             "radius": certificate.radius,
             "p_lower": certificate.p_lower,
         }
         if settings.predict:
             record["smoothed"] = predict(loaded.model, image, smoothing)
-        seconds += time.perf_counter() - started
-        records.append(record)
-        if current_ranks().is_main:  # every rank certifies every image; one writes
-            atomic_write_json(partial_path, {"identity": settings.identity(), "records": records, "seconds": seconds})
-        right = sum(1 for r in records if r["prediction"] == r["label"])
-        task.advance(1, certified=right / len(records))
+        record["seconds"] = time.perf_counter() - started
+        return record
+
+    def certified_so_far(record: dict[str, Any]) -> dict[str, Any]:
+        tally["right"] += int(record["prediction"] == record["label"])
+        tally["certified"] += 1
+        return {"certified": tally["right"] / tally["certified"]}
+
+    mine = work.run(units, certify_image, task, certified_so_far)
     task.close()
+    every_image = work.gather(mine)
+    missing = [index for index in range(len(records), count) if index not in every_image]
+    if missing:
+        raise ConfigError(f"the shards of certificates {stored.key} lack {len(missing)} of the images asked for")
+    for index in range(len(records), count):
+        record = dict(every_image[index])
+        seconds += float(record.pop("seconds"))
+        records.append(record)
     values = _report(loaded, settings, records[:count], seconds)
     values["records"] = records
     return values
+
+
+LEGACY_PARTIAL_FILE = "partial.json"  # nodeguard 0.8.0 kept an interrupted run's certificates here
+
+
+def _legacy_partial(stored: StoredResult, settings: CertifySettings) -> tuple[list[dict[str, Any]], float] | None:
+    """The records and seconds an interrupted run of nodeguard 0.8.0 left, when made with these settings."""
+    path = stored.path(LEGACY_PARTIAL_FILE)
+    saved = read_json(path, default=None) if path is not None else None
+    if not isinstance(saved, dict) or saved.get("identity") != settings.identity():
+        return None
+    return list(saved["records"]), float(saved["seconds"])
 
 
 def run_certify(
@@ -309,18 +335,21 @@ def run_certify(
     loaded = load_model(model, registry=registry, device=device)
     stored = loaded.results().result(CERTIFY_KIND, settings.identity(), f"certify-s{settings.sigma:g}")
     count = min(settings.count, len(loaded.split("test", data_dir)))
-    saved = stored.load_json()
-    reused = saved is not None and len(saved["records"]) >= count
-    if saved is not None and reused:
+
+    def certify_the_rest() -> dict[str, Any]:
+        saved = stored.load_json()  # a smaller request's certificates: continued, not redone
+        done = (saved["records"], float(saved["seconds"])) if saved is not None else ([], 0.0)
+        return compute_certificates(settings, loaded, stored, data_dir, progress, done)
+
+    values, reused = remember_json(stored, certify_the_rest, complete=lambda saved: len(saved["records"]) >= count)
+    if reused:
         progress.log("certificates found in the cache; nothing to compute")
-        values = _report(loaded, settings, saved["records"][:count], saved["seconds"])
+        values = _report(loaded, settings, values["records"][:count], values["seconds"])
     else:
-        with stored.computing(current_ranks().rank):
-            done = (saved["records"], float(saved["seconds"])) if saved is not None else ([], 0.0)
-            values = compute_certificates(settings, loaded, stored.folder, data_dir, progress, done)
-            if current_ranks().is_main:
-                stored.save_json(values)
-                (stored.folder / PARTIAL_FILE).unlink(missing_ok=True)
+        WorkUnits(stored, CERTIFY_SHARD_KIND, None).remove()
+        legacy = stored.path(LEGACY_PARTIAL_FILE)
+        if legacy is not None and current_ranks().is_main:
+            legacy.unlink(missing_ok=True)
     values = {key: value for key, value in values.items() if key != "records"}
     report = CertifyReport(**{**values, "curve": []}, reused=reused)
     report.curve = [report.accuracy_at(radius) for radius in settings.radii]

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nodeguard.checks import require_tols
-from nodeguard.errors import ConfigError, setting_error
+from nodeguard.errors import setting_error
 from nodeguard.models.loading import load_model
+from nodeguard.models.networks import require_solver
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.sweep import CellCounts, SweepSettings, attack_cell, decoupled_cell
 from nodeguard.storage.registry import Registry
@@ -102,8 +103,7 @@ def run_grid(
         raise setting_error("models", f"names a model twice: {','.join(models)}")
     loaded_models = [load_model(name, registry=registry, device=device) for name in models]
     for loaded in loaded_models:
-        if not loaded.model.has_solver:
-            raise ConfigError(f"{loaded.name} has no solver tolerance; the grid needs ODE models")
+        require_solver(loaded.model, "the decoupling grid", loaded.name)
     counts = CellCounts()
     rows_per_model = len(settings.tol_attacks)
     task = progress.task("grid rows", len(loaded_models) * rows_per_model)

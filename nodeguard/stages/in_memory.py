@@ -1,15 +1,14 @@
 """Evaluating a model held in memory, without the registry (RobustBench's ``benchmark``).
 
 :func:`evaluate_in_memory` runs the same stages as ``nodeguard roc`` and ``nodeguard
-security`` on an ``nn.Module`` and images given by the caller. Attack sets and votes are
-kept in a scratch folder that is removed when it returns; nothing is written to the
-user's registry, and nothing is reused from it.
+security`` on an ``nn.Module`` and images given by the caller, over a model with no
+registry: its results are keyed as usual and kept in the model's memory for the
+evaluation (nothing is read or written on disk), so each is computed once.
 """
 
 from __future__ import annotations
 
 import copy
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,7 @@ from nodeguard.runtime.device import resolve_device
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.stages.roc import RocReport, RocSettings, roc_of
 from nodeguard.stages.security import SecurityReport, SecuritySettings, compute_security
-from nodeguard.storage.registry import Registry
+from nodeguard.storage.registry import model_record
 
 IN_MEMORY_NAME = "in-memory"
 
@@ -140,19 +139,15 @@ def evaluate_in_memory(
     model.tol = tol
     model.to(torch_device).eval()
     roc_settings = roc_settings or RocSettings(count=len(split))
-    with tempfile.TemporaryDirectory(prefix="nodeguard-in-memory-") as scratch:
-        config = {
-            "model": {"arch": model.arch, "input_shape": list(levels.shape[1:])},
-            "training": {"tol_train": tol},
-            "dataset": IN_MEMORY_NAME,
-        }
-        loaded = LoadedModel(
-            IN_MEMORY_NAME, model, config, torch_device, Registry(scratch), splits={"test": split, "train": split}
-        )
-        roc = roc_of(loaded, roc_settings, progress=progress)
-        attack_set, _report = make_attack_set(roc_settings.attack_settings(), loaded, progress=progress)
-        defense = roc_settings.defense()
-        pristine, _ = stored_votes(loaded, defense, attack_set.clean, "pristine", progress)
-        adversarial, _ = stored_votes(loaded, defense, attack_set.successful_8bit_images(), "adversarial", progress)
-        security = compute_security(security_settings, loaded, progress) if security_settings is not None else None
+    config = model_record(
+        IN_MEMORY_NAME, {"arch": model.arch, "input_shape": list(levels.shape[1:])}, {"tol_train": tol}
+    )
+    loaded = LoadedModel(IN_MEMORY_NAME, model, config, torch_device, None, splits={"test": split, "train": split})
+    roc = roc_of(loaded, roc_settings, progress=progress)
+    # found again in the model's memory, as the ROC kept them
+    attack_set, _report = make_attack_set(roc_settings.attack_settings(), loaded, progress=progress)
+    defense = roc_settings.defense()
+    pristine, _ = stored_votes(loaded, defense, attack_set.clean, "pristine", progress)
+    adversarial, _ = stored_votes(loaded, defense, attack_set.successful_8bit_images(), "adversarial", progress)
+    security = compute_security(security_settings, loaded, progress) if security_settings is not None else None
     return InMemoryEvaluation(roc, pristine, adversarial, security)

@@ -1,11 +1,12 @@
-"""ROC of tolerance randomization: pristine images positive, adversarials negative.
+"""The ROC stage: the defense's votes on an attack set, kept in the result store, made into ROC curves.
 
-For each number of votes V the score of an image is v_agree, and an image is accepted
-when v_agree > v_min; sweeping v_min from 0 to V traces the ROC curve (TPR: pristine
-accepted, FPR: adversarials accepted). The votes are drawn once for the largest V; the
-first V of an image's draws are a valid draw of V (see :mod:`nodeguard.defense.randomization`), so
-every curve comes from the same pass. Votes are kept in the model's result store per
-(images, tolerance range, seed, largest V): :mod:`nodeguard.defense.votes`.
+Pristine images are the positives, adversarials the negatives. For each number of votes V
+the score of an image is v_agree, and an image is accepted when v_agree > v_min; sweeping
+v_min from 0 to V traces the ROC curve (:mod:`nodeguard.experiments.roc`, the pure part).
+The votes are drawn once for the largest V; the first V of an image's draws are a valid
+draw of V (see :mod:`nodeguard.defense.randomization`), so every curve comes from the same
+pass. Votes are kept in the model's result store per (images, tolerance range, seed,
+largest V): :mod:`nodeguard.defense.votes`.
 """
 
 from __future__ import annotations
@@ -13,19 +14,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from nodeguard.defense.randomization import DefenseSettings
 from nodeguard.defense.votes import defense_key, stored_votes
-from nodeguard.errors import ConfigError, setting_error
-from nodeguard.intervals import rate_interval
+from nodeguard.errors import setting_error
+from nodeguard.experiments.attack_sets import AttackSettings, intervals_beside_rates
+from nodeguard.experiments.roc import RocCurve, roc_curves
 from nodeguard.models.loading import LoadedModel, load_model
+from nodeguard.models.networks import require_solver
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.attack import make_attack_set
-from nodeguard.stages.attack_sets import AttackSettings, intervals_beside_rates
 from nodeguard.storage.registry import Registry
 
-ACCEPT_LEVELS = (0.90, 0.95, 1.0)  # shares of pristine images accepted: the operating points reported
 DEFENSE_DEFAULTS = DefenseSettings()
 
 
@@ -87,100 +86,6 @@ class RocSettings:
             ConfigError: an unknown attack or option.
         """
         return AttackSettings.with_overrides(attack=self.attack, count=self.count, **self.attack_options)
-
-
-@dataclass
-class RocCurve:
-    """The ROC of one V: pristine images positive, adversarials negative, score v_agree.
-
-    Every share comes with its 95% Clopper-Pearson interval ``[low, high]``
-    (:func:`nodeguard.intervals.rate_interval`): over the pristine images for what is
-    accepted of them, over the adversarials for what is accepted or rejected of them.
-
-    Attributes:
-        votes: V.
-        auc: area under the ROC curve (scikit-learn), in [0, 1].
-        points: one dict per v_min in 0..V: ``vmin``, ``tpr`` (pristine accepted) and
-            ``fpr`` (adversarials accepted), in [0, 1]; ``tpr_ci`` and ``fpr_ci``, their
-            intervals; ``pristine_accepted`` and ``adversarials_accepted``, the counts they
-            are shares of (of the report's ``pristine`` and ``adversarial``).
-        rejected_at_90_accept: the largest share of adversarials rejected (1 - fpr) with at
-            least 90% of the pristine images accepted (None: unreachable).
-        vmin_at_90_accept: the v_min of that point.
-        rejected_at_95_accept: the same at 95%.
-        vmin_at_95_accept: the v_min of that point.
-        rejected_at_90_accept_ci: the interval of ``rejected_at_90_accept`` (None with it).
-        rejected_at_95_accept_ci: the interval of ``rejected_at_95_accept``.
-        rejected_at_100_accept: the largest share of adversarials rejected with every
-            pristine image accepted (v_min = V - 1 when each pristine image gets one class
-            at all its tolerances; None: unreachable).
-        vmin_at_100_accept: the v_min of that point.
-        rejected_at_100_accept_ci: the interval of ``rejected_at_100_accept``.
-    """
-
-    votes: int
-    auc: float
-    points: list[dict[str, Any]]
-    rejected_at_90_accept: float | None
-    vmin_at_90_accept: int | None
-    rejected_at_95_accept: float | None
-    vmin_at_95_accept: int | None
-    rejected_at_90_accept_ci: list[float] | None = None
-    rejected_at_95_accept_ci: list[float] | None = None
-    rejected_at_100_accept: float | None = None
-    vmin_at_100_accept: int | None = None
-    rejected_at_100_accept_ci: list[float] | None = None
-
-
-def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -> RocCurve:
-    """ROC and AUC (scikit-learn) of v_agree scores; one point per v_min in 0..V, each share
-    with its 95% interval (counted over the pristine images, or over the adversarials)."""
-    if len(pristine) == 0 or len(adversarial) == 0:
-        raise ConfigError("the ROC needs pristine images and at least one successful adversarial")
-    from sklearn.metrics import auc, roc_curve  # here: importing scikit-learn takes half a second
-
-    labels = np.concatenate([np.ones(len(pristine)), np.zeros(len(adversarial))])
-    scores = np.concatenate([pristine, adversarial]).astype(float)
-    fpr, tpr, _ = roc_curve(labels, scores)
-    n_pristine, n_adversarial = len(pristine), len(adversarial)
-    points: list[dict[str, Any]] = []
-    for vmin in range(votes + 1):
-        pristine_accepted = int(np.count_nonzero(pristine > vmin))
-        adversarials_accepted = int(np.count_nonzero(adversarial > vmin))
-        points.append(
-            {
-                "vmin": vmin,
-                "tpr": float(np.mean(pristine > vmin)),
-                "tpr_ci": rate_interval(pristine_accepted, n_pristine),
-                "fpr": float(np.mean(adversarial > vmin)),
-                "fpr_ci": rate_interval(adversarials_accepted, n_adversarial),
-                "pristine_accepted": pristine_accepted,
-                "adversarials_accepted": adversarials_accepted,
-            }
-        )
-    found: dict[float, tuple[float | None, int | None, list[float] | None]] = {}
-    for level in ACCEPT_LEVELS:
-        usable = [p for p in points if p["tpr"] >= level]
-        best = max(usable, key=lambda p: (1 - p["fpr"], p["tpr"])) if usable else None
-        if best is None:
-            found[level] = (None, None, None)
-        else:  # rejected: the adversarials not accepted, counted, not 1 - fpr times the count
-            rejected = n_adversarial - best["adversarials_accepted"]
-            found[level] = (1 - best["fpr"], int(best["vmin"]), rate_interval(rejected, n_adversarial))
-    return RocCurve(
-        votes=votes,
-        auc=float(auc(fpr, tpr)),
-        points=points,
-        rejected_at_90_accept=found[0.90][0],
-        vmin_at_90_accept=found[0.90][1],
-        rejected_at_95_accept=found[0.95][0],
-        vmin_at_95_accept=found[0.95][1],
-        rejected_at_90_accept_ci=found[0.90][2],
-        rejected_at_95_accept_ci=found[0.95][2],
-        rejected_at_100_accept=found[1.0][0],
-        vmin_at_100_accept=found[1.0][1],
-        rejected_at_100_accept_ci=found[1.0][2],
-    )
 
 
 @dataclass
@@ -248,8 +153,7 @@ def roc_of(loaded: LoadedModel, settings: RocSettings, progress: Progress = SILE
     Raises:
         ConfigError, RegistryError, DataUnavailableError: as :func:`run_roc`.
     """
-    if not loaded.model.has_solver:  # before the attack: the defense needs a solver tolerance
-        raise ConfigError(f"{loaded.name} has no solver tolerance: tolerance randomization needs an ODE model")
+    require_solver(loaded.model, "tolerance randomization", loaded.name)  # before the attack
     attack_set, report = make_attack_set(settings.attack_settings(), loaded, progress=progress)
     pristine = attack_set.clean
     adversarial = attack_set.successful_8bit_images()
@@ -259,11 +163,7 @@ def roc_of(loaded: LoadedModel, settings: RocSettings, progress: Progress = SILE
         tallies[name], reused_group = stored_votes(loaded, defense, images, name, progress)
         found.append(reused_group)
     reused = all(found)
-    curves = []
-    for votes in settings.votes:
-        pristine_scores = tallies["pristine"].v_agree(votes).numpy()
-        adversarial_scores = tallies["adversarial"].v_agree(votes).numpy()
-        curves.append(roc_from_scores(pristine_scores, adversarial_scores, votes))
+    curves = roc_curves(tallies["pristine"], tallies["adversarial"], settings.votes)
     result = RocReport(
         model=loaded.name,
         set=report.set,

@@ -37,8 +37,9 @@ own draws, its summary, and the prediction it makes of the confidence kappa an
 adversarial needs to survive every vote, set beside the CW rows' outcomes. With
 ``tol_ranges`` the same attack sets are judged by defenses of other ranges too.
 
-Attack sets and votes come from the result store (made when missing); the report itself
-is stored under all of its settings, so the same request again computes nothing.
+Attack sets and votes come from the result store (made when missing) and are judged by
+the pure functions of :mod:`nodeguard.experiments.security`; the report itself is stored
+under all of its settings, so the same request again computes nothing.
 """
 
 from __future__ import annotations
@@ -53,15 +54,30 @@ from nodeguard.attacks import ATTACKS, APGDRandOptions
 from nodeguard.checks import require_non_negative, require_positive, require_range
 from nodeguard.constants import SECURITY_KIND
 from nodeguard.defense.randomization import DefenseSettings, Votes, check_tol_range
-from nodeguard.defense.spread import MarginSpread, SpreadSummary, predicted_kappa, predicted_survival, summarize
+from nodeguard.defense.spread import SpreadSummary, summarize
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError, setting_error
+from nodeguard.experiments.security import (
+    Attacker,
+    AttackerSet,
+    KappaCheck,
+    RangeReport,
+    RobustAccuracy,
+    SecurityRow,
+    check_same_images,
+    choose_vmin,
+    judge_attackers,
+    range_report,
+    robust_accuracy_curve,
+    spread_lists,
+)
 from nodeguard.intervals import rate_interval
-from nodeguard.models.evaluation import margins_alone
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import LoadedModel, load_model
+from nodeguard.models.networks import require_solver
+from nodeguard.pipeline.remember import remember_json
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.attack import make_attack_set
-from nodeguard.stages.attack_sets import AttackSet, AttackSettings
 from nodeguard.stages.certify import CertifySettings
 from nodeguard.storage.registry import Registry
 
@@ -70,7 +86,6 @@ DEFAULT_KAPPAS = (0.0, 0.05, 0.1, 0.2, 0.5)
 DEFAULT_AUTOATTACK_EPS = (1.0, 1.5, 2.0)
 APGD_DEFAULTS = APGDRandOptions()
 DEFAULT_SQUARE_DRAWS = 2
-SURVIVAL_SHARES = (0.5, 0.9)  # the predicted kappa at which these shares survive every vote
 DEFAULT_EPS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 SECURITY_REPORT_VERSION = 2  # 2: intervals, Square, the margin spread, other ranges
 
@@ -249,131 +264,6 @@ class SecuritySettings:
         return {**values, "attack_versions": versions, "report_version": SECURITY_REPORT_VERSION}
 
 
-@dataclass(frozen=True)
-class Attacker:
-    label: str
-    attack: str
-    kappa: float
-    count: int
-    options: dict[str, Any]
-
-    @property
-    def settings(self) -> AttackSettings:
-        return AttackSettings(attack=self.attack, count=self.count, options=dict(self.options))
-
-
-@dataclass
-class SecurityRow:
-    """One attacker's row of the security table (rates in [0, 1], L2 over pixels in [0, 1]).
-
-    Attributes:
-        attack: the attack ("cw", "eot-cw", "apgd-rand").
-        label: the attacker, e.g. "cw k=0.1".
-        kappa: its confidence (logit units; 0 for apgd-rand).
-        set: its attack set's key.
-        attacked: images attacked.
-        mean_l2: mean L2 of its successful 8-bit adversarials (None: none).
-        median_l2: their median L2.
-        success_rate: share of attacked images fooled undefended (8-bit, alone at tol_train).
-        rejected: share of those adversarials the defense rejects (v_agree <= v_min).
-        defended_success: share of attacked images whose adversarial the vote misclassifies
-            and accepts.
-        median_abs_margin_8bit: median |margin| of the successful 8-bit adversarials (logit units).
-        successes: adversarials that fool the undefended model (the count behind success_rate).
-        success_rate_ci, rejected_ci, defended_success_ci: 95% Clopper–Pearson intervals
-            (over the attacked images; ``rejected`` over the successful adversarials).
-    """
-
-    attack: str
-    label: str
-    kappa: float
-    set: str
-    attacked: int
-    mean_l2: float | None
-    median_l2: float | None
-    success_rate: float
-    rejected: float | None
-    defended_success: float
-    median_abs_margin_8bit: float | None
-    successes: int = 0
-    success_rate_ci: list[float] | None = None
-    rejected_ci: list[float] | None = None
-    defended_success_ci: list[float] | None = None
-
-
-@dataclass
-class RobustAccuracy:
-    """One point of the robust-accuracy curve: the share of images no attacker broke within ``eps``."""
-
-    eps: float  # the L2 budget (pixels in [0, 1])
-    robust_accuracy_defended: float  # accepted with the right class and not fooled within eps
-    robust_accuracy_undefended: float  # not misclassified by any adversarial within eps
-    robust_accuracy_defended_ci: list[float] | None = None  # 95% Clopper–Pearson over the images
-    robust_accuracy_undefended_ci: list[float] | None = None
-
-
-@dataclass
-class RangeRow:
-    """One attacker judged by the defense over one tolerance range (rates in [0, 1]).
-
-    Attributes:
-        label: the attacker.
-        rejected: share of its successful 8-bit adversarials rejected (``_ci``: interval).
-        defended_success: share of attacked images fooled through the vote.
-        all_negative: share of its adversarials misclassified at every draw.
-    """
-
-    label: str
-    rejected: float | None
-    rejected_ci: list[float] | None
-    defended_success: float
-    defended_success_ci: list[float] | None
-    all_negative: float | None
-    all_negative_ci: list[float] | None = None
-
-
-@dataclass
-class RangeReport:
-    """The same attack sets judged by the defense over one tolerance range, at the same V and v_min."""
-
-    tol_range: list[float]
-    pristine_accepted: float
-    pristine_accepted_ci: list[float] | None
-    rows: list[RangeRow]
-    spreads: list[SpreadSummary]
-    predicted_kappa: dict[str, float | None]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RangeReport:
-        return cls(
-            **{
-                **values,
-                "rows": [RangeRow(**row) for row in values["rows"]],
-                "spreads": [SpreadSummary(**item) for item in values["spreads"]],
-            }
-        )
-
-
-@dataclass
-class KappaCheck:
-    """A CW row's outcome beside what the margin spread of the minimal adversarials predicts.
-
-    Attributes:
-        kappa: the CW attacker's confidence.
-        predicted_survival: share of minimal adversarials whose rise is below kappa.
-        survived_every_vote: share of this row's adversarials misclassified at every draw
-            (``_ci``: interval over them).
-        defended_success: this row's end-to-end success against the defended model.
-    """
-
-    kappa: float
-    predicted_survival: float | None
-    survived_every_vote: float | None
-    survived_every_vote_ci: list[float] | None
-    defended_success: float
-    defended_success_ci: list[float] | None = None
-
-
 @dataclass
 class SecurityReport:
     model: str
@@ -420,214 +310,95 @@ class SecurityReport:
         )
 
 
-def choose_vmin(pristine_v_agree: torch.Tensor, votes: int, accept_level: float) -> int:
-    """The largest v_min that still accepts at least ``accept_level`` of the pristine images."""
-    count = len(pristine_v_agree)
-    usable = [vmin for vmin in range(votes) if int((pristine_v_agree > vmin).sum()) / count >= accept_level]
-    if not usable:
-        raise ConfigError(f"no v_min accepts {accept_level:.0%} of the pristine images at V = {votes}")
-    return max(usable)
-
-
-@dataclass
-class JudgedAttack:
-    """One attacker's adversarials judged by the defense, one entry per attacked image."""
-
-    row: SecurityRow
-    l2: torch.Tensor  # (count,) L2 of the 8-bit adversarial (inf where the attack failed)
-    fooled_undefended: torch.Tensor  # (count,) bool
-    fooled_defended: torch.Tensor  # (count,) bool: misclassified by the vote and accepted
-
-
-def judge(
-    attacker: Attacker,
-    attack_set: AttackSet,
-    set_key: str,
-    tally: Votes,
-    defense: DefenseSettings,
-) -> JudgedAttack:
-    """Rows of one attacker: ``tally`` holds the defense's votes on its successful 8-bit adversarials."""
-    success = attack_set.success_8bit
-    count = len(attack_set)
-    l2_8bit = attack_set.l2_8bit()
-    accepted = tally.accepted(defense.vmin)
-    wrong = tally.prediction() != attack_set.labels[success]
-    fooled_defended = torch.zeros(count, dtype=torch.bool)
-    fooled_defended[success.nonzero().squeeze(1)] = wrong & accepted
-    successful_l2 = l2_8bit[success]
-    margins = attack_set.margin_8bit[success].abs()
-    successes, rejected = int(success.sum()), int((~accepted).sum())
-    row = SecurityRow(
-        attack=attacker.attack,
-        label=attacker.label,
-        kappa=attacker.kappa,
-        set=set_key,
-        attacked=count,
-        mean_l2=float(successful_l2.mean()) if len(successful_l2) else None,
-        median_l2=float(successful_l2.median()) if len(successful_l2) else None,
-        success_rate=float(success.float().mean()),
-        rejected=float((~accepted).float().mean()) if len(accepted) else None,
-        defended_success=float(fooled_defended.float().mean()),
-        median_abs_margin_8bit=float(margins.median()) if len(margins) else None,
-        successes=successes,
-        success_rate_ci=rate_interval(successes, count),
-        rejected_ci=rate_interval(rejected, len(accepted)),
-        defended_success_ci=rate_interval(int(fooled_defended.sum()), count),
-    )
-    return JudgedAttack(row, torch.where(success, l2_8bit, torch.inf), success.clone(), fooled_defended)
-
-
-def robust_accuracy_curve(
-    judged: list[JudgedAttack], pristine_ok: torch.Tensor, eps_grid: tuple[float, ...]
-) -> list[RobustAccuracy]:
-    """Robust accuracy (defended and undefended) at each budget, best attacker per image."""
-    curve = []
-    for eps in eps_grid:
-        broken_defended = torch.zeros_like(pristine_ok)
-        broken_undefended = torch.zeros_like(pristine_ok)
-        for attack in judged:
-            within = attack.l2 <= eps
-            broken_defended |= within & attack.fooled_defended
-            broken_undefended |= within & attack.fooled_undefended
-        robust_defended = int((pristine_ok & ~broken_defended).sum())
-        robust_undefended = int((~broken_undefended).sum())
-        count = len(pristine_ok)
-        curve.append(
-            RobustAccuracy(
-                eps=eps,
-                robust_accuracy_defended=robust_defended / count,
-                robust_accuracy_undefended=robust_undefended / count,
-                robust_accuracy_defended_ci=rate_interval(robust_defended, count),
-                robust_accuracy_undefended_ci=rate_interval(robust_undefended, count),
-            )
-        )
-    return curve
-
-
-def adversarial_spread(attack_set: AttackSet, tally: Votes) -> MarginSpread:
-    """The margin spread of an attacker's successful 8-bit adversarials over the defense's draws."""
-    success = attack_set.success_8bit
-    assert tally.logits is not None
-    return MarginSpread.from_logits(tally.logits, attack_set.labels[success], attack_set.margin_8bit[success])
-
-
-def minimal_attacker(judged: list[JudgedAttack]) -> JudgedAttack | None:
-    """The CW row of the smallest confidence (the minimal adversarials), if any."""
-    rows = [item for item in judged if item.row.attack == "cw"]
-    return min(rows, key=lambda item: item.row.kappa) if rows else None
-
-
-def kappa_predictions(
-    judged: list[JudgedAttack], spreads: dict[str, MarginSpread]
-) -> tuple[str | None, dict[str, float | None], list[KappaCheck]]:
-    """The predicted kappa per survival share and each CW row's check, from the minimal CW's rises."""
-    minimal = minimal_attacker(judged)
-    if minimal is None:
-        return None, {}, []
-    rises = spreads[minimal.row.label].rise
-    predicted = {f"{share:g}": predicted_kappa(rises, share) for share in SURVIVAL_SHARES}
-    checks = []
-    for item in judged:
-        if item.row.attack != "cw":
-            continue
-        spread = spreads[item.row.label]
-        survived = int((spread.share_positive == 0).sum())
-        # where this row's adversarials sit at tol_train: -(kappa + slack), a little lower on
-        # the 8-bit grid; the minimal rows' rises are measured from where they sit
-        depth = float(-spread.reference.median()) if len(spread.reference) else item.row.kappa
-        offset = float(-spreads[minimal.row.label].reference.median()) if len(rises) else 0.0
-        checks.append(
-            KappaCheck(
-                kappa=item.row.kappa,
-                predicted_survival=predicted_survival(rises, depth - offset),
-                survived_every_vote=survived / len(spread.reference) if len(spread.reference) else None,
-                survived_every_vote_ci=rate_interval(survived, len(spread.reference)),
-                defended_success=item.row.defended_success,
-                defended_success_ci=item.row.defended_success_ci,
-            )
-        )
-    return minimal.row.label, predicted, checks
-
-
-def spread_lists(spread: MarginSpread) -> dict[str, list[float]]:
-    """Per-image low, high and reference margins, for the report and the picture."""
-    return {
-        "low": [float(v) for v in spread.low],
-        "high": [float(v) for v in spread.high],
-        "reference": [float(v) for v in spread.reference],
-    }
-
-
 def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> SecurityReport:
-    attackers = settings.attackers()
-    made = []
-    for attacker in attackers:
-        progress.log(f"attacker: {attacker.label}")
-        attack_set, report = make_attack_set(attacker.settings, loaded, progress=progress)
-        made.append((attacker, attack_set, report.set))
-    pristine = made[0][1].clean
-    labels = made[0][1].labels
-    for attacker, attack_set, _key in made[1:]:
-        if not torch.equal(attack_set.clean, pristine):
-            raise ConfigError(f"the attack set of {attacker.label} attacked other images than the first attacker's")
-    pristine_tally, _ = stored_votes(loaded, settings.defense(0), pristine, "pristine", progress, with_logits=True)
+    """The security report of a loaded model, computed (not looked up in the store).
+
+    Makes each attacker's attack set (or finds it), fetches the defense's votes on the
+    pristine images and on every attacker's successful 8-bit adversarials
+    (:func:`nodeguard.defense.votes.stored_votes`), and judges them with
+    :func:`nodeguard.experiments.security.judge_attackers`: once over the defense's range,
+    once over each of ``settings.tol_ranges``.
+
+    Raises:
+        ConfigError, RegistryError, DataUnavailableError: as :func:`run_security`.
+    """
+    attacked = _attack_sets(settings, loaded, progress)
+    first = attacked[0].attack_set
+    pristine, labels = first.clean, first.labels
+    pristine_votes, _ = stored_votes(loaded, settings.defense(0), pristine, "pristine", progress, need_logits=True)
     vmin = (
         settings.vmin
         if settings.vmin is not None
-        else choose_vmin(pristine_tally.v_agree(), settings.votes, settings.accept_level)
+        else choose_vmin(pristine_votes.v_agree(), settings.votes, settings.accept_level)
     )
     defense = settings.defense(vmin)
-    pristine_accepted = pristine_tally.accepted(vmin)
-    pristine_ok = pristine_accepted & (pristine_tally.prediction() == labels)
-    pristine_reference, _ = margins_alone(loaded.model, pristine, labels, tol=None)
-    assert pristine_tally.logits is not None
-    spreads = {"pristine": MarginSpread.from_logits(pristine_tally.logits, labels, pristine_reference)}
-    judged = []
-    for attacker, attack_set, key in made:
-        adversarial = attack_set.successful_8bit_images()
-        votes, _ = stored_votes(
-            loaded, defense, adversarial, f"{attacker.attack}-adversarial", progress, with_logits=True
-        )
-        judged.append(judge(attacker, attack_set, key, votes, defense))
-        spreads[attacker.label] = adversarial_spread(attack_set, votes)
-    minimal_label, predicted, checks = kappa_predictions(judged, spreads)
+    pristine_reference = classify_alone(loaded.model, pristine, None, labels).margins
+    adversarial_votes = _adversarial_votes(loaded, defense, attacked, "", progress)
+    main = judge_attackers(attacked, defense, pristine_votes, adversarial_votes, labels, pristine_reference)
     ranges = [
-        judge_range(settings, loaded, made, vmin, pristine, labels, pristine_reference, tol_range, progress)
+        _judge_other_range(settings, loaded, attacked, vmin, pristine_reference, tol_range, progress)
         for tol_range in settings.tol_ranges
     ]
     count = len(pristine)
+    accepted, accepted_correct = main.pristine_accepted, main.pristine_ok
     return SecurityReport(
         model=loaded.name,
         count=count,
         votes=settings.votes,
         vmin=vmin,
         vmin_chosen=settings.vmin is None,
-        pristine_accepted=float(pristine_accepted.float().mean()),
-        pristine_accepted_correct=float(pristine_ok.float().mean()),
+        pristine_accepted=float(accepted.float().mean()),
+        pristine_accepted_correct=float(accepted_correct.float().mean()),
         tol_range=[settings.tol_low, settings.tol_high],
         seed=settings.seed,
         draws=defense.draws_label(defense_key(loaded, defense)),
-        points=[item.row for item in judged],
-        curve=robust_accuracy_curve(judged, pristine_ok, settings.eps),
-        pristine_accepted_ci=rate_interval(int(pristine_accepted.sum()), count),
-        pristine_accepted_correct_ci=rate_interval(int(pristine_ok.sum()), count),
-        spreads=[summarize(label, spread) for label, spread in spreads.items()],
-        spread_images={label: spread_lists(spread) for label, spread in spreads.items()},
-        minimal_label=minimal_label,
-        predicted_kappa=predicted,
-        kappa_checks=checks,
+        points=[item.row for item in main.judged],
+        curve=robust_accuracy_curve(main.judged, accepted_correct, settings.eps),
+        pristine_accepted_ci=rate_interval(int(accepted.sum()), count),
+        pristine_accepted_correct_ci=rate_interval(int(accepted_correct.sum()), count),
+        spreads=[summarize(label, spread) for label, spread in main.spreads.items()],
+        spread_images={label: spread_lists(spread) for label, spread in main.spreads.items()},
+        minimal_label=main.minimal_label,
+        predicted_kappa=main.predicted_kappa,
+        kappa_checks=main.kappa_checks,
         ranges=ranges,
-        indices=[int(index) for index in made[0][1].indices],
+        indices=[int(index) for index in first.indices],
     )
 
 
-def judge_range(
+def _attack_sets(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> list[AttackerSet]:
+    """Every attacker's attack set, made or found in the store, in the attackers' order.
+
+    Raises:
+        ConfigError: the attackers attacked different images.
+    """
+    attacked = []
+    for attacker in settings.attackers():
+        progress.log(f"attacker: {attacker.label}")
+        attack_set, report = make_attack_set(attacker.settings, loaded, progress=progress)
+        attacked.append(AttackerSet(attacker, attack_set, report.set))
+    check_same_images(attacked)
+    return attacked
+
+
+def _adversarial_votes(
+    loaded: LoadedModel, defense: DefenseSettings, attacked: list[AttackerSet], where: str, progress: Progress
+) -> list[Votes]:
+    """The defense's votes, with logits, on each attacker's successful 8-bit adversarials."""
+    found = []
+    for item in attacked:
+        adversarial = item.attack_set.successful_8bit_images()
+        label = f"{item.attacker.attack}-adversarial" + where
+        votes, _ = stored_votes(loaded, defense, adversarial, label, progress, need_logits=True)
+        found.append(votes)
+    return found
+
+
+def _judge_other_range(
     settings: SecuritySettings,
     loaded: LoadedModel,
-    made: list[tuple[Attacker, AttackSet, str]],
+    attacked: list[AttackerSet],
     vmin: int,
-    pristine: torch.Tensor,
-    labels: torch.Tensor,
     pristine_reference: torch.Tensor,
     tol_range: tuple[float, float],
     progress: Progress,
@@ -635,40 +406,11 @@ def judge_range(
     """The same attack sets judged by the defense over ``tol_range`` (same V, v_min and seed)."""
     defense = settings.defense_for(vmin, tol_range)
     where = f" (range {tol_range[0]:g}..{tol_range[1]:g})"
-    pristine_tally, _ = stored_votes(loaded, defense, pristine, "pristine" + where, progress, with_logits=True)
-    assert pristine_tally.logits is not None
-    accepted = pristine_tally.accepted(vmin)
-    spreads = {"pristine": MarginSpread.from_logits(pristine_tally.logits, labels, pristine_reference)}
-    judged, rows = [], []
-    for attacker, attack_set, key in made:
-        adversarial = attack_set.successful_8bit_images()
-        label = f"{attacker.attack}-adversarial" + where
-        votes, _ = stored_votes(loaded, defense, adversarial, label, progress, with_logits=True)
-        item = judge(attacker, attack_set, key, votes, defense)
-        judged.append(item)
-        spread = adversarial_spread(attack_set, votes)
-        spreads[attacker.label] = spread
-        survived = int((spread.share_positive == 0).sum())
-        rows.append(
-            RangeRow(
-                label=attacker.label,
-                rejected=item.row.rejected,
-                rejected_ci=item.row.rejected_ci,
-                defended_success=item.row.defended_success,
-                defended_success_ci=item.row.defended_success_ci,
-                all_negative=survived / len(spread.reference) if len(spread.reference) else None,
-                all_negative_ci=rate_interval(survived, len(spread.reference)),
-            )
-        )
-    _label, predicted, _checks = kappa_predictions(judged, spreads)
-    return RangeReport(
-        tol_range=[tol_range[0], tol_range[1]],
-        pristine_accepted=float(accepted.float().mean()),
-        pristine_accepted_ci=rate_interval(int(accepted.sum()), len(accepted)),
-        rows=rows,
-        spreads=[summarize(label, spread) for label, spread in spreads.items()],
-        predicted_kappa=predicted,
-    )
+    first = attacked[0].attack_set
+    pristine_votes, _ = stored_votes(loaded, defense, first.clean, "pristine" + where, progress, need_logits=True)
+    adversarial_votes = _adversarial_votes(loaded, defense, attacked, where, progress)
+    judged = judge_attackers(attacked, defense, pristine_votes, adversarial_votes, first.labels, pristine_reference)
+    return range_report(judged)
 
 
 def run_security(
@@ -707,8 +449,7 @@ def run_security(
         DataUnavailableError: the data set is not on disk and cannot be downloaded.
     """
     loaded = load_model(model, registry=registry, device=device)
-    if not loaded.model.has_solver:  # before the store makes a folder for a report that cannot exist
-        raise ConfigError(f"{loaded.name} has no solver tolerance: tolerance randomization needs an ODE model")
+    require_solver(loaded.model, "tolerance randomization", loaded.name)  # before the store makes a folder
     defense = settings.defense(settings.vmin or 0)
     identity = {**settings.identity(), "seed": defense.draws_identity(defense_key(loaded, defense))}
     stored = loaded.results().result(SECURITY_KIND, identity, f"security-n{settings.count}")
@@ -721,7 +462,7 @@ def run_security(
         report.seconds = time.perf_counter() - started
         return {key: value for key, value in report.to_dict().items() if key not in ("reused", "plot", "certified")}
 
-    values, reused = stored.json_or_compute(compute)
+    values, reused = remember_json(stored, compute)
     if reused:
         progress.log("security report found in the cache; nothing to compute")
     report = SecurityReport.from_dict({**values, "reused": reused, "plot": None, "certified": []})

@@ -9,12 +9,14 @@ from nodeguard.checks import require_count, require_tol, require_tols
 from nodeguard.constants import SWEEP_CELL_KIND
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
+from nodeguard.experiments.attack_sets import AttackSet, AttackSettings, intervals_beside_rates, perturbation_stats
 from nodeguard.intervals import rate_interval
-from nodeguard.models.evaluation import predict_sharded
+from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import LoadedModel, load_model
+from nodeguard.models.networks import require_solver
+from nodeguard.pipeline.remember import remember_json
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.attack import make_attack_set
-from nodeguard.stages.attack_sets import AttackSet, AttackSettings, intervals_beside_rates, perturbation_stats
 from nodeguard.storage.registry import Registry
 
 DEFAULT_TOLS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -107,7 +109,7 @@ def cached_cell(
 ) -> dict[str, Any]:
     """A table cell of ``loaded`` from its result store, or computed and saved there."""
     stored = loaded.results().result(CELL_KIND, settings, settings["cell"])
-    values, reused = stored.json_or_compute(compute)
+    values, reused = remember_json(stored, compute)
     counts.count(reused)
     return values
 
@@ -152,7 +154,8 @@ def error_cell(
 
     def compute() -> dict[str, Any]:
         test = test_split()
-        predictions, nfe = predict_sharded(loaded.model, test.float_images(), tol)
+        classified = classify_alone(loaded.model, test.float_images(), tol, sharded=True)
+        predictions, nfe = classified.predictions, classified.nfe
         wrong = predictions != test.labels
         return {
             "error": float(wrong.float().mean()),
@@ -198,7 +201,7 @@ def decoupled_cell(
     settings = {"cell": "decoupled", "set": set_key, "tol_test": tol_test}
 
     def compute() -> dict[str, Any]:
-        predictions, _ = predict_sharded(loaded.model, attack_set.adversarial, tol_test)
+        predictions = classify_alone(loaded.model, attack_set.adversarial, tol_test, sharded=True).predictions
         fooled = attack_set.success & (predictions != attack_set.labels)
         stats = perturbation_stats(attack_set.l2, fooled, attack_set.dims)
         return {
@@ -253,8 +256,7 @@ def run_sweep(
         DataUnavailableError: the data set is not on disk and cannot be downloaded.
     """
     loaded = load_model(model, registry=registry, device=device)
-    if not loaded.model.has_solver:
-        raise ConfigError(f"{loaded.name} has no solver tolerance to sweep; choose an ODE {{model}}", settings="model")
+    require_solver(loaded.model, "the tol sweep", loaded.name)
     counts = CellCounts()
     cells_per_tol = 1 + (settings.attack is not None)
     decoupled_cells = settings.attack is not None and settings.tol_attack is not None

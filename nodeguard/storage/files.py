@@ -138,11 +138,17 @@ def display_path(path: str | os.PathLike[str]) -> str:
 
 
 def read_json(path: Path, default: Any = None) -> Any:
-    """The JSON in ``path``, ``default`` when there is no such file; damaged JSON is an error."""
+    """The JSON in ``path``, ``default`` when there is no such file.
+
+    Raises:
+        RegistryError: the file is damaged (not valid JSON) or cannot be read (no permission).
+    """
     if not path.is_file():
         return default
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RegistryError(f"cannot read {display_path(path)}: {exc.strerror or exc}") from None
     except ValueError:
         raise RegistryError(f"{path} is damaged (not valid JSON)") from None
 
@@ -155,11 +161,20 @@ def save_tagged(path: Path, kind: str, payload: dict[str, Any]) -> None:
 
 
 def load_tagged(path: Path, expected_kind: str | None = None) -> dict[str, Any]:
-    """Load a nodeguard tensor file with ``weights_only=True``; one clear error otherwise."""
+    """Load a nodeguard tensor file with ``weights_only=True``; one clear error otherwise.
+
+    Raises:
+        RegistryError: the file is missing, cannot be read (no permission), is damaged, is
+            not a nodeguard file, was written by a newer nodeguard, or holds another kind.
+    """
     if not path.is_file():
         raise RegistryError(f"{path} is missing")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        if exc.errno is not None:  # the operating system's (no permission, an I/O error), not the file's content
+            raise RegistryError(f"cannot read {display_path(path)}: {exc.strerror or exc}") from None
+        raise RegistryError(f"{path} is damaged or not a nodeguard file ({str(exc)[:200]})") from None
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise RegistryError(f"{path} is damaged or not a nodeguard file ({reason[:200]})") from None

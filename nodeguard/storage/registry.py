@@ -41,11 +41,20 @@ from nodeguard.constants import (
     METRICS_FILE,
     MODELS_FOLDER,
     RESULTS_FOLDER,
+    __version__,
 )
-from nodeguard.errors import ModelNotFoundError, RegistryError
-from nodeguard.paths import cache_root
+from nodeguard.errors import ModelNotFoundError, NoModelYetError, RegistryError, StorageError
+from nodeguard.paths import cache_root, usable_cache_root
 from nodeguard.runtime.distributed import current_ranks
-from nodeguard.storage.files import atomic_write_json, atomic_write_text, load_tagged, read_json, save_tagged
+from nodeguard.storage.files import (
+    NOT_WRITABLE,
+    atomic_write_json,
+    atomic_write_text,
+    display_path,
+    load_tagged,
+    read_json,
+    save_tagged,
+)
 
 INDEX_LOCK_TIMEOUT_S = 60.0
 VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
@@ -53,6 +62,38 @@ VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def model_record(
+    dataset: str,
+    model: dict[str, Any],
+    training: dict[str, Any],
+    name: str | None = None,
+    created: str | None = None,
+    fingerprint: str | None = None,
+    **provenance: Any,
+) -> dict[str, Any]:
+    """A model's config.yaml, built in one place for every way a model enters nodeguard
+    (trained, imported, or held in memory).
+
+    Args:
+        dataset: the registered data set ("mnist5k", "folder:PATH", ...).
+        model: the ``model`` section (what :func:`nodeguard.models.networks.build_model` reads).
+        training: the ``training`` section (``tol_train`` at least).
+        name: the model's name (None: not written).
+        created: when it was made (ISO 8601; None: now).
+        fingerprint: the digest of a ``folder:`` set's files (None: not written).
+        provenance: further sections as they are (``recipe``, ``source``).
+
+    Returns:
+        The config, its keys in the order config.yaml shows them.
+    """
+    config: dict[str, Any] = {"name": name} if name is not None else {}
+    config.update(dataset=dataset, model=model, training=training, **provenance)
+    if fingerprint:
+        config["dataset_fingerprint"] = fingerprint
+    config.update(created=created or now_iso(), nodeguard_version=__version__)
+    return config
 
 
 @dataclass
@@ -104,6 +145,13 @@ class Registry:
     Methods that read the index rebuild it from the model folders when it is missing or
     damaged; in a sharded job only rank 0 writes it back, so they may raise
     :class:`~nodeguard.errors.ConfigError` for malformed ``RANK``/``WORLD_SIZE`` variables.
+
+    A registry the user can read but not write (shared read-only by another user, on a
+    read-only file system) is read without the index lock, and a rebuilt index is kept in
+    memory; every method that would change it raises :class:`~nodeguard.errors.StorageError`
+    saying that it is read-only (:meth:`read_only_error`). A cache root that is a file, lies
+    under a file or cannot be created is one :class:`~nodeguard.errors.RegistryError` or
+    ``StorageError`` (:func:`nodeguard.paths.usable_cache_root`).
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
@@ -145,19 +193,89 @@ class Registry:
         A context manager; creates the cache root if needed and waits up to 60 s for the lock.
 
         Raises:
-            RegistryError: the index stayed locked by another process for 60 s.
+            RegistryError: the index stayed locked by another process for 60 s, or the
+                cache root is a file or lies under one.
+            StorageError: the cache root cannot be created, or the registry is read-only
+                for this user (it can be read, not changed).
         """
-        self.root.mkdir(parents=True, exist_ok=True)
+        usable_cache_root(self.root, create=True)
         lock = FileLock(str(self.index_path) + ".lock", timeout=INDEX_LOCK_TIMEOUT_S)
         try:
-            with lock:
-                yield
+            lock.acquire()
         except Timeout:
             raise RegistryError(
                 f"the registry index {self.index_path} stayed locked for {INDEX_LOCK_TIMEOUT_S:.0f} s"
             ) from None
+        except OSError as exc:
+            raise self.read_only_error(exc) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
-    def _read_index_unlocked(self) -> dict[str, dict[str, Any]]:
+    def read_only_error(self, exc: OSError, what: str = "") -> StorageError:
+        """The one-line error for a write this registry refused (``exc`` said why).
+
+        Args:
+            exc: the error of the write that failed.
+            what: what could not be saved ("the attack_set ..."); empty for a change of
+                the index (registering or removing a model).
+
+        Returns:
+            A StorageError that says the registry is read-only for this user (when
+            ``exc`` is a permission or read-only file system error) and what can still be
+            done, or one naming the file and the reason otherwise.
+        """
+        reason = exc.strerror or exc.__class__.__name__
+        if exc.errno not in NOT_WRITABLE:
+            where = display_path(exc.filename) if exc.filename else display_path(self.root)
+            return StorageError(f"cannot write {where} in the registry {display_path(self.root)}: {reason}")
+        head = f"{what} cannot be saved in" if what else "cannot change"
+        return StorageError(
+            f"{head} the registry {display_path(self.root)} ({reason}): it is read-only for you, so its models and "
+            "saved results can be listed, shown and used, but nothing new can be stored there; to compute and keep "
+            f"new results, copy it to a folder you can write (cp -r {display_path(self.root)} DEST) and point "
+            "NODEGUARD_HOME at the copy"
+        )
+
+    @contextmanager
+    def _reading(self) -> Iterator[bool]:
+        """Hold the index lock to read it where the lock can be taken.
+
+        A registry the user can read but not write (shared read-only) is read without
+        the lock: the index is replaced atomically (``os.replace``), so a reader sees a
+        whole index, old or new. A registry that does not exist yet reads as empty and is
+        not created.
+
+        Yields:
+            Whether the lock is held (a rebuilt index may then be written back).
+
+        Raises:
+            RegistryError: the index stayed locked for 60 s; the root is a file or under one.
+            StorageError: the root cannot be reached.
+        """
+        if not usable_cache_root(self.root, create=False):
+            yield False
+            return
+        lock = FileLock(str(self.index_path) + ".lock", timeout=INDEX_LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+            held = True
+        except Timeout:
+            raise RegistryError(
+                f"the registry index {self.index_path} stayed locked for {INDEX_LOCK_TIMEOUT_S:.0f} s"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in NOT_WRITABLE:  # not a permission: a lock that is a folder, an I/O error
+                raise self.read_only_error(exc) from None
+            held = False  # read-only for this user: read it as it is
+        try:
+            yield held
+        finally:
+            if held:
+                lock.release()
+
+    def _read_index_unlocked(self, may_write: bool = True) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self.index_path.read_text(encoding="utf-8"))
             models = data["models"]
@@ -165,12 +283,15 @@ class Registry:
                 raise TypeError("models is not a mapping")
             return models
         except FileNotFoundError:
-            return self._rebuild_index_unlocked() if self.models_path.is_dir() else {}
+            return self._rebuild_index_unlocked(may_write) if self.models_path.is_dir() else {}
+        except OSError as exc:
+            raise RegistryError(f"cannot read {display_path(self.index_path)}: {exc.strerror or exc}") from None
         except (ValueError, KeyError, TypeError):
-            return self._rebuild_index_unlocked()
+            return self._rebuild_index_unlocked(may_write)
 
-    def _rebuild_index_unlocked(self) -> dict[str, dict[str, Any]]:
-        """Recreate the index from the model folders (a damaged or missing index)."""
+    def _rebuild_index_unlocked(self, may_write: bool = True) -> dict[str, dict[str, Any]]:
+        """Recreate the index from the model folders (a damaged or missing index); it is
+        written back when ``may_write`` and the registry is writable, else kept in memory."""
         models: dict[str, dict[str, Any]] = {}
         for folder in sorted(self.models_path.glob("*")) if self.models_path.is_dir() else []:
             config_path = folder / CONFIG_FILE
@@ -194,8 +315,11 @@ class Registry:
                 updated=now_iso(),
                 updated_ts=folder.stat().st_mtime,
             ).to_dict()
-        if current_ranks().is_main:  # in a sharded job only rank 0 writes the index
-            self._write_index_unlocked(models)
+        if may_write and current_ranks().is_main:  # in a sharded job only rank 0 writes the index
+            try:
+                self._write_index_unlocked(models)
+            except StorageError:
+                pass  # a registry read-only for this user: the rebuilt index serves this process
         return models
 
     def _write_index_unlocked(self, models: dict[str, dict[str, Any]]) -> None:
@@ -212,8 +336,8 @@ class Registry:
             RegistryError: the index stayed locked for 60 s.
             ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
         """
-        with self.locked():
-            models = self._read_index_unlocked()
+        with self._reading() as held:
+            models = self._read_index_unlocked(may_write=held)
         entries = [ModelEntry.from_dict(data) for data in models.values()]
         return sorted(entries, key=lambda entry: entry.updated_ts, reverse=True)
 
@@ -231,11 +355,12 @@ class Registry:
             RegistryError: the index stayed locked for 60 s.
             ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
         """
-        with self.locked():
-            models = self._read_index_unlocked()
+        with self._reading() as held:
+            models = self._read_index_unlocked(may_write=held)
         if name not in models:
-            known = ", ".join(sorted(models)) or "none yet; run `nodeguard train mnist5k`"
-            raise ModelNotFoundError(f"no model named {name!r} (registered: {known})")
+            if not models:
+                raise NoModelYetError(f"no model named {name!r}: no model is registered yet")
+            raise ModelNotFoundError(f"no model named {name!r} (registered: {', '.join(sorted(models))})")
         return ModelEntry.from_dict(models[name])
 
     def exists(self, name: str) -> bool:
@@ -245,8 +370,8 @@ class Registry:
             RegistryError: the index stayed locked for 60 s.
             ConfigError: malformed ``RANK``/``WORLD_SIZE`` while rebuilding the index.
         """
-        with self.locked():
-            return name in self._read_index_unlocked()
+        with self._reading() as held:
+            return name in self._read_index_unlocked(may_write=held)
 
     def put(self, entry: ModelEntry) -> None:
         """Insert or replace one entry (read-modify-write under the lock).
@@ -283,7 +408,7 @@ class Registry:
         for entry in self.entries():
             if entry.status == "ready" or not ready_only:
                 return entry.name
-        raise ModelNotFoundError("no trained model yet; run `nodeguard train mnist5k` first")
+        raise NoModelYetError("no trained model yet")
 
     def resolve(self, name: str | None) -> str:
         """``name`` if given (and registered), else the most recently trained model.
@@ -358,6 +483,8 @@ class Registry:
             config = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ModelNotFoundError(f"model {name!r} has no {CONFIG_FILE} in {path.parent}") from None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {display_path(path)}: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise RegistryError(f"{path} is damaged ({exc.__class__.__name__})") from None
         if not isinstance(config, dict) or "model" not in config:
@@ -453,12 +580,15 @@ class Registry:
                 ("is being trained by another process").
         """
         folder = self.model_dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
+        usable_cache_root(self.root, create=True)
         lock = FileLock(str(folder / BUSY_LOCK_FILE), timeout=0)
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except Timeout:
             raise RegistryError(f"model {name!r} is being {purpose} by another process") from None
+        except OSError as exc:
+            raise self.read_only_error(exc, f"model {name!r}") from None
         try:
             yield
         finally:

@@ -20,17 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
 from nodeguard.constants import LOCK_FILE, RESULT_JSON, RESULT_TENSORS
-from nodeguard.errors import RegistryError
-from nodeguard.runtime.distributed import barrier, broadcast, current_ranks
+from nodeguard.errors import RegistryError, StorageError
 from nodeguard.storage.files import atomic_write_json, load_tagged, read_json, save_tagged
 from nodeguard.storage.registry import Registry
 
@@ -55,20 +54,28 @@ def _normalised(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class StoredResult:
-    """One result's place in the store: where it lives and the settings it must carry."""
+    """One result's place in the store: where it lives and the settings it must carry.
+
+    A result of a model held in memory (a ``ResultStore`` without a registry) has the
+    same key but no folder: it is kept in ``memory`` (a dict that lives as long as the
+    model) and nothing is read, written or locked on disk for it.
+    """
 
     kind: str
     settings: dict[str, Any]
     key: str
-    folder: Path
+    folder: Path | None
+    memory: dict[tuple[str, str, str], Any] | None = field(default=None, compare=False, repr=False)
 
-    def path(self, name: str) -> Path:
-        """A file of this result's folder (the stage's own extras, e.g. partial work)."""
-        return self.folder / name
+    def path(self, name: str) -> Path | None:
+        """A file of this result's folder (the stage's own extras, e.g. partial work); None in memory."""
+        return None if self.folder is None else self.folder / name
 
     # -- tensors ----------------------------------------------------------------------
     def load_tensors(self) -> dict[str, Any] | None:
         """The saved tensors, or None when absent or saved for other settings."""
+        if self.folder is None:
+            return None if self.memory is None else self.memory.get((self.kind, self.key, "tensors"))
         path = self.folder / RESULT_TENSORS
         if not path.is_file():
             return None
@@ -78,62 +85,30 @@ class StoredResult:
         return payload
 
     def save_tensors(self, payload: dict[str, Any]) -> None:
+        """Save ``payload`` (a dict of tensors) with the settings inside."""
+        if self.folder is None:
+            if self.memory is not None:
+                self.memory[(self.kind, self.key, "tensors")] = payload
+            return
         save_tagged(self.folder / RESULT_TENSORS, self.kind, {**payload, "settings": canonical_json(self.settings)})
 
     # -- JSON -------------------------------------------------------------------------
     def load_json(self) -> Any | None:
         """The saved values, or None when absent or saved for other settings."""
+        if self.folder is None:
+            return None if self.memory is None else self.memory.get((self.kind, self.key, "json"))
         saved = read_json(self.folder / RESULT_JSON)
         if not isinstance(saved, dict) or saved.get("kind") != self.kind or saved.get("settings") != self.settings:
             return None
         return saved["values"]
 
     def save_json(self, values: Any) -> None:
+        """Save ``values`` (JSON) with the kind and settings around them."""
+        if self.folder is None:
+            if self.memory is not None:
+                self.memory[(self.kind, self.key, "json")] = values
+            return
         atomic_write_json(self.folder / RESULT_JSON, {"kind": self.kind, "settings": self.settings, "values": values})
-
-    def json_or_compute(self, compute: Callable[[], Any]) -> tuple[Any, bool]:
-        """The stage skeleton for JSON results: reuse, else lock, compute, save on rank 0.
-
-        Args:
-            compute: makes the values (JSON-serialisable). In a sharded job every rank
-                calls it (it may split its work with :func:`nodeguard.runtime.distributed.map_shares`).
-
-        Returns:
-            (values, reused): the saved values and True, else ``compute()``'s and False.
-
-        Raises:
-            RegistryError: another process is computing this result.
-        """
-        return self._or_compute(self.load_json, self.save_json, compute)
-
-    def tensors_or_compute(self, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-        """:meth:`json_or_compute` for a dict of tensors (saved with ``torch.save``, loaded weights only)."""
-        return self._or_compute(self.load_tensors, self.save_tensors, compute)
-
-    def _or_compute(self, load: Callable[[], Any], save: Callable[[Any], None], compute: Callable[[], Any]):
-        ranks = current_ranks()
-        if ranks.sharded:
-            # rank 0 decides for every rank whether the result exists, so that all ranks
-            # reuse it or all compute it (``compute`` may hold collectives)
-            found = broadcast(load() is not None if ranks.is_main else None)
-            if found:
-                return load(), True
-            with self.computing(ranks.rank):
-                values = compute()
-                if ranks.is_main:
-                    save(values)
-            barrier()  # no rank asks for it again before rank 0 has saved it
-            return values, False
-        saved = load()
-        if saved is not None:
-            return saved, True
-        with self.computing(ranks.rank):
-            saved = load()  # another process may have saved it before we took the lock
-            if saved is not None:
-                return saved, True
-            values = compute()
-            save(values)
-        return values, False
 
     @contextmanager
     def computing(self, rank: int = 0) -> Iterator[None]:
@@ -143,34 +118,57 @@ class StoredResult:
         rank 0 holds the result's lock and every other rank the lock of its own shard,
         so the ranks of one job work side by side while a second job (or a lone
         process) asking for the same result is refused.
+
+        In a registry the user cannot write (shared read-only) nothing is computed: the
+        stages save partial work as they go (so that an interrupted run continues) and
+        find their results again by key, so a result that cannot be stored is refused
+        before any work, with the reason; the results already stored are read as usual.
+
+        Raises:
+            RegistryError: another process is computing this result.
+            StorageError: the result's folder cannot be written (a read-only registry).
         """
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.folder is None:  # in memory: nothing to lock
+            yield
+            return
         name = LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank{rank}"
         lock = FileLock(str(self.folder / name), timeout=0)
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except Timeout:
             raise RegistryError(f"{self.kind} {self.key} is being computed by another process") from None
+        except OSError as exc:
+            raise _not_stored(self, exc) from None
         try:
             yield
         finally:
             lock.release()
 
 
+def _not_stored(stored: StoredResult, exc: OSError) -> StorageError:
+    """The refusal of a result that cannot be saved: its registry is read-only for this user."""
+    assert stored.folder is not None  # a result in memory takes no lock
+    model_folder = stored.folder.parents[2]  # <root>/models/NAME/results/KIND/KEY
+    registry = Registry(model_folder.parents[1])
+    return registry.read_only_error(exc, f"the {stored.kind} {stored.key} of model {model_folder.name!r}")
+
+
 class ResultStore:
     """The results saved for one registered model.
 
     Args:
-        registry: the registry holding the model.
+        registry: the registry holding the model; None for a model held in memory (its
+            results are kept in ``memory``, nothing on disk).
         model: the model's name (not required to be registered; nothing is created yet).
 
     Raises:
         RegistryError: ``model`` is not a valid model name.
     """
 
-    def __init__(self, registry: Registry, model: str):
-        self.registry, self.model = registry, model
-        self.root = registry.results_dir(model)
+    def __init__(self, registry: Registry | None, model: str, memory: dict[tuple[str, str, str], Any] | None = None):
+        self.registry, self.model, self.memory = registry, model, memory
+        self.root = registry.results_dir(model) if registry is not None else None
 
     def result(self, kind: str, settings: Mapping[str, Any], label: str = "") -> StoredResult:
         """Where the result of ``kind`` made with ``settings`` lives (whether or not it exists yet).
@@ -183,15 +181,14 @@ class ResultStore:
 
         Returns:
             A ``StoredResult`` at ``results/<kind>/<label>-<digest>``, where digest is the
-            first 16 hex digits of SHA-256 over kind and settings as canonical JSON. Its
-            ``json_or_compute``/``tensors_or_compute`` raise
-            :class:`~nodeguard.errors.RegistryError` ("being computed by another process")
-            when another process holds the result's lock.
+            first 16 hex digits of SHA-256 over kind and settings as canonical JSON (no
+            folder for a store without a registry).
         """
         normalised = _normalised(settings)
         digest = settings_digest(kind, normalised)
         key = f"{label}-{digest}" if label else digest
-        return StoredResult(kind=kind, settings=normalised, key=key, folder=self.root / kind / key)
+        folder = self.root / kind / key if self.root is not None else None
+        return StoredResult(kind=kind, settings=normalised, key=key, folder=folder, memory=self.memory)
 
     def find(self, kind: str, key: str) -> StoredResult:
         """A saved result by its key, with the settings stored in it.
@@ -207,6 +204,8 @@ class ResultStore:
             RegistryError: no result of that kind and key is saved (an unfinished one
                 included), or its file is damaged or of another kind.
         """
+        if self.root is None:
+            raise RegistryError(f"model {self.model!r} is held in memory: it keeps no files to find {kind} {key!r} in")
         if not VALID_KEY.fullmatch(kind) or not VALID_KEY.fullmatch(key):
             raise RegistryError(f"no {kind} {key!r} saved for model {self.model!r} (not a result key)")
         folder = self.root / kind / key

@@ -15,7 +15,6 @@ from typing import Any, Literal, get_args
 import torch
 import torch.nn.functional as F
 
-from nodeguard import __version__
 from nodeguard.checks import (
     require_count,
     require_non_negative,
@@ -27,13 +26,13 @@ from nodeguard.checks import (
 from nodeguard.constants import HISTORY_FILE, METRICS_FILE
 from nodeguard.data.augment import augment
 from nodeguard.data.datasets import Dataset, check_fingerprint, dataset_fingerprint, dataset_info, load_dataset
-from nodeguard.errors import ConfigError
+from nodeguard.errors import ConfigError, setting_error
 from nodeguard.models.evaluation import evaluate
 from nodeguard.models.networks import MODELS, ImageClassifier, build_model, model_config
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.device import resolve_device
 from nodeguard.runtime.distributed import all_gather, barrier, current_ranks, ensure_process_group, share
-from nodeguard.storage.registry import ModelEntry, Registry, now_iso
+from nodeguard.storage.registry import ModelEntry, Registry, model_record, now_iso
 
 EPOCH_SEED_STRIDE = 1_000_003
 Optimizer = Literal["adamw", "adam", "sgd"]
@@ -99,7 +98,7 @@ class TrainConfig:
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "filters": self.filters >= 1}
         for setting, ok in checks.items():
             if not ok:
-                raise ConfigError(f"`{setting}` must be positive, got {getattr(self, setting)!r}")
+                raise setting_error(setting, f"must be positive, got {getattr(self, setting)!r}")
         require_count("train_limit", self.train_limit)
         require_count("test_limit", self.test_limit)
         require_seed("seed", self.seed)
@@ -113,7 +112,8 @@ class TrainConfig:
                 raise ConfigError(f"unknown {setting} {getattr(self, setting)!r}; valid: {', '.join(valid)}")
         if self.filters > 32 and self.filters % 32:
             raise ConfigError(
-                f"`filters` must be at most 32 or a multiple of 32 (GroupNorm uses 32 groups), got {self.filters}"
+                "{filters} must be at most 32 or a multiple of 32 (GroupNorm uses 32 groups), got " + str(self.filters),
+                settings="filters",
             )
 
     def default_name(self) -> str:
@@ -366,7 +366,8 @@ def _train_locked(
         changed = sorted(key for key in config.as_dict() if stored_training.get(key) != config.as_dict()[key])
         raise ConfigError(
             f"model {name!r} exists with other settings ({', '.join(changed)}); "
-            "set `restart` to train it again from scratch, or give a new `name`"
+            "set {restart} to train it again from scratch, or give a new {name}",
+            settings=("restart", "name"),
         )
     if stored is not None:  # a folder: set whose files changed is another data set
         check_fingerprint(config.dataset, stored.get("dataset_fingerprint"), name)
@@ -386,18 +387,15 @@ def _train_locked(
     if stored is None and main:
         registry.write_config(
             name,
-            {
-                "name": name,
-                "dataset": config.dataset,
-                "model": model_config(
-                    config.arch, config.dataset, config.filter_count, config.tol_train, config.dropout
-                ),
-                "training": config.as_dict(),
+            model_record(
+                config.dataset,
+                model_config(config.arch, config.dataset, config.filter_count, config.tol_train, config.dropout),
+                config.as_dict(),
+                name=name,
+                created=created,
+                fingerprint=fingerprint,
                 **({"recipe": recipe} if recipe else {}),
-                **({"dataset_fingerprint": fingerprint} if fingerprint else {}),
-                "created": created,
-                "nodeguard_version": __version__,
-            },
+            ),
         )
     model = seeded_model(config).to(torch_device)
     network: torch.nn.Module = model

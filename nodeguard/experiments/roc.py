@@ -1,0 +1,153 @@
+"""ROC of tolerance randomization (Carrara et al., ICPR 2021 workshops) from the defense's votes.
+
+Pristine images are the positives, adversarials the negatives; the score of an image is
+v_agree, the votes of its most voted class, and an image is accepted when v_agree > v_min.
+Sweeping v_min from 0 to V traces the curve (TPR: pristine accepted, FPR: adversarials
+accepted). The first V of an image's draws are a valid draw of V
+(:mod:`nodeguard.defense.randomization`), so votes drawn once for the largest V give every
+curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nodeguard.defense.randomization import Votes
+from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
+
+ACCEPT_LEVELS = (0.90, 0.95, 1.0)  # shares of pristine images accepted: the operating points reported
+
+
+@dataclass
+class RocCurve:
+    """The ROC of one V: pristine images positive, adversarials negative, score v_agree.
+
+    Every share comes with its 95% Clopper-Pearson interval ``[low, high]``
+    (:func:`nodeguard.intervals.rate_interval`): over the pristine images for what is
+    accepted of them, over the adversarials for what is accepted or rejected of them.
+
+    Attributes:
+        votes: V.
+        auc: area under the ROC curve (scikit-learn), in [0, 1].
+        points: one dict per v_min in 0..V: ``vmin``, ``tpr`` (pristine accepted) and
+            ``fpr`` (adversarials accepted), in [0, 1]; ``tpr_ci`` and ``fpr_ci``, their
+            intervals; ``pristine_accepted`` and ``adversarials_accepted``, the counts they
+            are shares of (of the report's ``pristine`` and ``adversarial``).
+        rejected_at_90_accept: the largest share of adversarials rejected (1 - fpr) with at
+            least 90% of the pristine images accepted (None: unreachable).
+        vmin_at_90_accept: the v_min of that point.
+        rejected_at_95_accept: the same at 95%.
+        vmin_at_95_accept: the v_min of that point.
+        rejected_at_90_accept_ci: the interval of ``rejected_at_90_accept`` (None with it).
+        rejected_at_95_accept_ci: the interval of ``rejected_at_95_accept``.
+        rejected_at_100_accept: the largest share of adversarials rejected with every
+            pristine image accepted (v_min = V - 1 when each pristine image gets one class
+            at all its tolerances; None: unreachable).
+        vmin_at_100_accept: the v_min of that point.
+        rejected_at_100_accept_ci: the interval of ``rejected_at_100_accept``.
+    """
+
+    votes: int
+    auc: float
+    points: list[dict[str, Any]]
+    rejected_at_90_accept: float | None
+    vmin_at_90_accept: int | None
+    rejected_at_95_accept: float | None
+    vmin_at_95_accept: int | None
+    rejected_at_90_accept_ci: list[float] | None = None
+    rejected_at_95_accept_ci: list[float] | None = None
+    rejected_at_100_accept: float | None = None
+    vmin_at_100_accept: int | None = None
+    rejected_at_100_accept_ci: list[float] | None = None
+
+
+def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -> RocCurve:
+    """The ROC of one V from v_agree scores (Carrara et al., ICPR 2021 workshops).
+
+    Args:
+        pristine: (P,) integer v_agree of each pristine image, in 0..V (the positives).
+        adversarial: (A,) integer v_agree of each adversarial, in 0..V (the negatives).
+        votes: V, the votes the scores are counted over.
+
+    Returns:
+        A ``RocCurve``: the AUC (scikit-learn), one point per v_min in 0..V (shares in
+        [0, 1], each with its 95% Clopper-Pearson interval, counted over the pristine images
+        or over the adversarials), and the operating points of ``ACCEPT_LEVELS``.
+
+    Raises:
+        ConfigError: no pristine image or no adversarial.
+    """
+    if len(pristine) == 0 or len(adversarial) == 0:
+        raise ConfigError("the ROC needs pristine images and at least one successful adversarial")
+    from sklearn.metrics import auc, roc_curve  # here: importing scikit-learn takes half a second
+
+    labels = np.concatenate([np.ones(len(pristine)), np.zeros(len(adversarial))])
+    scores = np.concatenate([pristine, adversarial]).astype(float)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    n_pristine, n_adversarial = len(pristine), len(adversarial)
+    points: list[dict[str, Any]] = []
+    for vmin in range(votes + 1):
+        pristine_accepted = int(np.count_nonzero(pristine > vmin))
+        adversarials_accepted = int(np.count_nonzero(adversarial > vmin))
+        points.append(
+            {
+                "vmin": vmin,
+                "tpr": float(np.mean(pristine > vmin)),
+                "tpr_ci": rate_interval(pristine_accepted, n_pristine),
+                "fpr": float(np.mean(adversarial > vmin)),
+                "fpr_ci": rate_interval(adversarials_accepted, n_adversarial),
+                "pristine_accepted": pristine_accepted,
+                "adversarials_accepted": adversarials_accepted,
+            }
+        )
+    found: dict[float, tuple[float | None, int | None, list[float] | None]] = {}
+    for level in ACCEPT_LEVELS:
+        usable = [p for p in points if p["tpr"] >= level]
+        best = max(usable, key=lambda p: (1 - p["fpr"], p["tpr"])) if usable else None
+        if best is None:
+            found[level] = (None, None, None)
+        else:  # rejected: the adversarials not accepted, counted, not 1 - fpr times the count
+            rejected = n_adversarial - best["adversarials_accepted"]
+            found[level] = (1 - best["fpr"], int(best["vmin"]), rate_interval(rejected, n_adversarial))
+    return RocCurve(
+        votes=votes,
+        auc=float(auc(fpr, tpr)),
+        points=points,
+        rejected_at_90_accept=found[0.90][0],
+        vmin_at_90_accept=found[0.90][1],
+        rejected_at_95_accept=found[0.95][0],
+        vmin_at_95_accept=found[0.95][1],
+        rejected_at_90_accept_ci=found[0.90][2],
+        rejected_at_95_accept_ci=found[0.95][2],
+        rejected_at_100_accept=found[1.0][0],
+        vmin_at_100_accept=found[1.0][1],
+        rejected_at_100_accept_ci=found[1.0][2],
+    )
+
+
+def roc_curves(pristine: Votes, adversarial: Votes, votes: tuple[int, ...]) -> list[RocCurve]:
+    """The ROC of each V from one draw of the defense's votes (Carrara et al., ICPR 2021 workshops).
+
+    Args:
+        pristine: the votes on the pristine images (the positives): (P, V_max) predictions.
+        adversarial: the votes on the adversarials (the negatives): (A, V_max) predictions,
+            drawn with the same tolerance range and seed.
+        votes: the numbers of votes V, one curve each, in this order; each at most V_max
+            (a curve of V uses the first V draws of every image).
+
+    Returns:
+        One ``RocCurve`` per V, in the order of ``votes``.
+
+    Raises:
+        ConfigError: no pristine image or no adversarial, or a V outside 1..V_max.
+    """
+    curves = []
+    for count in votes:
+        pristine_scores = pristine.v_agree(count).numpy()
+        adversarial_scores = adversarial.v_agree(count).numpy()
+        curves.append(roc_from_scores(pristine_scores, adversarial_scores, count))
+    return curves

@@ -1,0 +1,551 @@
+"""The security evaluation's judging: attack sets and the defense's votes in, typed rows out.
+
+Tolerance randomization (Carrara et al., ICPR 2021 workshops) judges each attacker's 8-bit
+adversarials (what a PNG holds) with its own draws, at one operating point (V, v_min):
+CW (Carlini & Wagner 2017) at each confidence kappa, EOT-CW (Athalye et al. 2018),
+AutoAttack-rand (Croce & Hein 2020) and Square (Andriushchenko et al. 2020). Rates are in
+[0, 1], each with its 95% Clopper–Pearson interval (``*_ci``, :mod:`nodeguard.intervals`);
+L2 distances are over pixels in [0, 1]; margins (true logit minus the best other) and
+kappas are in logits. The margin spread of each image over the draws, and the kappa it
+predicts an attacker needs, follow :mod:`nodeguard.defense.spread`.
+
+Nothing here reads the result store: the stage (:mod:`nodeguard.stages.security`) makes
+the attack sets and fetches the votes, and passes them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nodeguard.defense.randomization import DefenseSettings, Votes
+from nodeguard.defense.spread import MarginSpread, SpreadSummary, predicted_kappa, predicted_survival, summarize
+from nodeguard.errors import ConfigError
+from nodeguard.experiments.attack_sets import AttackSet, AttackSettings
+from nodeguard.intervals import rate_interval
+
+SURVIVAL_SHARES = (0.5, 0.9)  # the predicted kappa at which these shares survive every vote
+
+
+@dataclass(frozen=True)
+class Attacker:
+    """One attacker of the security evaluation: an attack and its options.
+
+    Attributes:
+        label: the attacker in reports, e.g. "cw k=0.1" (the key of its spread).
+        attack: the registered attack ("cw", "eot-cw", "apgd-rand", "square").
+        kappa: its confidence (logits; 0 for the attacks that take none).
+        count: images it attacks.
+        options: the attack's own options.
+    """
+
+    label: str
+    attack: str
+    kappa: float
+    count: int
+    options: dict[str, Any]
+
+    @property
+    def settings(self) -> AttackSettings:
+        """The settings of its attack set.
+
+        Raises:
+            ConfigError: an unknown attack or option.
+        """
+        return AttackSettings(attack=self.attack, count=self.count, options=dict(self.options))
+
+
+@dataclass(frozen=True)
+class AttackerSet:
+    """One attacker's attack set, and its key (``AttackReport.set``) for the report."""
+
+    attacker: Attacker
+    attack_set: AttackSet
+    set_key: str
+
+
+@dataclass
+class SecurityRow:
+    """One attacker's row of the security table (rates in [0, 1], L2 over pixels in [0, 1]).
+
+    Attributes:
+        attack: the attack ("cw", "eot-cw", "apgd-rand").
+        label: the attacker, e.g. "cw k=0.1".
+        kappa: its confidence (logit units; 0 for apgd-rand).
+        set: its attack set's key.
+        attacked: images attacked.
+        mean_l2: mean L2 of its successful 8-bit adversarials (None: none).
+        median_l2: their median L2.
+        success_rate: share of attacked images fooled undefended (8-bit, alone at tol_train).
+        rejected: share of those adversarials the defense rejects (v_agree <= v_min).
+        defended_success: share of attacked images whose adversarial the vote misclassifies
+            and accepts.
+        median_abs_margin_8bit: median |margin| of the successful 8-bit adversarials (logit units).
+        successes: adversarials that fool the undefended model (the count behind success_rate).
+        success_rate_ci, rejected_ci, defended_success_ci: 95% Clopper–Pearson intervals
+            (over the attacked images; ``rejected`` over the successful adversarials).
+    """
+
+    attack: str
+    label: str
+    kappa: float
+    set: str
+    attacked: int
+    mean_l2: float | None
+    median_l2: float | None
+    success_rate: float
+    rejected: float | None
+    defended_success: float
+    median_abs_margin_8bit: float | None
+    successes: int = 0
+    success_rate_ci: list[float] | None = None
+    rejected_ci: list[float] | None = None
+    defended_success_ci: list[float] | None = None
+
+
+@dataclass
+class RobustAccuracy:
+    """One point of the robust-accuracy curve: the share of images no attacker broke within ``eps``."""
+
+    eps: float  # the L2 budget (pixels in [0, 1])
+    robust_accuracy_defended: float  # accepted with the right class and not fooled within eps
+    robust_accuracy_undefended: float  # not misclassified by any adversarial within eps
+    robust_accuracy_defended_ci: list[float] | None = None  # 95% Clopper–Pearson over the images
+    robust_accuracy_undefended_ci: list[float] | None = None
+
+
+@dataclass
+class RangeRow:
+    """One attacker judged by the defense over one tolerance range (rates in [0, 1]).
+
+    Attributes:
+        label: the attacker.
+        rejected: share of its successful 8-bit adversarials rejected (``_ci``: interval).
+        defended_success: share of attacked images fooled through the vote.
+        all_negative: share of its adversarials misclassified at every draw.
+    """
+
+    label: str
+    rejected: float | None
+    rejected_ci: list[float] | None
+    defended_success: float
+    defended_success_ci: list[float] | None
+    all_negative: float | None
+    all_negative_ci: list[float] | None = None
+
+
+@dataclass
+class RangeReport:
+    """The same attack sets judged by the defense over one tolerance range, at the same V and v_min."""
+
+    tol_range: list[float]
+    pristine_accepted: float
+    pristine_accepted_ci: list[float] | None
+    rows: list[RangeRow]
+    spreads: list[SpreadSummary]
+    predicted_kappa: dict[str, float | None]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RangeReport:
+        """The report from its ``asdict`` (as saved in the security report)."""
+        return cls(
+            **{
+                **values,
+                "rows": [RangeRow(**row) for row in values["rows"]],
+                "spreads": [SpreadSummary(**item) for item in values["spreads"]],
+            }
+        )
+
+
+@dataclass
+class KappaCheck:
+    """A CW row's outcome beside what the margin spread of the minimal adversarials predicts.
+
+    Attributes:
+        kappa: the CW attacker's confidence.
+        predicted_survival: share of minimal adversarials whose rise is below kappa.
+        survived_every_vote: share of this row's adversarials misclassified at every draw
+            (``_ci``: interval over them).
+        defended_success: this row's end-to-end success against the defended model.
+    """
+
+    kappa: float
+    predicted_survival: float | None
+    survived_every_vote: float | None
+    survived_every_vote_ci: list[float] | None
+    defended_success: float
+    defended_success_ci: list[float] | None = None
+
+
+@dataclass
+class JudgedAttack:
+    """One attacker's adversarials judged by the defense, one entry per attacked image."""
+
+    row: SecurityRow
+    l2: torch.Tensor  # (count,) L2 of the 8-bit adversarial (inf where the attack failed)
+    fooled_undefended: torch.Tensor  # (count,) bool
+    fooled_defended: torch.Tensor  # (count,) bool: misclassified by the vote and accepted
+
+
+@dataclass
+class JudgedRange:
+    """The attack sets judged by one defense (one tolerance range, at V and v_min).
+
+    Attributes:
+        defense: the defense that judged: its range, V, v_min and seed.
+        pristine_accepted: (N,) bool, each pristine image accepted (v_agree > v_min).
+        pristine_ok: (N,) bool, accepted with its true class.
+        judged: one ``JudgedAttack`` per attacker, in the attackers' order.
+        adversarial_spreads: the margin spread of each attacker's successful 8-bit
+            adversarials, in the same order.
+        spreads: label -> margin spread: "pristine" first, then each attacker's label.
+        minimal_label: the CW row whose rises make the predictions (None: no CW row).
+        predicted_kappa: survival share ("0.5", "0.9") -> the kappa (logits) predicted to
+            let that share of adversarials survive every vote.
+        kappa_checks: each CW row's outcome beside the prediction.
+    """
+
+    defense: DefenseSettings
+    pristine_accepted: torch.Tensor
+    pristine_ok: torch.Tensor
+    judged: list[JudgedAttack]
+    adversarial_spreads: list[MarginSpread]
+    spreads: dict[str, MarginSpread]
+    minimal_label: str | None
+    predicted_kappa: dict[str, float | None]
+    kappa_checks: list[KappaCheck]
+
+
+def choose_vmin(pristine_v_agree: torch.Tensor, votes: int, accept_level: float) -> int:
+    """The largest v_min that still accepts at least ``accept_level`` of the pristine images.
+
+    Tolerance randomization (Carrara et al., ICPR 2021 workshops) accepts an image when
+    v_agree > v_min.
+
+    Args:
+        pristine_v_agree: (N,) int64 v_agree of each pristine image, in 0..V.
+        votes: V.
+        accept_level: the share of pristine images to accept, in (0, 1].
+
+    Returns:
+        v_min in [0, V - 1].
+
+    Raises:
+        ConfigError: no v_min in [0, V - 1] accepts that share.
+    """
+    count = len(pristine_v_agree)
+    usable = [vmin for vmin in range(votes) if int((pristine_v_agree > vmin).sum()) / count >= accept_level]
+    if not usable:
+        raise ConfigError(f"no v_min accepts {accept_level:.0%} of the pristine images at V = {votes}")
+    return max(usable)
+
+
+def judge(
+    attacker: Attacker,
+    attack_set: AttackSet,
+    set_key: str,
+    tally: Votes,
+    defense: DefenseSettings,
+) -> JudgedAttack:
+    """One attacker's row: its 8-bit adversarials against the undefended and the defended model.
+
+    Tolerance randomization (Carrara et al., ICPR 2021 workshops) at ``defense.vmin``.
+
+    Args:
+        attacker: the attacker (its label, attack and kappa go into the row).
+        attack_set: its attack set of N images.
+        set_key: the attack set's key, for the row.
+        tally: the defense's votes on its M successful 8-bit adversarials
+            (``attack_set.successful_8bit_images()``, in row order): (M, V) predictions.
+        defense: the defense's operating point (only ``vmin`` is read).
+
+    Returns:
+        A ``JudgedAttack``: the ``SecurityRow`` (rates in [0, 1], L2 over pixels in
+        [0, 1], margins in logits) and, per attacked image, (N,) float32 L2 of its 8-bit
+        adversarial (inf where the attack failed), (N,) bool fooled undefended and (N,)
+        bool fooled through the vote (misclassified and accepted).
+    """
+    success = attack_set.success_8bit
+    count = len(attack_set)
+    l2_8bit = attack_set.l2_8bit()
+    accepted = tally.accepted(defense.vmin)
+    wrong = tally.prediction() != attack_set.labels[success]
+    fooled_defended = torch.zeros(count, dtype=torch.bool)
+    fooled_defended[success.nonzero().squeeze(1)] = wrong & accepted
+    successful_l2 = l2_8bit[success]
+    margins = attack_set.margin_8bit[success].abs()
+    successes, rejected = int(success.sum()), int((~accepted).sum())
+    row = SecurityRow(
+        attack=attacker.attack,
+        label=attacker.label,
+        kappa=attacker.kappa,
+        set=set_key,
+        attacked=count,
+        mean_l2=float(successful_l2.mean()) if len(successful_l2) else None,
+        median_l2=float(successful_l2.median()) if len(successful_l2) else None,
+        success_rate=float(success.float().mean()),
+        rejected=float((~accepted).float().mean()) if len(accepted) else None,
+        defended_success=float(fooled_defended.float().mean()),
+        median_abs_margin_8bit=float(margins.median()) if len(margins) else None,
+        successes=successes,
+        success_rate_ci=rate_interval(successes, count),
+        rejected_ci=rate_interval(rejected, len(accepted)),
+        defended_success_ci=rate_interval(int(fooled_defended.sum()), count),
+    )
+    return JudgedAttack(row, torch.where(success, l2_8bit, torch.inf), success.clone(), fooled_defended)
+
+
+def robust_accuracy_curve(
+    judged: list[JudgedAttack], pristine_ok: torch.Tensor, eps_grid: tuple[float, ...]
+) -> list[RobustAccuracy]:
+    """Robust accuracy, defended and undefended, at each L2 budget, best attacker per image.
+
+    Defended (tolerance randomization, Carrara et al., ICPR 2021 workshops): the pristine
+    image is accepted with its true class and no adversarial within eps is accepted with a
+    wrong class. Undefended: no adversarial within eps is misclassified.
+
+    Args:
+        judged: the attackers' judged adversarials, each over the same N images.
+        pristine_ok: (N,) bool, each pristine image accepted with its true class.
+        eps_grid: L2 budgets (pixels in [0, 1]), one point each, in this order.
+
+    Returns:
+        One ``RobustAccuracy`` per budget: shares of the N images in [0, 1] with their
+        95% Clopper–Pearson intervals.
+    """
+    curve = []
+    for eps in eps_grid:
+        broken_defended = torch.zeros_like(pristine_ok)
+        broken_undefended = torch.zeros_like(pristine_ok)
+        for attack in judged:
+            within = attack.l2 <= eps
+            broken_defended |= within & attack.fooled_defended
+            broken_undefended |= within & attack.fooled_undefended
+        robust_defended = int((pristine_ok & ~broken_defended).sum())
+        robust_undefended = int((~broken_undefended).sum())
+        count = len(pristine_ok)
+        curve.append(
+            RobustAccuracy(
+                eps=eps,
+                robust_accuracy_defended=robust_defended / count,
+                robust_accuracy_undefended=robust_undefended / count,
+                robust_accuracy_defended_ci=rate_interval(robust_defended, count),
+                robust_accuracy_undefended_ci=rate_interval(robust_undefended, count),
+            )
+        )
+    return curve
+
+
+def _logits(votes: Votes, images: str) -> torch.Tensor:
+    if votes.logits is None:
+        raise ConfigError(f"the votes on the {images} images lack their logits: the margin spread needs them")
+    return votes.logits
+
+
+def adversarial_spread(attack_set: AttackSet, tally: Votes) -> MarginSpread:
+    """The margin spread of an attacker's successful 8-bit adversarials over the defense's draws.
+
+    Args:
+        attack_set: the attacker's attack set (true labels and 8-bit margins at tol_attack).
+        tally: the defense's votes on its M successful 8-bit adversarials, with their
+            (M, V, classes) float32 logits.
+
+    Returns:
+        The ``MarginSpread`` (:mod:`nodeguard.defense.spread`): margins in logits, per
+        adversarial and draw, beside each one's margin at tol_attack.
+
+    Raises:
+        ConfigError: the votes have no logits (votes stored before nodeguard 0.8.0).
+    """
+    success = attack_set.success_8bit
+    logits = _logits(tally, "adversarial")
+    return MarginSpread.from_logits(logits, attack_set.labels[success], attack_set.margin_8bit[success])
+
+
+def minimal_attacker(judged: list[JudgedAttack]) -> JudgedAttack | None:
+    """The CW row (Carlini & Wagner 2017) of the smallest confidence kappa, the minimal
+    adversarials; None without a CW row."""
+    rows = [item for item in judged if item.row.attack == "cw"]
+    return min(rows, key=lambda item: item.row.kappa) if rows else None
+
+
+def kappa_predictions(
+    judged: list[JudgedAttack], spreads: dict[str, MarginSpread]
+) -> tuple[str | None, dict[str, float | None], list[KappaCheck]]:
+    """The kappa an attacker needs, predicted from the minimal CW adversarials' rises.
+
+    :mod:`nodeguard.defense.spread`: a CW adversarial at confidence kappa (Carlini & Wagner
+    2017) survives every vote of tolerance randomization when its rise over the defense's
+    draws is below kappa.
+
+    Args:
+        judged: the attackers' judged adversarials.
+        spreads: label -> margin spread, with an entry for every CW attacker in ``judged``.
+
+    Returns:
+        (minimal_label, predicted, checks): the label of the minimal CW row (None: no CW
+        row, and then ``{}`` and ``[]``); survival share ("0.5", "0.9") -> the predicted
+        kappa in logits (None: unreachable); one ``KappaCheck`` per CW row, in order.
+
+    Raises:
+        KeyError: a CW attacker without its spread.
+    """
+    minimal = minimal_attacker(judged)
+    if minimal is None:
+        return None, {}, []
+    rises = spreads[minimal.row.label].rise
+    predicted = {f"{share:g}": predicted_kappa(rises, share) for share in SURVIVAL_SHARES}
+    checks = []
+    for item in judged:
+        if item.row.attack != "cw":
+            continue
+        spread = spreads[item.row.label]
+        survived = int((spread.share_positive == 0).sum())
+        # where this row's adversarials sit at tol_train: -(kappa + slack), a little lower on
+        # the 8-bit grid; the minimal rows' rises are measured from where they sit
+        depth = float(-spread.reference.median()) if len(spread.reference) else item.row.kappa
+        offset = float(-spreads[minimal.row.label].reference.median()) if len(rises) else 0.0
+        checks.append(
+            KappaCheck(
+                kappa=item.row.kappa,
+                predicted_survival=predicted_survival(rises, depth - offset),
+                survived_every_vote=survived / len(spread.reference) if len(spread.reference) else None,
+                survived_every_vote_ci=rate_interval(survived, len(spread.reference)),
+                defended_success=item.row.defended_success,
+                defended_success_ci=item.row.defended_success_ci,
+            )
+        )
+    return minimal.row.label, predicted, checks
+
+
+def spread_lists(spread: MarginSpread) -> dict[str, list[float]]:
+    """Per-image ``low``, ``high`` and ``reference`` margins (logits) of a spread, as lists
+    for the report and the picture."""
+    return {
+        "low": [float(v) for v in spread.low],
+        "high": [float(v) for v in spread.high],
+        "reference": [float(v) for v in spread.reference],
+    }
+
+
+def check_same_images(attacked: Sequence[AttackerSet]) -> None:
+    """Raise unless every attack set attacked the first one's images (their clean pixels equal).
+
+    Args:
+        attacked: the attackers and their attack sets, in order.
+
+    Raises:
+        ConfigError: an attacker attacked other images than the first attacker's.
+        ValueError: no attacker.
+    """
+    if not attacked:
+        raise ValueError("no attacker to judge")
+    pristine = attacked[0].attack_set.clean
+    for item in attacked[1:]:
+        if not torch.equal(item.attack_set.clean, pristine):
+            label = item.attacker.label
+            raise ConfigError(f"the attack set of {label} attacked other images than the first attacker's")
+
+
+def judge_attackers(
+    attacked: Sequence[AttackerSet],
+    defense: DefenseSettings,
+    pristine_votes: Votes,
+    adversarial_votes: Sequence[Votes],
+    labels: torch.Tensor,
+    pristine_reference: torch.Tensor,
+) -> JudgedRange:
+    """Every attacker's adversarials judged by one defense: rows, margin spreads, kappa predictions.
+
+    Tolerance randomization (Carrara et al., ICPR 2021 workshops) at (V, v_min) over one
+    tolerance range; the margin spread and kappa predictions of :mod:`nodeguard.defense.spread`.
+    Every attack set attacked the same N pristine images.
+
+    Args:
+        attacked: the attackers and their attack sets, in order.
+        defense: the defense's range, V, v_min and seed (``vmin`` is read here; the votes
+            were drawn with the rest).
+        pristine_votes: the defense's votes on the N pristine images, with logits:
+            (N, V) predictions, (N, V, classes) float32 logits.
+        adversarial_votes: per attacker, in the same order, its votes on its M successful
+            8-bit adversarials, with logits.
+        labels: (N,) int64 true classes of the pristine images.
+        pristine_reference: (N,) float32 margins (logits) of the pristine images alone at
+            tol_train.
+
+    Returns:
+        A ``JudgedRange``: the pristine images accepted (with their class), one
+        ``JudgedAttack`` and one margin spread per attacker, the spreads by label
+        ("pristine" first), and the kappa predictions and checks of the CW rows.
+
+    Raises:
+        ConfigError: attack sets of different images, or votes without logits (stored
+            before nodeguard 0.8.0).
+        ValueError: no attacker, or ``adversarial_votes`` and ``attacked`` differ in length.
+    """
+    check_same_images(attacked)
+    if len(adversarial_votes) != len(attacked):
+        raise ValueError(f"{len(attacked)} attackers but {len(adversarial_votes)} sets of adversarial votes")
+    pristine_accepted = pristine_votes.accepted(defense.vmin)
+    pristine_ok = pristine_accepted & (pristine_votes.prediction() == labels)
+    pristine_logits = _logits(pristine_votes, "pristine")
+    spreads = {"pristine": MarginSpread.from_logits(pristine_logits, labels, pristine_reference)}
+    judged, adversarial_spreads = [], []
+    for item, votes in zip(attacked, adversarial_votes, strict=True):
+        judged.append(judge(item.attacker, item.attack_set, item.set_key, votes, defense))
+        spread = adversarial_spread(item.attack_set, votes)
+        adversarial_spreads.append(spread)
+        spreads[item.attacker.label] = spread
+    minimal_label, predicted, checks = kappa_predictions(judged, spreads)
+    return JudgedRange(
+        defense=defense,
+        pristine_accepted=pristine_accepted,
+        pristine_ok=pristine_ok,
+        judged=judged,
+        adversarial_spreads=adversarial_spreads,
+        spreads=spreads,
+        minimal_label=minimal_label,
+        predicted_kappa=predicted,
+        kappa_checks=checks,
+    )
+
+
+def range_report(judged: JudgedRange) -> RangeReport:
+    """The summary of one other tolerance range: per attacker, what the defense rejects,
+    what fools it, and what survives every vote.
+
+    Args:
+        judged: the attack sets judged by the defense over that range
+            (:func:`judge_attackers`).
+
+    Returns:
+        A ``RangeReport``: the range, the share of pristine images accepted, one
+        ``RangeRow`` per attacker (rates in [0, 1] with their intervals), the spreads'
+        summaries and the predicted kappas (logits).
+    """
+    rows = []
+    for item, spread in zip(judged.judged, judged.adversarial_spreads, strict=True):
+        survived = int((spread.share_positive == 0).sum())
+        rows.append(
+            RangeRow(
+                label=item.row.label,
+                rejected=item.row.rejected,
+                rejected_ci=item.row.rejected_ci,
+                defended_success=item.row.defended_success,
+                defended_success_ci=item.row.defended_success_ci,
+                all_negative=survived / len(spread.reference) if len(spread.reference) else None,
+                all_negative_ci=rate_interval(survived, len(spread.reference)),
+            )
+        )
+    accepted = judged.pristine_accepted
+    return RangeReport(
+        tol_range=[judged.defense.tol_low, judged.defense.tol_high],
+        pristine_accepted=float(accepted.float().mean()),
+        pristine_accepted_ci=rate_interval(int(accepted.sum()), len(accepted)),
+        rows=rows,
+        spreads=[summarize(label, spread) for label, spread in judged.spreads.items()],
+        predicted_kappa=judged.predicted_kappa,
+    )
