@@ -91,6 +91,11 @@ def require_seed(setting: str, value: int | None) -> int | None:
     return value
 
 
+def require_time(setting: str, value: float) -> float:
+    """An integration time: finite and above 0 (the end time T of an ODE block)."""
+    return require_range(setting, value, 0.0, math.inf, low_open=True, high_open=True)
+
+
 def require_tol(setting: str, value: float) -> float:
     """A solver tolerance tau in [TOL_MIN, TOL_MAX] (see the module docstring)."""
     return require_range(setting, value, TOL_MIN, TOL_MAX)

@@ -95,6 +95,19 @@ class Picture:
     path: Path | None
 
 
+def skipped_lines(skipped: list[dict[str, str]], shown: int, prefix: str = "skipped", suffix: str = "") -> list[str]:
+    """What was skipped (items with ``path`` and ``reason``), one line per reason: the count,
+    the reason and the first ``shown`` paths ("skipped 3, hidden (...): a, b, c")."""
+    by_reason: dict[str, list[str]] = {}
+    for item in skipped:
+        by_reason.setdefault(item["reason"], []).append(item["path"])
+    lines = []
+    for reason, names in by_reason.items():
+        more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+        lines.append(f"{prefix} {len(names)}{suffix}, {reason}: {', '.join(names[:shown])}{more}")
+    return lines
+
+
 class Output:
     """Where a command writes: ``result`` prints JSON or calls the human renderer."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Annotated
 
@@ -23,12 +21,13 @@ from nodeguard.cli._options import (
     ThreadsOption,
     TolRangeOption,
 )
-from nodeguard.cli._output import Output
+from nodeguard.cli._output import Output, skipped_lines
 from nodeguard.cli._parsing import parse_tol_range
 from nodeguard.defense.files import DefendReport, defend_paths
 from nodeguard.defense.randomization import DefenseSettings
 from nodeguard.errors import ConfigError
 from nodeguard.intervals import INTERVAL_LABEL, format_rate
+from nodeguard.reporting.tables import defend_to_csv
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.storage.files import atomic_write_text, check_writable, display_path, json_text
 from nodeguard.storage.registry import Registry
@@ -83,16 +82,7 @@ def write_report(report: DefendReport, path: Path) -> None:
     if path.suffix.lower() == ".json":
         atomic_write_text(path, json_text(report.to_dict(), indent=2) + "\n")
         return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "prediction", "v_agree", "votes", "accepted", "error"])
-    for image in report.images:
-        writer.writerow([image["path"], image["prediction"], image["v_agree"], report.votes, image["accepted"], ""])
-    for error in report.errors:
-        writer.writerow([error["path"], "", "", "", "", error["error"]])
-    for skipped in report.skipped:
-        writer.writerow([skipped["path"], "", "", "", "", f"skipped: {skipped['reason']}"])
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, defend_to_csv(report.to_dict()))
 
 
 def render(console: Console, report: DefendReport) -> None:
@@ -108,12 +98,8 @@ def render(console: Console, report: DefendReport) -> None:
         reason = Text("unreadable", style="yellow") + Text(f": {error['error']}")
         table.add_row(Text(error["path"]), "", "", reason)
     console.print(table)
-    by_reason: dict[str, list[str]] = {}
-    for item in report.skipped:  # each kind of skip on its own line: not images, hidden names, loops
-        by_reason.setdefault(item["reason"], []).append(item["path"])
-    for why, names in by_reason.items():
-        shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
-        console.print(Text(f"skipped {len(names)}, {why}: {shown}"))
+    for line in skipped_lines(report.skipped, shown=5):  # each kind of skip: not images, hidden names, loops
+        console.print(Text(line))
     voted = len(report.images)
     accepted, rejected = str(report.accepted), str(report.rejected)
     if voted:  # each count with its share of the images voted on and the share's interval

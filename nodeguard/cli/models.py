@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption
-from nodeguard.cli._output import Output
+from nodeguard.cli._output import Output, skipped_lines
 from nodeguard.cli._parsing import parse_list
 from nodeguard.constants import CONFIG_FILE, HISTORY_FILE, METRICS_FILE
 from nodeguard.storage.registry import Registry
@@ -178,10 +178,6 @@ def _render_import(console: Console, result) -> None:
     )
     if result.empty_test_classes:
         console.print(Text(f"  the test split has no images of: {', '.join(result.empty_test_classes)}"))
-    by_reason: dict[str, list[str]] = {}
-    for item in result.skipped:  # each kind of skip on its own line: hidden names, not images, loops
-        by_reason.setdefault(item["reason"], []).append(item["path"])
-    for reason, names in by_reason.items():
-        more = f", ... ({len(names) - 3} more)" if len(names) > 3 else ""
-        console.print(Text(f"  skipped {len(names)} in the data set, {reason}: {', '.join(names[:3])}{more}"))
+    for line in skipped_lines(result.skipped, shown=3, prefix="  skipped", suffix=" in the data set"):
+        console.print(Text(line))
     console.print(Text(f"  saved in {result.path}\n  next: nodeguard attack cw --model {result.name} --count 100"))

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from nodeguard.catalog import Catalog
+from nodeguard.checks import require_time
 from nodeguard.data.datasets import dataset_info
-from nodeguard.errors import ConfigError, SolverError, setting_error
+from nodeguard.errors import ConfigError, SolverError
 from nodeguard.models.layers import Normalize, ODEFunc, ResBlock, classifier_head, downsampling
 from nodeguard.models.solver import MAX_STEPS, solve_per_sample
 from nodeguard.runtime.compiler import CompiledFunction, compile_requested
@@ -439,8 +440,7 @@ def composed_config(
     Raises:
         ConfigError: ``t_end`` is not a positive finite time.
     """
-    if not (0.0 < float(t_end) < float("inf")):
-        raise setting_error("t_end", f"must be a positive finite time, got {t_end!r}")
+    require_time("t_end", t_end)
     channels = int(input_shape[0])
     return {
         "arch": ComposedODENet.arch,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nodeguard.checks import require_time
 from nodeguard.errors import SolverError
 
 ALPHA = (1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
@@ -151,10 +152,9 @@ def solve_per_sample(
         SolverError: the step size underflowed, or a sample did not reach t=T within
             ``max_steps`` steps (a tolerance the float32 solve cannot meet, or dynamics
             too stiff for it); the message names the tolerances of those samples.
-        ValueError: ``t_end`` is not a positive finite number.
+        ConfigError: ``t_end`` is not a positive finite time.
     """
-    if not (0.0 < float(t_end) < float("inf")):
-        raise ValueError(f"t_end must be a positive finite time, not {t_end!r}")
+    require_time("t_end", t_end)
     batch = y0.shape[0]
     dtype, device = y0.dtype, y0.device
     tol = torch.as_tensor(tol, dtype=torch.float64, device=device).reshape(-1).expand(batch).clone()

@@ -85,6 +85,7 @@ class WorkUnits:
         compute: Callable[[UnitT], ValueT],
         task: ProgressTask | None = None,
         status: Callable[[ValueT], dict[str, Any]] | None = None,
+        finished: dict[Any, Any] | None = None,
     ) -> dict[UnitT, ValueT]:
         """Compute this rank's ``units`` that are not finished yet, saving after each one.
 
@@ -94,6 +95,7 @@ class WorkUnits:
             task: a progress bar that counts the units (finished ones at once).
             status: told of each unit's value, finished earlier or now, in order; returns
                 the fields the bar shows after it (a running success rate, say).
+            finished: what :meth:`finished` gave, when the caller read it already.
 
         Returns:
             This rank's units and their values, in the order of ``units``.
@@ -102,13 +104,13 @@ class WorkUnits:
             RegistryError: the shard file is damaged or of another kind.
             StorageError, OSError: the shard file cannot be written.
         """
-        done = self.finished()
+        done = dict(finished) if finished is not None else self.finished()
         fields: dict[str, Any] = {}
-        finished = [unit for unit in units if unit in done]
-        for unit in finished:
+        earlier = [unit for unit in units if unit in done]
+        for unit in earlier:
             fields = status(done[unit]) if status is not None else {}
-        if task is not None and finished:
-            task.advance(len(finished), **fields)
+        if task is not None and earlier:
+            task.advance(len(earlier), **fields)
         path = self.path()
         for unit in units:
             if unit in done:

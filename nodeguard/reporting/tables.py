@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -97,17 +97,32 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(markdown_table(*table_cells(report))) + "\n"
 
 
-def to_csv(report: dict[str, Any]) -> str:
+def csv_text(keys: list[str], rows: Iterable[dict[str, Any]]) -> str:
+    """The one CSV writer: a header of ``keys``, then each row's values under them (other
+    keys left out, missing ones empty)."""
     buffer = io.StringIO()
-    keys = ["model", "tol", "error", "nfe", "success_rate", "mean_l2", "mean_mse"]
-    keys += ["error_ci_low", "error_ci_high", "success_rate_ci_low", "success_rate_ci_high"]
     writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
-    if report.get("baseline"):
-        writer.writerow(_flat_intervals({**report["baseline"], "tol": ""}))
-    for row in report["rows"]:
-        writer.writerow(_flat_intervals({"model": report["model"], **row}))
+    writer.writerows(rows)
     return buffer.getvalue()
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    keys = ["model", "tol", "error", "nfe", "success_rate", "mean_l2", "mean_mse"]
+    keys += ["error_ci_low", "error_ci_high", "success_rate_ci_low", "success_rate_ci_high"]
+    baseline = [_flat_intervals({**report["baseline"], "tol": ""})] if report.get("baseline") else []
+    return csv_text(keys, baseline + [_flat_intervals({"model": report["model"], **row}) for row in report["rows"]])
+
+
+DEFEND_KEYS = ["path", "prediction", "v_agree", "votes", "accepted", "error"]
+
+
+def defend_to_csv(report: dict[str, Any]) -> str:
+    """``defend``'s verdicts, one line per file: voted, unreadable (``error``) or skipped."""
+    rows = [{**image, "votes": report["votes"], "error": ""} for image in report["images"]]
+    rows += [{"path": error["path"], "error": error["error"]} for error in report["errors"]]
+    rows += [{"path": item["path"], "error": f"skipped: {item['reason']}"} for item in report["skipped"]]
+    return csv_text(DEFEND_KEYS, rows)
 
 
 def _write(report: dict[str, Any], path: Path, csv_text: Formatter, markdown_text: Formatter) -> None:
@@ -160,11 +175,7 @@ def grid_to_markdown(report: dict[str, Any]) -> str:
 
 
 def grid_to_csv(report: dict[str, Any]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=GRID_KEYS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(_flat_intervals(cell) for cell in report["grid"])
-    return buffer.getvalue()
+    return csv_text(GRID_KEYS, [_flat_intervals(cell) for cell in report["grid"]])
 
 
 def write_grid(report: dict[str, Any], path: Path) -> None:

@@ -199,7 +199,7 @@ def compute_attack_set(
         tally["attacked"] += len(batch["success"])
         return {"success": tally["successes"] / tally["attacked"]}
 
-    mine = work.run(units, attack_unit, task, success_so_far)
+    mine = work.run(units, attack_unit, task, success_so_far, finished=saved)
     task.close()
     every_unit = work.gather(mine)
     if sorted(row for unit in every_unit for row in unit[1]) != list(range(len(indices))):

@@ -271,7 +271,7 @@ def compute_certificates(
         tally["certified"] += 1
         return {"certified": tally["right"] / tally["certified"]}
 
-    mine = work.run(units, certify_image, task, certified_so_far)
+    mine = work.run(units, certify_image, task, certified_so_far, finished=saved)
     task.close()
     every_image = work.gather(mine)
     missing = [index for index in range(len(records), count) if index not in every_image]
