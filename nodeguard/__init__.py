@@ -93,6 +93,7 @@ _EXPORTS: dict[str, str] = {
     "run_grid": "nodeguard.stages.grid",
     "RocSettings": "nodeguard.stages.roc",
     "RocCurve": "nodeguard.experiments.roc",
+    "RocPoint": "nodeguard.experiments.roc",
     "run_roc": "nodeguard.stages.roc",
     "SecuritySettings": "nodeguard.stages.security",
     "SecurityRow": "nodeguard.experiments.security",
@@ -147,7 +148,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         StorageError,
     )
     from nodeguard.experiments.attack_sets import AttackReport, AttackSet, AttackSettings
-    from nodeguard.experiments.roc import RocCurve
+    from nodeguard.experiments.roc import RocCurve, RocPoint
     from nodeguard.experiments.security import SecurityRow
     from nodeguard.intervals import rate_interval
     from nodeguard.models.evaluation import AloneClassification, classification_margin, classify_alone, logits_alone

@@ -26,12 +26,12 @@ def test_auc_and_operating_points_by_hand():
     # pairs (pristine, adversarial): 5>3, 5>4, 5=5 (half), twice; 4>3, 4=4 (half), 4<5 -> 6.5 of 9
     curve = roc_from_scores(np.array([5, 5, 4]), np.array([3, 4, 5]), votes=5)
     assert curve.auc == pytest.approx(6.5 / 9)
-    by_vmin = {point["vmin"]: point for point in curve.points}
-    shares = {vmin: (point["tpr"], point["fpr"]) for vmin, point in by_vmin.items()}
+    by_vmin = {point.vmin: point for point in curve.points}
+    shares = {vmin: (point.tpr, point.fpr) for vmin, point in by_vmin.items()}
     assert shares[0] == (1.0, 1.0) and shares[5] == (0.0, 0.0)
-    assert by_vmin[3]["tpr"] == 1.0 and by_vmin[3]["fpr"] == pytest.approx(2 / 3)
-    assert by_vmin[4]["tpr"] == pytest.approx(2 / 3) and by_vmin[4]["fpr"] == pytest.approx(1 / 3)
-    assert [(p["pristine_accepted"], p["adversarials_accepted"]) for p in curve.points] == [
+    assert by_vmin[3].tpr == 1.0 and by_vmin[3].fpr == pytest.approx(2 / 3)
+    assert by_vmin[4].tpr == pytest.approx(2 / 3) and by_vmin[4].fpr == pytest.approx(1 / 3)
+    assert [(p.pristine_accepted, p.adversarials_accepted) for p in curve.points] == [
         (3, 3),
         (3, 3),
         (3, 3),
@@ -129,7 +129,7 @@ def test_smaller_v_curves_use_the_first_draws_of_the_largest(tiny_model):
     two = ToleranceRandomization(model, DefenseSettings(votes=2, vmin=0)).vote(pristine)
     expected_tpr = [float((two.v_agree() > vmin).float().mean()) for vmin in range(3)]
     curve_two = report.curves[0]
-    assert [point["tpr"] for point in curve_two.points] == pytest.approx(expected_tpr)
+    assert [point.tpr for point in curve_two.points] == pytest.approx(expected_tpr)
     six = ToleranceRandomization(model, DefenseSettings(votes=6, vmin=0)).vote(pristine)
     assert torch.equal(six.predictions[:, :2], two.predictions)
 

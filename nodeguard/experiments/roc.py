@@ -11,7 +11,6 @@ curve.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -20,6 +19,27 @@ from nodeguard.errors import ConfigError
 from nodeguard.intervals import rate_interval
 
 ACCEPT_LEVELS = (0.90, 0.95, 1.0)  # shares of pristine images accepted: the operating points reported
+
+
+@dataclass
+class RocPoint:
+    """One operating point of the defense: accept when v_agree > ``vmin``.
+
+    Attributes:
+        vmin: the threshold, in 0..V.
+        tpr: share of pristine images accepted, in [0, 1]; ``tpr_ci`` its 95% interval.
+        fpr: share of adversarials accepted, in [0, 1]; ``fpr_ci`` its 95% interval.
+        pristine_accepted: the count behind ``tpr`` (of the report's ``pristine``).
+        adversarials_accepted: the count behind ``fpr`` (of the report's ``adversarial``).
+    """
+
+    vmin: int
+    tpr: float
+    tpr_ci: list[float] | None
+    fpr: float
+    fpr_ci: list[float] | None
+    pristine_accepted: int
+    adversarials_accepted: int
 
 
 @dataclass
@@ -33,10 +53,7 @@ class RocCurve:
     Attributes:
         votes: V.
         auc: area under the ROC curve (scikit-learn), in [0, 1].
-        points: one dict per v_min in 0..V: ``vmin``, ``tpr`` (pristine accepted) and
-            ``fpr`` (adversarials accepted), in [0, 1]; ``tpr_ci`` and ``fpr_ci``, their
-            intervals; ``pristine_accepted`` and ``adversarials_accepted``, the counts they
-            are shares of (of the report's ``pristine`` and ``adversarial``).
+        points: one :class:`RocPoint` per v_min in 0..V.
         rejected_at_90_accept: the largest share of adversarials rejected (1 - fpr) with at
             least 90% of the pristine images accepted (None: unreachable).
         vmin_at_90_accept: the v_min of that point.
@@ -53,7 +70,7 @@ class RocCurve:
 
     votes: int
     auc: float
-    points: list[dict[str, Any]]
+    points: list[RocPoint]
     rejected_at_90_accept: float | None
     vmin_at_90_accept: int | None
     rejected_at_95_accept: float | None
@@ -89,30 +106,30 @@ def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -
     scores = np.concatenate([pristine, adversarial]).astype(float)
     fpr, tpr, _ = roc_curve(labels, scores)
     n_pristine, n_adversarial = len(pristine), len(adversarial)
-    points: list[dict[str, Any]] = []
+    points: list[RocPoint] = []
     for vmin in range(votes + 1):
         pristine_accepted = int(np.count_nonzero(pristine > vmin))
         adversarials_accepted = int(np.count_nonzero(adversarial > vmin))
         points.append(
-            {
-                "vmin": vmin,
-                "tpr": float(np.mean(pristine > vmin)),
-                "tpr_ci": rate_interval(pristine_accepted, n_pristine),
-                "fpr": float(np.mean(adversarial > vmin)),
-                "fpr_ci": rate_interval(adversarials_accepted, n_adversarial),
-                "pristine_accepted": pristine_accepted,
-                "adversarials_accepted": adversarials_accepted,
-            }
+            RocPoint(
+                vmin=vmin,
+                tpr=float(np.mean(pristine > vmin)),
+                tpr_ci=rate_interval(pristine_accepted, n_pristine),
+                fpr=float(np.mean(adversarial > vmin)),
+                fpr_ci=rate_interval(adversarials_accepted, n_adversarial),
+                pristine_accepted=pristine_accepted,
+                adversarials_accepted=adversarials_accepted,
+            )
         )
     found: dict[float, tuple[float | None, int | None, list[float] | None]] = {}
     for level in ACCEPT_LEVELS:
-        usable = [p for p in points if p["tpr"] >= level]
-        best = max(usable, key=lambda p: (1 - p["fpr"], p["tpr"])) if usable else None
+        usable = [p for p in points if p.tpr >= level]
+        best = max(usable, key=lambda p: (1 - p.fpr, p.tpr)) if usable else None
         if best is None:
             found[level] = (None, None, None)
         else:  # rejected: the adversarials not accepted, counted, not 1 - fpr times the count
-            rejected = n_adversarial - best["adversarials_accepted"]
-            found[level] = (1 - best["fpr"], int(best["vmin"]), rate_interval(rejected, n_adversarial))
+            rejected = n_adversarial - best.adversarials_accepted
+            found[level] = (1 - best.fpr, best.vmin, rate_interval(rejected, n_adversarial))
     return RocCurve(
         votes=votes,
         auc=float(auc(fpr, tpr)),

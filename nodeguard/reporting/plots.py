@@ -56,25 +56,25 @@ def plot_roc(report, path: Path) -> None:
     bars = False
     for index, curve in enumerate(report.curves):
         color = f"C{index % 10}"
-        points = sorted(curve.points, key=lambda p: (p["fpr"], p["tpr"]))
+        points = sorted(curve.points, key=lambda p: (p.fpr, p.tpr))
         axes.plot(
-            [p["fpr"] for p in points],
-            [p["tpr"] for p in points],
+            [p.fpr for p in points],
+            [p.tpr for p in points],
             marker="o",
             markersize=3,
             color=color,
             label=f"V = {curve.votes} (AUC {curve.auc:.3f})",
         )
         chosen = {curve.vmin_at_90_accept, curve.vmin_at_95_accept, getattr(curve, "vmin_at_100_accept", None)}
-        marked = [p for p in curve.points if p["vmin"] in chosen and p.get("fpr_ci") and p.get("tpr_ci")]
+        marked = [p for p in curve.points if p.vmin in chosen and p.fpr_ci and p.tpr_ci]
         if marked:
             bars = True
-            fpr, tpr = [p["fpr"] for p in marked], [p["tpr"] for p in marked]
+            fpr, tpr = [p.fpr for p in marked], [p.tpr for p in marked]
             axes.errorbar(
                 fpr,
                 tpr,
-                xerr=interval_errors(fpr, [p["fpr_ci"] for p in marked]),
-                yerr=interval_errors(tpr, [p["tpr_ci"] for p in marked]),
+                xerr=interval_errors(fpr, [p.fpr_ci for p in marked]),
+                yerr=interval_errors(tpr, [p.tpr_ci for p in marked]),
                 fmt="none",
                 ecolor=color,
                 elinewidth=1,
