@@ -27,7 +27,6 @@ from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.errors import ConfigError
 from nodeguard.intervals import INTERVAL_LABEL, format_rate
 from nodeguard.reporting.security_plots import plot_security
-from nodeguard.stages.certify import CertifyReport
 from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
 from nodeguard.storage.registry import Registry
 
@@ -188,10 +187,10 @@ def render(console: Console, report: SecurityReport) -> None:
         f"{format_rate(report.pristine_accepted_correct, report.pristine_accepted_correct_ci)}"
     )
     curve = Table(title="robust accuracy against the L2 budget (best attacker per image)")
-    columns = ["eps", "defended", "undefended"] + [f"certified s={item['sigma']:g}" for item in report.certified]
+    columns = ["eps", "defended", "undefended"] + [f"certified s={item.sigma:g}" for item in report.certified]
     for column in columns:
         curve.add_column(column, justify="right")
-    certified = [CertifyReport.from_dict(item) for item in report.certified]
+    certified = report.certified
     for budget in report.curve:
         cells = [
             f"{budget.eps:g}",

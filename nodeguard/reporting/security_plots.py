@@ -85,14 +85,14 @@ def _draw_curves(axes: Any, report: Any) -> None:
     largest = max(eps) if eps else 1.0
     for index, certified in enumerate(report.certified):
         radii = radius_grid(largest)
-        points = [certified_point(certified["labels"], certified["predictions"], certified["radii"], r) for r in radii]
+        points = [certified_point(certified.labels, certified.predictions, certified.radii, r) for r in radii]
         color = f"C{index + 2}"
         axes.plot(
             radii,
             [p.certified_accuracy for p in points],
             color=color,
             drawstyle="steps-post",
-            label=f"certified: {certified['model']}, sigma = {certified['sigma']:g} (the same digits)",
+            label=f"certified: {certified.model}, sigma = {certified.sigma:g} (the same digits)",
         )
         _band(axes, radii, [p.certified_accuracy_ci for p in points], color)
     axes.set_xlabel("L2 budget eps (pixels in [0, 1])")

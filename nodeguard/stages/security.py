@@ -78,7 +78,7 @@ from nodeguard.models.networks import require_solver
 from nodeguard.pipeline.remember import remember_json
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.attack import make_attack_set
-from nodeguard.stages.certify import CertifySettings
+from nodeguard.stages.certify import CertifyReport, CertifySettings
 from nodeguard.storage.registry import Registry
 
 DEFENSE_DEFAULTS = DefenseSettings()
@@ -289,8 +289,8 @@ class SecurityReport:
     ranges: list[RangeReport] = field(default_factory=list)
     seconds: float = 0.0
     indices: list[int] = field(default_factory=list)  # positions in the test split of the attacked images
-    # CertifyReport.to_dict() of --certify, over the attacked images only
-    certified: list[dict[str, Any]] = field(default_factory=list)
+    # the certificates of --certify, over the attacked images only
+    certified: list[CertifyReport] = field(default_factory=list)
     reused: bool = False
     plot: str | None = None
 
@@ -305,9 +305,9 @@ class SecurityReport:
         spreads = [SpreadSummary(**item) for item in values.get("spreads", [])]
         checks = [KappaCheck(**item) for item in values.get("kappa_checks", [])]
         ranges = [RangeReport.from_dict(item) for item in values.get("ranges", [])]
-        return cls(
-            **{**values, "points": rows, "curve": curve, "spreads": spreads, "kappa_checks": checks, "ranges": ranges}
-        )
+        certified = [CertifyReport.from_dict(item) for item in values.get("certified", [])]
+        typed = {"points": rows, "curve": curve, "spreads": spreads, "kappa_checks": checks, "ranges": ranges}
+        return cls(**{**values, **typed, "certified": certified})
 
 
 def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> SecurityReport:
@@ -489,5 +489,5 @@ def run_security(
         )
         # over the very images the attackers attacked (the first test images the evaluated
         # model classifies correctly), so that the curves compare
-        report.certified = [certified.subset(report.indices, settings.eps).to_dict()]
+        report.certified = [certified.subset(report.indices, settings.eps)]
     return report
