@@ -22,7 +22,7 @@ ModelOption = Annotated[
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", envvar="NODEGUARD_DATA", help="Data sets root (default: <cache root>/data)."),
+    typer.Option("--data-dir", envvar="NODEGUARD_DATA", help="Data sets root (default: the cache root's data folder)."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
 DefenseSeedOption = Annotated[
