@@ -4,11 +4,14 @@
 #
 #   bash examples/figures.sh              # every part, in the order below (hours on 2 cores)
 #   bash examples/figures.sh security     # one part (the parts it needs run first)
+#   bash examples/figures.sh --check      # the quickstart, then its figures against the README's
+#                                         # ranges (examples/check_figures.py; about 20 min)
 #
 # Parts (the page that shows their figures):
 #   quickstart   README, docs/results.md, docs/defense.md: the quickstart, its ROC picture
 #   cw           README, docs/results.md: CW on the quickstart's model and its ROC
-#   spread       README, docs/results.md: the quickstart's FMN ROC on every test digit
+#   variation    README, docs/results.md: how the headline moves with the defense's draws
+#                and the training seed (two more models: an hour on 2 cores)
 #   tau          docs/tau-story.md: the tau tables, tau_drift, the paper recipe
 #   decoupling   docs/tau-story.md: the tau_train x tau_attack x tau_test grid picture
 #   certify      docs/security.md: randomized smoothing, both noise models, the picture
@@ -38,7 +41,7 @@ echo "NODEGUARD_HOME=$NODEGUARD_HOME"
 echo "figures in $figures"
 
 model=odenet-mnist5k
-all_parts=(quickstart cw spread tau decoupling certify security budget public-seed byo speed distributed)
+all_parts=(quickstart cw variation tau decoupling certify security budget public-seed byo speed distributed)
 
 say() {  # say FILE COMMAND...: which command makes FILE
     local file=$1
@@ -85,14 +88,19 @@ need() {  # need PART: run PART once
 }
 
 part_quickstart() {
-    # installs ./.venv on the first run; trains odenet-mnist5k, attacks with FMN, defends, draws the ROC
+    # installs ./.venv on the first run; trains odenet-mnist5k, attacks every test digit
+    # with FMN, defends the PNGs, draws the ROC
     record "$figures/quickstart.txt" bash examples/quickstart.sh
     export PATH="$PWD/.venv/bin:$PATH"
     copy out/quickstart/roc.png "$figures/quickstart-roc.png"
-    record "$figures/quickstart-attack-fmn.json" nodeguard attack fmn --model "$model" --count 100 --json
+    record "$figures/quickstart-model.json" nodeguard models show "$model" --json
+    record "$figures/quickstart-attack-fmn.json" nodeguard attack fmn --model "$model" --count 1000 --json
     record "$figures/quickstart-roc-fmn.json" \
-        nodeguard roc --model "$model" --count 100 --attack fmn --votes 5,10,15,20 --seed 0 --json
-    record "$figures/models.txt" nodeguard models show "$model"
+        nodeguard roc --model "$model" --count 1000 --attack fmn --votes 5,10,15,20 --seed 0 --json
+    record "$figures/quickstart-defend-pristine.json" nodeguard defend out/quickstart/digits/pristine \
+        --model "$model" --votes 15 --vmin 12 --seed 0 --json
+    record "$figures/quickstart-defend-adversarial.json" nodeguard defend out/quickstart/digits/adversarial \
+        --model "$model" --votes 15 --vmin 12 --seed 0 --json
 }
 
 part_cw() {
@@ -104,11 +112,23 @@ part_cw() {
         nodeguard roc --model "$model" --count 100 --attack cw --votes 5,10,15,20 --seed 0 --json
 }
 
-part_spread() {
+part_variation() {
     need quickstart
-    # every test digit the model classifies correctly (the count is capped by the test split)
-    record "$figures/roc-fmn-all-test.json" \
-        nodeguard roc --model "$model" --count 1000 --attack fmn --votes 5,10,15,20 --seed 0 --json
+    local seed
+    # the same model and adversarials, other public draws of the defense
+    for seed in 1 2 3 4; do
+        record "$figures/variation-roc-draws$seed.json" \
+            nodeguard roc --model "$model" --count 1000 --attack fmn --votes 5,10,15,20 --seed "$seed" --json
+    done
+    # other training seeds: another model, its own FMN adversarials, the quickstart's draws
+    for seed in 1 2; do
+        nodeguard models show "$model-seed$seed" > /dev/null 2>&1 ||
+            writes "(registry)" nodeguard train mnist5k --seed "$seed" --name "$model-seed$seed"
+        record "$figures/variation-model$seed.json" nodeguard models show "$model-seed$seed" --json
+        record "$figures/variation-roc-model$seed.json" nodeguard roc --model "$model-seed$seed" --count 1000 \
+            --attack fmn --votes 5,10,15,20 --seed 0 --json
+    done
+    record "$figures/variation.md" python examples/variation_table.py "$figures"
 }
 
 part_tau() {
@@ -216,6 +236,14 @@ part_distributed() {
     record "$figures/distributed-models.txt" nodeguard models
 }
 
+check=0
+if [ "${1:-}" = "--check" ]; then
+    check=1
+    shift
+    if [ "$#" -eq 0 ]; then
+        set -- quickstart
+    fi
+fi
 if [ "$#" -eq 0 ]; then
     set -- "${all_parts[@]}"
 fi
@@ -237,3 +265,8 @@ for part in "$@"; do
 done
 echo
 echo "done: the figures are in $figures; the registry is $NODEGUARD_HOME"
+if [ "$check" -eq 1 ]; then
+    echo
+    echo "the figures against the README's (examples/readme-figures.yaml):"
+    python examples/check_figures.py "$figures"
+fi

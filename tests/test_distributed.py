@@ -143,6 +143,80 @@ def test_two_ranks_make_the_same_attack_set_and_roc_as_one_process(trained_root,
         assert [curve["auc"] for curve in report["curves"]] == aucs_of_stored_votes(home, report["set"], (3, 5))
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_two_nodes(homes: tuple[Path, Path], args: list[str]) -> list[subprocess.Popen]:
+    """Two torchrun agents on this machine, one rank each, joined by c10d rendezvous on
+    localhost (``--nnodes 2``): two "nodes" of one job, each with its own cache root path."""
+    port, run = free_port(), f"nodes-{os.getpid()}-{time.monotonic_ns()}"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
+    launcher += ["--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{port}", f"--rdzv-id={run}"]
+    processes = []
+    for home in homes:
+        env = {**os.environ, "NODEGUARD_HOME": str(home), "OMP_NUM_THREADS": "1"}
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            env.pop(name, None)
+        command = [*launcher, "-m", "nodeguard", *args]
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+def test_two_nodes_sharing_the_cache_root_give_one_process_rows_and_unshared_roots_are_refused(trained_root, tmp_path):
+    """Two agents joined over c10d (the engine a cluster runs) vote on the ROC's images as
+    two ranks and give the one-process curves; with a cache root of its own per node each
+    rank refuses in one line, before any work, naming the rank and host that sees another."""
+    alone_home = copy_home(trained_root, tmp_path / "alone")
+    finish(run_nodeguard(alone_home, ["attack", "blend", "--model", "tiny", "--count", "6", "--json"]))
+    roc = ["roc", "--model", "tiny", "--count", "6", "--attack", "blend", "--votes", "3,5", "--json"]
+    roc_alone = json.loads(finish(run_nodeguard(alone_home, roc))[0])
+    shared = tmp_path / "shared"
+    shutil.copytree(alone_home, shared)
+    shutil.rmtree(Registry(shared).results_dir("tiny") / "votes")
+    outputs = [finish(process) for process in run_two_nodes((shared, shared), [*roc, "--threads", "1"])]
+    printed = [json.loads(stdout) for stdout, _ in outputs if stdout.strip()]
+    assert len(printed) == 1  # rank 0 alone prints the report
+    roc_nodes = printed[0]
+    assert roc_nodes["set"] == roc_alone["set"] and roc_nodes["adversarial"] == roc_alone["adversarial"] == 6
+    assert [curve["auc"] for curve in roc_nodes["curves"]] == aucs_of_stored_votes(shared, roc_nodes["set"], (3, 5))
+    differing = 0  # as between two local ranks and one process: a vote may flip where two logits tie
+    for one, two in zip(
+        sorted((Registry(alone_home).results_dir("tiny") / "votes").glob("*/result.pt")),
+        sorted((Registry(shared).results_dir("tiny") / "votes").glob("*/result.pt")),
+        strict=True,
+    ):
+        assert one.parent.name == two.parent.name
+        votes_one = load_tagged(one, expected_kind="votes")["predictions"]
+        differing += int((votes_one != load_tagged(two, expected_kind="votes")["predictions"]).sum())
+    assert differing <= 1
+    assert not list(shared.glob(".shared-by-ranks-*"))  # the check's file is gone
+
+    # the same job with a cache root per node (both hold the model: only the check can tell)
+    unshared = (copy_home(trained_root, tmp_path / "node0"), copy_home(trained_root, tmp_path / "node1"))
+    failed = run_two_nodes(unshared, [*roc, "--threads", "1"])
+    errors = []
+    for process in failed:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode != 0
+        errors.append(stderr)
+    lines = [line for stderr in errors for line in stderr.splitlines() if "is not shared with rank" in line]
+    assert len(lines) == 2, errors  # one line per rank
+    for line in lines:  # rank 0's root and the root of the rank that does not see it, on every rank
+        assert (
+            "of rank 0 on" in line and f"({unshared[0]}) is not shared with rank 1" in line and str(unshared[1]) in line
+        )
+        assert "NODEGUARD_HOME" in line
+    assert "nodeguard/" not in "".join(line for stderr in errors for line in stderr.splitlines() if 'File "' in line)
+    for home in unshared:
+        assert not (Registry(home).results_dir("tiny") / "attack_set").exists()  # no work was done
+        assert not list(home.glob(".shared-by-ranks-*"))
+
+
 def aucs_of_stored_votes(home: Path, set_key: str, votes: tuple[int, ...]) -> list[float]:
     """The AUC for each V of the pristine and adversarial votes stored in ``home``."""
     from nodeguard.defense.votes import stored_votes

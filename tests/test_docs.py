@@ -146,3 +146,61 @@ def test_the_bring_your_own_model_example_runs(tmp_path, monkeypatch, registry):
     loaded = ng.load_model("mine", registry=registry, device="cpu")
     assert loaded.config["model"]["factory"] == "mypkg.odenet:parts" and loaded.tol_train == 1e-3
     assert ng.logits_alone(loaded.model, torch.rand(2, 1, 28, 28))[0].shape == (2, 10)
+
+
+def check_figures_module():
+    """examples/check_figures.py, loaded from its file (examples/ is no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_figures", ROOT / "examples" / "check_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_checked_figure_is_printed_in_the_readme_inside_its_range():
+    import yaml
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    figures = yaml.safe_load((ROOT / "examples" / "readme-figures.yaml").read_text(encoding="utf-8"))["figures"]
+    assert figures
+    for figure in figures:
+        assert figure["readme"] in readme, f"{figure['name']}: the README does not print {figure['readme']!r}"
+        low, high = figure["range"]
+        assert low <= figure["value"] <= high, f"{figure['name']}: its own value lies outside its range"
+
+
+def test_the_figure_check_tells_within_outside_missing_and_unreadable(tmp_path, capsys):
+    import json
+
+    check_figures = check_figures_module()
+    figures = [
+        {
+            "name": "auc",
+            "readme": "0.85",
+            "value": 0.85,
+            "range": [0.8, 0.9],
+            "file": "roc.json",
+            "field": "curves.1.auc",
+        },
+        {"name": "error", "readme": "2%", "value": 0.02, "range": [0.01, 0.03], "file": "model.json", "field": "err"},
+        {"name": "gone", "readme": "1", "value": 1, "range": [0, 2], "file": "absent.json", "field": "x"},
+    ]
+    (tmp_path / "roc.json").write_text(json.dumps({"curves": [{"auc": 0.5}, {"auc": 0.86}]}))
+    (tmp_path / "model.json").write_text(json.dumps({"err": 0.05}))
+    lines, within = check_figures.check(figures, tmp_path)
+    assert lines[0].endswith("within") and "0.86" in lines[0]
+    assert lines[1].endswith("OUTSIDE") and "0.05" in lines[1]
+    assert "not run" in lines[2]
+    assert not within
+    (tmp_path / "model.json").write_text(json.dumps({"err": 0.025}))
+    assert check_figures.check(figures, tmp_path)[1]
+    (tmp_path / "model.json").write_text(json.dumps({"err": [1]}))  # a field that is no number
+    lines, within = check_figures.check(figures, tmp_path)
+    assert "UNREADABLE" in lines[1] and not within
+    yaml_file = tmp_path / "figures.yaml"
+    import yaml
+
+    yaml_file.write_text(yaml.safe_dump({"figures": figures[:1]}))
+    assert check_figures.main([str(tmp_path), "--figures", str(yaml_file)]) == 0
+    assert "1 of 1 figures checked: all within" in capsys.readouterr().out

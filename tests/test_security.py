@@ -21,6 +21,7 @@ from nodeguard.stages.attack import run_attack
 from nodeguard.stages.attack_sets import load_attack_set
 from nodeguard.stages.roc import RocSettings, run_roc
 from nodeguard.stages.security import SecuritySettings, run_security
+from nodeguard.storage.registry import Registry
 
 FAST = {"steps": 30, "binary_steps": 3}
 
@@ -130,6 +131,10 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     check_report(data, attackers=6)
     assert [point["attack"] for point in data["points"]] == ["cw", "cw", "eot-cw", "apgd-rand", "square", "square"]
     assert [point["label"] for point in data["points"]][4:] == ["square e=1.5", "square-rand e=1.5 d=2"]
+    # each row carries the time its attack set took (stored with the set)
+    for point in data["points"]:
+        stored = load_attack_set(Registry(), tiny_model, point["set"])
+        assert point["attack_seconds"] == stored.seconds > 0
     check_intervals(data)
     check_spread(data)
     assert [item["tol_range"] for item in data["ranges"]] == [[1e-6, 1.0]]

@@ -37,7 +37,13 @@ VOTES_DEFAULT = ",".join(str(votes) for votes in ROC.votes)
 def roc(
     model: ModelOption = None,
     votes: Annotated[str, typer.Option("--votes", help="Numbers of votes V, one curve each.")] = VOTES_DEFAULT,
-    count: Annotated[int, typer.Option("--count", help="Pristine test images (attacked at tol_train).")] = ROC.count,
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            help="Pristine test images classified correctly, attacked at tol_train (1000: mnist5k's whole test split).",
+        ),
+    ] = ROC.count,
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
     seed: DefenseSeedOption = ROC.seed,
     plot: Annotated[Path | None, plot_option("the ROC picture")] = None,

@@ -87,6 +87,9 @@ class SecurityRow:
         successes: adversarials that fool the undefended model (the count behind success_rate).
         success_rate_ci, rejected_ci, defended_success_ci: 95% Clopper–Pearson intervals
             (over the attacked images; ``rejected`` over the successful adversarials).
+        attack_seconds: the time its attack set took to make (s; summed over batches and
+            ranks, measured when it was made: a reused set keeps it; None in rows stored
+            before 0.10.0).
     """
 
     attack: str
@@ -104,6 +107,7 @@ class SecurityRow:
     success_rate_ci: list[float] | None = None
     rejected_ci: list[float] | None = None
     defended_success_ci: list[float] | None = None
+    attack_seconds: float | None = None
 
 
 @dataclass
@@ -294,6 +298,7 @@ def judge(
         success_rate_ci=rate_interval(successes, count),
         rejected_ci=rate_interval(rejected, len(accepted)),
         defended_success_ci=rate_interval(int(fooled_defended.sum()), count),
+        attack_seconds=attack_set.seconds,
     )
     return JudgedAttack(row, torch.where(success, l2_8bit, torch.inf), success.clone(), fooled_defended)
 

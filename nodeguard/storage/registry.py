@@ -37,6 +37,7 @@ from nodeguard.constants import (
     BUSY_LOCK_FILE,
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    HOME_VARIABLE,
     INDEX_FILE,
     METRICS_FILE,
     MODELS_FOLDER,
@@ -45,7 +46,7 @@ from nodeguard.constants import (
 )
 from nodeguard.errors import ModelNotFoundError, NoModelYetError, RegistryError, StorageError
 from nodeguard.paths import cache_root, usable_cache_root
-from nodeguard.runtime.distributed import current_ranks
+from nodeguard.runtime.distributed import current_ranks, require_shared_folder
 from nodeguard.storage.files import (
     NOT_WRITABLE,
     atomic_write_json,
@@ -156,6 +157,16 @@ class Registry:
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
         self.root = Path(root).expanduser() if root is not None else cache_root()
+
+    def require_shared(self) -> None:
+        """In a sharded job, check that every rank sees this cache root (alone: nothing).
+
+        Raises:
+            ConfigError: some ranks see another folder (each named with its host).
+        """
+        require_shared_folder(
+            self.root, "the cache root", f"set {HOME_VARIABLE} on every node to a folder they all mount"
+        )
 
     # -- paths -------------------------------------------------------------------------
     @property

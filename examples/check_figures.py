@@ -1,0 +1,93 @@
+"""Compare a rerun's figures with the README's, against the range the README states.
+
+    python examples/check_figures.py out/figures          # after: bash examples/figures.sh quickstart
+    bash examples/figures.sh --check                      # both, on an empty registry
+
+Reads examples/readme-figures.yaml: for each figure of the README, the text the README
+prints, the file of examples/figures.sh that gives it again and the field that holds it
+(``complement: true``: the figure is 1 minus the field, a rejected share read from an
+accepted one), and the range a rerun on another machine should land in (the README states it; how it
+was measured: docs/results.md). Prints one line per figure: the rerun's value, the
+README's, the range, and "within" or "OUTSIDE" ("not run" when its file is missing).
+Exits 1 when a figure lies outside its range or a file lacks its field, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FIGURES_FILE = Path(__file__).with_name("readme-figures.yaml")
+
+
+def field_value(data: Any, path: str) -> float:
+    """The number at a dotted path ("curves.0.auc": a list index where the part is a number).
+
+    Raises:
+        KeyError: the path leads nowhere, or not to a number.
+    """
+    for part in path.split("."):
+        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            raise KeyError(path)
+    if isinstance(data, bool) or not isinstance(data, (int, float)):
+        raise KeyError(path)
+    return float(data)
+
+
+def check(figures: list[dict[str, Any]], folder: Path) -> tuple[list[str], bool]:
+    """One line per figure and whether every figure that was run lies in its range.
+
+    Args:
+        figures: the entries of readme-figures.yaml (name, readme, value, range, file,
+            field, and optionally complement).
+        folder: where examples/figures.sh wrote its files.
+
+    Returns:
+        (lines, all within).
+    """
+    lines, within_all = [], True
+    width = max(len(figure["name"]) for figure in figures)
+    for figure in figures:
+        low, high = figure["range"]
+        expected = f"README {figure['readme']:>8}  range [{low:g}, {high:g}]"
+        path = folder / figure["file"]
+        if not path.exists():
+            lines.append(f"{figure['name']:<{width}}  {'':>9}  {expected}  not run ({figure['file']} missing)")
+            continue
+        try:
+            value = field_value(json.loads(path.read_text(encoding="utf-8")), figure["field"])
+            value = 1.0 - value if figure.get("complement") else value
+        except (KeyError, json.JSONDecodeError) as error:
+            within_all = False
+            lines.append(f"{figure['name']:<{width}}  {'':>9}  {expected}  UNREADABLE ({figure['file']}: {error})")
+            continue
+        verdict = "within" if low <= value <= high else "OUTSIDE"
+        within_all &= verdict == "within"
+        lines.append(f"{figure['name']:<{width}}  {value:>9.4g}  {expected}  {verdict}")
+    return lines, within_all
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="where examples/figures.sh wrote its files")
+    parser.add_argument("--figures", type=Path, default=FIGURES_FILE, help="the README's figures (YAML)")
+    args = parser.parse_args(argv)
+    figures = yaml.safe_load(args.figures.read_text(encoding="utf-8"))["figures"]
+    lines, within_all = check(figures, args.folder)
+    print("\n".join(lines))
+    ran = sum(1 for line in lines if "not run" not in line)
+    print(f"{ran} of {len(figures)} figures checked: {'all within' if within_all else 'some OUTSIDE or unreadable'}")
+    return 0 if within_all else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
