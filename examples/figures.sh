@@ -30,7 +30,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+check=0
+parts=()
+for argument in "$@"; do
+    if [ "$argument" = "--check" ]; then
+        check=1
+    else
+        parts+=("$argument")
+    fi
+done
+set -- "${parts[@]+"${parts[@]}"}"
 home=${NODEGUARD_HOME:-}
+if [ "$check" -eq 1 ] && [ -n "$home" ]; then
+    echo "--check reruns on an empty registry: NODEGUARD_HOME=$home is ignored" >&2
+    home=""
+fi
 if [ -z "$home" ]; then
     home=$(mktemp -d "${TMPDIR:-/tmp}/nodeguard-figures.XXXXXX")
 fi
@@ -122,18 +136,23 @@ part_variation() {
     done
     # other training seeds: another model, its own FMN adversarials, the quickstart's draws
     for seed in 1 2; do
-        nodeguard models show "$model-seed$seed" > /dev/null 2>&1 ||
-            writes "(registry)" nodeguard train mnist5k --seed "$seed" --name "$model-seed$seed"
+        # reuses a finished model, continues an interrupted one
+        writes "(registry)" nodeguard train mnist5k --seed "$seed" --name "$model-seed$seed"
         record "$figures/variation-model$seed.json" nodeguard models show "$model-seed$seed" --json
+        record "$figures/variation-attack-model$seed.json" nodeguard attack fmn --model "$model-seed$seed" \
+            --count 1000 --json
         record "$figures/variation-roc-model$seed.json" nodeguard roc --model "$model-seed$seed" --count 1000 \
             --attack fmn --votes 5,10,15,20 --seed 0 --json
     done
     record "$figures/variation.md" python examples/variation_table.py "$figures"
+    record "$figures/variation-rounding.json" python examples/rounding_roc.py --model "$model" --count 1000 \
+        --attack fmn --seed 0
+    record "$figures/variation-fmn-seed1.json" nodeguard attack fmn --model "$model" --count 100 --seed 1 --json
 }
 
 part_tau() {
     need quickstart
-    nodeguard models show resnet-mnist5k > /dev/null 2>&1 || writes "(registry)" nodeguard train mnist5k --arch resnet
+    writes "(registry)" nodeguard train mnist5k --arch resnet # reused when finished
     writes "$figures/tau.md" nodeguard sweep --model "$model" --baseline resnet-mnist5k --attack cw --count 50 \
         --out "$figures/tau.md" --plot "$figures/tau.png"
     record "$figures/tau-drift.txt" python examples/tau_drift.py --model "$model" --count 300
@@ -154,8 +173,7 @@ part_certify() {
     need quickstart
     local sigma
     for sigma in 0.25 0.5; do
-        nodeguard models show "$model-noise$sigma" > /dev/null 2>&1 ||
-            writes "(registry)" nodeguard train mnist5k --noise-sigma "$sigma"
+        writes "(registry)" nodeguard train mnist5k --noise-sigma "$sigma" # reused when finished
         record "$figures/certify-$sigma.txt" nodeguard certify --sigma "$sigma" --model "$model-noise$sigma"
         record "$figures/certify-$sigma.json" nodeguard certify --sigma "$sigma" --model "$model-noise$sigma" --json
     done
@@ -236,13 +254,8 @@ part_distributed() {
     record "$figures/distributed-models.txt" nodeguard models
 }
 
-check=0
-if [ "${1:-}" = "--check" ]; then
-    check=1
-    shift
-    if [ "$#" -eq 0 ]; then
-        set -- quickstart
-    fi
+if [ "$check" -eq 1 ] && [ "$#" -eq 0 ]; then
+    set -- quickstart
 fi
 if [ "$#" -eq 0 ]; then
     set -- "${all_parts[@]}"

@@ -6,8 +6,8 @@
 (nodeguard.attacks.boundary rounds each and keeps it adversarial). This script judges the
 attack set's float adversarials (before rounding, at margin about -1e-4) with the same
 defense, draws and pristine digits, and prints one JSON object: per V the AUC and the
-share rejected with every pristine digit accepted, floats beside 8-bit, and the median
-|margin| of each. The attack set and the votes are the registry's (made if missing).
+share rejected at vmin = V - 1, floats beside 8-bit, and the median |margin| of each.
+The attack set and the votes are the registry's (made if missing).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main() -> None:
         result[name] = {
             "median_abs_margin": float(margins.abs().median()),
             "auc": {curve.votes: curve.auc for curve in curves},
-            "rejected_at_100_accept": {curve.votes: curve.rejected_at_100_accept for curve in curves},
+            "rejected_at_vmin_v_minus_1": {curve.votes: 1.0 - curve.points[curve.votes - 1].fpr for curve in curves},
         }
     print(json.dumps(result, indent=2))
 

@@ -4,45 +4,64 @@
 
 Reads the `nodeguard roc --json` files that examples/figures.sh writes (the quickstart's,
 quickstart-roc-fmn.json; other public draws, variation-roc-draws*.json; other training
-seeds, variation-roc-model*.json) and prints a Markdown table: per run, AUC and the
-share of adversarials rejected with every pristine digit accepted, at each V, and per
-source of variation the range of these figures over its runs, the quickstart's included.
+seeds, variation-roc-model*.json) and prints a Markdown table: per run, the AUC and the
+share of adversarials rejected at vmin = V - 1, at each V; then the range a rerun should
+land in: for the rejected share, the union of the runs' 95% Clopper-Pearson intervals
+(the digits and the runs together), for the AUC the runs' range widened by 0.01. Below
+it, the same for the quickstart's `defend` operating point (V = 15, vmin = 12: `roc`
+draws the first 15 of its 20 tolerances per image as `defend --votes 15` does, so its
+point is `defend`'s verdict), and per run the pristine digits accepted at vmin = V - 1
+and `roc`'s "rejected at 100%" (the largest vmin that accepts every pristine digit).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from nodeguard.intervals import rate_interval
 
-def runs(folder: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """The ROC reports per source of variation: {"draws": [(label, report)], "training": [...]}."""
-    quickstart = folder / "quickstart-roc-fmn.json"
-    base = [("training seed 0, draws seed 0 (the quickstart)", json.loads(quickstart.read_text()))]
-    found: dict[str, list[tuple[str, dict[str, Any]]]] = {"draws": list(base), "training": list(base)}
+AUC_WIDENING = 0.01
+DEFEND_VOTES, DEFEND_VMIN = 15, 12
+
+
+def runs(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(label, ROC report) of every run: the quickstart, other draws, other training seeds."""
+    found = [
+        ("training seed 0, draws 0 (the quickstart)", json.loads((folder / "quickstart-roc-fmn.json").read_text()))
+    ]
     for path in sorted(folder.glob("variation-roc-draws*.json")):
         seed = path.stem.removeprefix("variation-roc-draws")
-        found["draws"].append((f"training seed 0, draws seed {seed}", json.loads(path.read_text())))
+        found.append((f"training seed 0, draws {seed}", json.loads(path.read_text())))
     for path in sorted(folder.glob("variation-roc-model*.json")):
         seed = path.stem.removeprefix("variation-roc-model")
-        found["training"].append((f"training seed {seed}, draws seed 0", json.loads(path.read_text())))
+        found.append((f"training seed {seed}, draws 0", json.loads(path.read_text())))
     return found
 
 
-def row(label: str, report: dict[str, Any]) -> str:
-    cells = [f"{curve['auc']:.3f} / {curve['rejected_at_100_accept']:.1%}" for curve in report["curves"]]
-    return f"| {label} ({report['adversarial']} digits) | " + " | ".join(cells) + " |"
+def point(report: dict[str, Any], votes: int, vmin: int) -> dict[str, Any]:
+    """The ROC point of ``votes`` at ``vmin`` (counts of pristine and adversarials accepted)."""
+    (curve,) = [curve for curve in report["curves"] if curve["votes"] == votes]
+    return curve["points"][vmin]
 
 
-def spread(reports: list[dict[str, Any]]) -> str:
-    cells = []
-    for position in range(len(reports[0]["curves"])):
-        aucs = [report["curves"][position]["auc"] for report in reports]
-        rejected = [report["curves"][position]["rejected_at_100_accept"] for report in reports]
-        cells.append(f"{min(aucs):.3f}-{max(aucs):.3f} / {min(rejected):.1%}-{max(rejected):.1%}")
-    return " | ".join(cells)
+def rejected(report: dict[str, Any], votes: int, vmin: int) -> tuple[int, int]:
+    """(adversarials rejected, adversarials) at ``vmin``."""
+    return report["adversarial"] - point(report, votes, vmin)["adversarials_accepted"], report["adversarial"]
+
+
+def union_of_intervals(counts: list[tuple[int, int]]) -> tuple[float, float]:
+    """The lowest low end and the highest high end of the counts' 95% intervals."""
+    intervals = [rate_interval(k, n) for k, n in counts]
+    return min(low for low, _ in intervals), max(high for _, high in intervals)
+
+
+def percent_range(low: float, high: float) -> str:
+    """A share range in whole percent, rounded outward."""
+    return f"{math.floor(low * 100)}-{math.ceil(high * 100)}%"
 
 
 def main(argv: list[str]) -> int:
@@ -50,19 +69,36 @@ def main(argv: list[str]) -> int:
         print(__doc__.splitlines()[2].strip(), file=sys.stderr)
         return 2
     found = runs(Path(argv[0]))
-    votes = [curve["votes"] for curve in found["draws"][0][1]["curves"]]
-    print("AUC / rejected with every pristine digit accepted (vmin = V - 1)\n")
+    votes = [curve["votes"] for curve in found[0][1]["curves"]]
+    print("AUC / rejected at vmin = V - 1\n")
     print("| run | " + " | ".join(f"V = {v}" for v in votes) + " |")
     print("|---|" + "---|" * len(votes))
-    seen = set()
-    for source in ("draws", "training"):
-        for label, report in found[source]:
-            if label not in seen:
-                seen.add(label)
-                print(row(label, report))
-    for source, what in (("draws", "the defense's draws"), ("training", "the training seed")):
-        reports = [report for _, report in found[source]]
-        print(f"| **range over {what}** ({len(reports)} runs) | {spread(reports)} |")
+    for label, report in found:
+        cells = []
+        for curve in report["curves"]:
+            k, n = rejected(report, curve["votes"], curve["votes"] - 1)
+            cells.append(f"{curve['auc']:.3f} / {k / n:.1%}")
+        print(f"| {label} ({report['adversarial']} digits) | " + " | ".join(cells) + " |")
+    cells = []
+    for position, v in enumerate(votes):
+        aucs = [report["curves"][position]["auc"] for _, report in found]
+        low, high = union_of_intervals([rejected(report, v, v - 1) for _, report in found])
+        auc_low = math.floor((min(aucs) - AUC_WIDENING) * 100) / 100
+        auc_high = math.ceil((max(aucs) + AUC_WIDENING) * 100) / 100
+        cells.append(f"{auc_low:.2f}-{auc_high:.2f} / {percent_range(low, high)}")
+    print(f"| **the range a rerun should land in** ({len(found)} runs) | " + " | ".join(cells) + " |")
+
+    print(f"\nThe defend step (V = {DEFEND_VOTES}, vmin = {DEFEND_VMIN}), per run, and each run's pristine digits:\n")
+    for label, report in found:
+        k, n = rejected(report, DEFEND_VOTES, DEFEND_VMIN)
+        accepted = [point(report, v, v - 1)["pristine_accepted"] for v in votes]
+        at_100 = [f"{curve['rejected_at_100_accept']:.1%}" for curve in report["curves"]]
+        print(
+            f"- {label}: defend rejects {k} of {n} ({k / n:.1%}); pristine accepted at vmin = V - 1: "
+            f"{', '.join(str(a) for a in accepted)} of {report['pristine']}; rejected at 100%: {', '.join(at_100)}"
+        )
+    low, high = union_of_intervals([rejected(report, DEFEND_VOTES, DEFEND_VMIN) for _, report in found])
+    print(f"- the range a rerun should land in: {percent_range(low, high)} ({low:.3f}-{high:.3f})")
     return 0
 
 

@@ -9,7 +9,7 @@ load on first use of a name, PEP 562)::
     loaded = ng.load_model("odenet-mnist5k")
     report = ng.run_attack(ng.AttackSettings(attack="cw", count=20), model="odenet-mnist5k")
     defense = ng.ToleranceRandomization(loaded.model, ng.DefenseSettings(votes=15, vmin=12))
-    roc = ng.run_roc(ng.RocSettings(votes=(5, 10, 15, 20)), model="odenet-mnist5k")
+    roc = ng.run_roc(ng.RocSettings(votes=(5, 10, 15, 20), attack="fmn"), model="odenet-mnist5k")
 
 The paper: Carrara, Caldelli, Falchi, Amato, "Defending Neural ODE Image Classifiers from
 Adversarial Attacks with Tolerance Randomization", ICPR 2021 workshops.

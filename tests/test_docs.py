@@ -158,7 +158,7 @@ def check_figures_module():
     return module
 
 
-def test_every_checked_figure_is_printed_in_the_readme_inside_its_range():
+def test_every_checked_figure_and_its_range_are_printed_where_the_check_says():
     import yaml
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -166,8 +166,15 @@ def test_every_checked_figure_is_printed_in_the_readme_inside_its_range():
     assert figures
     for figure in figures:
         assert figure["readme"] in readme, f"{figure['name']}: the README does not print {figure['readme']!r}"
+        page = figure.get("range_in", "README.md")
+        assert figure["range_text"] in (ROOT / page).read_text(encoding="utf-8"), f"{figure['name']}: not in {page}"
         low, high = figure["range"]
         assert low <= figure["value"] <= high, f"{figure['name']}: its own value lies outside its range"
+        numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", figure["range_text"])]
+        if len(numbers) == 2 and figure["range_text"].endswith("%"):  # the printed range is the checked one
+            assert [n / 100 for n in numbers] == pytest.approx([low, high]), figure["name"]
+        elif len(numbers) == 2:
+            assert numbers == pytest.approx([low, high]), figure["name"]
 
 
 def test_the_figure_check_tells_within_outside_missing_and_unreadable(tmp_path, capsys):
@@ -191,10 +198,11 @@ def test_the_figure_check_tells_within_outside_missing_and_unreadable(tmp_path, 
     lines, within = check_figures.check(figures, tmp_path)
     assert lines[0].endswith("within") and "0.86" in lines[0]
     assert lines[1].endswith("OUTSIDE") and "0.05" in lines[1]
-    assert "not run" in lines[2]
+    assert "NOT RUN" in lines[2]
     assert not within
     (tmp_path / "model.json").write_text(json.dumps({"err": 0.025}))
-    assert check_figures.check(figures, tmp_path)[1]
+    assert check_figures.check(figures[:2], tmp_path)[1]
+    assert not check_figures.check(figures, tmp_path)[1]  # a figure not run fails the check
     (tmp_path / "model.json").write_text(json.dumps({"err": [1]}))  # a field that is no number
     lines, within = check_figures.check(figures, tmp_path)
     assert "UNREADABLE" in lines[1] and not within

@@ -16,6 +16,8 @@ from nodeguard.cli.security import security
 from nodeguard.cli.sweep import sweep
 from nodeguard.cli.train import train
 from nodeguard.constants import __version__
+from nodeguard.runtime.distributed import current_ranks
+from nodeguard.storage.registry import Registry
 
 app = typer.Typer(
     name="nodeguard",
@@ -41,6 +43,8 @@ def root(
     ] = False,
 ) -> None:
     """nodeguard: train, attack and defend Neural ODE image classifiers."""
+    if current_ranks().sharded:  # under torchrun: one cache root for the whole job, checked before any work
+        Registry().require_shared()
 
 
 app.command("train")(train)

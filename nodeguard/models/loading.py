@@ -115,11 +115,9 @@ def load_model(name: str | None = None, registry: Registry | None = None, device
         RegistryError: the model has not finished training, its config or checkpoint is
             missing, damaged or does not fit, or the index stayed locked for 60 s.
         ConfigError: an unknown ``device``, "cuda" without a GPU, an unknown architecture
-            in the config, malformed ``RANK``/``WORLD_SIZE`` variables, or (in a sharded
-            job) a cache root that some ranks do not share.
+            in the config, or malformed ``RANK``/``WORLD_SIZE`` variables.
     """
     registry = registry or Registry()
-    registry.require_shared()
     name = registry.resolve(name)
     entry = registry.get(name)
     if entry.status != "ready":

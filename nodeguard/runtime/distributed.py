@@ -129,7 +129,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-_SHARED_FOLDERS: set[str] = set()  # folders every rank of this job was seen to share
 SHARED_MARKER = ".shared-by-ranks-"  # + a random token: the file rank 0 writes, every rank looks for
 
 
@@ -137,8 +136,9 @@ def require_shared_folder(folder: Path, what: str, fix: str) -> None:
     """In a sharded job, check that every rank sees the same ``folder`` (alone: nothing).
 
     Rank 0 writes a file of a random name into the folder; every rank looks for it in its
-    own ``folder`` (the path may differ from node to node: a mount point). Checked once
-    per folder and process; every rank takes part, so every rank raises alike.
+    own ``folder`` (the path may differ from node to node: a mount point). A collective:
+    every rank of the job must call it, and every rank raises alike. Where rank 0 cannot
+    write the folder the check is skipped (the commands' own errors then say why).
 
     Args:
         folder: the folder the ranks must share (created by rank 0 if missing).
@@ -146,24 +146,33 @@ def require_shared_folder(folder: Path, what: str, fix: str) -> None:
         fix: what to do, for the message.
 
     Raises:
-        ConfigError: some ranks do not see rank 0's file (each named with its host).
+        ConfigError: some ranks do not see rank 0's file (each named with its host and path).
     """
     ranks = current_ranks()
-    if not ranks.sharded or str(folder) in _SHARED_FOLDERS:
+    if not ranks.sharded:
         return
-    token = ""
+    token, marker = "", None
     if ranks.is_main:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             token = secrets.token_hex(8)
-            (folder / f"{SHARED_MARKER}{token}").write_text(socket.gethostname(), encoding="utf-8")
+            marker = folder / f"{SHARED_MARKER}{token}"
+            marker.write_text(socket.gethostname(), encoding="utf-8")
         except OSError:
-            token = ""  # a folder rank 0 cannot write: the commands' own errors say so
-    token = broadcast(token)
-    found = bool(token) and (folder / f"{SHARED_MARKER}{token}").is_file()
-    seen = all_gather((found, socket.gethostname(), str(folder)))
-    if ranks.is_main and token:
-        (folder / f"{SHARED_MARKER}{token}").unlink(missing_ok=True)
+            token = ""  # a folder rank 0 cannot write: skipped
+    try:
+        token = broadcast(token)
+        try:
+            sees = bool(token) and (folder / f"{SHARED_MARKER}{token}").is_file()
+        except OSError:  # a folder this rank may not search: it does not see the file
+            sees = False
+        seen = all_gather((sees, socket.gethostname(), str(folder)))
+    finally:
+        if marker is not None:
+            try:
+                marker.unlink(missing_ok=True)
+            except OSError:
+                pass  # a stale handle on a network filesystem: a stray file, not a failure
     blind = [f"rank {rank} on {host} ({path})" for rank, (sees, host, path) in enumerate(seen) if not sees]
     if token and blind:
         _, host, path = seen[0]
@@ -171,7 +180,6 @@ def require_shared_folder(folder: Path, what: str, fix: str) -> None:
             f"{what} of rank 0 on {host} ({path}) is not shared with {', '.join(blind)}: "
             f"results, locks and the secret draws' key must be one for the whole job; {fix}"
         )
-    _SHARED_FOLDERS.add(str(folder))
 
 
 def share(count: int, ranks: Ranks | None = None) -> range:
