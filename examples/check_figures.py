@@ -58,7 +58,7 @@ def check(figures: list[dict[str, Any]], folder: Path) -> tuple[list[str], bool]
     width = max(len(figure["name"]) for figure in figures)
     for figure in figures:
         low, high = figure["range"]
-        expected = f"README {figure['readme']:>8}  range [{low:g}, {high:g}]"
+        expected = f"range [{low:g}, {high:g}]  (README: {figure['readme']}; {figure.get('range_text', '')})"
         path = folder / figure["file"]
         if not path.exists():
             within_all = False  # a check that ran nothing has not passed
@@ -82,12 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="where examples/figures.sh wrote its files")
     parser.add_argument("--figures", type=Path, default=FIGURES_FILE, help="the README's figures (YAML)")
     args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder} is not a folder (run: bash examples/figures.sh --check)")
+    if not args.figures.is_file():
+        parser.error(f"{args.figures} does not exist")
     figures = yaml.safe_load(args.figures.read_text(encoding="utf-8"))["figures"]
     lines, within_all = check(figures, args.folder)
     print("\n".join(lines))
     ran = sum(1 for line in lines if "NOT RUN" not in line)
-    verdict = "all within" if within_all else "some OUTSIDE, unreadable or not run"
-    print(f"{ran} of {len(figures)} figures checked: {verdict}")
+    counts = {
+        word: sum(1 for line in lines if line.rstrip().endswith(word) or f"  {word} (" in line)
+        for word in ("OUTSIDE", "UNREADABLE", "NOT RUN")
+    }
+    problems = ", ".join(f"{count} {word}" for word, count in counts.items() if count)
+    print(f"{ran} of {len(figures)} figures checked: {'all within' if within_all else problems}")
     return 0 if within_all else 1
 
 

@@ -22,6 +22,7 @@ out=out/quickstart
 mkdir -p "$out"
 
 nodeguard train mnist5k
+rm -rf "$out/digits" # PNGs of an earlier run (another model) would be defended too
 nodeguard attack fmn --model odenet-mnist5k --count 1000 --export "$out/digits"
 # --seed 0: public draws, so that the figures are the README's (without it the draws are
 # secret, keyed by this installation's key: the defense as it would be deployed)

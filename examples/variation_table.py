@@ -16,6 +16,7 @@ and `roc`'s "rejected at 100%" (the largest vmin that accepts every pristine dig
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -65,10 +66,12 @@ def percent_range(low: float, high: float) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print(__doc__.splitlines()[2].strip(), file=sys.stderr)
-        return 2
-    found = runs(Path(argv[0]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="where examples/figures.sh wrote its files")
+    folder = parser.parse_args(argv).folder
+    if not (folder / "quickstart-roc-fmn.json").is_file():
+        parser.error(f"{folder} holds no quickstart-roc-fmn.json (run: bash examples/figures.sh variation)")
+    found = runs(folder)
     votes = [curve["votes"] for curve in found[0][1]["curves"]]
     print("AUC / rejected at vmin = V - 1\n")
     print("| run | " + " | ".join(f"V = {v}" for v in votes) + " |")

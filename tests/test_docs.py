@@ -212,3 +212,11 @@ def test_the_figure_check_tells_within_outside_missing_and_unreadable(tmp_path, 
     yaml_file.write_text(yaml.safe_dump({"figures": figures[:1]}))
     assert check_figures.main([str(tmp_path), "--figures", str(yaml_file)]) == 0
     assert "1 of 1 figures checked: all within" in capsys.readouterr().out
+
+
+def test_the_figure_check_refuses_a_folder_that_is_not_there(tmp_path, capsys):
+    check_figures = check_figures_module()
+    with pytest.raises(SystemExit) as exit_info:
+        check_figures.main([str(tmp_path / "absent")])
+    assert exit_info.value.code == 2
+    assert "is not a folder" in capsys.readouterr().err
