@@ -183,7 +183,7 @@ def render(console: Console, report: SecurityReport) -> None:
     console.print(table)
     timed = [f"{point.label} {point.attack_seconds:.0f}" for point in report.points if point.attack_seconds is not None]
     if timed:
-        console.print(f"attack time (s, when each set was made): {', '.join(timed)}")
+        console.print(f"attack time (s, summed over batches and ranks, when each set was made): {', '.join(timed)}")
     console.print(
         f"draws: {report.draws}; pristine accepted "
         f"{format_rate(report.pristine_accepted, report.pristine_accepted_ci)}, accepted with the right class "

@@ -162,8 +162,8 @@ class Registry:
         """In a sharded job, check that every rank sees this cache root (alone: nothing).
 
         A collective: every rank calls it (the command line does, before any command
-        under torchrun; DDP training does). A library script run under torchrun calls it
-        on every rank before its first stage.
+        under torchrun). A library script run under torchrun calls it on every rank
+        before its first stage.
 
         Raises:
             ConfigError: some ranks see another folder (each named with its host).

@@ -331,7 +331,6 @@ def train_model(
     ranks = current_ranks()
     if ranks.sharded:  # DDP under torchrun: rank 0 holds the model's lock and writes everything
         ensure_process_group()
-        registry.require_shared()
         if config.batch_size < ranks.world:
             raise ConfigError(f"batch_size {config.batch_size} is smaller than the {ranks.world} ranks sharing it")
         if not ranks.is_main:
