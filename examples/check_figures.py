@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -43,38 +44,48 @@ def field_value(data: Any, path: str) -> float:
     return float(data)
 
 
-def check(figures: list[dict[str, Any]], folder: Path) -> tuple[list[str], bool]:
-    """One line per figure and whether every figure was found and lies in its range.
+VERDICTS = ("within", "OUTSIDE", "UNREADABLE", "NOT RUN")
+
+
+def judged(figures: list[dict[str, Any]], folder: Path) -> list[tuple[str, str]]:
+    """(verdict, line) per figure; the verdict is one of :data:`VERDICTS`.
 
     Args:
         figures: the entries of readme-figures.yaml (name, readme, value, range, file,
-            field, and optionally complement).
+            field, and optionally complement and range_text).
         folder: where examples/figures.sh wrote its files.
-
-    Returns:
-        (lines, all within).
     """
-    lines, within_all = [], True
+    found = []
     width = max(len(figure["name"]) for figure in figures)
     for figure in figures:
         low, high = figure["range"]
         expected = f"range [{low:g}, {high:g}]  (README: {figure['readme']}; {figure.get('range_text', '')})"
         path = folder / figure["file"]
-        if not path.exists():
-            within_all = False  # a check that ran nothing has not passed
-            lines.append(f"{figure['name']:<{width}}  {'':>9}  {expected}  NOT RUN ({figure['file']} missing)")
+        if not path.exists():  # a check that ran nothing has not passed
+            found.append(
+                ("NOT RUN", f"{figure['name']:<{width}}  {'':>9}  {expected}  NOT RUN ({figure['file']} missing)")
+            )
             continue
         try:
             value = field_value(json.loads(path.read_text(encoding="utf-8")), figure["field"])
             value = 1.0 - value if figure.get("complement") else value
         except (KeyError, json.JSONDecodeError) as error:
-            within_all = False
-            lines.append(f"{figure['name']:<{width}}  {'':>9}  {expected}  UNREADABLE ({figure['file']}: {error})")
+            line = f"{figure['name']:<{width}}  {'':>9}  {expected}  UNREADABLE ({figure['file']}: {error})"
+            found.append(("UNREADABLE", line))
             continue
         verdict = "within" if low <= value <= high else "OUTSIDE"
-        within_all &= verdict == "within"
-        lines.append(f"{figure['name']:<{width}}  {value:>9.4g}  {expected}  {verdict}")
-    return lines, within_all
+        found.append((verdict, f"{figure['name']:<{width}}  {value:>9.4g}  {expected}  {verdict}"))
+    return found
+
+
+def check(figures: list[dict[str, Any]], folder: Path) -> tuple[list[str], bool]:
+    """One line per figure and whether every figure was found and lies in its range.
+
+    Returns:
+        (lines, all within): see :func:`judged`.
+    """
+    found = judged(figures, folder)
+    return [line for _, line in found], all(verdict == "within" for verdict, _ in found)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,16 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.figures.is_file():
         parser.error(f"{args.figures} does not exist")
     figures = yaml.safe_load(args.figures.read_text(encoding="utf-8"))["figures"]
-    lines, within_all = check(figures, args.folder)
-    print("\n".join(lines))
-    ran = sum(1 for line in lines if "NOT RUN" not in line)
-    counts = {
-        word: sum(1 for line in lines if line.rstrip().endswith(word) or f"  {word} (" in line)
-        for word in ("OUTSIDE", "UNREADABLE", "NOT RUN")
-    }
-    problems = ", ".join(f"{count} {word}" for word, count in counts.items() if count)
-    print(f"{ran} of {len(figures)} figures checked: {'all within' if within_all else problems}")
-    return 0 if within_all else 1
+    found = judged(figures, args.folder)
+    print("\n".join(line for _, line in found))
+    counts = Counter(verdict for verdict, _ in found)
+    problems = ", ".join(f"{counts[verdict]} {verdict}" for verdict in VERDICTS[1:] if counts[verdict])
+    checked = len(found) - counts["NOT RUN"]
+    print(f"{checked} of {len(figures)} figures checked: {problems or 'all within'}")
+    return 0 if not problems else 1
 
 
 if __name__ == "__main__":
