@@ -6,7 +6,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from nodeguard.attacks import PinnedTolerance
 from nodeguard.attacks.boundary import MARGIN_SLACK
+from nodeguard.attacks.cw import CarliniWagnerL2
 from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
 from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
@@ -180,17 +182,22 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     assert sum("reusing it" in message for message in progress.messages) == 6
     check_report(reseeded.to_dict(), attackers=6)
 
-    # roc --attack eot-cw finds the very eot-cw attack set that security made (or, where
-    # that set holds no adversarial on this model's floats, says the ROC has no negatives)
-    eot_set = data["points"][2]["set"]
+    # EOT-CW continued from the kappa = 0 CW adversarials: its set names that set as its start
+    eot_stored = load_attack_set(Registry(), tiny_model, data["points"][2]["set"])
+    assert eot_stored.settings.start == data["points"][0]["set"]
+    assert eot_stored.settings.options["binary_steps"] == settings.warm_binary_steps
+
+    # roc --attack cw finds the very cw attack set that security made (or, where that set
+    # holds no adversarial on this model's floats, says the ROC has no negatives)
+    cw_set = data["points"][0]["set"]
     roc_progress = RecordingProgress()
-    roc_settings = RocSettings(votes=(5,), count=6, attack="eot-cw", attack_options={**FAST, "draws": 2})
+    roc_settings = RocSettings(votes=(5,), count=6, attack="cw", attack_options=FAST)
     try:
         roc = run_roc(roc_settings, model=tiny_model, device="cpu", progress=roc_progress)
-        assert roc.set == eot_set and eot_set in roc.adversarials_used
+        assert roc.set == cw_set and cw_set in roc.adversarials_used
     except ConfigError as error:
-        assert data["points"][2]["success_rate"] == 0 and "at least one successful adversarial" in str(error)
-    assert any(f"attack set {eot_set} already exists" in message for message in roc_progress.messages)
+        assert data["points"][0]["success_rate"] == 0 and "at least one successful adversarial" in str(error)
+    assert any(f"attack set {cw_set} already exists" in message for message in roc_progress.messages)
     # votes are stored by image content: the ROC's pristine digits are security's, voted once
     roc_progress = RecordingProgress()
     blend = run_roc(
@@ -231,3 +238,30 @@ def test_apgd_rand_stays_in_budget_is_reproducible_and_leaves_the_global_generat
     l2 = (first - images).flatten(1).norm(dim=1)
     assert (l2 <= 0.8 + 1e-4).all(), l2
     assert first.min() >= 0 and first.max() <= 1
+
+
+def test_a_continued_attack_starts_from_its_start_set_and_lands_past_kappa(tiny_model, registry):
+    """A CW run continued from another set's adversarials: the start is part of its key, its
+    refined adversarials land at -(kappa + slack) as a cold run's do, a start from the clean
+    images is a cold start, and a start set of other images is refused in one line."""
+    base = run_attack(AttackSettings(attack="cw", count=4, batch_size=4, options=FAST), model=tiny_model, device="cpu")
+    kappa = 0.3
+    continued = AttackSettings(attack="cw", count=4, batch_size=4, options={**FAST, "kappa": kappa}, start=base.set)
+    report = run_attack(continued, model=tiny_model, device="cpu")
+    data = load_attack_set(registry, tiny_model, report.set)
+    assert data.settings.start == base.set and report.set != base.set
+    target = -(kappa + MARGIN_SLACK)
+    assert (data.margin[data.success] <= target).all() and (data.margin[data.success] >= target - 1e-5).all()
+    assert (data.margin_8bit[data.success_8bit] <= target).all()
+
+    loaded = load_model(tiny_model, device="cpu")
+    images, labels = data.clean, data.labels
+    pinned = PinnedTolerance(loaded.model, loaded.tol_train).eval()
+    cold = CarliniWagnerL2(pinned, steps=5, binary_steps=1)(images, labels)
+    assert torch.equal(CarliniWagnerL2(pinned, steps=5, binary_steps=1)(images, labels, images), cold)
+
+    other_images = AttackSettings(attack="cw", count=3, batch_size=3, options={**FAST, "kappa": kappa}, start=base.set)
+    with pytest.raises(ConfigError, match="attacked other images"):
+        run_attack(other_images, model=tiny_model, device="cpu")
+    with pytest.raises(ConfigError, match="starts from the clean images only"):
+        AttackSettings(attack="square", start=base.set)

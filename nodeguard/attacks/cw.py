@@ -19,7 +19,11 @@ Differences from ``torchattacks.CW`` (3.5.1), on purpose:
   which is most of an MNIST background);
 - early abort is decided per sample, and aborted samples leave the forward passes;
 - the searches after the first are warm-started from the best adversarial (Carlini and
-  Wagner restart each from the clean image).
+  Wagner restart each from the clean image);
+- the first search may start from given points (``starts``) instead of the clean image:
+  the security evaluation continues each kappa > 0 row from the kappa = 0 adversarials
+  (:mod:`nodeguard.stages.security`), which are already on the decision boundary, so two
+  searches over c reach past kappa where a cold search takes five.
 
 Arguments (defaults): ``initial_const`` (1.0), ``binary_steps`` (5), ``steps`` (100, per
 search step), ``lr`` (0.05, Adam), ``kappa`` (0, confidence), ``abort_early`` (True),
@@ -126,12 +130,15 @@ class CarliniWagnerL2(Attack):
         margins = classification_margin(self.get_logits(adversarial), labels)
         return margins.clamp(min=-self.required_margin), self.is_success(margins.detach())
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, starts: torch.Tensor | None = None) -> torch.Tensor:
         """Run the attack (call the instance instead, as torchattacks does).
 
         Args:
             images: (N, C, H, W) float32 in [0, 1].
             labels: (N,) int64 true classes.
+            starts: (N, C, H, W) float32 in [0, 1], where each image's first search
+                starts (e.g. an adversarial at kappa = 0); None: the clean images. The
+                perturbation is measured from ``images`` either way.
 
         Returns:
             (N, C, H, W) float32 in [0, 1] on the model's device: per image the smallest-L2
@@ -143,7 +150,7 @@ class CarliniWagnerL2(Attack):
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
         count = len(images)
-        w_start = self.to_tanh_space(images)
+        w_start = self.to_tanh_space(images if starts is None else starts.detach().to(self.device).clamp(0.0, 1.0))
         lower = torch.zeros(count, device=self.device)
         upper = torch.full((count,), NO_UPPER_BOUND, device=self.device)
         const = torch.full((count,), self.initial_const, device=self.device)
@@ -219,9 +226,17 @@ class CWOptions:
         self.lr = require_positive("lr", self.lr)
 
 
-def run_cw(model: nn.Module, options: CWOptions, images: torch.Tensor, labels: torch.Tensor, seed: int):
-    """CW draws nothing at random: ``seed`` is not used."""
-    return CarliniWagnerL2(model, **asdict(options))(images, labels)
+def run_cw(
+    model: nn.Module,
+    options: CWOptions,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    seed: int,
+    starts: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CW (see :class:`CarliniWagnerL2`), from ``starts`` where given; it draws nothing at
+    random, so ``seed`` is not used."""
+    return CarliniWagnerL2(model, **asdict(options))(images, labels, starts)
 
 
 ATTACKS.register(
@@ -234,5 +249,6 @@ ATTACKS.register(
         summary="Carlini-Wagner L2, c searched per image, refined to the decision boundary",
         refine_to_boundary=True,
         per_image=True,
+        takes_start=True,
     ),
 )

@@ -126,12 +126,20 @@ def attacker_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(ATTACKER_STREAM + int(seed))
 
 
-def run_eot_cw(model: nn.Module, options: EOTCWOptions, images: torch.Tensor, labels: torch.Tensor, seed: int):
-    """EOT-CW on the model under ``model`` (the stage's tol_attack is replaced by the draws)."""
+def run_eot_cw(
+    model: nn.Module,
+    options: EOTCWOptions,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    seed: int,
+    starts: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """EOT-CW on the model under ``model`` (the stage's tol_attack is replaced by the
+    draws), its first search from ``starts`` where given (see :class:`CarliniWagnerL2`)."""
     classifier = model.model if isinstance(model, PinnedTolerance) else cast(ImageClassifier, model)
     draws = ToleranceDraws(classifier, options.draws, options.tol_low, options.tol_high, attacker_generator(seed))
     cw_options = {name: getattr(options, name) for name in ("steps", "binary_steps", "initial_const", "lr", "kappa")}
-    return EOTCarliniWagnerL2(draws.eval(), **cw_options)(images, labels)
+    return EOTCarliniWagnerL2(draws.eval(), **cw_options)(images, labels, starts)
 
 
 ATTACKS.register(
@@ -141,6 +149,7 @@ ATTACKS.register(
         version=1,
         options=EOTCWOptions,
         run=run_eot_cw,
+        takes_start=True,
         summary="CW-L2 averaged over tolerances drawn from the defense's range (EOT), against the defense",
     ),
 )

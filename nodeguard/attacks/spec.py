@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-from torch import nn
 
 from nodeguard.catalog import Catalog
 from nodeguard.errors import ConfigError, setting_error
 
 # run(model, options, images, labels, seed) -> adversarial images in [0, 1]; the model's
-# solver is already pinned to tol_attack, and seed is fixed per batch of the attack set
-AttackRunner = Callable[[nn.Module, Any, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# solver is already pinned to tol_attack, and seed is fixed per batch of the attack set.
+# An attack that ``takes_start`` is also called with ``starts=`` (N, C, H, W) images.
+AttackRunner = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class AttackSpec:
             moves back to margin -(kappa + slack).
         per_image: each adversarial depends on its image alone, so a sharded run may
             split a batch across processes.
+        takes_start: ``run`` also takes ``starts=``, (N, C, H, W) images in [0, 1] its
+            search begins from (another attack set's adversarials) instead of the clean ones.
     """
 
     name: str
@@ -54,6 +56,8 @@ class AttackSpec:
     # each image's adversarial depends on that image alone (not on the rest of its batch,
     # not on the seed): a sharded run may split a batch's images across processes
     per_image: bool = False
+    # run(..., starts=) begins the search from given points (cw, eot-cw)
+    takes_start: bool = False
 
     def option_names(self) -> tuple[str, ...]:
         """The names of the attack's own options, in their dataclass's order."""

@@ -11,6 +11,7 @@ from nodeguard.cli._errors import ErrorReportingGroup
 from nodeguard.cli.attack import attack
 from nodeguard.cli.certify import certify
 from nodeguard.cli.defend import defend
+from nodeguard.cli.report import report
 from nodeguard.cli.roc import roc
 from nodeguard.cli.security import security
 from nodeguard.cli.sweep import sweep
@@ -54,6 +55,7 @@ app.command("sweep")(sweep)
 app.command("roc")(roc)
 app.command("security")(security)
 app.command("certify")(certify)
+app.command("report")(report)
 app.add_typer(models_cli.app, name="models")
 
 

@@ -22,7 +22,7 @@ from nodeguard.cli._options import (
     TolRangeOption,
     plot_option,
 )
-from nodeguard.cli._output import Output, Picture
+from nodeguard.cli._output import Output, Picture, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.errors import ConfigError
 from nodeguard.intervals import INTERVAL_LABEL, format_rate
@@ -61,6 +61,17 @@ def security(
     eps: Annotated[str, typer.Option("--eps", help="L2 budgets of the robust-accuracy curve.")] = EPS_DEFAULT,
     steps: StepsOption = None,
     binary_steps: BinaryStepsOption = None,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start/--cold-start",
+            help="EOT-CW continues from the CW kappa=0 adversarials (--warm-searches searches over c), "
+            "or starts from the clean images (--binary-steps searches).",
+        ),
+    ] = SECURITY.warm_start,
+    warm_binary_steps: Annotated[
+        int, typer.Option("--warm-searches", help="EOT-CW continued: its searches over c.")
+    ] = SECURITY.warm_binary_steps,
     square: Annotated[
         bool, typer.Option("--square/--no-square", help="Include Square (gradient-free) at each --aa-eps.")
     ] = SECURITY.square,
@@ -125,6 +136,8 @@ def security(
         batch_size=batch_size,
         eps=parse_list(eps, float, "--eps", "0.5,1,2"),
         attack_options={"steps": steps, "binary_steps": binary_steps},
+        warm_start=warm_start,
+        warm_binary_steps=warm_binary_steps,
         square=square,
         square_queries=square_queries,
         square_draws=square_draws,
@@ -168,17 +181,22 @@ def render(console: Console, report: SecurityReport) -> None:
     table = Table(
         title=f"{report.model}: {report.count} test digits, V = {report.votes}, v_min = {report.vmin}{chosen}"
     )
-    for column in ("attacker", "L2 mean", "L2 med", "success", "rejected", "defended", "|margin|"):
+    # rates over their intervals, on two lines, and wrapped labels: legible in 80 columns
+    table.add_column("attacker", justify="left")
+    for column in ("L2 mean", "L2 med", "success", "rejected", "defended", "|margin|"):
         table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("flags", justify="left")
+    flags = row_flags(report)
     for point in report.points:
         table.add_row(
             point.label,
             _fmt(point.mean_l2, ".3f"),
             _fmt(point.median_l2, ".3f"),
-            format_rate(point.success_rate, point.success_rate_ci, ".0%"),
-            format_rate(point.rejected, point.rejected_ci, ".0%"),
-            format_rate(point.defended_success, point.defended_success_ci, ".0%"),
+            rate_cell(point.success_rate, point.success_rate_ci, ".0%"),
+            rate_cell(point.rejected, point.rejected_ci, ".0%"),
+            rate_cell(point.defended_success, point.defended_success_ci, ".0%"),
             _fmt(point.median_abs_margin_8bit, ".1e"),
+            flags.get(point.label, ""),
         )
     console.print(table)
     timed = [f"{point.label} {point.attack_seconds:.0f}" for point in report.points if point.attack_seconds is not None]
@@ -189,7 +207,7 @@ def render(console: Console, report: SecurityReport) -> None:
         f"{format_rate(report.pristine_accepted, report.pristine_accepted_ci)}, accepted with the right class "
         f"{format_rate(report.pristine_accepted_correct, report.pristine_accepted_correct_ci)}"
     )
-    curve = Table(title="robust accuracy against the L2 budget (best attacker per image)")
+    curve = Table(title="robust accuracy against the L2 budget (worst case over attackers per image)")
     columns = ["eps", "defended", "undefended"] + [f"certified s={item.sigma:g}" for item in report.certified]
     for column in columns:
         curve.add_column(column, justify="right")
@@ -212,6 +230,7 @@ def render(console: Console, report: SecurityReport) -> None:
             f"radius {item.max_radius:.2f}"
         )
     render_spread(console, report)
+    render_checks(console, report)
     console.print(
         "success: misclassified alone at tol_train (8-bit); rejected: share of those adversarials the defense "
         "rejects; defended success: misclassified by the vote and accepted, over all attacked images; "
@@ -220,6 +239,48 @@ def render(console: Console, report: SecurityReport) -> None:
     )
     if report.plot:
         console.print(f"security picture: {report.plot}")
+
+
+FLAG_NAMES = {
+    "unconstrained-failure": "unconstrained",
+    "silent-success": "silent",
+    "square-beats-white-box": "square>grad",
+}
+
+
+def row_flags(report: SecurityReport) -> dict[str, str]:
+    """Per attacker label, the indicators that fired on its row, with their counts."""
+    flags: dict[str, list[str]] = {}
+    for item in report.indicators:
+        if item.fired and item.name in FLAG_NAMES:
+            flags.setdefault(item.about, []).append(f"{FLAG_NAMES[item.name]} {item.count}")
+    return {label: ", ".join(names) for label, names in flags.items()}
+
+
+def render_checks(console: Console, report: SecurityReport) -> None:
+    """The evaluation's checks of itself: fired indicators with what to do, optimality, the verdict."""
+    if not report.indicators:
+        return
+    fired = [item for item in report.indicators if item.fired]
+    quiet = sorted({item.name for item in report.indicators} - {item.name for item in fired})
+    console.print("checks of the evaluation (indicators of attack failure, Pintor et al. 2022; AutoAttack's checks):")
+    for item in fired:
+        mark = "UNRELIABLE" if item.unreliable else "expected"
+        console.print(
+            f"  {mark}: {item.name} on {item.about}: {item.count} of {item.total} images "
+            f"{format_rate(item.rate, item.rate_ci, '.0%')}: {item.meaning}. What to do: {item.action}."
+        )
+    if quiet:
+        console.print(f"  silent: {', '.join(quiet)}")
+    table = Table(title="optimality (AttackBench): worst case over all attackers / this one, area over L2 0-E")
+    for column in ("attacker", "undefended", "defended"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for score in report.optimality:
+        table.add_row(score.label, _fmt(score.undefended, ".2f"), _fmt(score.defended, ".2f"))
+    console.print(table)
+    if report.optimality:
+        console.print(f"E = {report.optimality[0].max_eps:g}; n/a: no attacker fooled any image within E")
+    console.print(f"verdict: {report.verdict}")
 
 
 def render_spread(console: Console, report: SecurityReport) -> None:

@@ -34,6 +34,8 @@ class ResolvedAttack:
     batch_size: int
     seed: int
     options: dict[str, Any]
+    # the key of the attack set whose adversarials start this attack (None: the clean images)
+    start: str | None = None
     # the options object these settings were resolved from (checked once, when made);
     # None for settings read back from a saved set (built again from ``options`` on use)
     built_options: Any = field(default=None, compare=False, repr=False)
@@ -53,9 +55,12 @@ class ResolvedAttack:
         return float(getattr(self.attack_options(), "kappa", 0.0))
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings the key hashes (``built_options`` is ``options`` as an object)."""
+        """The settings the key hashes (``built_options`` is ``options`` as an object; ``start``
+        only where set, so sets made before it existed keep their keys)."""
         settings = asdict(self)
         settings.pop("built_options")
+        if settings["start"] is None:
+            del settings["start"]
         return settings
 
     def label(self) -> str:
@@ -83,10 +88,13 @@ class AttackSettings:
         seed: the attack's random seed (plus the batch number per batch).
         options: the attack's own options (e.g. ``steps``, ``kappa``, ``eps``); None
             values are dropped.
+        start: the key (``AttackReport.set``) of an attack set of the same model on the
+            same images whose float adversarials this attack starts from (None: the clean
+            images); only for attacks that take a start (cw, eot-cw).
 
     Raises:
-        ConfigError: an unknown attack or split, a value out of range, or an option the
-            attack does not take or refuses.
+        ConfigError: an unknown attack or split, a value out of range, an option the
+            attack does not take or refuses, or a start for an attack that takes none.
     """
 
     attack: str = "cw"
@@ -97,6 +105,7 @@ class AttackSettings:
     batch_size: int = 100
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    start: str | None = None
     # the attack's options object, built (and so checked) once, in __post_init__
     attack_options: Any = field(init=False, repr=False, compare=False)
 
@@ -112,6 +121,8 @@ class AttackSettings:
             raise unknown_name_error("split", self.split, SPLITS)
         self.options = {key: value for key, value in self.options.items() if value is not None}
         self.attack_options = spec.build_options(self.options)  # unknown or bad options fail here
+        if self.start is not None and not spec.takes_start:
+            raise setting_error("start", f"{self.attack} starts from the clean images only; cw and eot-cw take a start")
 
     @classmethod
     def with_overrides(cls, **overrides: Any) -> AttackSettings:
@@ -139,6 +150,7 @@ class AttackSettings:
             batch_size=self.batch_size,
             seed=self.seed,
             options=asdict(self.attack_options),
+            start=self.start,
             built_options=self.attack_options,
         )
 

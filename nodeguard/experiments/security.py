@@ -25,7 +25,22 @@ from nodeguard.defense.randomization import DefenseSettings, Votes
 from nodeguard.defense.spread import MarginSpread, SpreadSummary, predicted_kappa, predicted_survival, summarize
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.attack_sets import AttackSet, AttackSettings
-from nodeguard.intervals import rate_interval
+from nodeguard.experiments.indicators import (
+    EOT_ATTACKS,
+    GRADIENT_ATTACKS,
+    MINIMAL_ATTACKS,
+    Indicator,
+    Optimality,
+    WorstCase,
+    optimality,
+    randomized_model,
+    silent_success,
+    smallest_per_image,
+    square_beats_white_box,
+    unconstrained_failure,
+    zero_gradient,
+)
+from nodeguard.intervals import format_rate, rate_interval
 
 SURVIVAL_SHARES = (0.5, 0.9)  # the predicted kappa at which these shares survive every vote
 
@@ -40,6 +55,8 @@ class Attacker:
         kappa: its confidence (logits; 0 for the attacks that take none).
         count: images it attacks.
         options: the attack's own options.
+        start: the label of the attacker whose adversarials its search starts from
+            (EOT-CW continues from "cw k=0"); None: the clean images.
     """
 
     label: str
@@ -47,6 +64,7 @@ class Attacker:
     kappa: float
     count: int
     options: dict[str, Any]
+    start: str | None = None
 
     @property
     def settings(self) -> AttackSettings:
@@ -554,3 +572,140 @@ def range_report(judged: JudgedRange) -> RangeReport:
         spreads=[summarize(label, spread) for label, spread in judged.spreads.items()],
         predicted_kappa=judged.predicted_kappa,
     )
+
+
+@dataclass
+class EvaluationCheck:
+    """The security evaluation's checks of itself (:mod:`nodeguard.experiments.indicators`).
+
+    Attributes:
+        indicators: every check, fired or not, in a fixed order.
+        optimality: per minimal-perturbation attacker (CW, EOT-CW), AttackBench's
+            optimality against the worst case over every attacker.
+        worst_case: per image, the smallest adversarial of any attacker, and whose.
+        verdict: one paragraph: robust or not at each budget, against whom, and whether
+            an indicator makes the evaluation unreliable.
+    """
+
+    indicators: list[Indicator]
+    optimality: list[Optimality]
+    worst_case: WorstCase
+    verdict: str
+
+
+def check_evaluation(
+    attacked: Sequence[AttackerSet],
+    judged: JudgedRange,
+    pristine_logits: torch.Tensor,
+    gradient_norms: dict[str, torch.Tensor],
+    budgets: Sequence[float],
+    max_eps: float,
+) -> EvaluationCheck:
+    """The indicators, optimality, worst case per image and verdict of one judged evaluation.
+
+    Args:
+        attacked: the attackers and their attack sets, in order.
+        judged: the same judged by the defense (:func:`judge_attackers`).
+        pristine_logits: (N, V, classes) float32, the defense's logits on the pristine images.
+        gradient_norms: target ("model at tol_train", "randomized model") -> (N,) float32
+            input-gradient norms of the margin at the pristine images
+            (:func:`~nodeguard.experiments.indicators.margin_gradient_norms`).
+        budgets: the L2 budgets the verdict speaks of (AutoAttack-rand's, else the curve's).
+        max_eps: the end E of the optimality integral (L2, pixels in [0, 1]).
+
+    Returns:
+        The ``EvaluationCheck``.
+    """
+    rows = judged.judged
+    indicators = [zero_gradient(norms, target) for target, norms in gradient_norms.items()]
+    for item, row in zip(attacked, rows, strict=True):
+        if item.attacker.attack in MINIMAL_ATTACKS:
+            indicators.append(unconstrained_failure(item.attacker.label, row.fooled_undefended))
+    for item in attacked:
+        indicators.append(silent_success(item.attacker.label, item.attack_set.success, item.attack_set.success_8bit))
+    white_box = [row.l2 for item, row in zip(attacked, rows, strict=True) if item.attacker.attack in GRADIENT_ATTACKS]
+    for item, row in zip(attacked, rows, strict=True):
+        if item.attacker.attack == "square" and item.attacker.options.get("draws", 0) == 0:
+            indicators.append(square_beats_white_box(float(item.attacker.options["eps"]), row.l2, white_box))
+    averaging = [
+        item.attacker.label
+        for item in attacked
+        if item.attacker.attack in EOT_ATTACKS or item.attacker.options.get("draws", 0) > 0
+    ]
+    indicators.append(randomized_model(pristine_logits, averaging))
+
+    undefended = {item.attacker.label: row.l2 for item, row in zip(attacked, rows, strict=True)}
+    defended = {
+        item.attacker.label: torch.where(row.fooled_defended, row.l2, torch.inf)
+        for item, row in zip(attacked, rows, strict=True)
+    }
+    worst_undefended, by_undefended = smallest_per_image(undefended)
+    worst_defended, by_defended = smallest_per_image(defended)
+    # scored: the minimal-perturbation attackers; a fixed-budget one (AutoAttack-rand,
+    # Square) finds no adversarial past its budget, so its area is bounded by it
+    minimal = [item.attacker.label for item in attacked if item.attacker.attack in MINIMAL_ATTACKS]
+    scores = [
+        Optimality(
+            label=label,
+            undefended=optimality(undefended[label], worst_undefended, max_eps),
+            defended=optimality(defended[label], worst_defended, max_eps),
+            max_eps=max_eps,
+        )
+        for label in minimal
+    ]
+    worst = WorstCase(
+        undefended_l2=[float(value) if torch.isfinite(value) else None for value in worst_undefended],
+        undefended_by=by_undefended,
+        defended_l2=[float(value) if torch.isfinite(value) else None for value in worst_defended],
+        defended_by=by_defended,
+    )
+    text = verdict(rows, judged.pristine_ok, budgets, indicators)
+    return EvaluationCheck(indicators=indicators, optimality=scores, worst_case=worst, verdict=text)
+
+
+def verdict(
+    rows: Sequence[JudgedAttack], pristine_ok: torch.Tensor, budgets: Sequence[float], indicators: Sequence[Indicator]
+) -> str:
+    """One paragraph: at each budget, robust (no adversarial within eps is accepted with a
+    wrong class) or not and against whom; then whether any indicator makes it unreliable.
+
+    Args:
+        rows: the judged attackers, each over the same N images.
+        pristine_ok: (N,) bool, each pristine image accepted with its true class.
+        budgets: L2 budgets (pixels in [0, 1]).
+        indicators: the checks of the evaluation.
+    """
+    count = len(pristine_ok)
+    sentences = []
+    for eps in budgets:
+        broken = torch.zeros_like(pristine_ok)
+        by_attacker = []
+        for row in rows:
+            fooled = (row.l2 <= eps) & row.fooled_defended
+            broken |= fooled
+            if fooled.any():
+                by_attacker.append((int(fooled.sum()), row.row.label))
+        kept = int((pristine_ok & ~broken).sum())
+        kept_rate = format_rate(kept / count, rate_interval(kept, count), ".0%")
+        share = f"{kept} of {count} digits kept ({kept_rate})"
+        if not by_attacker:
+            sentences.append(
+                f"At L2 {eps:g}: robust against these attackers (none was accepted with a wrong class); {share}."
+            )
+        else:
+            fooled_most, label = max(by_attacker)
+            sentences.append(
+                f"At L2 {eps:g}: not robust: {label} is accepted with a wrong class on {fooled_most} of {count} "
+                f"digits; {share} against the worst case over attackers."
+            )
+    unreliable = [item for item in indicators if item.unreliable]
+    if unreliable:
+        named = "; ".join(f"{item.name} on {item.about} ({item.count} of {item.total} images)" for item in unreliable)
+        sentences.append(f"The evaluation may be unreliable: {named}.")
+    else:
+        checked = sorted({item.name for item in indicators})
+        sentences.append(
+            f"No indicator makes the evaluation unreliable (checked: {', '.join(checked)}; not checked: incomplete "
+            "optimization, transfer failure)."
+        )
+    return " ".join(sentences)

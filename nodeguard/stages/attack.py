@@ -26,7 +26,7 @@ import torch
 
 from nodeguard.attacks import PinnedTolerance
 from nodeguard.attacks.boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS, finish_on_8bit_grid, refine_floats
-from nodeguard.constants import ATTACK_SHARD_KIND, SUMMARY_FILE
+from nodeguard.constants import ATTACK_SET_KIND, ATTACK_SHARD_KIND, SUMMARY_FILE
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.attack_sets import BATCH_FIELDS, AttackReport, AttackSet, AttackSettings, ResolvedAttack
@@ -37,7 +37,7 @@ from nodeguard.pipeline.remember import remember_tensors
 from nodeguard.pipeline.units import WorkUnits
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import Ranks, current_ranks
-from nodeguard.stages.attack_sets import attack_set_result, export_pngs, summarise
+from nodeguard.stages.attack_sets import attack_set_result, export_pngs, read_attack_set, summarise
 from nodeguard.storage.files import atomic_write_json
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import StoredResult
@@ -64,15 +64,24 @@ def select_samples(model: ImageClassifier, split: ImageSplit, settings: Resolved
 
 
 def attack_one_batch(
-    loaded: LoadedModel, settings: ResolvedAttack, clean: torch.Tensor, labels: torch.Tensor, batch_number: int
+    loaded: LoadedModel,
+    settings: ResolvedAttack,
+    clean: torch.Tensor,
+    labels: torch.Tensor,
+    batch_number: int,
+    starts: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Attack one batch, verify every adversarial alone at tol_attack, move it back to the
-    decision boundary (minimal-perturbation attacks), and finish it on the 8-bit grid."""
+    decision boundary (minimal-perturbation attacks), and finish it on the 8-bit grid.
+
+    ``starts`` (the batch's rows of the start set, (N, C, H, W) in [0, 1]) is where an
+    attack that takes a start begins its search; None: the clean images."""
     started = time.perf_counter()
     tol, spec, options = settings.tol_attack, settings.spec, settings.attack_options()
     pinned = PinnedTolerance(loaded.model, tol).eval()
+    from_start = {} if starts is None else {"starts": starts.to(loaded.device)}
     adversarial = spec.run(
-        pinned, options, clean.to(loaded.device), labels.to(loaded.device), settings.seed + batch_number
+        pinned, options, clean.to(loaded.device), labels.to(loaded.device), settings.seed + batch_number, **from_start
     )
     adversarial = adversarial.detach().clamp(0, 1).cpu()
     found = adversarial.clone()  # the attack's own result: the 8-bit search scales its perturbation
@@ -154,8 +163,43 @@ def join_units(units: dict[Unit, dict[str, Any]]) -> dict[str, Any]:
     return joined
 
 
+def start_points(
+    loaded: LoadedModel, settings: ResolvedAttack, indices: torch.Tensor, start_set: AttackSet | None = None
+) -> torch.Tensor | None:
+    """The float adversarials of the start set (``settings.start``), one per row of ``indices``.
+
+    ``start_set`` is that set where the caller holds it (a model in memory keeps no files);
+    otherwise it is read from the model's result store.
+
+    Returns:
+        (N, C, H, W) float32 in [0, 1] (the clean image where the start attack failed), or
+        None when the attack starts from the clean images.
+
+    Raises:
+        RegistryError: no attack set with that key is saved for the model.
+        ConfigError: the start set attacked other images, or at another tolerance.
+    """
+    if settings.start is None:
+        return None
+    start = start_set
+    if start is None:
+        start = read_attack_set(loaded.results().find(ATTACK_SET_KIND, settings.start))
+    if start is None:
+        raise ConfigError(f"the start set {settings.start} of {loaded.name} is not complete yet")
+    if not torch.equal(start.indices, indices) or start.settings.tol_attack != settings.tol_attack:
+        raise ConfigError(
+            f"the start set {settings.start} attacked other images (or at another tolerance) than this attack"
+        )
+    return start.adversarial
+
+
 def compute_attack_set(
-    loaded: LoadedModel, settings: ResolvedAttack, stored: StoredResult, data_dir: str | None, progress: Progress
+    loaded: LoadedModel,
+    settings: ResolvedAttack,
+    stored: StoredResult,
+    data_dir: str | None,
+    progress: Progress,
+    start_set: AttackSet | None = None,
 ) -> AttackSet:
     """The attack loop, for one process and for W ranks alike (one process is rank 0 of 1).
 
@@ -174,6 +218,7 @@ def compute_attack_set(
     indices = select_samples(loaded.model, split, settings)
     if len(indices) == 0:
         raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")
+    starts = start_points(loaded, settings, indices, start_set)
     work = WorkUnits(stored, ATTACK_SHARD_KIND, indices)
     units = shard_units(len(indices), settings, ranks)
     saved = work.finished()
@@ -192,7 +237,10 @@ def compute_attack_set(
     def attack_unit(unit: Unit) -> dict[str, Any]:
         batch_number, rows = unit
         index = indices[list(rows)]
-        return attack_one_batch(loaded, settings, split.float_images(index), split.labels[index], batch_number)
+        batch_starts = None if starts is None else starts[list(rows)]
+        return attack_one_batch(
+            loaded, settings, split.float_images(index), split.labels[index], batch_number, batch_starts
+        )
 
     def success_so_far(batch: dict[str, Any]) -> dict[str, Any]:
         tally["successes"] += int(batch["success"].sum())
@@ -212,8 +260,12 @@ def make_attack_set(
     loaded: LoadedModel,
     data_dir: str | None = None,
     progress: Progress = SILENT,
+    start_set: AttackSet | None = None,
 ) -> tuple[AttackSet, AttackReport]:
     """The attack set that ``settings`` describe for ``loaded``: found again, finished, or made.
+
+    ``start_set``: the set whose key is ``settings.start``, where the caller holds it (else
+    it is read from the store when needed).
 
     Returns:
         (attack set, its report).
@@ -225,7 +277,7 @@ def make_attack_set(
     resolved = settings.resolve(loaded.tol_train)
     stored = attack_set_result(loaded.results(), resolved)
     payload, reused = remember_tensors(
-        stored, lambda: compute_attack_set(loaded, resolved, stored, data_dir, progress).payload()
+        stored, lambda: compute_attack_set(loaded, resolved, stored, data_dir, progress, start_set).payload()
     )
     attack_set = AttackSet.from_payload(resolved, payload)
     if reused:

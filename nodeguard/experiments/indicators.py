@@ -1,0 +1,306 @@
+"""Checks of the evaluation itself: attack-failure indicators, optimality, the worst case, a verdict.
+
+A security table is only as good as its attacks. Following the Indicators of Attack
+Failure (Pintor et al., "Indicators of Attack Failure: Debugging and Improving
+Optimization of Adversarial Examples", NeurIPS 2022) and AutoAttack's checks (Croce &
+Hein 2020, ``autoattack/checks.py``), each check below looks at what the attacks left
+behind and fires, per image, where the evaluation itself may have failed:
+
+- ``zero-gradient``: the input gradient of the margin (true logit minus the best other)
+  is zero or not finite at a pristine image, on the target a gradient attacker
+  differentiates (the model at tol_train for CW; the randomized model, logits averaged
+  over the attacker's own tolerance draws, for EOT-CW and AutoAttack-rand). Gradient
+  attacks cannot move there: masked gradients.
+- ``unconstrained-failure``: a minimal-perturbation attacker (CW, EOT-CW: no norm bound)
+  failed on an image the model classifies correctly. With no bound every such image has
+  an adversarial, so the attack, not the model, failed there.
+- ``silent-success``: the attack found an adversarial (a float point misclassified alone
+  at tol_train) but the 8-bit image it returned is not one: lost on the 8-bit grid.
+- ``square-beats-white-box``: at an AutoAttack-rand budget eps, Square (gradient-free, on
+  the model) fools an image that no gradient attacker fools within eps. At equal budget
+  a gradient-free attack should not win: gradients are likely masked.
+- ``randomized-model``: the logits of a pristine image change across the defense's own
+  draws. Expected for tolerance randomization; the evaluation then needs an attacker
+  that averages over the randomness (EOT-CW, AutoAttack-rand, Square on the randomized
+  model): it fires as unreliable only when none was run.
+
+Not computed (yet): Pintor et al.'s incomplete optimization (the running best of the
+loss still moving over the last steps) and transfer failure, which need each attack's
+trajectory.
+
+Optimality follows AttackBench (Cinà et al., "AttackBench: Evaluating Gradient-based
+Attacks for Adversarial Examples", AAAI 2025): with ``r_A(eps)`` an attacker's robust
+accuracy curve (share of images it does not fool within L2 eps) and ``r*(eps)`` the worst
+case over every attacker per image, an attacker's optimality over [0, E] is
+``integral r* / integral r_A``, in (0, 1], 1 when it found the smallest adversarial of
+every image. Since ``integral_0^E r(eps) d eps = mean_i min(eps_i, E)`` over the
+per-image smallest L2 ``eps_i`` (inf where none was found), it is computed from those.
+
+Nothing here reads the result store; :mod:`nodeguard.stages.security` passes the judged
+rows in. L2 is over pixels in [0, 1]; margins are in logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from nodeguard.attacks.pinned import classification_margin
+from nodeguard.intervals import rate_interval
+
+GRADIENT_FLOOR = 1e-12  # an input gradient whose L2 norm is at most this counts as zero
+LOGIT_CHANGE = 1e-6  # logits that move by more than this across the draws: a randomized model
+GRADIENT_ATTACKS = ("cw", "eot-cw", "apgd-rand", "fmn", "pgd")
+MINIMAL_ATTACKS = ("cw", "eot-cw")  # no norm bound: every correctly classified image has an adversarial
+EOT_ATTACKS = ("eot-cw", "apgd-rand")  # average over the randomness (and Square with draws)
+
+
+@dataclass
+class Indicator:
+    """One check of the evaluation, on one attacker (or the model), over the attacked images.
+
+    Attributes:
+        name: the check ("zero-gradient", "unconstrained-failure", "silent-success",
+            "square-beats-white-box", "randomized-model").
+        about: what it looked at: an attacker's label, or a target ("model at tol_train",
+            "randomized model").
+        fired: it found at least one image.
+        unreliable: fired, and makes the evaluation unreliable (``randomized-model`` fires
+            as expected, and is unreliable only when no EOT attacker ran).
+        count: images it fired on, of ``total``.
+        total: images it looked at.
+        rate: count / total in [0, 1], with its 95% Clopper–Pearson interval ``rate_ci``.
+        images: rows (positions among the attacked images) it fired on.
+        meaning: one line: what it means.
+        action: one line: what to do.
+    """
+
+    name: str
+    about: str
+    fired: bool
+    unreliable: bool
+    count: int
+    total: int
+    rate: float
+    rate_ci: list[float] | None
+    images: list[int]
+    meaning: str
+    action: str
+
+
+def _indicator(
+    name: str, about: str, mask: torch.Tensor, meaning: str, action: str, unreliable: bool | None = None
+) -> Indicator:
+    count, total = int(mask.sum()), len(mask)
+    fired = count > 0
+    return Indicator(
+        name=name,
+        about=about,
+        fired=fired,
+        unreliable=fired if unreliable is None else unreliable,
+        count=count,
+        total=total,
+        rate=count / total if total else 0.0,
+        rate_ci=rate_interval(count, total),
+        images=[int(row) for row in mask.nonzero().flatten()],
+        meaning=meaning,
+        action=action,
+    )
+
+
+def margin_gradient_norms(
+    logits_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """The L2 norm of each image's input gradient of its margin (true logit minus the best other).
+
+    Args:
+        logits_of: maps (N, C, H, W) images in [0, 1] to (N, classes) logits, differentiably
+            (e.g. a pinned ODE-Net, or the mean over tolerance draws).
+        images: (N, C, H, W) float32 in [0, 1].
+        labels: (N,) int64 true classes.
+
+    Returns:
+        (N,) float32 norms (over pixels); NaN or inf where the gradient is not finite.
+    """
+    inputs = images.detach().clone().requires_grad_(True)
+    margins = classification_margin(logits_of(inputs), labels)
+    (gradient,) = torch.autograd.grad(margins.sum(), inputs, allow_unused=True)
+    if gradient is None:  # the logits do not depend on the input at all
+        return torch.zeros(len(images))
+    norms = gradient.detach().flatten(1).norm(dim=1)
+    finite = torch.isfinite(gradient.detach().flatten(1)).all(1)
+    return torch.where(finite, norms, torch.full_like(norms, float("nan")))
+
+
+def zero_gradient(norms: torch.Tensor, about: str) -> Indicator:
+    """Fires where an input gradient is zero (norm <= GRADIENT_FLOOR) or not finite.
+
+    Args:
+        norms: (N,) float32 from :func:`margin_gradient_norms`.
+        about: the target the gradient was taken through.
+    """
+    broken = ~torch.isfinite(norms) | (norms <= GRADIENT_FLOOR)
+    return _indicator(
+        "zero-gradient",
+        about,
+        broken,
+        "the input gradient is zero or not finite there: a gradient attack cannot move (masked gradients)",
+        "trust the gradient-free rows (Square) there; attack a differentiable surrogate (BPDA) of the model",
+    )
+
+
+def unconstrained_failure(label: str, fooled: torch.Tensor) -> Indicator:
+    """Fires where a minimal-perturbation attacker (no norm bound) failed on a correctly classified image.
+
+    Args:
+        label: the attacker.
+        fooled: (N,) bool, its 8-bit adversarial fools the model (every attacked image is
+            classified correctly alone at tol_train).
+    """
+    return _indicator(
+        "unconstrained-failure",
+        label,
+        ~fooled,
+        "with no norm bound every such image has an adversarial: the attack failed, not the model",
+        "raise its steps and searches over c, or check the gradients (zero-gradient)",
+    )
+
+
+def silent_success(label: str, success_float: torch.Tensor, success_8bit: torch.Tensor) -> Indicator:
+    """Fires where the attack found a float adversarial whose returned 8-bit image is not one.
+
+    Args:
+        label: the attacker.
+        success_float: (N,) bool, the float adversarial is misclassified alone at tol_train.
+        success_8bit: (N,) bool, its 8-bit image is.
+    """
+    return _indicator(
+        "silent-success",
+        label,
+        success_float & ~success_8bit,
+        "the attack found an adversarial but the 8-bit image it returned is not one (lost on the grid)",
+        "count it as a failure of the attack, not as robustness; raise kappa so adversarials survive rounding",
+    )
+
+
+def square_beats_white_box(
+    eps: float, square_l2: torch.Tensor, white_box_l2: Sequence[torch.Tensor], slack: float = 1e-3
+) -> Indicator:
+    """AutoAttack's check at budget eps: Square fools an image no gradient attacker fools within eps.
+
+    Args:
+        eps: the L2 budget (pixels in [0, 1]).
+        square_l2: (N,) float32, L2 of Square's 8-bit adversarial on the model at that
+            budget (inf where it failed).
+        white_box_l2: per gradient attacker, (N,) float32 L2 of its 8-bit adversarial
+            (inf where it failed).
+        slack: L2 allowed past eps for the 8-bit rounding of a budgeted attack.
+    """
+    within = eps + slack
+    white = torch.zeros(len(square_l2), dtype=torch.bool)
+    for l2 in white_box_l2:
+        white |= l2 <= within
+    return _indicator(
+        "square-beats-white-box",
+        f"square e={eps:g}",
+        (square_l2 <= within) & ~white,
+        "a gradient-free attack fools images the gradient attackers do not at the same budget: masked gradients",
+        "read the robust accuracy from the worst case over every attacker (it includes Square); check zero-gradient",
+    )
+
+
+def randomized_model(pristine_logits: torch.Tensor, eot_attackers: Sequence[str]) -> Indicator:
+    """Fires where a pristine image's logits change across the defense's draws; unreliable only
+    when no attacker averaged over the randomness.
+
+    Args:
+        pristine_logits: (N, V, classes) float32 logits of the defense's V draws per image.
+        eot_attackers: labels of the attackers run that average over the draws.
+    """
+    spread = (pristine_logits.amax(1) - pristine_logits.amin(1)).amax(1)
+    moving = spread > LOGIT_CHANGE
+    who = ", ".join(eot_attackers) if eot_attackers else "none"
+    return _indicator(
+        "randomized-model",
+        "randomized model",
+        moving,
+        f"the defense's draws change the logits (expected here): only attackers that average over them count; "
+        f"run: {who}",
+        "keep an EOT attacker in the evaluation (EOT-CW, AutoAttack-rand, Square with --square-draws)",
+        unreliable=bool(moving.any()) and not eot_attackers,
+    )
+
+
+@dataclass
+class Optimality:
+    """One attacker's optimality (AttackBench, Cinà et al. 2025) over [0, E] (see the module docstring).
+
+    Attributes:
+        label: the attacker.
+        undefended: integral of the worst-case robust accuracy over its own, against the
+            undefended model, in (0, 1] (None: the attacker fooled no image and the
+            worst case none either).
+        defended: the same with adversarials that fool the vote (misclassified and accepted).
+        max_eps: E, the end of the integral (L2, pixels in [0, 1]).
+    """
+
+    label: str
+    undefended: float | None
+    defended: float | None
+    max_eps: float
+
+
+def optimality(own_l2: torch.Tensor, worst_l2: torch.Tensor, max_eps: float) -> float | None:
+    """``mean min(worst_l2, E) / mean min(own_l2, E)``: AttackBench's optimality of one attacker.
+
+    Args:
+        own_l2: (N,) float32, the attacker's L2 per image (inf where it failed).
+        worst_l2: (N,) float32, the smallest L2 per image over every attacker (inf: none).
+        max_eps: E > 0.
+
+    Returns:
+        In (0, 1]; None when no attacker found anything below E (both integrals are N * E:
+        nothing to compare).
+    """
+    own = own_l2.clamp(max=max_eps).mean()
+    worst = worst_l2.clamp(max=max_eps).mean()
+    if float(worst) >= max_eps:
+        return None
+    return float(worst / own)
+
+
+@dataclass
+class WorstCase:
+    """Per attacked image, the smallest adversarial any attacker found, and whose.
+
+    Attributes:
+        undefended_l2: per image, the smallest L2 of an adversarial that fools the model
+            alone at tol_train (None: none found).
+        undefended_by: the attacker that found it (None: none).
+        defended_l2: the smallest L2 of an adversarial misclassified and accepted by the vote.
+        defended_by: its attacker.
+    """
+
+    undefended_l2: list[float | None] = field(default_factory=list)
+    undefended_by: list[str | None] = field(default_factory=list)
+    defended_l2: list[float | None] = field(default_factory=list)
+    defended_by: list[str | None] = field(default_factory=list)
+
+
+def smallest_per_image(l2_by_attacker: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str | None]]:
+    """Per image, the smallest L2 over attackers and the attacker that has it.
+
+    Args:
+        l2_by_attacker: label -> (N,) float32 L2 (inf where that attacker failed).
+
+    Returns:
+        ((N,) float32 smallest L2, inf where none; the label per image, None where none).
+    """
+    labels = list(l2_by_attacker)
+    stacked = torch.stack([l2_by_attacker[label] for label in labels])
+    smallest, which = stacked.min(0)
+    pairs = zip(smallest, which, strict=True)
+    owners = [labels[int(index)] if torch.isfinite(value) else None for value, index in pairs]
+    return smallest, owners

@@ -1,0 +1,161 @@
+"""A model card in RobustBench's field names, plus what a randomized, rejecting model needs.
+
+RobustBench's ``model_info/*.json`` (Croce et al., "RobustBench", NeurIPS 2021 Datasets
+and Benchmarks) holds ``name``, ``link``, ``authors``, ``additional_data``,
+``number_forward_passes``, ``dataset``, ``venue``, ``architecture``, ``eps``,
+``clean_acc``, ``reported``, ``autoattack_acc``, ``external``, ``unreliable`` and
+``footnote``; accuracies there are percent strings. RobustBench takes deterministic models
+only; tolerance randomization (Carrara et al., ICPR 2021 workshops) votes over V random
+solver tolerances and rejects on disagreement, so the card adds a ``defense`` block
+(votes, v_min, tolerance range, draws) and an ``evaluation`` block (every rate in [0, 1]
+with its 95% Clopper–Pearson interval: pristine accepted, per attacker rejected and
+defended success, robust accuracy per L2 budget defended and undefended, the ROC's AUCs,
+the fired indicators and the verdict). The schema is ``model_card.schema.json`` beside
+this module (:data:`SCHEMA_PATH`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nodeguard.stages.report import ModelReport
+
+SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
+CARD_VERSION = 1
+
+
+def _rate(value: float | None, interval: list[float] | None) -> dict[str, Any] | None:
+    return None if value is None else {"rate": value, "ci95": interval}
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{100 * value:.2f}"
+
+
+def model_card(report: ModelReport) -> dict[str, Any]:
+    """The JSON model card of a gathered report (see the module docstring).
+
+    Args:
+        report: from :func:`nodeguard.stages.report.gather_report`.
+
+    Returns:
+        A JSON-ready dict that validates against ``model_card.schema.json``.
+    """
+    model = report.config.get("model", {})
+    error = report.metrics.get("test_error")
+    security = report.security[0] if report.security else None
+    card: dict[str, Any] = {
+        "card_version": CARD_VERSION,
+        "name": report.model,
+        "link": None,
+        "authors": None,
+        "venue": None,
+        "additional_data": False,
+        "dataset": report.config.get("dataset"),
+        "architecture": model.get("arch"),
+        "threat_model": "L2",
+        "clean_acc": _percent(None if error is None else 1 - error),
+        "reported": None,
+        "autoattack_acc": None,
+        "eps": None,
+        "external": None,
+        "unreliable": None,
+        "footnote": None,
+        "number_forward_passes": None,
+        "tol_train": report.metrics.get("tol_train", model.get("tol")),
+        "versions": report.versions,
+        "device": report.device,
+        "defense": None,
+        "evaluation": None,
+    }
+    if security is not None:
+        values, settings = security.report, security.settings
+        budgets = list(settings.get("autoattack_eps") or [])
+        curve = {point.eps: point for point in values.curve}
+        largest = max(budgets) if budgets else None
+        if largest is not None and largest in curve:
+            card["eps"] = f"{largest:g}"
+            card["autoattack_acc"] = _percent(curve[largest].robust_accuracy_defended)
+        fired = [item for item in values.indicators if item.fired]
+        card["unreliable"] = any(item.unreliable for item in values.indicators)
+        card["footnote"] = values.verdict or None
+        card["number_forward_passes"] = values.votes
+        card["defense"] = {
+            "method": "tolerance randomization (Carrara et al., ICPR 2021 workshops)",
+            "votes": values.votes,
+            "vmin": values.vmin,
+            "tol_range": values.tol_range,
+            "draws": values.draws,
+            "eot_draws": settings.get("eot_draws"),
+        }
+        card["evaluation"] = {
+            "count": values.count,
+            "command": security.command,
+            "pristine_accepted": _rate(values.pristine_accepted, values.pristine_accepted_ci),
+            "pristine_accepted_correct": _rate(values.pristine_accepted_correct, values.pristine_accepted_correct_ci),
+            "attackers": [
+                {
+                    "label": row.label,
+                    "attack": row.attack,
+                    "kappa": row.kappa,
+                    "success": _rate(row.success_rate, row.success_rate_ci),
+                    "rejected": _rate(row.rejected, row.rejected_ci),
+                    "defended_success": _rate(row.defended_success, row.defended_success_ci),
+                    "median_l2": row.median_l2,
+                }
+                for row in values.points
+            ],
+            "robust_accuracy": [
+                {
+                    "eps": point.eps,
+                    "defended": _rate(point.robust_accuracy_defended, point.robust_accuracy_defended_ci),
+                    "undefended": _rate(point.robust_accuracy_undefended, point.robust_accuracy_undefended_ci),
+                }
+                for point in values.curve
+            ],
+            "certified_accuracy": [
+                {
+                    "sigma": item.sigma,
+                    "model": item.model,
+                    "curve": [
+                        {"radius": point.radius, **(_rate(point.certified_accuracy, point.certified_accuracy_ci) or {})}
+                        for point in item.curve
+                    ],
+                }
+                for item in values.certified
+            ],
+            "indicators_fired": [
+                {"name": item.name, "about": item.about, "count": item.count, "total": item.total} for item in fired
+            ],
+            "optimality": [
+                {"label": score.label, "undefended": score.undefended, "defended": score.defended}
+                for score in values.optimality
+            ],
+            "verdict": values.verdict,
+        }
+    if report.roc is not None:
+        card["roc"] = {
+            "command": report.roc_command,
+            "pristine": report.roc.pristine,
+            "adversarial": report.roc.adversarial,
+            "draws": report.roc.draws,
+            "curves": [
+                {
+                    "votes": curve.votes,
+                    "auc": curve.auc,
+                    "rejected_at_vmin_v_minus_1": _rate(*_at_last_vmin(curve)),
+                }
+                for curve in report.roc.curves
+            ],
+        }
+    return card
+
+
+def _at_last_vmin(curve: Any) -> tuple[float | None, list[float] | None]:
+    """The share of adversarials rejected at v_min = V - 1 (1 - fpr), and its interval."""
+    point = next((item for item in curve.points if item.vmin == curve.votes - 1), None)
+    if point is None:
+        return None, None
+    interval = None if point.fpr_ci is None else [1 - point.fpr_ci[1], 1 - point.fpr_ci[0]]
+    return 1 - point.fpr, interval

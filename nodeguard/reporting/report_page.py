@@ -1,0 +1,223 @@
+"""One self-contained HTML page of a gathered model report: tables, pictures, flags, verdict, commands.
+
+The pictures are drawn by :mod:`nodeguard.reporting.plots` and
+:mod:`nodeguard.reporting.security_plots` and embedded as base64 PNGs, so the page is
+one file to attach. Every figure sits beside the ``nodeguard`` command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nodeguard.intervals import INTERVAL_LABEL, format_rate
+from nodeguard.reporting.plots import plot_roc
+from nodeguard.reporting.security_plots import plot_security
+from nodeguard.stages.report import ModelReport
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+pre { background: #f4f4f4; padding: 0.6em; white-space: pre-wrap; word-break: break-all; font-size: 0.85em; }
+.verdict { background: #eef5ff; border-left: 4px solid #36c; padding: 0.6em 1em; }
+.unreliable { color: #b00; font-weight: bold; } .expected { color: #666; } .ok { color: #070; }
+img { max-width: 100%; border: 1px solid #ddd; }
+"""
+
+
+def _escape(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{_escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _command(text: str | None) -> str:
+    return f"<pre>{_escape(text)}</pre>" if text else ""
+
+
+def _picture(draw: Callable[[Any, Path], None], report: Any, alt: str) -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "picture.png"
+        draw(report, path)
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{_escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _training(report: ModelReport) -> str:
+    training = report.config.get("training", {})
+    metrics = report.metrics
+    error = metrics.get("test_error")
+    rows = [
+        ["data set", report.config.get("dataset")],
+        ["architecture", report.config.get("model", {}).get("arch")],
+        ["tol_train", metrics.get("tol_train")],
+        ["test error", "n/a" if error is None else f"{error:.1%}"],
+        ["epochs", metrics.get("epochs")],
+        ["NFE per forward", metrics.get("nfe")],
+        ["training seed", training.get("seed")],
+        ["training time (s)", _number(metrics.get("seconds"), ".0f")],
+    ]
+    seed = training.get("seed", 0)
+    command = f"nodeguard train {report.config.get('dataset')} --seed {seed}"
+    return "<h2>Training</h2>" + _table(["setting", "value"], rows) + _command(command)
+
+
+def _roc(report: ModelReport) -> str:
+    if report.roc is None:
+        return ""
+    roc = report.roc
+    rows = []
+    for curve in roc.curves:
+        point = next(item for item in curve.points if item.vmin == curve.votes - 1)
+        interval = None if point.fpr_ci is None else [1 - point.fpr_ci[1], 1 - point.fpr_ci[0]]
+        accepted = format_rate(point.tpr, point.tpr_ci)
+        rows.append([curve.votes, f"{curve.auc:.3f}", curve.votes - 1, format_rate(1 - point.fpr, interval), accepted])
+    text = (
+        f"<h2>Detection: the defense's ROC</h2><p>{roc.pristine} pristine digits, {roc.adversarial} adversarials "
+        f"of attack set {_escape(roc.set)}; draws: {_escape(roc.draws)}.</p>"
+    )
+    header = ["V", "AUC", "v_min", "adversarials rejected", "pristine accepted"]
+    return text + _table(header, rows) + _picture(plot_roc, roc, "ROC") + _command(report.roc_command)
+
+
+def _security(report: ModelReport) -> str:
+    if not report.security:
+        return ""
+    stored = report.security[0]
+    values = stored.report
+    flags: dict[str, list[str]] = {}
+    for item in values.indicators:
+        if item.fired and item.about in {row.label for row in values.points}:
+            flags.setdefault(item.about, []).append(f"{item.name} ({item.count})")
+    rows = [
+        [
+            row.label,
+            _number(row.median_l2, ".3f"),
+            format_rate(row.success_rate, row.success_rate_ci, ".0%"),
+            format_rate(row.rejected, row.rejected_ci, ".0%"),
+            format_rate(row.defended_success, row.defended_success_ci, ".0%"),
+            _number(row.attack_seconds, ".0f"),
+            ", ".join(flags.get(row.label, [])),
+        ]
+        for row in values.points
+    ]
+    header = ["attacker", "median L2", "success", "rejected", "defended success", "seconds", "flags"]
+    parts = [
+        "<h2>Security: attackers who know more</h2>",
+        f"<p>{values.count} test digits; V = {values.votes}, v_min = {values.vmin}; range "
+        f"[{values.tol_range[0]:g}, {values.tol_range[1]:g}]; draws: {_escape(values.draws)}; pristine accepted "
+        f"{_escape(format_rate(values.pristine_accepted, values.pristine_accepted_ci))}.</p>",
+        _table(header, rows),
+        _command(stored.command),
+        "<h3>Robust accuracy (worst case over attackers per image)</h3>",
+        _table(
+            ["L2 budget", "defended", "undefended"],
+            [
+                [
+                    f"{point.eps:g}",
+                    format_rate(point.robust_accuracy_defended, point.robust_accuracy_defended_ci, ".0%"),
+                    format_rate(point.robust_accuracy_undefended, point.robust_accuracy_undefended_ci, ".0%"),
+                ]
+                for point in values.curve
+            ],
+        ),
+        _picture(plot_security, values, "security"),
+        "<h3>Checks of the evaluation</h3>",
+        _indicators(values),
+        "<h3>Optimality (AttackBench)</h3>",
+        _table(
+            ["attacker", "undefended", "defended"],
+            [
+                [item.label, _number(item.undefended, ".2f"), _number(item.defended, ".2f")]
+                for item in values.optimality
+            ],
+        ),
+        f'<p class="verdict"><b>Verdict.</b> {_escape(values.verdict)}</p>',
+    ]
+    others = report.security[1:]
+    if others:
+        parts.append("<p>Other stored security reports: " + ", ".join(_escape(item.key) for item in others) + "</p>")
+    return "".join(parts)
+
+
+def _indicators(values: Any) -> str:
+    if not values.indicators:
+        return "<p>This report was stored before nodeguard checked its evaluations: rerun the command above.</p>"
+    items = []
+    for item in values.indicators:
+        if item.fired:
+            kind = "unreliable" if item.unreliable else "expected"
+            word = "UNRELIABLE" if item.unreliable else "expected"
+            items.append(
+                f'<li><span class="{kind}">{word}</span>: {_escape(item.name)} on {_escape(item.about)}: '
+                f"{item.count} of {item.total} images. {_escape(item.meaning)}. "
+                f"What to do: {_escape(item.action)}.</li>"
+            )
+    quiet = sorted({item.name for item in values.indicators if not item.fired})
+    if quiet:
+        items.append(f'<li><span class="ok">silent</span>: {_escape(", ".join(quiet))}</li>')
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def _attacks(report: ModelReport) -> str:
+    if not report.attacks:
+        return ""
+    rows = []
+    for item in report.attacks:
+        summary = item.summary
+        rows.append(
+            [
+                summary.get("attack"),
+                summary.get("count"),
+                format_rate(summary.get("success_rate_8bit"), summary.get("success_rate_8bit_ci")),
+                _number(summary.get("mean_l2_8bit"), ".3f"),
+                _number(summary.get("seconds"), ".0f"),
+                item.command,
+            ]
+        )
+    header = ["attack", "images", "success (8-bit)", "mean L2", "seconds", "command"]
+    return "<h2>Stored attack sets</h2>" + _table(header, rows)
+
+
+def report_page(report: ModelReport) -> str:
+    """The whole HTML page of a gathered report (one string, pictures embedded).
+
+    Args:
+        report: from :func:`nodeguard.stages.report.gather_report`.
+
+    Returns:
+        A complete HTML5 document.
+    """
+    versions = ", ".join(f"{name} {value}" for name, value in report.versions.items())
+    missing = "".join(f"<li>{_escape(line)}</li>" for line in report.missing)
+    body = [
+        f"<h1>nodeguard report: {_escape(report.model)}</h1>",
+        "<p>Tolerance randomization (Carrara, Caldelli, Falchi, Amato, ICPR 2021 workshops) on a Neural ODE "
+        f"classifier. Rates carry {INTERVAL_LABEL}; L2 is over pixels in [0, 1].</p>",
+        f"<p>Written by {_escape(versions)} on {_escape(report.device)}.</p>",
+        _training(report),
+        _roc(report),
+        _security(report),
+        _attacks(report),
+        f"<h2>Not stored yet</h2><ul>{missing}</ul>" if missing else "",
+    ]
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>nodeguard report: {_escape(report.model)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(body)}</body></html>"
+    )

@@ -1,0 +1,280 @@
+"""One report of a model: what the result store holds for it, gathered with the commands that made it.
+
+:func:`gather_report` reads a registered model's training record, its stored attack sets
+(their summaries) and security reports, and draws the defense's ROC over its largest
+stored FMN or CW attack set (votes are reused from the store, or drawn when missing: the
+cheap part, about a minute per 1000 digits on 2 CPU cores; no attack is run). Each figure
+carries the ``nodeguard`` command that reproduces it. :mod:`nodeguard.reporting.report_page`
+writes it as one HTML page, :mod:`nodeguard.reporting.model_card` as a JSON model card.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from nodeguard.attacks import ATTACKS
+from nodeguard.constants import ATTACK_SET_KIND, RESULT_JSON, SECURITY_KIND, SUMMARY_FILE, __version__
+from nodeguard.progress import SILENT, Progress
+from nodeguard.stages.roc import RocReport, RocSettings, run_roc
+from nodeguard.stages.security import SecurityReport
+from nodeguard.storage.files import read_json
+from nodeguard.storage.registry import Registry
+
+ROC_ATTACKS = ("fmn", "cw")  # the minimal attacks whose sets the ROC is drawn over, preferred first
+DEFAULT_ROC_VOTES = (5, 10, 15, 20)
+
+
+@dataclass
+class StoredAttack:
+    """One stored attack set: its summary (``AttackReport`` as saved) and the command that makes it."""
+
+    key: str
+    summary: dict[str, Any]
+    command: str
+
+
+@dataclass
+class StoredSecurity:
+    """One stored security report, the settings that made it, and the command that makes it again."""
+
+    key: str
+    report: SecurityReport
+    settings: dict[str, Any]
+    command: str
+
+
+@dataclass
+class ModelReport:
+    """Everything stored for one model, with the commands that reproduce each figure.
+
+    Attributes:
+        model: the model's name.
+        config: its config.yaml (architecture, training settings, data set).
+        metrics: its metrics.json (test error in [0, 1], tol_train, NFE, training seconds).
+        attacks: the stored attack sets, largest first.
+        roc: the defense's ROC over the largest FMN/CW attack set (None: no such set).
+        roc_command: the command that draws it.
+        security: the stored security reports, the largest (then latest) first.
+        versions: nodeguard, torch, Python and the platform that wrote this report.
+        device: the processor this report was written on.
+        missing: what is not stored yet, each with the command that makes it.
+    """
+
+    model: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    attacks: list[StoredAttack]
+    roc: RocReport | None
+    roc_command: str | None
+    security: list[StoredSecurity]
+    versions: dict[str, str]
+    device: str
+    missing: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:  # pragma: no cover
+        return "not installed"
+
+
+def versions() -> dict[str, str]:
+    """The versions that shape the figures: nodeguard, torch, torchdiffeq, Python, the OS."""
+    return {
+        "nodeguard": __version__,
+        "torch": _package_version("torch"),
+        "torchdiffeq": _package_version("torchdiffeq"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def processor() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), else the platform's word."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def attack_command(model: str, settings: dict[str, Any]) -> str:
+    """The ``nodeguard attack`` command that makes an attack set with these resolved settings
+    (a set continued from another is made by ``nodeguard security``, which says so)."""
+    if settings.get("start"):
+        return f"made by nodeguard security, continued from attack set {settings['start']}"
+    parts = ["nodeguard attack", settings["attack"], "--model", model, "--count", str(settings["count"])]
+    parts += ["--tol-attack", f"{settings['tol_attack']:g}", "--seed", str(settings["seed"])]
+    if settings.get("split", "test") != "test":
+        parts += ["--split", settings["split"]]
+    defaults = ATTACKS.get(settings["attack"]).resolve_options({})
+    for name, value in settings.get("options", {}).items():
+        if name in ("tol_low", "tol_high") or value == defaults.get(name):
+            continue
+        parts += [_flag(name), f"{value:g}" if isinstance(value, float) else str(value)]
+    if "tol_low" in settings.get("options", {}):
+        parts += ["--tol-range", f"{settings['options']['tol_low']:g},{settings['options']['tol_high']:g}"]
+    return " ".join(parts)
+
+
+def _listed(values: list[float]) -> str:
+    return ",".join(f"{value:g}" for value in values) if values else "''"
+
+
+def security_command(model: str, settings: dict[str, Any]) -> str:
+    """The ``nodeguard security`` command of a stored security report's settings."""
+    parts = ["nodeguard security --model", model, "--count", str(settings["count"])]
+    if settings.get("seed") is not None:
+        parts += ["--seed", str(settings["seed"])]
+    parts += ["--votes", str(settings["votes"])]
+    if settings.get("vmin") is not None:
+        parts += ["--vmin", str(settings["vmin"])]
+    parts += ["--kappas", _listed(settings["kappas"]), "--aa-eps", _listed(settings["autoattack_eps"])]
+    parts += ["--aa-steps", str(settings["autoattack_steps"]), "--aa-eot-iter", str(settings["autoattack_eot_iter"])]
+    parts += [] if settings.get("eot", True) else ["--no-eot"]
+    parts += ["--draws", str(settings["eot_draws"])] if settings.get("eot", True) else []
+    if settings.get("square", True):
+        parts += ["--square-queries", str(settings["square_queries"]), "--square-draws", str(settings["square_draws"])]
+    else:
+        parts += ["--no-square"]
+    parts += [] if settings.get("warm_start", True) else ["--cold-start"]
+    options = settings.get("attack_options", {})
+    for name in ("steps", "binary_steps"):
+        if name in options:
+            parts += [_flag(name), str(options[name])]
+    parts += ["--tol-range", f"{settings['tol_low']:g},{settings['tol_high']:g}", "--eps", _listed(settings["eps"])]
+    return " ".join(parts)
+
+
+def roc_command(model: str, settings: RocSettings) -> str:
+    """The ``nodeguard roc`` command of these ROC settings."""
+    parts = ["nodeguard roc --model", model, "--count", str(settings.count), "--attack", settings.attack]
+    parts += ["--votes", ",".join(str(votes) for votes in settings.votes)]
+    parts += [] if settings.seed is None else ["--seed", str(settings.seed)]
+    parts += ["--tol-range", f"{settings.tol_low:g},{settings.tol_high:g}"]
+    defaults = ATTACKS.get(settings.attack).resolve_options({})
+    for name, value in settings.attack_options.items():
+        if value != defaults.get(name):  # only what differs from the attack's defaults
+            parts += [_flag(name), f"{value:g}" if isinstance(value, float) else str(value)]
+    return " ".join(parts)
+
+
+def _stored(registry: Registry, model: str, kind: str) -> list[tuple[str, dict[str, Any], float]]:
+    """(key, saved JSON or summary, modification time) of each finished result of a kind."""
+    folder = registry.results_dir(model) / kind
+    found = []
+    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+        name = RESULT_JSON if kind == SECURITY_KIND else SUMMARY_FILE
+        saved = path / name
+        if saved.is_file():
+            found.append((path.name, read_json(saved), saved.stat().st_mtime))
+    return found
+
+
+def _roc_settings(attack: dict[str, Any], seed: int | None) -> RocSettings:
+    """The ROC settings whose attack set is the stored one with these resolved settings."""
+    options = {key: value for key, value in attack["options"].items()}
+    return RocSettings(
+        votes=DEFAULT_ROC_VOTES, count=attack["count"], seed=seed, attack=attack["attack"], attack_options=options
+    )
+
+
+def _same(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    return json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def gather_report(
+    model: str | None = None,
+    registry: Registry | None = None,
+    roc_seed: int | None = None,
+    roc: bool = True,
+    device: str = "auto",
+    progress: Progress = SILENT,
+) -> ModelReport:
+    """Everything stored for a model, and the ROC over its largest FMN/CW attack set.
+
+    Args:
+        model: a registered model; None means the most recently trained one.
+        registry: None means ``Registry()`` at the default cache root.
+        roc_seed: the defense's public seed for the ROC's draws (None: the installation's
+            secret draws); the same seed as ``nodeguard roc --seed`` reuses its votes.
+        roc: draw the ROC (False: leave it out).
+        device: "auto", "cpu" or "cuda", for the ROC's votes.
+        progress: receives log lines and progress.
+
+    Returns:
+        The ``ModelReport``.
+
+    Raises:
+        ModelNotFoundError: ``model`` is not registered (or None and none is ready).
+        RegistryError: the model's files are damaged.
+    """
+    registry = registry or Registry()
+    name = registry.resolve(model)
+    config = registry.read_config(name)
+    metrics = registry.read_json(name, "metrics.json", default={}) or {}
+    attacks = []
+    for key, summary, _ in _stored(registry, name, ATTACK_SET_KIND):
+        settings = summary.get("settings", {})
+        if settings:
+            attacks.append(StoredAttack(key, summary, attack_command(name, settings)))
+    attacks.sort(key=lambda item: (-item.summary.get("count", 0), item.key))
+    security = []
+    for key, saved, _modified in sorted(_stored(registry, name, SECURITY_KIND), key=lambda item: -item[2]):
+        if isinstance(saved, dict) and "values" in saved and "settings" in saved:
+            report = SecurityReport.from_dict(saved["values"])
+            security.append(StoredSecurity(key, report, saved["settings"], security_command(name, saved["settings"])))
+    security.sort(key=lambda item: -item.report.count)  # stable: the latest first among equal counts
+    missing = []
+    roc_report, roc_text = None, None
+    tol_train = float(metrics.get("tol_train") or config.get("model", {}).get("tol", 0.0) or 0.0)
+    candidates = [
+        (item, settings)
+        for item in attacks
+        if item.summary.get("attack") in ROC_ATTACKS
+        for settings in [_roc_settings(item.summary["settings"], roc_seed)]
+        if tol_train > 0 and _same(settings.attack_settings().resolve(tol_train).as_dict(), item.summary["settings"])
+    ]
+    candidates.sort(key=lambda pair: (-pair[0].summary["count"], ROC_ATTACKS.index(pair[0].summary["attack"])))
+    if roc and candidates:
+        settings = candidates[0][1]
+        roc_report = run_roc(settings, model=name, registry=registry, device=device, progress=progress)
+        roc_text = roc_command(name, settings)
+    elif roc:
+        missing.append(
+            f"ROC: no FMN or CW attack set that `nodeguard roc` reads; make one: nodeguard roc --model {name} "
+            "--count 1000 --attack fmn"
+        )
+    if not security:
+        missing.append(
+            f"security: none stored yet; the README's table: nodeguard security --model {name} --count 100 "
+            "--aa-steps 20 --aa-eot-iter 5"
+        )
+    return ModelReport(
+        model=name,
+        config=json.loads(json.dumps(config, default=str)),
+        metrics={key: value for key, value in metrics.items() if key != "history"},
+        attacks=attacks,
+        roc=roc_report,
+        roc_command=roc_text,
+        security=security,
+        versions=versions(),
+        device=processor(),
+        missing=missing,
+    )

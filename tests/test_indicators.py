@@ -1,0 +1,142 @@
+"""The evaluation's checks of itself: each indicator fires where it is built to, and only there."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nodeguard.data.datasets import load_dataset
+from nodeguard.experiments.indicators import (
+    margin_gradient_norms,
+    optimality,
+    randomized_model,
+    silent_success,
+    smallest_per_image,
+    square_beats_white_box,
+    unconstrained_failure,
+    zero_gradient,
+)
+from nodeguard.experiments.security import JudgedAttack, SecurityRow, verdict
+from nodeguard.models.loading import load_model
+from nodeguard.stages.in_memory import evaluate_in_memory
+from nodeguard.stages.roc import RocSettings
+from nodeguard.stages.security import SecuritySettings
+
+INF = math.inf
+
+
+def test_each_indicator_fires_exactly_on_the_images_built_to_fire():
+    norms = torch.tensor([1.0, 0.0, float("nan"), 1e-13, float("inf")])
+    assert zero_gradient(norms, "model").images == [1, 2, 3, 4]
+    assert not zero_gradient(torch.tensor([0.5, 2.0]), "model").fired
+
+    fooled = torch.tensor([True, False, True])
+    failure = unconstrained_failure("cw k=0", fooled)
+    assert failure.images == [1] and failure.unreliable and failure.count == 1 and failure.total == 3
+    low, high = failure.rate_ci
+    assert low <= failure.rate == 1 / 3 <= high
+
+    silent = silent_success("cw k=0", torch.tensor([True, True, False]), torch.tensor([True, False, False]))
+    assert silent.images == [1]
+
+    square = torch.tensor([0.9, 1.4, INF, 1.5005, 1.6])
+    white = [torch.tensor([0.5, INF, INF, INF, INF]), torch.tensor([INF, INF, 1.0, INF, INF])]
+    beaten = square_beats_white_box(1.5, square, white)
+    # image 0: a gradient attacker fooled it too; 1 and 3 (8-bit rounding past eps): Square alone; 4: beyond eps
+    assert beaten.images == [1, 3] and beaten.about == "square e=1.5"
+
+
+def test_a_randomized_model_is_expected_and_unreliable_only_without_an_eot_attacker():
+    steady = torch.ones(4, 5, 10)
+    assert not randomized_model(steady, ["eot-cw d=4"]).fired
+    moving = steady.clone()
+    moving[2, 3, 1] += 0.1
+    expected = randomized_model(moving, ["eot-cw d=4"])
+    assert expected.fired and expected.images == [2] and not expected.unreliable
+    assert randomized_model(moving, []).unreliable
+
+
+def test_optimality_is_one_for_the_worst_case_and_the_ratio_of_areas_otherwise():
+    best = torch.tensor([1.0, 2.0, INF])
+    worse = torch.tensor([2.0, INF, INF])
+    worst, owners = smallest_per_image({"a": best, "b": worse})
+    assert torch.equal(worst, best) and owners == ["a", "a", None]
+    assert optimality(best, worst, 4.0) == 1.0
+    # areas under the robust-accuracy curves over [0, 4]: mean of min(l2, 4)
+    assert optimality(worse, worst, 4.0) == pytest.approx(((1 + 2 + 4) / 3) / ((2 + 4 + 4) / 3))
+    assert optimality(worse, torch.full((3,), INF), 4.0) is None
+
+
+def _judged(label: str, l2: list[float], fooled_defended: list[bool]) -> JudgedAttack:
+    row = SecurityRow("cw", label, 0.0, "set", len(l2), None, None, 0.0, None, 0.0, None)
+    distances = torch.tensor(l2)
+    return JudgedAttack(row, distances, torch.isfinite(distances), torch.tensor(fooled_defended))
+
+
+def test_the_verdict_names_the_attacker_that_breaks_a_budget_and_the_unreliable_checks():
+    rows = [
+        _judged("cw k=0", [0.5, 3.0, INF], [True, False, False]),
+        _judged("eot-cw", [2.0, 1.2, INF], [False, True, False]),
+    ]
+    ok = torch.tensor([True, True, True])
+    clean = [unconstrained_failure("cw k=0", torch.tensor([True, True, True]))]
+    text = verdict(rows, ok, (0.25, 1.0), clean)
+    assert "At L2 0.25: robust against these attackers" in text and "3 of 3 digits kept" in text
+    assert "At L2 1: not robust: cw k=0 is accepted with a wrong class on 1 of 3 digits" in text
+    assert "No indicator makes the evaluation unreliable" in text
+    broken = [zero_gradient(torch.tensor([0.0, 1.0, 1.0]), "model at tol_train")]
+    assert "may be unreliable: zero-gradient on model at tol_train (1 of 3 images)" in verdict(rows, ok, (1.0,), broken)
+
+
+class EightLevels(nn.Module):
+    """Inputs rounded to eight grey levels: the same class on most digits, a zero input
+    gradient everywhere (the derivative of rounding): gradient masking by construction."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 7) / 7
+
+
+def _evaluate(model, count: int):
+    test = load_dataset("mnist5k").test
+    settings = SecuritySettings(
+        count=count,
+        kappas=(0.0,),
+        eot=False,
+        autoattack_eps=(),
+        votes=3,
+        vmin=0,
+        eps=(0.0, 1.0, 2.0),
+        attack_options={"steps": 20, "binary_steps": 2},
+        square=False,
+        seed=0,
+    )
+    roc = RocSettings(votes=(3,), count=count, seed=0, attack="blend")
+    return evaluate_in_memory(
+        model, test.images[:40], test.labels[:40], roc_settings=roc, security_settings=settings, device="cpu"
+    ).security
+
+
+def test_masked_gradients_fire_and_the_plain_model_stays_silent(tiny_model):
+    plain = load_model(tiny_model, device="cpu").model
+    masked = copy.deepcopy(plain)
+    masked.normalize = nn.Sequential(EightLevels(), masked.normalize)
+    images = load_dataset("mnist5k").test.float_images(slice(0, 4))
+    labels = load_dataset("mnist5k").test.labels[:4]
+    assert (margin_gradient_norms(masked, images, labels) == 0).all()
+    assert (margin_gradient_norms(plain, images, labels) > 0).all()
+
+    report = _evaluate(masked, 4)
+    fired = {item.name: item for item in report.indicators if item.fired}
+    assert fired["zero-gradient"].count == report.count  # every image, by construction
+    # CW cannot move on a zero margin gradient: it fails where no image is adversarial already
+    assert "unconstrained-failure" in fired
+    assert "may be unreliable" in report.verdict and "zero-gradient" in report.verdict
+
+    plain_report = _evaluate(plain, 4)
+    gradient = [item for item in plain_report.indicators if item.name == "zero-gradient"]
+    assert gradient and not any(item.fired for item in gradient)
+    assert {score.label for score in plain_report.optimality} == {"cw k=0"}

@@ -1,0 +1,65 @@
+"""`nodeguard report`: one page and one card of what is stored, each figure beside a command that reproduces it."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+from typer.testing import CliRunner
+
+from nodeguard.cli import app
+from nodeguard.reporting.model_card import SCHEMA_PATH
+
+SECURITY = ["--count", "4", "--kappas", "0", "--draws", "2", "--votes", "5", "--steps", "20", "--binary-steps", "2"]
+SECURITY += ["--eps", "0,1,2", "--aa-eps", "1.5", "--aa-steps", "3", "--aa-eot-iter", "2"]
+SECURITY += ["--square-queries", "5", "--square-draws", "0", "--seed", "0", "--device", "cpu"]
+
+
+def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_model, tmp_path):
+    runner = CliRunner()
+    empty = runner.invoke(app, ["report", "--model", tiny_model, "--out", str(tmp_path / "empty"), "--json"])
+    assert empty.exit_code == 0, empty.output
+    written = json.loads(empty.stdout)
+    assert not written["roc"] and written["security_reports"] == 0 and len(written["missing"]) == 2
+    assert "nodeguard security --model" in written["missing"][1]
+
+    made = runner.invoke(app, ["security", "--model", tiny_model, *SECURITY, "--json"])
+    assert made.exit_code == 0, made.output
+    security = json.loads(made.stdout)
+
+    result = runner.invoke(
+        app, ["report", "--model", tiny_model, "--out", str(tmp_path / "report"), "--seed", "0", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)
+    assert written["roc"] and written["security_reports"] == 1 and written["missing"] == []
+    assert written["verdict"] == security["verdict"]
+
+    card = json.loads((tmp_path / "report" / "model-card.json").read_text())
+    jsonschema.validate(card, json.loads(SCHEMA_PATH.read_text()))
+    assert card["name"] == tiny_model and card["number_forward_passes"] == 5
+    assert card["defense"]["votes"] == 5 and card["defense"]["draws"] == security["draws"]
+    rows = card["evaluation"]["attackers"]
+    assert [row["label"] for row in rows] == [point["label"] for point in security["points"]]
+    for row, point in zip(rows, security["points"], strict=True):
+        assert row["defended_success"] == {"rate": point["defended_success"], "ci95": point["defended_success_ci"]}
+    assert card["unreliable"] == any(item["unreliable"] for item in security["indicators"])
+
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 2  # ROC and security
+    assert security["verdict"].split(":")[0] in page and card["evaluation"]["command"] in page
+
+    # the printed commands are exact: rerun, each finds its own result in the store
+    command = card["evaluation"]["command"].split()[1:]
+    again = runner.invoke(app, [*command, "--device", "cpu", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["reused"]
+    roc = runner.invoke(app, [*card["roc"]["command"].split()[1:], "--device", "cpu", "--json"])
+    assert roc.exit_code == 0, roc.output
+    assert json.loads(roc.stdout)["votes_reused"]
+
+
+def test_an_unknown_model_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["report", "--model", "nope", "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "nope" in result.output and "Traceback" not in result.output
