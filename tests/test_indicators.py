@@ -43,11 +43,18 @@ def test_each_indicator_fires_exactly_on_the_images_built_to_fire():
     silent = silent_success("cw k=0", torch.tensor([True, True, False]), torch.tensor([True, False, False]))
     assert silent.images == [1]
 
-    square = torch.tensor([0.9, 1.4, INF, 1.5005, 1.6])
-    white = [torch.tensor([0.5, INF, INF, INF, INF]), torch.tensor([INF, INF, 1.0, INF, INF])]
+    square = torch.tensor([True, True, False, True, False])
+    white = [torch.tensor([True, False, False, False, False]), torch.tensor([False, False, True, False, False])]
     beaten = square_beats_white_box(1.5, square, white)
-    # image 0: a gradient attacker fooled it too; 1 and 3 (8-bit rounding past eps): Square alone; 4: beyond eps
+    # image 0: a gradient attacker fooled it too; 1 and 3: Square alone; 2: the gradient attacker alone
     assert beaten.images == [1, 3] and beaten.about == "square e=1.5"
+
+    # within a budget: a minimal attacker's L2 at most eps; a budgeted one's own budget
+    # (rounding to 8 bits may put it a hair past eps)
+    budgeted = _judged("square e=1.5", [1.5009, INF, 0.7], [True, False, True], budget=1.5)
+    assert budgeted.within(1.5).tolist() == [True, False, True]
+    assert budgeted.within(1.0).tolist() == [False, False, True]
+    assert _judged("cw k=0", [1.5009, INF, 0.7], [True, False, True]).within(1.5).tolist() == [False, False, True]
 
 
 def test_a_randomized_model_is_expected_and_unreliable_only_without_an_eot_attacker():
@@ -71,10 +78,10 @@ def test_optimality_is_one_for_the_worst_case_and_the_ratio_of_areas_otherwise()
     assert optimality(worse, torch.full((3,), INF), 4.0) is None
 
 
-def _judged(label: str, l2: list[float], fooled_defended: list[bool]) -> JudgedAttack:
+def _judged(label: str, l2: list[float], fooled_defended: list[bool], budget: float | None = None) -> JudgedAttack:
     row = SecurityRow("cw", label, 0.0, "set", len(l2), None, None, 0.0, None, 0.0, None)
     distances = torch.tensor(l2)
-    return JudgedAttack(row, distances, torch.isfinite(distances), torch.tensor(fooled_defended))
+    return JudgedAttack(row, distances, torch.isfinite(distances), torch.tensor(fooled_defended), budget)
 
 
 def test_the_verdict_names_the_attacker_that_breaks_a_budget_and_the_unreliable_checks():
@@ -85,8 +92,8 @@ def test_the_verdict_names_the_attacker_that_breaks_a_budget_and_the_unreliable_
     ok = torch.tensor([True, True, True])
     clean = [unconstrained_failure("cw k=0", torch.tensor([True, True, True]))]
     text = verdict(rows, ok, (0.25, 1.0), clean)
-    assert "At L2 0.25: robust against these attackers" in text and "3 of 3 digits kept" in text
-    assert "At L2 1: not robust: cw k=0 is accepted with a wrong class on 1 of 3 digits" in text
+    assert "At L2 0.25: robust against these attackers" in text and "3 of 3 images kept" in text
+    assert "At L2 1: not robust: cw k=0 is accepted with a wrong class on 1 of 3 images" in text
     assert "No indicator makes the evaluation unreliable" in text
     broken = [zero_gradient(torch.tensor([0.0, 1.0, 1.0]), "model at tol_train")]
     assert "may be unreliable: zero-gradient on model at tol_train (1 of 3 images)" in verdict(rows, ok, (1.0,), broken)

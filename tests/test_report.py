@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import jsonschema
+import typer
 from typer.testing import CliRunner
 
 from nodeguard.cli import app
 from nodeguard.reporting.model_card import SCHEMA_PATH
+from nodeguard.stages.report import _roc_candidate, attack_command, security_command, train_command
+from nodeguard.stages.security import SecuritySettings
 
 SECURITY = ["--count", "4", "--kappas", "0", "--draws", "2", "--votes", "5", "--steps", "20", "--binary-steps", "2"]
 SECURITY += ["--eps", "0,1,2", "--aa-eps", "1.5", "--aa-steps", "3", "--aa-eot-iter", "2"]
@@ -50,11 +54,11 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     assert security["verdict"].split(":")[0] in page and card["evaluation"]["command"] in page
 
     # the printed commands are exact: rerun, each finds its own result in the store
-    command = card["evaluation"]["command"].split()[1:]
+    command = shlex.split(card["evaluation"]["command"])[1:]
     again = runner.invoke(app, [*command, "--device", "cpu", "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["reused"]
-    roc = runner.invoke(app, [*card["roc"]["command"].split()[1:], "--device", "cpu", "--json"])
+    roc = runner.invoke(app, [*shlex.split(card["roc"]["command"])[1:], "--device", "cpu", "--json"])
     assert roc.exit_code == 0, roc.output
     assert json.loads(roc.stdout)["votes_reused"]
 
@@ -63,3 +67,42 @@ def test_an_unknown_model_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["report", "--model", "nope", "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert "nope" in result.output and "Traceback" not in result.output
+
+
+def _options(command: str) -> set[str]:
+    """Every option name the CLI's ``command`` (e.g. "security") accepts."""
+    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    return {name for param in click_command.params for name in (*param.opts, *param.secondary_opts)}
+
+
+def _flags(command: str) -> set[str]:
+    words = shlex.split(command.split("  #")[0])
+    return {word for word in words if word.startswith("--")}
+
+
+def test_every_printed_command_uses_only_options_its_command_takes():
+    settings = SecuritySettings(kappas=(0.0,), eot=False, square=False, tol_ranges=((1e-6, 1.0),), batch_size=64)
+    secret = {**settings.identity(), "seed": "key:abcd1234"}
+    command = security_command("m", secret)
+    assert "--seed" not in command and "secret draws: key:abcd1234" in command
+    assert {"--no-eot", "--no-square", "--tol-ranges", "--batch-size"} <= _flags(command) <= _options("security")
+    public = security_command("m", {**settings.identity(), "seed": 3})
+    assert "--seed 3" in public and "secret" not in public
+
+    attack = {"attack": "apgd-rand", "count": 5, "tol_attack": 1e-3, "seed": 0, "split": "test", "only_correct": False}
+    attack |= {"batch_size": 10, "options": {"eps": 1.0, "steps": 7, "tol_low": 1e-5, "tol_high": 0.1}}
+    assert _flags(attack_command("m", attack)) <= _options("attack")
+    assert "--all" in attack_command("m", attack) and "--batch-size 10" in attack_command("m", attack)
+    assert attack_command("m", {**attack, "start": "cw-x"}).startswith("made with a start")
+
+    training = {"dataset": "mnist5k", "arch": "odenet", "epochs": 2, "seed": 1, "augment": False, "train_limit": None}
+    assert _flags(train_command("m", {"training": training})) <= _options("train")
+    assert train_command("m", {"model": {}}) is None  # imported: not trained by nodeguard
+
+
+def test_the_roc_reads_only_sets_it_can_draw():
+    settings = {"options": {"kappa": 0.0, "steps": 100}}
+    assert _roc_candidate({"attack": "cw", "successes_8bit": 3, "settings": settings})
+    assert not _roc_candidate({"attack": "cw", "successes_8bit": 0, "settings": settings})  # no negatives
+    assert not _roc_candidate({"attack": "apgd-rand", "successes_8bit": 3, "settings": settings})
+    assert not _roc_candidate({"attack": "cw", "successes_8bit": 3, "settings": {"options": {"lr": 0.5}}})

@@ -240,14 +240,26 @@ def test_apgd_rand_stays_in_budget_is_reproducible_and_leaves_the_global_generat
     assert first.min() >= 0 and first.max() <= 1
 
 
-def test_a_continued_attack_starts_from_its_start_set_and_lands_past_kappa(tiny_model, registry):
+def test_a_continued_attack_starts_from_its_start_set_and_lands_past_kappa(tiny_model, registry, monkeypatch):
     """A CW run continued from another set's adversarials: the start is part of its key, its
     refined adversarials land at -(kappa + slack) as a cold run's do, a start from the clean
     images is a cold start, and a start set of other images is refused in one line."""
     base = run_attack(AttackSettings(attack="cw", count=4, batch_size=4, options=FAST), model=tiny_model, device="cpu")
     kappa = 0.3
     continued = AttackSettings(attack="cw", count=4, batch_size=4, options={**FAST, "kappa": kappa}, start=base.set)
+    seen = []
+    forward = CarliniWagnerL2.forward
+
+    def spy(self, images, labels, starts=None):
+        seen.append(starts)
+        return forward(self, images, labels, starts)
+
+    monkeypatch.setattr(CarliniWagnerL2, "forward", spy)
     report = run_attack(continued, model=tiny_model, device="cpu")
+    monkeypatch.setattr(CarliniWagnerL2, "forward", forward)
+    # the attack began at the start set's adversarials, not at the clean images
+    (starts,) = seen
+    assert torch.equal(starts, load_attack_set(registry, tiny_model, base.set).adversarial)
     data = load_attack_set(registry, tiny_model, report.set)
     assert data.settings.start == base.set and report.set != base.set
     target = -(kappa + MARGIN_SLACK)

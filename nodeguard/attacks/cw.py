@@ -21,9 +21,9 @@ Differences from ``torchattacks.CW`` (3.5.1), on purpose:
 - the searches after the first are warm-started from the best adversarial (Carlini and
   Wagner restart each from the clean image);
 - the first search may start from given points (``starts``) instead of the clean image:
-  the security evaluation continues each kappa > 0 row from the kappa = 0 adversarials
-  (:mod:`nodeguard.stages.security`), which are already on the decision boundary, so two
-  searches over c reach past kappa where a cold search takes five.
+  the security evaluation continues EOT-CW from the kappa = 0 CW adversarials
+  (:mod:`nodeguard.stages.security`), which are already on the decision boundary, with two
+  searches over c where a cold search takes five.
 
 Arguments (defaults): ``initial_const`` (1.0), ``binary_steps`` (5), ``steps`` (100, per
 search step), ``lr`` (0.05, Adam), ``kappa`` (0, confidence), ``abort_early`` (True),

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
+from rich.table import Table
 
 from nodeguard.intervals import format_interval, format_rate
 from nodeguard.runtime.distributed import current_ranks
@@ -84,6 +86,12 @@ def rate_cell(rate: float | None, interval: list[float] | None, spec: str = ".1%
     if rate is None or interval is None:
         return format_rate(rate, interval, spec, interval_spec)
     return f"{format(rate, spec)}\n{format_interval(interval, interval_spec)}"
+
+
+def compact_table(title: str) -> Table:
+    """A table for many columns in an 80-column terminal: a rule under the header, no
+    vertical lines, one space between columns (wrap long labels; rates via :func:`rate_cell`)."""
+    return Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from nodeguard.cli._output import Output
 from nodeguard.progress import Progress
 from nodeguard.reporting.model_card import model_card
 from nodeguard.reporting.report_page import report_page
+from nodeguard.runtime.distributed import current_ranks
 from nodeguard.stages.report import gather_report
 from nodeguard.storage.files import atomic_write_json, atomic_write_text, check_writable
 from nodeguard.storage.registry import Registry
@@ -46,12 +47,12 @@ def write_report(
 ) -> WrittenReport:
     """Gather the model's stored results, then write ``out/report.html`` and ``out/model-card.json``."""
     page_path, card_path = out / PAGE_FILE, out / CARD_FILE
-    out.mkdir(parents=True, exist_ok=True)
-    check_writable(page_path)
+    check_writable(page_path)  # before any work (makes the folder; one line where it cannot)
     gathered = gather_report(model, Registry(), roc_seed=seed, roc=roc, device=device, progress=progress)
     card = model_card(gathered)
-    atomic_write_text(page_path, report_page(gathered))
-    atomic_write_json(card_path, card)
+    if current_ranks().is_main:  # under torchrun the ranks share the ROC's votes; rank 0 writes
+        atomic_write_text(page_path, report_page(gathered))
+        atomic_write_json(card_path, card)
     return WrittenReport(
         model=gathered.model,
         page=str(page_path),

@@ -22,9 +22,10 @@ from nodeguard.cli._options import (
     TolRangeOption,
     plot_option,
 )
-from nodeguard.cli._output import Output, Picture, rate_cell
+from nodeguard.cli._output import Output, Picture, compact_table, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.errors import ConfigError
+from nodeguard.experiments.indicators import row_flags
 from nodeguard.intervals import INTERVAL_LABEL, format_rate
 from nodeguard.reporting.security_plots import plot_security
 from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
@@ -178,15 +179,16 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def render(console: Console, report: SecurityReport) -> None:
     chosen = " (accepts >= 90% of pristine)" if report.vmin_chosen else ""
-    table = Table(
-        title=f"{report.model}: {report.count} test digits, V = {report.votes}, v_min = {report.vmin}{chosen}"
+    # rates over their intervals on two lines, labels wrapped, one space between columns:
+    # legible in an 80-column terminal
+    table = compact_table(
+        f"{report.model}: {report.count} test digits, V = {report.votes}, v_min = {report.vmin}{chosen}"
     )
-    # rates over their intervals, on two lines, and wrapped labels: legible in 80 columns
-    table.add_column("attacker", justify="left")
-    for column in ("L2 mean", "L2 med", "success", "rejected", "defended", "|margin|"):
+    table.add_column("attacker", justify="left", min_width=11)
+    for column in ("L2\nmean", "L2\nmed", "success", "rejected", "defended", "|margin|"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("flags", justify="left")
-    flags = row_flags(report)
+    table.add_column("flags", justify="left", min_width=6)
+    flags = row_flags(report.indicators)
     for point in report.points:
         table.add_row(
             point.label,
@@ -241,22 +243,6 @@ def render(console: Console, report: SecurityReport) -> None:
         console.print(f"security picture: {report.plot}")
 
 
-FLAG_NAMES = {
-    "unconstrained-failure": "unconstrained",
-    "silent-success": "silent",
-    "square-beats-white-box": "square>grad",
-}
-
-
-def row_flags(report: SecurityReport) -> dict[str, str]:
-    """Per attacker label, the indicators that fired on its row, with their counts."""
-    flags: dict[str, list[str]] = {}
-    for item in report.indicators:
-        if item.fired and item.name in FLAG_NAMES:
-            flags.setdefault(item.about, []).append(f"{FLAG_NAMES[item.name]} {item.count}")
-    return {label: ", ".join(names) for label, names in flags.items()}
-
-
 def render_checks(console: Console, report: SecurityReport) -> None:
     """The evaluation's checks of itself: fired indicators with what to do, optimality, the verdict."""
     if not report.indicators:
@@ -271,7 +257,7 @@ def render_checks(console: Console, report: SecurityReport) -> None:
             f"{format_rate(item.rate, item.rate_ci, '.0%')}: {item.meaning}. What to do: {item.action}."
         )
     if quiet:
-        console.print(f"  silent: {', '.join(quiet)}")
+        console.print(f"  not fired: {', '.join(quiet)}")
     table = Table(title="optimality (AttackBench): worst case over all attackers / this one, area over L2 0-E")
     for column in ("attacker", "undefended", "defended"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -285,8 +271,9 @@ def render_checks(console: Console, report: SecurityReport) -> None:
 
 def render_spread(console: Console, report: SecurityReport) -> None:
     """The margin-spread tables: per image set, the kappa check, and the other ranges."""
-    table = Table(title=f"margin spread over the defense's {report.votes} draws (logits; per image set)")
-    for column in ("images", "n", "width med", "width p90", "rise med", "rise p90", "straddle 0", "all wrong"):
+    table = compact_table(f"margin spread over the defense's {report.votes} draws (logits; per image set)")
+    table.add_column("images", justify="left", min_width=11)
+    for column in ("n", "width\nmed", "width\np90", "rise\nmed", "rise\np90", "straddle 0", "all wrong"):
         table.add_column(column, justify="right", no_wrap=True)
     for item in report.spreads:
         table.add_row(
@@ -296,8 +283,8 @@ def render_spread(console: Console, report: SecurityReport) -> None:
             _fmt(item.p90_width, ".3f"),
             _fmt(item.median_rise, ".3f"),
             _fmt(item.p90_rise, ".3f"),
-            format_rate(item.straddling, item.straddling_ci, ".0%"),
-            format_rate(item.all_negative, item.all_negative_ci, ".0%"),
+            rate_cell(item.straddling, item.straddling_ci, ".0%"),
+            rate_cell(item.all_negative, item.all_negative_ci, ".0%"),
         )
     console.print(table)
     if report.minimal_label is not None:
@@ -308,8 +295,13 @@ def render_spread(console: Console, report: SecurityReport) -> None:
             f"from the rises of {report.minimal_label}: an adversarial survives every vote when its confidence "
             f"exceeds its rise; predicted: {predicted}"
         )
-        checks = Table(title="the prediction against the CW rows")
-        for column in ("kappa", "predicted: survive every vote", "measured: wrong at every draw", "defended success"):
+        checks = compact_table("the prediction against the CW rows")
+        for column in (
+            "kappa",
+            "predicted: survive\nevery vote",
+            "measured: wrong\nat every draw",
+            "defended\nsuccess",
+        ):
             checks.add_column(column, justify="right", no_wrap=True)
         for check in report.kappa_checks:
             checks.add_row(
@@ -321,8 +313,8 @@ def render_spread(console: Console, report: SecurityReport) -> None:
         console.print(checks)
     for judged in report.ranges:
         accepted = format_rate(judged.pristine_accepted, judged.pristine_accepted_ci)
-        ranged = Table(
-            title=f"defense range [{judged.tol_range[0]:g}, {judged.tol_range[1]:g}] (V = {report.votes}, "
+        ranged = compact_table(
+            f"defense range [{judged.tol_range[0]:g}, {judged.tol_range[1]:g}] (V = {report.votes}, "
             f"v_min = {report.vmin}): pristine accepted {accepted}"
         )
         for column in ("attacker", "rejected", "defended", "wrong at every draw"):

@@ -110,6 +110,26 @@ def _indicator(
     )
 
 
+FLAG_NAMES = {  # the short name of each check a security row can carry, as its table shows it
+    "unconstrained-failure": "unconstrained",
+    "silent-success": "silent",
+    "square-beats-white-box": "square>grad",
+}
+
+
+def row_flags(indicators: Sequence[Indicator]) -> dict[str, str]:
+    """Per attacker label, the fired checks about its row with their counts ("silent 2, ...").
+
+    The checks about a target (``zero-gradient``) or the model (``randomized-model``) are
+    not a row's: they are printed on their own lines.
+    """
+    flags: dict[str, list[str]] = {}
+    for item in indicators:
+        if item.fired and item.name in FLAG_NAMES:
+            flags.setdefault(item.about, []).append(f"{FLAG_NAMES[item.name]} {item.count}")
+    return {label: ", ".join(names) for label, names in flags.items()}
+
+
 def margin_gradient_norms(
     logits_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:
@@ -186,26 +206,23 @@ def silent_success(label: str, success_float: torch.Tensor, success_8bit: torch.
 
 
 def square_beats_white_box(
-    eps: float, square_l2: torch.Tensor, white_box_l2: Sequence[torch.Tensor], slack: float = 1e-3
+    eps: float, square_fooled: torch.Tensor, white_box_fooled: Sequence[torch.Tensor]
 ) -> Indicator:
     """AutoAttack's check at budget eps: Square fools an image no gradient attacker fools within eps.
 
     Args:
         eps: the L2 budget (pixels in [0, 1]).
-        square_l2: (N,) float32, L2 of Square's 8-bit adversarial on the model at that
-            budget (inf where it failed).
-        white_box_l2: per gradient attacker, (N,) float32 L2 of its 8-bit adversarial
-            (inf where it failed).
-        slack: L2 allowed past eps for the 8-bit rounding of a budgeted attack.
+        square_fooled: (N,) bool, Square's adversarial on the model at that budget fools it.
+        white_box_fooled: per gradient attacker, (N,) bool, its adversarial within eps fools
+            the model (:meth:`nodeguard.experiments.security.JudgedAttack.within`).
     """
-    within = eps + slack
-    white = torch.zeros(len(square_l2), dtype=torch.bool)
-    for l2 in white_box_l2:
-        white |= l2 <= within
+    white = torch.zeros(len(square_fooled), dtype=torch.bool)
+    for fooled in white_box_fooled:
+        white |= fooled
     return _indicator(
         "square-beats-white-box",
         f"square e={eps:g}",
-        (square_l2 <= within) & ~white,
+        square_fooled & ~white,
         "a gradient-free attack fools images the gradient attackers do not at the same budget: masked gradients",
         "read the robust accuracy from the worst case over every attacker (it includes Square); check zero-gradient",
     )

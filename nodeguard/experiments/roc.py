@@ -81,6 +81,19 @@ class RocCurve:
     vmin_at_100_accept: int | None = None
     rejected_at_100_accept_ci: list[float] | None = None
 
+    def rejected_at(self, vmin: int) -> tuple[float, list[float] | None]:
+        """The share of adversarials rejected at operating point ``vmin`` (1 - fpr) and its
+        95% Clopper–Pearson interval (the complement of the accepted share's, which is exact).
+
+        Raises:
+            ValueError: ``vmin`` is not in 0..V.
+        """
+        point = next((item for item in self.points if item.vmin == vmin), None)
+        if point is None:
+            raise ValueError(f"v_min {vmin} is not an operating point of V = {self.votes}")
+        interval = None if point.fpr_ci is None else [1 - point.fpr_ci[1], 1 - point.fpr_ci[0]]
+        return 1 - point.fpr, interval
+
 
 def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -> RocCurve:
     """The ROC of one V from v_agree scores (Carrara et al., ICPR 2021 workshops).

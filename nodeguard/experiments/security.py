@@ -202,6 +202,9 @@ class KappaCheck:
     defended_success_ci: list[float] | None = None
 
 
+FIXED_BUDGET_ATTACKS = ("apgd-rand", "square", "pgd")  # their adversarials lie within an L2 budget eps
+
+
 @dataclass
 class JudgedAttack:
     """One attacker's adversarials judged by the defense, one entry per attacked image."""
@@ -210,6 +213,16 @@ class JudgedAttack:
     l2: torch.Tensor  # (count,) L2 of the 8-bit adversarial (inf where the attack failed)
     fooled_undefended: torch.Tensor  # (count,) bool
     fooled_defended: torch.Tensor  # (count,) bool: misclassified by the vote and accepted
+    budget: float | None = None  # a fixed-budget attacker's eps (None: a minimal-perturbation one)
+
+    def within(self, eps: float) -> torch.Tensor:
+        """(count,) bool: the image's adversarial counts within L2 budget ``eps``: its L2 is at
+        most eps, or its attacker's own budget is (rounding to the 8-bit grid can move a
+        budgeted adversarial a thousandth past its budget; it was found within it)."""
+        inside = self.l2 <= eps
+        if self.budget is not None and self.budget <= eps:
+            inside |= torch.isfinite(self.l2)
+        return inside
 
 
 @dataclass
@@ -318,7 +331,8 @@ def judge(
         defended_success_ci=rate_interval(int(fooled_defended.sum()), count),
         attack_seconds=attack_set.seconds,
     )
-    return JudgedAttack(row, torch.where(success, l2_8bit, torch.inf), success.clone(), fooled_defended)
+    budget = float(attacker.options["eps"]) if attacker.attack in FIXED_BUDGET_ATTACKS else None
+    return JudgedAttack(row, torch.where(success, l2_8bit, torch.inf), success.clone(), fooled_defended, budget)
 
 
 def robust_accuracy_curve(
@@ -344,7 +358,7 @@ def robust_accuracy_curve(
         broken_defended = torch.zeros_like(pristine_ok)
         broken_undefended = torch.zeros_like(pristine_ok)
         for attack in judged:
-            within = attack.l2 <= eps
+            within = attack.within(eps)
             broken_defended |= within & attack.fooled_defended
             broken_undefended |= within & attack.fooled_undefended
         robust_defended = int((pristine_ok & ~broken_defended).sum())
@@ -362,7 +376,7 @@ def robust_accuracy_curve(
     return curve
 
 
-def _logits(votes: Votes, images: str) -> torch.Tensor:
+def vote_logits(votes: Votes, images: str) -> torch.Tensor:
     if votes.logits is None:
         raise ConfigError(f"the votes on the {images} images lack their logits: the margin spread needs them")
     return votes.logits
@@ -384,7 +398,7 @@ def adversarial_spread(attack_set: AttackSet, tally: Votes) -> MarginSpread:
         ConfigError: the votes have no logits (votes stored before nodeguard 0.8.0).
     """
     success = attack_set.success_8bit
-    logits = _logits(tally, "adversarial")
+    logits = vote_logits(tally, "adversarial")
     return MarginSpread.from_logits(logits, attack_set.labels[success], attack_set.margin_8bit[success])
 
 
@@ -514,7 +528,7 @@ def judge_attackers(
         raise ValueError(f"{len(attacked)} attackers but {len(adversarial_votes)} sets of adversarial votes")
     pristine_accepted = pristine_votes.accepted(defense.vmin)
     pristine_ok = pristine_accepted & (pristine_votes.prediction() == labels)
-    pristine_logits = _logits(pristine_votes, "pristine")
+    pristine_logits = vote_logits(pristine_votes, "pristine")
     spreads = {"pristine": MarginSpread.from_logits(pristine_logits, labels, pristine_reference)}
     judged, adversarial_spreads = [], []
     for item, votes in zip(attacked, adversarial_votes, strict=True):
@@ -623,10 +637,12 @@ def check_evaluation(
             indicators.append(unconstrained_failure(item.attacker.label, row.fooled_undefended))
     for item in attacked:
         indicators.append(silent_success(item.attacker.label, item.attack_set.success, item.attack_set.success_8bit))
-    white_box = [row.l2 for item, row in zip(attacked, rows, strict=True) if item.attacker.attack in GRADIENT_ATTACKS]
+    white_box = [row for item, row in zip(attacked, rows, strict=True) if item.attacker.attack in GRADIENT_ATTACKS]
     for item, row in zip(attacked, rows, strict=True):
         if item.attacker.attack == "square" and item.attacker.options.get("draws", 0) == 0:
-            indicators.append(square_beats_white_box(float(item.attacker.options["eps"]), row.l2, white_box))
+            eps = float(item.attacker.options["eps"])
+            found = [other.within(eps) & other.fooled_undefended for other in white_box]
+            indicators.append(square_beats_white_box(eps, row.within(eps) & row.fooled_undefended, found))
     averaging = [
         item.attacker.label
         for item in attacked
@@ -681,13 +697,13 @@ def verdict(
         broken = torch.zeros_like(pristine_ok)
         by_attacker = []
         for row in rows:
-            fooled = (row.l2 <= eps) & row.fooled_defended
+            fooled = row.within(eps) & row.fooled_defended
             broken |= fooled
             if fooled.any():
                 by_attacker.append((int(fooled.sum()), row.row.label))
         kept = int((pristine_ok & ~broken).sum())
         kept_rate = format_rate(kept / count, rate_interval(kept, count), ".0%")
-        share = f"{kept} of {count} digits kept ({kept_rate})"
+        share = f"{kept} of {count} images kept ({kept_rate})"
         if not by_attacker:
             sentences.append(
                 f"At L2 {eps:g}: robust against these attackers (none was accepted with a wrong class); {share}."
@@ -696,7 +712,7 @@ def verdict(
             fooled_most, label = max(by_attacker)
             sentences.append(
                 f"At L2 {eps:g}: not robust: {label} is accepted with a wrong class on {fooled_most} of {count} "
-                f"digits; {share} against the worst case over attackers."
+                f"images; {share} against the worst case over attackers."
             )
     unreliable = [item for item in indicators if item.unreliable]
     if unreliable:

@@ -9,9 +9,9 @@ only; tolerance randomization (Carrara et al., ICPR 2021 workshops) votes over V
 solver tolerances and rejects on disagreement, so the card adds a ``defense`` block
 (votes, v_min, tolerance range, draws) and an ``evaluation`` block (every rate in [0, 1]
 with its 95% Clopper–Pearson interval: pristine accepted, per attacker rejected and
-defended success, robust accuracy per L2 budget defended and undefended, the ROC's AUCs,
-the fired indicators and the verdict). The schema is ``model_card.schema.json`` beside
-this module (:data:`SCHEMA_PATH`).
+defended success, robust accuracy per L2 budget defended and undefended, the fired
+indicators and the verdict), and the ROC's AUCs. Certified accuracy is not in it yet.
+The schema is ``model_card.schema.json`` beside this module (:data:`SCHEMA_PATH`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def model_card(report: ModelReport) -> dict[str, Any]:
             card["eps"] = f"{largest:g}"
             card["autoattack_acc"] = _percent(curve[largest].robust_accuracy_defended)
         fired = [item for item in values.indicators if item.fired]
-        card["unreliable"] = any(item.unreliable for item in values.indicators)
+        # None: a report stored before nodeguard checked its evaluations
+        card["unreliable"] = any(item.unreliable for item in values.indicators) if values.indicators else None
         card["footnote"] = values.verdict or None
         card["number_forward_passes"] = values.votes
         card["defense"] = {
@@ -114,17 +115,6 @@ def model_card(report: ModelReport) -> dict[str, Any]:
                 }
                 for point in values.curve
             ],
-            "certified_accuracy": [
-                {
-                    "sigma": item.sigma,
-                    "model": item.model,
-                    "curve": [
-                        {"radius": point.radius, **(_rate(point.certified_accuracy, point.certified_accuracy_ci) or {})}
-                        for point in item.curve
-                    ],
-                }
-                for item in values.certified
-            ],
             "indicators_fired": [
                 {"name": item.name, "about": item.about, "count": item.count, "total": item.total} for item in fired
             ],
@@ -144,18 +134,9 @@ def model_card(report: ModelReport) -> dict[str, Any]:
                 {
                     "votes": curve.votes,
                     "auc": curve.auc,
-                    "rejected_at_vmin_v_minus_1": _rate(*_at_last_vmin(curve)),
+                    "rejected_at_vmin_v_minus_1": _rate(*curve.rejected_at(curve.votes - 1)),
                 }
                 for curve in report.roc.curves
             ],
         }
     return card
-
-
-def _at_last_vmin(curve: Any) -> tuple[float | None, list[float] | None]:
-    """The share of adversarials rejected at v_min = V - 1 (1 - fpr), and its interval."""
-    point = next((item for item in curve.points if item.vmin == curve.votes - 1), None)
-    if point is None:
-        return None, None
-    interval = None if point.fpr_ci is None else [1 - point.fpr_ci[1], 1 - point.fpr_ci[0]]
-    return 1 - point.fpr, interval

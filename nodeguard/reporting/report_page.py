@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nodeguard.experiments.indicators import row_flags
 from nodeguard.intervals import INTERVAL_LABEL, format_rate
 from nodeguard.reporting.plots import plot_roc
 from nodeguard.reporting.security_plots import plot_security
@@ -29,6 +30,7 @@ pre { background: #f4f4f4; padding: 0.6em; white-space: pre-wrap; word-break: br
 .verdict { background: #eef5ff; border-left: 4px solid #36c; padding: 0.6em 1em; }
 .unreliable { color: #b00; font-weight: bold; } .expected { color: #666; } .ok { color: #070; }
 img { max-width: 100%; border: 1px solid #ddd; }
+td.code { text-align: left; font-family: monospace; font-size: 0.85em; }
 """
 
 
@@ -36,9 +38,14 @@ def _escape(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_escape(cell)}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{_escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+def _table(header: list[str], rows: list[list[Any]], code: int | None = None) -> str:
+    """An HTML table; column ``code`` (a command) left-aligned in a monospace font."""
+
+    def cell(index: int, value: Any) -> str:
+        return f'<td class="code">{_escape(value)}</td>' if index == code else f"<td>{_escape(value)}</td>"
+
+    head = "".join(f"<th>{_escape(name)}</th>" for name in header)
+    body = "".join("<tr>" + "".join(cell(i, value) for i, value in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -72,9 +79,7 @@ def _training(report: ModelReport) -> str:
         ["training seed", training.get("seed")],
         ["training time (s)", _number(metrics.get("seconds"), ".0f")],
     ]
-    seed = training.get("seed", 0)
-    command = f"nodeguard train {report.config.get('dataset')} --seed {seed}"
-    return "<h2>Training</h2>" + _table(["setting", "value"], rows) + _command(command)
+    return "<h2>Training</h2>" + _table(["setting", "value"], rows) + _command(report.train_command)
 
 
 def _roc(report: ModelReport) -> str:
@@ -83,10 +88,11 @@ def _roc(report: ModelReport) -> str:
     roc = report.roc
     rows = []
     for curve in roc.curves:
-        point = next(item for item in curve.points if item.vmin == curve.votes - 1)
-        interval = None if point.fpr_ci is None else [1 - point.fpr_ci[1], 1 - point.fpr_ci[0]]
-        accepted = format_rate(point.tpr, point.tpr_ci)
-        rows.append([curve.votes, f"{curve.auc:.3f}", curve.votes - 1, format_rate(1 - point.fpr, interval), accepted])
+        vmin = curve.votes - 1
+        point = next(item for item in curve.points if item.vmin == vmin)
+        rejected = format_rate(*curve.rejected_at(vmin), ".1%", ".1%")
+        accepted = format_rate(point.tpr, point.tpr_ci, ".1%", ".1%")
+        rows.append([curve.votes, f"{curve.auc:.3f}", vmin, rejected, accepted])
     text = (
         f"<h2>Detection: the defense's ROC</h2><p>{roc.pristine} pristine digits, {roc.adversarial} adversarials "
         f"of attack set {_escape(roc.set)}; draws: {_escape(roc.draws)}.</p>"
@@ -100,10 +106,7 @@ def _security(report: ModelReport) -> str:
         return ""
     stored = report.security[0]
     values = stored.report
-    flags: dict[str, list[str]] = {}
-    for item in values.indicators:
-        if item.fired and item.about in {row.label for row in values.points}:
-            flags.setdefault(item.about, []).append(f"{item.name} ({item.count})")
+    flags = row_flags(values.indicators)
     rows = [
         [
             row.label,
@@ -112,7 +115,7 @@ def _security(report: ModelReport) -> str:
             format_rate(row.rejected, row.rejected_ci, ".0%"),
             format_rate(row.defended_success, row.defended_success_ci, ".0%"),
             _number(row.attack_seconds, ".0f"),
-            ", ".join(flags.get(row.label, [])),
+            flags.get(row.label, ""),
         ]
         for row in values.points
     ]
@@ -170,7 +173,7 @@ def _indicators(values: Any) -> str:
             )
     quiet = sorted({item.name for item in values.indicators if not item.fired})
     if quiet:
-        items.append(f'<li><span class="ok">silent</span>: {_escape(", ".join(quiet))}</li>')
+        items.append(f'<li><span class="ok">not fired</span>: {_escape(", ".join(quiet))}</li>')
     return "<ul>" + "".join(items) + "</ul>"
 
 
@@ -191,7 +194,7 @@ def _attacks(report: ModelReport) -> str:
             ]
         )
     header = ["attack", "images", "success (8-bit)", "mean L2", "seconds", "command"]
-    return "<h2>Stored attack sets</h2>" + _table(header, rows)
+    return "<h2>Stored attack sets</h2>" + _table(header, rows, code=len(header) - 1)
 
 
 def report_page(report: ModelReport) -> str:

@@ -78,10 +78,21 @@ def _draw_curves(axes: Any, report: Any) -> None:
     eps = [point.eps for point in report.curve]
     defended = [p.robust_accuracy_defended for p in report.curve]
     undefended = [p.robust_accuracy_undefended for p in report.curve]
-    axes.plot(eps, defended, marker="o", color="C0", label=f"defended (V = {report.votes}, v_min = {report.vmin})")
-    _band(axes, eps, [p.robust_accuracy_defended_ci for p in report.curve], "C0")
+    # the undefended curve first, the defended one dashed on top: where they coincide, both show
     axes.plot(eps, undefended, marker="s", color="C1", label="undefended (tol_train)")
     _band(axes, eps, [p.robust_accuracy_undefended_ci for p in report.curve], "C1")
+    same = " = undefended at every eps" if defended == undefended else ""
+    axes.plot(
+        eps,
+        defended,
+        marker="o",
+        markerfacecolor="none",
+        linestyle="--",
+        color="C0",
+        zorder=3,
+        label=f"defended (V = {report.votes}, v_min = {report.vmin}){same}",
+    )
+    _band(axes, eps, [p.robust_accuracy_defended_ci for p in report.curve], "C0")
     largest = max(eps) if eps else 1.0
     for index, certified in enumerate(report.certified):
         radii = radius_grid(largest)
@@ -96,18 +107,30 @@ def _draw_curves(axes: Any, report: Any) -> None:
         )
         _band(axes, radii, [p.certified_accuracy_ci for p in points], color)
     axes.set_xlabel("L2 budget eps (pixels in [0, 1])")
-    axes.set_ylabel("robust accuracy (best attacker per image)")
+    axes.set_ylabel("robust accuracy (worst case over attackers)")
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     axes.set_title(f"{report.model}: {report.count} test digits; bands: 95% Clopper-Pearson", fontsize=9)
 
 
+def _distinct_colors(count: int) -> list[Any]:
+    """``count`` colours, all different: matplotlib's tab10, then tab20 and its neighbours."""
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return [colormaps["tab10"](index) for index in range(count)]
+    maps = [colormaps[name] for name in ("tab20", "tab20b", "tab20c")]
+    colors = [cmap(index) for cmap in maps for index in range(20)]
+    return colors[:count] if count <= len(colors) else [colormaps["turbo"](i / max(count - 1, 1)) for i in range(count)]
+
+
 def _draw_points(axes: Any, report: Any) -> None:
+    palette = _distinct_colors(len(report.points))  # one colour per attacker, none repeated
     for index, point in enumerate(report.points):
         if point.mean_l2 is None:
             continue
-        color = f"C{index % 10}"
+        color = palette[index]
         _error_bar(axes, point.mean_l2, point.success_rate, point.success_rate_ci, marker="s", color=color, alpha=0.5)
         _error_bar(
             axes,

@@ -164,9 +164,14 @@ def join_units(units: dict[Unit, dict[str, Any]]) -> dict[str, Any]:
 
 
 def start_points(
-    loaded: LoadedModel, settings: ResolvedAttack, indices: torch.Tensor, start_set: AttackSet | None = None
+    loaded: LoadedModel,
+    settings: ResolvedAttack,
+    split: ImageSplit,
+    indices: torch.Tensor,
+    start_set: AttackSet | None = None,
 ) -> torch.Tensor | None:
-    """The float adversarials of the start set (``settings.start``), one per row of ``indices``.
+    """The float adversarials of the start set (``settings.start``), one per row of ``indices``
+    of ``split`` (the same images, split and tolerance, checked).
 
     ``start_set`` is that set where the caller holds it (a model in memory keeps no files);
     otherwise it is read from the model's result store.
@@ -177,7 +182,8 @@ def start_points(
 
     Raises:
         RegistryError: no attack set with that key is saved for the model.
-        ConfigError: the start set attacked other images, or at another tolerance.
+        ConfigError: the start set attacked other images, or at another tolerance, or the
+            set given is not the one ``settings.start`` names.
     """
     if settings.start is None:
         return None
@@ -186,7 +192,15 @@ def start_points(
         start = read_attack_set(loaded.results().find(ATTACK_SET_KIND, settings.start))
     if start is None:
         raise ConfigError(f"the start set {settings.start} of {loaded.name} is not complete yet")
-    if not torch.equal(start.indices, indices) or start.settings.tol_attack != settings.tol_attack:
+    if attack_set_result(loaded.results(), start.settings).key != settings.start:
+        raise ConfigError(f"the attack set given as the start is not {settings.start}")
+    same = (
+        torch.equal(start.indices, indices)
+        and (start.settings.split, start.settings.only_correct, start.settings.tol_attack)
+        == (settings.split, settings.only_correct, settings.tol_attack)
+        and torch.equal(start.clean, split.float_images(indices))
+    )
+    if not same:
         raise ConfigError(
             f"the start set {settings.start} attacked other images (or at another tolerance) than this attack"
         )
@@ -218,7 +232,7 @@ def compute_attack_set(
     indices = select_samples(loaded.model, split, settings)
     if len(indices) == 0:
         raise ConfigError(f"no {settings.split} image to attack (none classified correctly at this tolerance)")
-    starts = start_points(loaded, settings, indices, start_set)
+    starts = start_points(loaded, settings, split, indices, start_set)
     work = WorkUnits(stored, ATTACK_SHARD_KIND, indices)
     units = shard_units(len(indices), settings, ranks)
     saved = work.finished()

@@ -19,6 +19,7 @@ from typing import Any
 
 from nodeguard.attacks import ATTACKS
 from nodeguard.constants import ATTACK_SET_KIND, RESULT_JSON, SECURITY_KIND, SUMMARY_FILE, __version__
+from nodeguard.errors import ConfigError
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.roc import RocReport, RocSettings, run_roc
 from nodeguard.stages.security import SecurityReport
@@ -59,6 +60,7 @@ class ModelReport:
         attacks: the stored attack sets, largest first.
         roc: the defense's ROC over the largest FMN/CW attack set (None: no such set).
         roc_command: the command that draws it.
+        train_command: the command that trains the model again (None: not trained by nodeguard).
         security: the stored security reports, the largest (then latest) first.
         versions: nodeguard, torch, Python and the platform that wrote this report.
         device: the processor this report was written on.
@@ -71,6 +73,7 @@ class ModelReport:
     attacks: list[StoredAttack]
     roc: RocReport | None
     roc_command: str | None
+    train_command: str | None
     security: list[StoredSecurity]
     versions: dict[str, str]
     device: str
@@ -114,23 +117,63 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# the attack options `nodeguard attack` takes as flags (the rest are set from Python)
+ATTACK_FLAGS: tuple[str, ...] = (
+    "steps",
+    "binary_steps",
+    "initial_const",
+    "lr",
+    "kappa",
+    "eps",
+    "norm",
+    "alpha_init",
+    "gamma_init",
+) + (
+    "queries",
+    "draws",
+    "eot_iter",
+)
+ROC_FLAGS = ("kappa", "draws", "steps", "binary_steps")  # the attack options `nodeguard roc` takes
+ATTACK_BATCH = 100  # AttackSettings' default batch size
+
+
+def _from_python(extra: dict[str, Any]) -> str:
+    """A note after a command for settings it has no flag for (empty where there are none)."""
+    if not extra:
+        return ""
+    return "  # and, from Python: " + ", ".join(f"{name}={_value(value)}" for name, value in extra.items())
+
+
 def attack_command(model: str, settings: dict[str, Any]) -> str:
     """The ``nodeguard attack`` command that makes an attack set with these resolved settings
-    (a set continued from another is made by ``nodeguard security``, which says so)."""
+    (a set that starts from another is made from Python or by ``nodeguard security``)."""
     if settings.get("start"):
-        return f"made by nodeguard security, continued from attack set {settings['start']}"
+        return f"made with a start (security's EOT-CW, or from Python): attack set {settings['start']}"
     parts = ["nodeguard attack", settings["attack"], "--model", model, "--count", str(settings["count"])]
     parts += ["--tol-attack", f"{settings['tol_attack']:g}", "--seed", str(settings["seed"])]
     if settings.get("split", "test") != "test":
         parts += ["--split", settings["split"]]
+    if not settings.get("only_correct", True):
+        parts += ["--all"]
+    if settings.get("batch_size", ATTACK_BATCH) != ATTACK_BATCH:
+        parts += ["--batch-size", str(settings["batch_size"])]
+    options = settings.get("options", {})
     defaults = ATTACKS.get(settings["attack"]).resolve_options({})
-    for name, value in settings.get("options", {}).items():
+    extra = {}
+    for name, value in options.items():
         if name in ("tol_low", "tol_high") or value == defaults.get(name):
             continue
-        parts += [_flag(name), f"{value:g}" if isinstance(value, float) else str(value)]
-    if "tol_low" in settings.get("options", {}):
-        parts += ["--tol-range", f"{settings['options']['tol_low']:g},{settings['options']['tol_high']:g}"]
-    return " ".join(parts)
+        if name in ATTACK_FLAGS:
+            parts += [_flag(name), _value(value)]
+        else:
+            extra[name] = value
+    if "tol_low" in options:
+        parts += ["--tol-range", f"{options['tol_low']:g},{options['tol_high']:g}"]
+    return " ".join(parts) + _from_python(extra)
 
 
 def _listed(values: list[float]) -> str:
@@ -138,28 +181,43 @@ def _listed(values: list[float]) -> str:
 
 
 def security_command(model: str, settings: dict[str, Any]) -> str:
-    """The ``nodeguard security`` command of a stored security report's settings."""
+    """The ``nodeguard security`` command of a stored security report's settings (its key).
+
+    The draws: a public seed is printed; secret draws (``key:ID``) are this installation's
+    key, which the same command reuses without a ``--seed``.
+    """
+    from nodeguard.stages.security import SecuritySettings
+
+    defaults = SecuritySettings()
     parts = ["nodeguard security --model", model, "--count", str(settings["count"])]
-    if settings.get("seed") is not None:
+    if isinstance(settings.get("seed"), int):
         parts += ["--seed", str(settings["seed"])]
     parts += ["--votes", str(settings["votes"])]
     if settings.get("vmin") is not None:
         parts += ["--vmin", str(settings["vmin"])]
     parts += ["--kappas", _listed(settings["kappas"]), "--aa-eps", _listed(settings["autoattack_eps"])]
     parts += ["--aa-steps", str(settings["autoattack_steps"]), "--aa-eot-iter", str(settings["autoattack_eot_iter"])]
-    parts += [] if settings.get("eot", True) else ["--no-eot"]
-    parts += ["--draws", str(settings["eot_draws"])] if settings.get("eot", True) else []
-    if settings.get("square", True):
-        parts += ["--square-queries", str(settings["square_queries"]), "--square-draws", str(settings["square_draws"])]
-    else:
-        parts += ["--no-square"]
+    parts += ([] if settings["eot"] else ["--no-eot"]) + ["--draws", str(settings["eot_draws"])]
+    parts += [] if settings["square"] else ["--no-square"]
+    parts += ["--square-queries", str(settings["square_queries"]), "--square-draws", str(settings["square_draws"])]
     parts += [] if settings.get("warm_start", True) else ["--cold-start"]
+    parts += ["--warm-searches", str(settings.get("warm_binary_steps", defaults.warm_binary_steps))]
     options = settings.get("attack_options", {})
     for name in ("steps", "binary_steps"):
         if name in options:
             parts += [_flag(name), str(options[name])]
     parts += ["--tol-range", f"{settings['tol_low']:g},{settings['tol_high']:g}", "--eps", _listed(settings["eps"])]
-    return " ".join(parts)
+    if settings.get("tol_ranges"):
+        parts += ["--tol-ranges", ",".join(f"{low:g}:{high:g}" for low, high in settings["tol_ranges"])]
+    if settings.get("batch_size", defaults.batch_size) != defaults.batch_size:
+        parts += ["--batch-size", str(settings["batch_size"])]
+    extra: dict[str, Any] = {
+        name: settings[name]
+        for name in ("accept_level", "eot_kappa")
+        if name in settings and settings[name] != getattr(defaults, name)
+    }
+    draws = "" if isinstance(settings.get("seed"), int) else f"  # secret draws: {settings.get('seed')}"
+    return " ".join(parts) + _from_python(extra) + draws
 
 
 def roc_command(model: str, settings: RocSettings) -> str:
@@ -171,8 +229,36 @@ def roc_command(model: str, settings: RocSettings) -> str:
     defaults = ATTACKS.get(settings.attack).resolve_options({})
     for name, value in settings.attack_options.items():
         if value != defaults.get(name):  # only what differs from the attack's defaults
-            parts += [_flag(name), f"{value:g}" if isinstance(value, float) else str(value)]
+            parts += [_flag(name), _value(value)]
     return " ".join(parts)
+
+
+TRAIN_FLAGS: tuple[str, ...] = ("arch", "tol_train", "epochs", "batch_size", "lr", "weight_decay", "optimizer")
+TRAIN_FLAGS += ("schedule", "dropout", "filters", "seed", "train_limit", "test_limit", "noise_sigma")
+
+
+def train_command(model: str, config: dict[str, Any]) -> str | None:
+    """The ``nodeguard train`` command of a model's training settings (None: not trained by nodeguard)."""
+    training = config.get("training")
+    if not isinstance(training, dict) or "dataset" not in training:
+        return None
+    parts = ["nodeguard train", str(training["dataset"]), "--name", model]
+    for name in TRAIN_FLAGS:
+        if training.get(name) is not None:
+            parts += [_flag(name), _value(training[name])]
+    if "augment" in training:
+        parts += ["--augment" if training["augment"] else "--no-augment"]
+    return " ".join(parts)
+
+
+def _roc_candidate(summary: dict[str, Any]) -> bool:
+    """An FMN/CW set that ``nodeguard roc`` can read: some 8-bit adversarial, options it takes."""
+    settings = summary.get("settings", {})
+    if summary.get("attack") not in ROC_ATTACKS or not summary.get("successes_8bit") or settings.get("start"):
+        return False
+    defaults = ATTACKS.get(summary["attack"]).resolve_options({})
+    changed = {name for name, value in settings.get("options", {}).items() if value != defaults.get(name)}
+    return changed <= set(ROC_FLAGS)
 
 
 def _stored(registry: Registry, model: str, kind: str) -> list[tuple[str, dict[str, Any], float]]:
@@ -189,7 +275,7 @@ def _stored(registry: Registry, model: str, kind: str) -> list[tuple[str, dict[s
 
 def _roc_settings(attack: dict[str, Any], seed: int | None) -> RocSettings:
     """The ROC settings whose attack set is the stored one with these resolved settings."""
-    options = {key: value for key, value in attack["options"].items()}
+    options = {key: value for key, value in attack["options"].items() if key in ROC_FLAGS}
     return RocSettings(
         votes=DEFAULT_ROC_VOTES, count=attack["count"], seed=seed, attack=attack["attack"], attack_options=options
     )
@@ -247,15 +333,18 @@ def gather_report(
     candidates = [
         (item, settings)
         for item in attacks
-        if item.summary.get("attack") in ROC_ATTACKS
+        if _roc_candidate(item.summary)
         for settings in [_roc_settings(item.summary["settings"], roc_seed)]
         if tol_train > 0 and _same(settings.attack_settings().resolve(tol_train).as_dict(), item.summary["settings"])
     ]
     candidates.sort(key=lambda pair: (-pair[0].summary["count"], ROC_ATTACKS.index(pair[0].summary["attack"])))
     if roc and candidates:
         settings = candidates[0][1]
-        roc_report = run_roc(settings, model=name, registry=registry, device=device, progress=progress)
-        roc_text = roc_command(name, settings)
+        try:
+            roc_report = run_roc(settings, model=name, registry=registry, device=device, progress=progress)
+            roc_text = roc_command(name, settings)
+        except ConfigError as error:  # e.g. a model without a solver: no ROC to draw
+            missing.append(f"ROC: {error}")
     elif roc:
         missing.append(
             f"ROC: no FMN or CW attack set that `nodeguard roc` reads; make one: nodeguard roc --model {name} "
@@ -273,6 +362,7 @@ def gather_report(
         attacks=attacks,
         roc=roc_report,
         roc_command=roc_text,
+        train_command=train_command(name, config),
         security=security,
         versions=versions(),
         device=processor(),

@@ -52,6 +52,7 @@ under all of its settings, so the same request again computes nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -80,6 +81,7 @@ from nodeguard.experiments.security import (
     range_report,
     robust_accuracy_curve,
     spread_lists,
+    vote_logits,
 )
 from nodeguard.intervals import rate_interval
 from nodeguard.models.evaluation import classify_alone
@@ -98,6 +100,7 @@ APGD_DEFAULTS = APGDRandOptions()
 DEFAULT_SQUARE_DRAWS = 2
 DEFAULT_EPS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 SECURITY_REPORT_VERSION = 3  # 2: intervals, Square, the margin spread, other ranges; 3: the checks
+GRADIENT_BATCH = 100  # images per graph of the gradient check
 WARM_BINARY_STEPS = 2  # searches over c of a row continued from the kappa = 0 adversarials
 
 
@@ -383,7 +386,7 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
     checked = check_evaluation(
         attacked,
         main,
-        pristine_votes.logits if pristine_votes.logits is not None else torch.zeros(count, 1, 1),
+        vote_logits(pristine_votes, "pristine"),
         _gradient_norms(settings, loaded, attacked, pristine, labels),
         settings.autoattack_eps or tuple(eps for eps in settings.eps if eps > 0),
         max(settings.eps) if max(settings.eps) > 0 else 1.0,
@@ -428,16 +431,24 @@ def _gradient_norms(
     attacker differentiates: the model at tol_train (CW), the randomized model (EOT-CW,
     AutoAttack-rand: logits averaged over ``eot_draws`` of an attacker's draws)."""
     kinds = {item.attacker.attack for item in attacked}
-    norms: dict[str, torch.Tensor] = {}
-    device = loaded.device
-    images, labels = images.to(device), labels.to(device)
-    if kinds & {"cw"}:
-        pinned = PinnedTolerance(loaded.model, loaded.tol_train).eval()
-        norms["model at tol_train"] = margin_gradient_norms(pinned, images, labels).cpu()
+    targets: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    if "cw" in kinds:
+        targets["model at tol_train"] = PinnedTolerance(loaded.model, loaded.tol_train).eval()
     if kinds & {"eot-cw", "apgd-rand"}:
         low, high = settings.tol_low, settings.tol_high
         draws = ToleranceDraws(loaded.model, settings.eot_draws, low, high, attacker_generator(0))
-        norms["randomized model"] = margin_gradient_norms(lambda x: draws(x).mean(1), images, labels).cpu()
+        targets["randomized model"] = lambda x: draws(x).mean(1)
+    norms = {}
+    for name, logits_of in targets.items():
+        chunks = [  # one graph per attack batch, not over every image at once
+            margin_gradient_norms(
+                logits_of,
+                images[start : start + GRADIENT_BATCH].to(loaded.device),
+                labels[start : start + GRADIENT_BATCH].to(loaded.device),
+            ).cpu()
+            for start in range(0, len(images), GRADIENT_BATCH)
+        ]
+        norms[name] = torch.cat(chunks)
     return norms
 
 
