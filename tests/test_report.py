@@ -30,6 +30,9 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     made = runner.invoke(app, ["security", "--model", tiny_model, *SECURITY, "--json"])
     assert made.exit_code == 0, made.output
     security = json.loads(made.stdout)
+    # a set the ROC can always be drawn over: blend fools every attacked digit (conftest)
+    blend = ["roc", "--model", tiny_model, "--attack", "blend", "--count", "4", "--votes", "5", "--seed", "0"]
+    assert runner.invoke(app, [*blend, "--device", "cpu", "--json"]).exit_code == 0
 
     result = runner.invoke(
         app, ["report", "--model", tiny_model, "--out", str(tmp_path / "report"), "--seed", "0", "--json"]

@@ -73,7 +73,9 @@ def report(
         int | None,
         typer.Option("--seed", help="Public seed of the ROC's draws (as given to `nodeguard roc`; default: secret)."),
     ] = None,
-    roc: Annotated[bool, typer.Option("--roc/--no-roc", help="Draw the ROC over the largest FMN/CW set.")] = True,
+    roc: Annotated[
+        bool, typer.Option("--roc/--no-roc", help="Draw the ROC over the largest FMN, CW or blend set.")
+    ] = True,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     json_output: JsonOption = False,

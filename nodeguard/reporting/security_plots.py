@@ -145,7 +145,8 @@ def _draw_points(axes: Any, report: Any) -> None:
     axes.set_ylabel("attack success (square: undefended, dot: defended)")
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=6, loc="center left", ncol=2)
+    if any(point.mean_l2 is not None for point in report.points):  # else no attacker has a point to name
+        axes.legend(fontsize=6, loc="center left", ncol=2)
     axes.set_title(f"pristine accepted {report.pristine_accepted:.0%}; bars: 95% intervals", fontsize=9)
 
 

@@ -2,7 +2,7 @@
 
 :func:`gather_report` reads a registered model's training record, its stored attack sets
 (their summaries) and security reports, and draws the defense's ROC over its largest
-stored FMN or CW attack set (votes are reused from the store, or drawn when missing: the
+stored FMN, CW or blend attack set (votes are reused from the store, or drawn when missing: the
 cheap part, about a minute per 1000 digits on 2 CPU cores; no attack is run). Each figure
 carries the ``nodeguard`` command that reproduces it. :mod:`nodeguard.reporting.report_page`
 writes it as one HTML page, :mod:`nodeguard.reporting.model_card` as a JSON model card.
@@ -26,7 +26,7 @@ from nodeguard.stages.security import SecurityReport
 from nodeguard.storage.files import read_json
 from nodeguard.storage.registry import Registry
 
-ROC_ATTACKS = ("fmn", "cw")  # the minimal attacks whose sets the ROC is drawn over, preferred first
+ROC_ATTACKS = ("fmn", "cw", "blend")  # the attacks whose sets the ROC is drawn over, preferred first
 DEFAULT_ROC_VOTES = (5, 10, 15, 20)
 
 
@@ -58,7 +58,7 @@ class ModelReport:
         config: its config.yaml (architecture, training settings, data set).
         metrics: its metrics.json (test error in [0, 1], tol_train, NFE, training seconds).
         attacks: the stored attack sets, largest first.
-        roc: the defense's ROC over the largest FMN/CW attack set (None: no such set).
+        roc: the defense's ROC over the largest FMN, CW or blend attack set (None: no such set).
         roc_command: the command that draws it.
         train_command: the command that trains the model again (None: not trained by nodeguard).
         security: the stored security reports, the largest (then latest) first.
@@ -252,7 +252,7 @@ def train_command(model: str, config: dict[str, Any]) -> str | None:
 
 
 def _roc_candidate(summary: dict[str, Any]) -> bool:
-    """An FMN/CW set that ``nodeguard roc`` can read: some 8-bit adversarial, options it takes."""
+    """An FMN, CW or blend set that ``nodeguard roc`` can read: some 8-bit adversarial, options it takes."""
     settings = summary.get("settings", {})
     if summary.get("attack") not in ROC_ATTACKS or not summary.get("successes_8bit") or settings.get("start"):
         return False
@@ -293,7 +293,7 @@ def gather_report(
     device: str = "auto",
     progress: Progress = SILENT,
 ) -> ModelReport:
-    """Everything stored for a model, and the ROC over its largest FMN/CW attack set.
+    """Everything stored for a model, and the ROC over its largest FMN, CW or blend attack set.
 
     Args:
         model: a registered model; None means the most recently trained one.
@@ -347,7 +347,7 @@ def gather_report(
             missing.append(f"ROC: {error}")
     elif roc:
         missing.append(
-            f"ROC: no FMN or CW attack set that `nodeguard roc` reads; make one: nodeguard roc --model {name} "
+            f"ROC: no FMN, CW or blend attack set that `nodeguard roc` reads; make one: nodeguard roc --model {name} "
             "--count 1000 --attack fmn"
         )
     if not security:
