@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nodeguard.data.datasets import load_dataset
+from nodeguard.experiments.attack_sets import AttackSettings
 from nodeguard.experiments.indicators import (
     margin_gradient_norms,
     optimality,
@@ -22,6 +23,7 @@ from nodeguard.experiments.indicators import (
 )
 from nodeguard.experiments.security import JudgedAttack, SecurityRow, verdict
 from nodeguard.models.loading import load_model
+from nodeguard.stages.attack import run_attack
 from nodeguard.stages.in_memory import evaluate_in_memory
 from nodeguard.stages.roc import RocSettings
 from nodeguard.stages.security import SecuritySettings
@@ -147,3 +149,14 @@ def test_masked_gradients_fire_and_the_plain_model_stays_silent(tiny_model):
     gradient = [item for item in plain_report.indicators if item.name == "zero-gradient"]
     assert gradient and not any(item.fired for item in gradient)
     assert {score.label for score in plain_report.optimality} == {"cw k=0"}
+
+
+def test_a_crippled_attack_is_flagged_where_it_runs(tiny_model):
+    """CW with a step of 1e-9 cannot reach the decision boundary (margin -0.01 past it) from
+    any correctly classified digit: it fails on every one, by construction, and says so; the
+    model's gradients are there (the attack, not the model, failed)."""
+    settings = AttackSettings(attack="cw", count=4, batch_size=4, options={"steps": 1, "binary_steps": 1, "lr": 1e-9})
+    report = run_attack(settings, model=tiny_model, device="cpu")
+    checks = {item.name: item for item in report.indicators}
+    assert checks["unconstrained-failure"].count == report.count == 4 and checks["unconstrained-failure"].unreliable
+    assert not checks["zero-gradient"].fired and not checks["silent-success"].fired

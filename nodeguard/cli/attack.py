@@ -151,6 +151,13 @@ def render(console: Console, report: AttackReport) -> None:
         f"  |margin| at tol_attack, median / 90th percentile: {_fmt(report.median_abs_margin, '.2e')} / "
         f"{_fmt(report.p90_abs_margin, '.2e')}, on the 8-bit grid {_fmt(report.median_abs_margin_8bit, '.2e')} / "
         f"{_fmt(report.p90_abs_margin_8bit, '.2e')}\n"
+        + "".join(
+            f"  {'UNRELIABLE' if item.unreliable else 'expected'}: {item.name} on {item.about}: {item.count} of "
+            f"{item.total} images: {item.meaning}. What to do: {item.action}.\n"
+            for item in report.indicators
+            if item.fired
+        )
+        + f"  checks not fired: {', '.join(item.name for item in report.indicators if not item.fired) or 'none'}\n"
         f"  intervals: {INTERVAL_LABEL} over {report.count} images\n"
         f"  set {report.set} in {report.path}"
         + (f"\n  PNG files in {report.exported_to}" if report.exported_to else "")

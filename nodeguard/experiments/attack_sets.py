@@ -318,6 +318,9 @@ class AttackReport:
         success_rate_ci: the 95% Clopper-Pearson interval of ``success_rate``, ``[low, high]``
             (:func:`nodeguard.intervals.rate_interval` of successes in count; None for no image).
         success_rate_8bit_ci: the same for ``success_rate_8bit``.
+        indicators: the attack's checks of itself
+            (:mod:`nodeguard.experiments.indicators`: silent success; for minimal attacks,
+            unconstrained failure; for gradient attacks, zero input gradients).
     """
 
     model: str
@@ -347,6 +350,7 @@ class AttackReport:
     successes_8bit: int | None = None
     success_rate_ci: list[float] | None = None
     success_rate_8bit_ci: list[float] | None = None
+    indicators: list[Any] = field(default_factory=list)  # Indicator values (experiments.indicators)
 
     def to_dict(self) -> dict[str, Any]:
         return intervals_beside_rates(asdict(self))

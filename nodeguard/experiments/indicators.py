@@ -11,7 +11,7 @@ behind and fires, per image, where the evaluation itself may have failed:
   differentiates (the model at tol_train for CW; the randomized model, logits averaged
   over the attacker's own tolerance draws, for EOT-CW and AutoAttack-rand). Gradient
   attacks cannot move there: masked gradients.
-- ``unconstrained-failure``: a minimal-perturbation attacker (CW, EOT-CW: no norm bound)
+- ``unconstrained-failure``: a minimal-perturbation attacker (CW, EOT-CW, FMN: no norm bound)
   failed on an image the model classifies correctly. With no bound every such image has
   an adversarial, so the attack, not the model, failed there.
 - ``silent-success``: the attack found an adversarial (a float point misclassified alone
@@ -53,7 +53,7 @@ from nodeguard.intervals import rate_interval
 GRADIENT_FLOOR = 1e-12  # an input gradient whose L2 norm is at most this counts as zero
 LOGIT_CHANGE = 1e-6  # logits that move by more than this across the draws: a randomized model
 GRADIENT_ATTACKS = ("cw", "eot-cw", "apgd-rand", "fmn", "pgd")
-MINIMAL_ATTACKS = ("cw", "eot-cw")  # no norm bound: every correctly classified image has an adversarial
+MINIMAL_ATTACKS = ("cw", "eot-cw", "fmn")  # no norm bound: every correctly classified image has an adversarial
 EOT_ATTACKS = ("eot-cw", "apgd-rand")  # average over the randomness (and Square with draws)
 
 
@@ -128,6 +128,27 @@ def row_flags(indicators: Sequence[Indicator]) -> dict[str, str]:
         if item.fired and item.name in FLAG_NAMES:
             flags.setdefault(item.about, []).append(f"{FLAG_NAMES[item.name]} {item.count}")
     return {label: ", ".join(names) for label, names in flags.items()}
+
+
+def batched_gradient_norms(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch: int = 100,
+) -> torch.Tensor:
+    """:func:`margin_gradient_norms` over batches of ``batch`` images (one graph each), on ``device``.
+
+    Returns:
+        (N,) float32 on the CPU.
+    """
+    chunks = [
+        margin_gradient_norms(
+            logits_of, images[start : start + batch].to(device), labels[start : start + batch].to(device)
+        )
+        for start in range(0, len(images), batch)
+    ]
+    return torch.cat([chunk.cpu() for chunk in chunks]) if chunks else torch.zeros(0)
 
 
 def margin_gradient_norms(

@@ -30,6 +30,15 @@ from nodeguard.constants import ATTACK_SET_KIND, ATTACK_SHARD_KIND, SUMMARY_FILE
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.attack_sets import BATCH_FIELDS, AttackReport, AttackSet, AttackSettings, ResolvedAttack
+from nodeguard.experiments.indicators import (
+    GRADIENT_ATTACKS,
+    MINIMAL_ATTACKS,
+    Indicator,
+    batched_gradient_norms,
+    silent_success,
+    unconstrained_failure,
+    zero_gradient,
+)
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.models.networks import ImageClassifier
@@ -269,6 +278,23 @@ def compute_attack_set(
     return AttackSet.from_batches(settings, indices, [join_units(every_unit)])
 
 
+def attack_checks(loaded: LoadedModel, attack_set: AttackSet) -> list[Indicator]:
+    """The attack's checks of itself (:mod:`nodeguard.experiments.indicators`): silent success;
+    for a minimal attack (CW, EOT-CW, FMN), unconstrained failure on the images classified
+    correctly; for a gradient attack, zero or non-finite input gradients at the clean images
+    through the model at tol_attack (where the model has a solver, else as it is)."""
+    settings = attack_set.settings
+    checks = [silent_success(settings.attack, attack_set.success, attack_set.success_8bit)]
+    if settings.attack in MINIMAL_ATTACKS:
+        correct = attack_set.clean_predictions == attack_set.labels
+        checks.append(unconstrained_failure(settings.attack, attack_set.success_8bit | ~correct))
+    if settings.attack in GRADIENT_ATTACKS and len(attack_set):
+        target = PinnedTolerance(loaded.model, settings.tol_attack).eval()
+        norms = batched_gradient_norms(target, attack_set.clean, attack_set.labels, loaded.device)
+        checks.append(zero_gradient(norms, f"model at tol_attack {settings.tol_attack:g}"))
+    return checks
+
+
 def make_attack_set(
     settings: AttackSettings,
     loaded: LoadedModel,
@@ -296,9 +322,12 @@ def make_attack_set(
     attack_set = AttackSet.from_payload(resolved, payload)
     if reused:
         progress.log(f"attack set {stored.key} already exists for {loaded.name}; reusing it")
-        return attack_set, summarise(attack_set, loaded.name, stored, reused=True)
+        report = summarise(attack_set, loaded.name, stored, reused=True)
+        report.indicators = attack_checks(loaded, attack_set)
+        return attack_set, report
     WorkUnits(stored, ATTACK_SHARD_KIND, None).remove()
     report = summarise(attack_set, loaded.name, stored, reused=False)
+    report.indicators = attack_checks(loaded, attack_set)
     if current_ranks().is_main:
         summary = stored.path(SUMMARY_FILE)
         if summary is not None:  # None: a model in memory keeps nothing

@@ -66,7 +66,7 @@ from nodeguard.defense.randomization import DefenseSettings, Votes, check_tol_ra
 from nodeguard.defense.spread import SpreadSummary, summarize
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError, setting_error
-from nodeguard.experiments.indicators import Indicator, Optimality, WorstCase, margin_gradient_norms
+from nodeguard.experiments.indicators import Indicator, Optimality, WorstCase, batched_gradient_norms
 from nodeguard.experiments.security import (
     Attacker,
     AttackerSet,
@@ -439,16 +439,8 @@ def _gradient_norms(
         draws = ToleranceDraws(loaded.model, settings.eot_draws, low, high, attacker_generator(0))
         targets["randomized model"] = lambda x: draws(x).mean(1)
     norms = {}
-    for name, logits_of in targets.items():
-        chunks = [  # one graph per attack batch, not over every image at once
-            margin_gradient_norms(
-                logits_of,
-                images[start : start + GRADIENT_BATCH].to(loaded.device),
-                labels[start : start + GRADIENT_BATCH].to(loaded.device),
-            ).cpu()
-            for start in range(0, len(images), GRADIENT_BATCH)
-        ]
-        norms[name] = torch.cat(chunks)
+    for name, logits_of in targets.items():  # one graph per batch, not over every image at once
+        norms[name] = batched_gradient_norms(logits_of, images, labels, loaded.device, GRADIENT_BATCH)
     return norms
 
 
