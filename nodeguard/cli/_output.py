@@ -20,7 +20,7 @@ from rich.table import Table
 
 from nodeguard.intervals import format_interval, format_rate
 from nodeguard.runtime.distributed import current_ranks
-from nodeguard.storage.files import display_path, json_text
+from nodeguard.storage.files import check_writable, display_path, json_text
 
 
 class _RichTask:
@@ -131,7 +131,10 @@ class Output:
 
     def run(self, stage, render, picture: Picture | None = None, **kwargs: Any) -> Any:
         """Run a library stage with progress bars, draw its picture (rank 0) when one is asked
-        for, then print its result (JSON or human). Stages never draw; reporting does, here."""
+        for, then print its result (JSON or human). Stages never draw; reporting does, here.
+        A picture path that cannot be written fails in one line before the stage runs."""
+        if picture is not None and picture.path is not None and self.main_rank:
+            check_writable(picture.path)
         with self.reporter() as reporter:
             report = stage(progress=reporter, **kwargs)
         if picture is not None and picture.path is not None and self.main_rank:

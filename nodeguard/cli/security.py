@@ -187,10 +187,11 @@ def render(console: Console, report: SecurityReport) -> None:
     table.add_column("attacker", justify="left", min_width=11)
     for column in ("L2\nmean", "L2\nmed", "success", "rejected", "defended", "|margin|"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("flags", justify="left", min_width=6)
     flags = row_flags(report.indicators)
+    if flags:  # a column only where a check fired on a row (it wraps rather than cut its words)
+        table.add_column("flags", justify="left", overflow="fold")
     for point in report.points:
-        table.add_row(
+        cells = [
             point.label,
             _fmt(point.mean_l2, ".3f"),
             _fmt(point.median_l2, ".3f"),
@@ -198,8 +199,8 @@ def render(console: Console, report: SecurityReport) -> None:
             rate_cell(point.rejected, point.rejected_ci, ".0%"),
             rate_cell(point.defended_success, point.defended_success_ci, ".0%"),
             _fmt(point.median_abs_margin_8bit, ".1e"),
-            flags.get(point.label, ""),
-        )
+        ]
+        table.add_row(*cells, *([flags.get(point.label, "")] if flags else []))
     console.print(table)
     timed = [f"{point.label} {point.attack_seconds:.0f}" for point in report.points if point.attack_seconds is not None]
     if timed:
@@ -265,7 +266,9 @@ def render_checks(console: Console, report: SecurityReport) -> None:
         table.add_row(score.label, _fmt(score.undefended, ".2f"), _fmt(score.defended, ".2f"))
     console.print(table)
     if report.optimality:
-        console.print(f"E = {report.optimality[0].max_eps:g}; n/a: no attacker fooled any image within E")
+        unscored = any(score.undefended is None or score.defended is None for score in report.optimality)
+        note = "; n/a: no attacker fooled any image within E" if unscored else ""
+        console.print(f"E = {report.optimality[0].max_eps:g}{note}")
     console.print(f"verdict: {report.verdict}")
 
 

@@ -177,6 +177,20 @@ def _indicators(values: Any) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
+def _set_checks(indicators: list[dict[str, Any]]) -> str:
+    """The checks that fired on an attack set (as its summary.json keeps them), or "none"."""
+    fired = [item for item in indicators if item.get("fired")]
+    if not indicators:
+        return "not checked"
+    return (
+        ", ".join(
+            f"{item['name']} {item['count']}/{item['total']}" + (" UNRELIABLE" if item.get("unreliable") else "")
+            for item in fired
+        )
+        or "none"
+    )
+
+
 def _attacks(report: ModelReport) -> str:
     if not report.attacks:
         return ""
@@ -190,10 +204,11 @@ def _attacks(report: ModelReport) -> str:
                 format_rate(summary.get("success_rate_8bit"), summary.get("success_rate_8bit_ci")),
                 _number(summary.get("mean_l2_8bit"), ".3f"),
                 _number(summary.get("seconds"), ".0f"),
+                _set_checks(summary.get("indicators", [])),
                 item.command,
             ]
         )
-    header = ["attack", "images", "success (8-bit)", "mean L2", "seconds", "command"]
+    header = ["attack", "images", "success (8-bit)", "mean L2", "seconds", "checks fired", "command"]
     return "<h2>Stored attack sets</h2>" + _table(header, rows, code=len(header) - 1)
 
 

@@ -47,7 +47,7 @@ from nodeguard.pipeline.units import WorkUnits
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import Ranks, current_ranks
 from nodeguard.stages.attack_sets import attack_set_result, export_pngs, read_attack_set, summarise
-from nodeguard.storage.files import atomic_write_json
+from nodeguard.storage.files import atomic_write_json, check_folder
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import StoredResult
 
@@ -376,6 +376,9 @@ def run_attack(
         ModelNotFoundError: ``model`` is not registered (or None and none is ready).
         DataUnavailableError: the model's data set is not on disk and cannot be downloaded.
     """
+    if export_dir is not None and current_ranks().is_main:
+        for folder in ("pristine", "adversarial"):  # a folder that cannot be made: one line, before any work
+            check_folder(Path(export_dir) / folder)
     loaded = loaded or load_model(model, registry=registry, device=device)
     attack_set, report = make_attack_set(settings, loaded, data_dir, progress)
     if export_dir is not None and current_ranks().is_main:

@@ -38,6 +38,7 @@ from nodeguard.experiments.attack_sets import (
     perturbation_stats,
 )
 from nodeguard.intervals import rate_interval
+from nodeguard.storage.files import check_folder
 from nodeguard.storage.images import save_png
 from nodeguard.storage.registry import Registry
 from nodeguard.storage.results import ResultStore, StoredResult
@@ -127,7 +128,7 @@ def export_pngs(attack_set: AttackSet, directory: Path) -> None:
     """``pristine/`` and ``adversarial/`` PNGs named by index and label (8-bit successes only)."""
     pristine, adversarial = directory / "pristine", directory / "adversarial"
     for folder in (pristine, adversarial):
-        folder.mkdir(parents=True, exist_ok=True)
+        check_folder(folder)
     clean_levels = (attack_set.clean * 255).round().to(torch.uint8)
     rows = zip(attack_set.indices.tolist(), attack_set.labels.tolist(), strict=True)
     for position, (index, label) in enumerate(rows):

@@ -200,8 +200,10 @@ def security_command(model: str, settings: dict[str, Any]) -> str:
     parts += ([] if settings["eot"] else ["--no-eot"]) + ["--draws", str(settings["eot_draws"])]
     parts += [] if settings["square"] else ["--no-square"]
     parts += ["--square-queries", str(settings["square_queries"]), "--square-draws", str(settings["square_draws"])]
-    parts += [] if settings.get("warm_start", True) else ["--cold-start"]
-    parts += ["--warm-searches", str(settings.get("warm_binary_steps", defaults.warm_binary_steps))]
+    if settings.get("warm_start", True):
+        parts += ["--warm-searches", str(settings.get("warm_binary_steps", defaults.warm_binary_steps))]
+    else:
+        parts += ["--cold-start"]
     options = settings.get("attack_options", {})
     for name in ("steps", "binary_steps"):
         if name in options:
@@ -348,7 +350,7 @@ def gather_report(
     elif roc:
         missing.append(
             f"ROC: no FMN, CW or blend attack set that `nodeguard roc` reads; make one: nodeguard roc --model {name} "
-            "--count 1000 --attack fmn"
+            "--count 1000 --attack fmn" + ("" if roc_seed is None else f" --seed {roc_seed}")
         )
     if not security:
         missing.append(

@@ -185,6 +185,9 @@ class SecuritySettings:
             raise setting_error("count", f"must be at least 1, got {self.count}")
         if self.square_queries < 1:
             raise setting_error("square_queries", f"must be at least 1, got {self.square_queries}")
+        for name in ("autoattack_steps", "autoattack_eot_iter", "eot_draws"):  # named by their own options
+            if getattr(self, name) < 1:
+                raise setting_error(name, f"must be at least 1, got {getattr(self, name)}")
         if self.warm_binary_steps < 1:
             raise setting_error("warm_binary_steps", f"must be at least 1, got {self.warm_binary_steps}")
         if self.square_draws < 0:

@@ -57,8 +57,10 @@ def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise (storage_error(path, exc) or exc) from None
+    except OSError as exc:  # a folder that cannot be made or written: the path's fault, one line
+        reason = exc.strerror or exc.__class__.__name__
+        generic = StorageError(f"cannot write {display_path(path)}: {reason}; choose a folder you can write to")
+        raise (storage_error(path, exc) or generic) from None
     try:
         os.chmod(temporary, 0o666 & ~_current_umask())
         with os.fdopen(descriptor, "wb") as handle:
@@ -91,6 +93,16 @@ def check_writable(path: Path) -> None:
     except OSError as exc:
         reason = exc.strerror or exc.__class__.__name__
         generic = StorageError(f"cannot write {display_path(path)}: {reason}; choose a folder you can write to")
+        raise (storage_error(path, exc) or generic) from None
+
+
+def check_folder(path: Path) -> None:
+    """Make the folder ``path`` (and its parents), or raise a one-line StorageError saying why not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        generic = StorageError(f"cannot make the folder {display_path(path)}: {reason}; choose another")
         raise (storage_error(path, exc) or generic) from None
 
 
