@@ -13,6 +13,7 @@ from nodeguard.cli import app
 from nodeguard.reporting.model_card import SCHEMA_PATH
 from nodeguard.stages.report import _roc_candidate, attack_command, security_command, train_command
 from nodeguard.stages.security import SecuritySettings
+from nodeguard.storage.registry import Registry
 
 SECURITY = ["--count", "4", "--kappas", "0", "--draws", "2", "--votes", "5", "--steps", "20", "--binary-steps", "2"]
 SECURITY += ["--eps", "0,1,2", "--aa-eps", "1.5", "--aa-steps", "3", "--aa-eot-iter", "2"]
@@ -64,6 +65,14 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     roc = runner.invoke(app, [*shlex.split(card["roc"]["command"])[1:], "--device", "cpu", "--json"])
     assert roc.exit_code == 0, roc.output
     assert json.loads(roc.stdout)["votes_reused"]
+
+    # one stored security report asked for by key; an unknown key is one line naming the stored ones
+    (stored_key,) = [path.name for path in (Registry().results_dir(tiny_model) / "security").iterdir()]
+    page = ["report", "--model", tiny_model, "--no-roc"]
+    chosen = runner.invoke(app, [*page, "--out", str(tmp_path / "r2"), "--security", stored_key, "--json"])
+    assert chosen.exit_code == 0, chosen.output
+    wrong = runner.invoke(app, [*page, "--out", str(tmp_path / "r3"), "--security", "nope"])
+    assert wrong.exit_code == 1 and "no security report 'nope'" in wrong.output and stored_key in wrong.output
 
 
 def test_an_unknown_model_is_one_line(tmp_path):

@@ -43,12 +43,20 @@ class WrittenReport:
 
 
 def write_report(
-    progress: Progress, model: str | None, out: Path, seed: int | None, roc: bool, device: str
+    progress: Progress,
+    model: str | None,
+    out: Path,
+    seed: int | None,
+    roc: bool,
+    device: str,
+    security_key: str | None = None,
 ) -> WrittenReport:
     """Gather the model's stored results, then write ``out/report.html`` and ``out/model-card.json``."""
     page_path, card_path = out / PAGE_FILE, out / CARD_FILE
     check_writable(page_path)  # before any work (makes the folder; one line where it cannot)
-    gathered = gather_report(model, Registry(), roc_seed=seed, roc=roc, device=device, progress=progress)
+    gathered = gather_report(
+        model, Registry(), roc_seed=seed, roc=roc, device=device, progress=progress, security_key=security_key
+    )
     card = model_card(gathered)
     if current_ranks().is_main:  # under torchrun the ranks share the ROC's votes; rank 0 writes
         atomic_write_text(page_path, report_page(gathered))
@@ -76,6 +84,10 @@ def report(
     roc: Annotated[
         bool, typer.Option("--roc/--no-roc", help="Draw the ROC over the largest FMN, CW or blend set.")
     ] = True,
+    security_key: Annotated[
+        str | None,
+        typer.Option("--security", help="The stored security report to show (its key, as the page lists them)."),
+    ] = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     json_output: JsonOption = False,
@@ -87,7 +99,9 @@ def report(
     Runs no attack: the ROC reuses stored votes (or draws them, about a minute per 1000
     digits on 2 cores); what is missing is listed with the command that makes it.
     """
-    Output(json_output).run(write_report, render, model=model, out=out, seed=seed, roc=roc, device=device)
+    Output(json_output).run(
+        write_report, render, model=model, out=out, seed=seed, roc=roc, device=device, security_key=security_key
+    )
 
 
 def render(console: Console, written: WrittenReport) -> None:

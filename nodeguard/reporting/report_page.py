@@ -154,7 +154,10 @@ def _security(report: ModelReport) -> str:
     ]
     others = report.security[1:]
     if others:
-        parts.append("<p>Other stored security reports: " + ", ".join(_escape(item.key) for item in others) + "</p>")
+        listed = "".join(f"<li>{_escape(item.key)}: {_command(item.command)}</li>" for item in others)
+        parts.append(
+            f"<p>Other stored security reports (show one with <code>--security KEY</code>):</p><ul>{listed}</ul>"
+        )
     return "".join(parts)
 
 
@@ -208,7 +211,7 @@ def _attacks(report: ModelReport) -> str:
                 item.command,
             ]
         )
-    header = ["attack", "images", "success (8-bit)", "mean L2", "seconds", "checks fired", "command"]
+    header = ["attack", "images", "success (8-bit)", "mean L2 (8-bit)", "seconds", "checks fired", "command"]
     return "<h2>Stored attack sets</h2>" + _table(header, rows, code=len(header) - 1)
 
 

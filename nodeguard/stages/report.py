@@ -294,6 +294,7 @@ def gather_report(
     roc: bool = True,
     device: str = "auto",
     progress: Progress = SILENT,
+    security_key: str | None = None,
 ) -> ModelReport:
     """Everything stored for a model, and the ROC over its largest FMN, CW or blend attack set.
 
@@ -305,6 +306,8 @@ def gather_report(
         roc: draw the ROC (False: leave it out).
         device: "auto", "cpu" or "cuda", for the ROC's votes.
         progress: receives log lines and progress.
+        security_key: the stored security report to show in full (its folder name, as the
+            page lists the others); None: the largest, then the latest.
 
     Returns:
         The ``ModelReport``.
@@ -312,6 +315,7 @@ def gather_report(
     Raises:
         ModelNotFoundError: ``model`` is not registered (or None and none is ready).
         RegistryError: the model's files are damaged.
+        ConfigError: no security report ``security_key`` is stored.
     """
     registry = registry or Registry()
     name = registry.resolve(model)
@@ -329,6 +333,12 @@ def gather_report(
             report = SecurityReport.from_dict(saved["values"])
             security.append(StoredSecurity(key, report, saved["settings"], security_command(name, saved["settings"])))
     security.sort(key=lambda item: -item.report.count)  # stable: the latest first among equal counts
+    if security_key is not None:  # the one asked for first
+        chosen = [item for item in security if item.key == security_key]
+        if not chosen:
+            stored_keys = ", ".join(item.key for item in security) or "none"
+            raise ConfigError(f"no security report {security_key!r} stored for {name}; stored: {stored_keys}")
+        security = chosen + [item for item in security if item.key != security_key]
     missing = []
     roc_report, roc_text = None, None
     tol_train = float(metrics.get("tol_train") or config.get("model", {}).get("tol", 0.0) or 0.0)
