@@ -99,6 +99,11 @@ def format_interval(interval: list[float] | None, spec: str = ".0%") -> str:
     return f"[{format(interval[0], spec)}, {format(interval[1], spec)}]"
 
 
+def format_number(value: float | None, spec: str) -> str:
+    """A number as ``spec`` formats it; ``"n/a"`` for None (as :func:`format_rate`)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def format_rate(rate: float | None, interval: list[float] | None, spec: str = ".1%", interval_spec: str = ".0%") -> str:
     """A rate and its interval in one cell, e.g. ``"93.0% [86%, 97%]"``; ``"n/a"`` for None."""
     if rate is None:

@@ -23,7 +23,7 @@ from nodeguard.cli._options import (
 from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_tol_range
 from nodeguard.experiments.attack_sets import AttackReport, AttackSettings
-from nodeguard.intervals import INTERVAL_LABEL, format_rate
+from nodeguard.intervals import INTERVAL_LABEL, format_number, format_rate
 from nodeguard.stages.attack import run_attack
 from nodeguard.storage.registry import Registry
 
@@ -134,23 +134,20 @@ def attack(
     )
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def render(console: Console, report: AttackReport) -> None:
     state = "reused" if report.reused else f"{report.seconds:.0f} s"
     success = format_rate(report.success_rate, report.success_rate_ci)
     success_8bit = format_rate(report.success_rate_8bit, report.success_rate_8bit_ci)
     console.print(
         f"{report.attack} on {report.model} at tol_attack {report.tol_attack:g}: {report.count} images ({state})\n"
-        f"  success rate {success}  mean L2 {_fmt(report.mean_l2, '.3f')}  "
-        f"median L2 {_fmt(report.median_l2, '.3f')}  mean MSE {_fmt(report.mean_mse, '.2e')}\n"
+        f"  success rate {success}  mean L2 {format_number(report.mean_l2, '.3f')}  "
+        f"median L2 {format_number(report.median_l2, '.3f')}  mean MSE {format_number(report.mean_mse, '.2e')}\n"
         f"  on the 8-bit grid: success {success_8bit} (kept by rounding {report.kept_by_rounding}, "
         f"by outward rounding {report.kept_by_outward_rounding}, lost {report.lost_on_8bit_grid})\n"
-        f"  |margin| at tol_attack, median / 90th percentile: {_fmt(report.median_abs_margin, '.2e')} / "
-        f"{_fmt(report.p90_abs_margin, '.2e')}, on the 8-bit grid {_fmt(report.median_abs_margin_8bit, '.2e')} / "
-        f"{_fmt(report.p90_abs_margin_8bit, '.2e')}\n"
+        f"  |margin| at tol_attack, median / 90th percentile: {format_number(report.median_abs_margin, '.2e')} / "
+        f"{format_number(report.p90_abs_margin, '.2e')}, on the 8-bit grid "
+        f"{format_number(report.median_abs_margin_8bit, '.2e')} / "
+        f"{format_number(report.p90_abs_margin_8bit, '.2e')}\n"
         + "".join(
             f"  {'UNRELIABLE' if item.unreliable else 'expected'}: {item.name} on {item.about}: {item.count} of "
             f"{item.total} images: {item.meaning}. What to do: {item.action}.\n"

@@ -26,7 +26,7 @@ from nodeguard.cli._output import Output, Picture, compact_table, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.indicators import row_flags
-from nodeguard.intervals import INTERVAL_LABEL, format_rate
+from nodeguard.intervals import INTERVAL_LABEL, format_number, format_rate
 from nodeguard.reporting.security_plots import plot_security
 from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
 from nodeguard.storage.registry import Registry
@@ -173,10 +173,6 @@ def parse_tol_ranges(text: str) -> tuple[tuple[float, float], ...]:
     return tuple(ranges)
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def render(console: Console, report: SecurityReport) -> None:
     chosen = " (accepts >= 90% of pristine)" if report.vmin_chosen else ""
     # rates over their intervals on two lines, labels wrapped, one space between columns:
@@ -193,12 +189,12 @@ def render(console: Console, report: SecurityReport) -> None:
     for point in report.points:
         cells = [
             point.label,
-            _fmt(point.mean_l2, ".3f"),
-            _fmt(point.median_l2, ".3f"),
+            format_number(point.mean_l2, ".3f"),
+            format_number(point.median_l2, ".3f"),
             rate_cell(point.success_rate, point.success_rate_ci, ".0%"),
             rate_cell(point.rejected, point.rejected_ci, ".0%"),
             rate_cell(point.defended_success, point.defended_success_ci, ".0%"),
-            _fmt(point.median_abs_margin_8bit, ".1e"),
+            format_number(point.median_abs_margin_8bit, ".1e"),
         ]
         table.add_row(*cells, *([flags.get(point.label, "")] if flags else []))
     console.print(table)
@@ -263,7 +259,7 @@ def render_checks(console: Console, report: SecurityReport) -> None:
     for column in ("attacker", "undefended", "defended"):
         table.add_column(column, justify="right", no_wrap=True)
     for score in report.optimality:
-        table.add_row(score.label, _fmt(score.undefended, ".2f"), _fmt(score.defended, ".2f"))
+        table.add_row(score.label, format_number(score.undefended, ".2f"), format_number(score.defended, ".2f"))
     console.print(table)
     if report.optimality:
         unscored = any(score.undefended is None or score.defended is None for score in report.optimality)
@@ -282,17 +278,18 @@ def render_spread(console: Console, report: SecurityReport) -> None:
         table.add_row(
             item.label,
             str(item.count),
-            _fmt(item.median_width, ".3f"),
-            _fmt(item.p90_width, ".3f"),
-            _fmt(item.median_rise, ".3f"),
-            _fmt(item.p90_rise, ".3f"),
+            format_number(item.median_width, ".3f"),
+            format_number(item.p90_width, ".3f"),
+            format_number(item.median_rise, ".3f"),
+            format_number(item.p90_rise, ".3f"),
             rate_cell(item.straddling, item.straddling_ci, ".0%"),
             rate_cell(item.all_negative, item.all_negative_ci, ".0%"),
         )
     console.print(table)
     if report.minimal_label is not None:
         predicted = ", ".join(
-            f"{float(share):.0%} above kappa = {_fmt(value, '.3f')}" for share, value in report.predicted_kappa.items()
+            f"{float(share):.0%} above kappa = {format_number(value, '.3f')}"
+            for share, value in report.predicted_kappa.items()
         )
         console.print(
             f"from the rises of {report.minimal_label}: an adversarial survives every vote when its confidence "
@@ -309,7 +306,7 @@ def render_spread(console: Console, report: SecurityReport) -> None:
         for check in report.kappa_checks:
             checks.add_row(
                 f"{check.kappa:g}",
-                _fmt(check.predicted_survival, ".0%"),
+                format_number(check.predicted_survival, ".0%"),
                 format_rate(check.survived_every_vote, check.survived_every_vote_ci, ".0%"),
                 format_rate(check.defended_success, check.defended_success_ci, ".0%"),
             )

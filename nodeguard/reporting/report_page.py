@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeguard.experiments.indicators import row_flags
-from nodeguard.intervals import INTERVAL_LABEL, format_rate
+from nodeguard.intervals import INTERVAL_LABEL, format_number, format_rate
 from nodeguard.reporting.plots import plot_roc
 from nodeguard.reporting.security_plots import plot_security
 from nodeguard.stages.report import ModelReport
@@ -61,10 +61,6 @@ def _picture(draw: Callable[[Any, Path], None], report: Any, alt: str) -> str:
     return f'<img alt="{_escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def _number(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def _training(report: ModelReport) -> str:
     training = report.config.get("training", {})
     metrics = report.metrics
@@ -77,7 +73,7 @@ def _training(report: ModelReport) -> str:
         ["epochs", metrics.get("epochs")],
         ["NFE per forward", metrics.get("nfe")],
         ["training seed", training.get("seed")],
-        ["training time (s)", _number(metrics.get("seconds"), ".0f")],
+        ["training time (s)", format_number(metrics.get("seconds"), ".0f")],
     ]
     return "<h2>Training</h2>" + _table(["setting", "value"], rows) + _command(report.train_command)
 
@@ -110,11 +106,11 @@ def _security(report: ModelReport) -> str:
     rows = [
         [
             row.label,
-            _number(row.median_l2, ".3f"),
+            format_number(row.median_l2, ".3f"),
             format_rate(row.success_rate, row.success_rate_ci, ".0%"),
             format_rate(row.rejected, row.rejected_ci, ".0%"),
             format_rate(row.defended_success, row.defended_success_ci, ".0%"),
-            _number(row.attack_seconds, ".0f"),
+            format_number(row.attack_seconds, ".0f"),
             flags.get(row.label, ""),
         ]
         for row in values.points
@@ -146,7 +142,7 @@ def _security(report: ModelReport) -> str:
         _table(
             ["attacker", "undefended", "defended"],
             [
-                [item.label, _number(item.undefended, ".2f"), _number(item.defended, ".2f")]
+                [item.label, format_number(item.undefended, ".2f"), format_number(item.defended, ".2f")]
                 for item in values.optimality
             ],
         ),
@@ -205,8 +201,8 @@ def _attacks(report: ModelReport) -> str:
                 summary.get("attack"),
                 summary.get("count"),
                 format_rate(summary.get("success_rate_8bit"), summary.get("success_rate_8bit_ci")),
-                _number(summary.get("mean_l2_8bit"), ".3f"),
-                _number(summary.get("seconds"), ".0f"),
+                format_number(summary.get("mean_l2_8bit"), ".3f"),
+                format_number(summary.get("seconds"), ".0f"),
                 _set_checks(summary.get("indicators", [])),
                 item.command,
             ]
