@@ -631,14 +631,15 @@ def check_evaluation(
         The ``EvaluationCheck``.
     """
     rows = judged.judged
+    pairs = list(zip(attacked, rows, strict=True))
     indicators = [zero_gradient(norms, target) for target, norms in gradient_norms.items()]
-    for item, row in zip(attacked, rows, strict=True):
+    for item, row in pairs:
         if item.attacker.attack in MINIMAL_ATTACKS:
             indicators.append(unconstrained_failure(item.attacker.label, row.fooled_undefended))
     for item in attacked:
         indicators.append(silent_success(item.attacker.label, item.attack_set.success, item.attack_set.success_8bit))
-    white_box = [row for item, row in zip(attacked, rows, strict=True) if item.attacker.attack in GRADIENT_ATTACKS]
-    for item, row in zip(attacked, rows, strict=True):
+    white_box = [row for item, row in pairs if item.attacker.attack in GRADIENT_ATTACKS]
+    for item, row in pairs:
         if item.attacker.attack == "square" and item.attacker.options.get("draws", 0) == 0:
             eps = float(item.attacker.options["eps"])
             found = [other.within(eps) & other.fooled_undefended for other in white_box]
@@ -650,11 +651,8 @@ def check_evaluation(
     ]
     indicators.append(randomized_model(pristine_logits, averaging))
 
-    undefended = {item.attacker.label: row.l2 for item, row in zip(attacked, rows, strict=True)}
-    defended = {
-        item.attacker.label: torch.where(row.fooled_defended, row.l2, torch.inf)
-        for item, row in zip(attacked, rows, strict=True)
-    }
+    undefended = {item.attacker.label: row.l2 for item, row in pairs}
+    defended = {item.attacker.label: torch.where(row.fooled_defended, row.l2, torch.inf) for item, row in pairs}
     worst_undefended, by_undefended = smallest_per_image(undefended)
     worst_defended, by_defended = smallest_per_image(defended)
     # scored: the minimal-perturbation attackers; a fixed-budget one (AutoAttack-rand,
@@ -693,16 +691,16 @@ def verdict(
     """
     count = len(pristine_ok)
     sentences = []
-    for eps in budgets:
-        broken = torch.zeros_like(pristine_ok)
-        by_attacker = []
-        for row in rows:
-            fooled = row.within(eps) & row.fooled_defended
-            broken |= fooled
-            if fooled.any():
-                by_attacker.append((int(fooled.sum()), row.row.label))
-        kept = int((pristine_ok & ~broken).sum())
-        kept_rate = format_rate(kept / count, rate_interval(kept, count), ".0%")
+    for point in robust_accuracy_curve(list(rows), pristine_ok, tuple(budgets)):
+        eps = point.eps
+        by_attacker = [
+            (int(fooled.sum()), row.row.label)
+            for row in rows
+            for fooled in [row.within(eps) & row.fooled_defended]
+            if fooled.any()
+        ]
+        kept = round(point.robust_accuracy_defended * count)
+        kept_rate = format_rate(point.robust_accuracy_defended, point.robust_accuracy_defended_ci, ".0%")
         share = f"{kept} of {count} images kept ({kept_rate})"
         if not by_attacker:
             sentences.append(

@@ -320,14 +320,12 @@ def make_attack_set(
         stored, lambda: compute_attack_set(loaded, resolved, stored, data_dir, progress, start_set).payload()
     )
     attack_set = AttackSet.from_payload(resolved, payload)
+    report = summarise(attack_set, loaded.name, stored, reused=reused)
+    report.indicators = attack_checks(loaded, attack_set)
     if reused:
         progress.log(f"attack set {stored.key} already exists for {loaded.name}; reusing it")
-        report = summarise(attack_set, loaded.name, stored, reused=True)
-        report.indicators = attack_checks(loaded, attack_set)
         return attack_set, report
     WorkUnits(stored, ATTACK_SHARD_KIND, None).remove()
-    report = summarise(attack_set, loaded.name, stored, reused=False)
-    report.indicators = attack_checks(loaded, attack_set)
     if current_ranks().is_main:
         summary = stored.path(SUMMARY_FILE)
         if summary is not None:  # None: a model in memory keeps nothing

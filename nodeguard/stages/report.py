@@ -141,6 +141,12 @@ ROC_FLAGS = ("kappa", "draws", "steps", "binary_steps")  # the attack options `n
 ATTACK_BATCH = 100  # AttackSettings' default batch size
 
 
+def _changed_options(attack: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options that differ from the attack's defaults (what a command must spell out)."""
+    defaults = ATTACKS.get(attack).resolve_options({})
+    return {name: value for name, value in options.items() if value != defaults.get(name)}
+
+
 def _from_python(extra: dict[str, Any]) -> str:
     """A note after a command for settings it has no flag for (empty where there are none)."""
     if not extra:
@@ -162,10 +168,9 @@ def attack_command(model: str, settings: dict[str, Any]) -> str:
     if settings.get("batch_size", ATTACK_BATCH) != ATTACK_BATCH:
         parts += ["--batch-size", str(settings["batch_size"])]
     options = settings.get("options", {})
-    defaults = ATTACKS.get(settings["attack"]).resolve_options({})
     extra = {}
-    for name, value in options.items():
-        if name in ("tol_low", "tol_high") or value == defaults.get(name):
+    for name, value in _changed_options(settings["attack"], options).items():
+        if name in ("tol_low", "tol_high"):
             continue
         if name in ATTACK_FLAGS:
             parts += [_flag(name), _value(value)]
@@ -228,10 +233,8 @@ def roc_command(model: str, settings: RocSettings) -> str:
     parts += ["--votes", ",".join(str(votes) for votes in settings.votes)]
     parts += [] if settings.seed is None else ["--seed", str(settings.seed)]
     parts += ["--tol-range", f"{settings.tol_low:g},{settings.tol_high:g}"]
-    defaults = ATTACKS.get(settings.attack).resolve_options({})
-    for name, value in settings.attack_options.items():
-        if value != defaults.get(name):  # only what differs from the attack's defaults
-            parts += [_flag(name), _value(value)]
+    for name, value in _changed_options(settings.attack, settings.attack_options).items():
+        parts += [_flag(name), _value(value)]
     return " ".join(parts)
 
 
@@ -258,9 +261,7 @@ def _roc_candidate(summary: dict[str, Any]) -> bool:
     settings = summary.get("settings", {})
     if summary.get("attack") not in ROC_ATTACKS or not summary.get("successes_8bit") or settings.get("start"):
         return False
-    defaults = ATTACKS.get(summary["attack"]).resolve_options({})
-    changed = {name for name, value in settings.get("options", {}).items() if value != defaults.get(name)}
-    return changed <= set(ROC_FLAGS)
+    return set(_changed_options(summary["attack"], settings.get("options", {}))) <= set(ROC_FLAGS)
 
 
 def _stored(registry: Registry, model: str, kind: str) -> list[tuple[str, dict[str, Any], float]]:
