@@ -9,9 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from nodeguard.attacks import CarliniWagnerL2, CWOptions, PinnedTolerance
+from nodeguard.attacks.cw import run_cw
+from nodeguard.attacks.spec import still_shrinking, window_start
 from nodeguard.data.datasets import load_dataset
 from nodeguard.experiments.attack_sets import AttackSettings
 from nodeguard.experiments.indicators import (
+    budget_check,
+    incomplete_optimization,
     margin_gradient_norms,
     optimality,
     randomized_model,
@@ -24,11 +29,13 @@ from nodeguard.experiments.indicators import (
 from nodeguard.experiments.security import JudgedAttack, SecurityRow, verdict
 from nodeguard.models.loading import load_model
 from nodeguard.stages.attack import run_attack
+from nodeguard.stages.attack_sets import load_attack_set
 from nodeguard.stages.in_memory import evaluate_in_memory
 from nodeguard.stages.roc import RocSettings
 from nodeguard.stages.security import SecuritySettings
 
 INF = math.inf
+FAST_CW = {"steps": 30, "binary_steps": 3}
 
 
 def test_each_indicator_fires_exactly_on_the_images_built_to_fire():
@@ -160,3 +167,47 @@ def test_a_crippled_attack_is_flagged_where_it_runs(tiny_model):
     checks = {item.name: item for item in report.indicators}
     assert checks["unconstrained-failure"].count == report.count == 4 and checks["unconstrained-failure"].unreliable
     assert not checks["zero-gradient"].fired and not checks["silent-success"].fired
+
+
+def test_incomplete_optimization_fires_where_the_smallest_adversarial_still_shrinks():
+    # window: the last tenth of the steps (at least one); shrinking: by more than 1%, or first found there
+    assert window_start(100) == 90 and window_start(5) == 4 and window_start(1) == 0
+    at_window = torch.tensor([1.0, 1.0, INF, INF, 2.0])
+    now = torch.tensor([0.98, 0.995, 1.2, INF, 2.0])
+    assert still_shrinking(at_window, now).tolist() == [True, False, True, False, False]
+    fired = incomplete_optimization("fmn", still_shrinking(at_window, now))
+    assert fired.images == [0, 2] and fired.unreliable
+
+
+def test_the_budget_check_flags_a_rise_beyond_the_interval_only():
+    own = torch.tensor([True] * 5 + [False] * 15)
+    check, flag = budget_check("apgd-rand e=1.5", 1.5, (20, 100), own, own.clone())
+    assert check.converged and not flag.fired and not flag.unreliable
+    one_more = own.clone()
+    one_more[7] = True  # 6 of 20 lies inside 5 of 20's interval: fired, not unreliable
+    check, flag = budget_check("apgd-rand e=1.5", 1.5, (20, 100), own, one_more)
+    assert check.images == flag.images == [7] and check.converged and flag.fired and not flag.unreliable
+    everything = torch.ones(20, dtype=torch.bool)  # 20 of 20: far above [9%, 49%]
+    check, flag = budget_check("apgd-rand e=1.5", 1.5, (20, 100), own, everything)
+    assert not check.converged and flag.unreliable and check.fooled_more == 20 and check.fooled == 5
+    assert "not converged" in verdict([], torch.ones(20, dtype=torch.bool), (), [flag], check, "")
+
+
+def test_an_attack_stopped_as_it_finds_its_adversarials_is_flagged(tiny_model):
+    """CW started from another class's digit (misclassified there, by construction) with one
+    step and one search over c finds each image's adversarial at its only step, inside the
+    window: incomplete on every image; started from the clean images it finds none there."""
+    loaded = load_model(tiny_model, device="cpu")
+    pinned = PinnedTolerance(loaded.model, loaded.tol_train).eval()
+    found = run_attack(AttackSettings(attack="cw", count=4, batch_size=4, options=FAST_CW), model=tiny_model)
+    data = load_attack_set(loaded.registry, tiny_model, found.set)
+    assert data.still_improving is not None and len(data.still_improving) == 4
+    assert "incomplete-optimization" in {item.name for item in found.indicators}
+
+    other = torch.tensor([next(j for j in range(4) if data.labels[j] != data.labels[i]) for i in range(4)])
+    starts = data.clean[other]  # classified correctly alone: as a class other than row i's
+    hot = CarliniWagnerL2(pinned, steps=1, binary_steps=1, decision_slack=0.0)
+    hot(data.clean, data.labels, starts)
+    assert hot.still_improving is not None and hot.still_improving.all()
+    cold = run_cw(pinned, CWOptions(steps=1, binary_steps=1), data.clean, data.labels, 0)
+    assert cold.still_improving is not None and not cold.still_improving.any()

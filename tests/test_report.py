@@ -34,6 +34,9 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     # a set the ROC can always be drawn over: blend fools every attacked digit (conftest)
     blend = ["roc", "--model", tiny_model, "--attack", "blend", "--count", "4", "--votes", "5", "--seed", "0"]
     assert runner.invoke(app, [*blend, "--device", "cpu", "--json"]).exit_code == 0
+    certify = ["certify", "--model", tiny_model, "--sigma", "0.25", "--count", "3", "--n0", "10", "--n", "20"]
+    certified = runner.invoke(app, [*certify, "--device", "cpu", "--json"])
+    assert certified.exit_code == 0, certified.output
 
     result = runner.invoke(
         app, ["report", "--model", tiny_model, "--out", str(tmp_path / "report"), "--seed", "0", "--json"]
@@ -52,6 +55,13 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     for row, point in zip(rows, security["points"], strict=True):
         assert row["defended_success"] == {"rate": point["defended_success"], "ci95": point["defended_success_ci"]}
     assert card["unreliable"] == any(item["unreliable"] for item in security["indicators"])
+    budget = card["evaluation"]["budget_check"]
+    assert budget["steps_more"] == 15 and budget["fooled_more"]["rate"] == security["budget_check"]["fooled_more"] / 4
+    (smoothed,) = card["certified"]
+    by_radius = {point["radius"]: point for point in json.loads(certified.stdout)["curve"]}
+    for point in smoothed["accuracy"]:
+        if point["radius"] in by_radius:
+            assert point["certified"]["rate"] == by_radius[point["radius"]]["certified_accuracy"]
 
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 2  # ROC and security
@@ -65,6 +75,9 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     roc = runner.invoke(app, [*shlex.split(card["roc"]["command"])[1:], "--device", "cpu", "--json"])
     assert roc.exit_code == 0, roc.output
     assert json.loads(roc.stdout)["votes_reused"]
+    smoothing = runner.invoke(app, [*shlex.split(smoothed["command"])[1:], "--device", "cpu", "--json"])
+    assert smoothing.exit_code == 0, smoothing.output
+    assert json.loads(smoothing.stdout)["reused"]
 
     # one stored security report asked for by key; an unknown key is one line naming the stored ones
     (stored_key,) = [path.name for path in (Registry().results_dir(tiny_model) / "security").iterdir()]
@@ -73,6 +86,12 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     assert chosen.exit_code == 0, chosen.output
     wrong = runner.invoke(app, [*page, "--out", str(tmp_path / "r3"), "--security", "nope"])
     assert wrong.exit_code == 1 and "no security report 'nope'" in wrong.output and stored_key in wrong.output
+
+
+def test_an_empty_out_is_one_line(tiny_model):
+    result = CliRunner().invoke(app, ["report", "--model", tiny_model, "--out", "", "--no-roc"])
+    assert result.exit_code == 1 and "error: --out needs a folder" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_an_unknown_model_is_one_line(tmp_path):

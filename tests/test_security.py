@@ -153,6 +153,17 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     assert data["curve"][0]["robust_accuracy_undefended"] == 1.0
     assert data["curve"][0]["robust_accuracy_defended"] == data["pristine_accepted_correct"]
     assert data["vmin_chosen"] and data["pristine_accepted"] >= 0.9
+    # the budget check: AutoAttack-rand rerun with 5x its steps on the same first images
+    budget = data["budget_check"]
+    assert (budget["label"], budget["count"], budget["steps"], budget["steps_more"]) == ("apgd-rand e=1.5", 6, 5, 25)
+    rerun = load_attack_set(Registry(), tiny_model, budget["set_key"])
+    own = load_attack_set(Registry(), tiny_model, data["points"][3]["set"])
+    assert rerun.settings.options["steps"] == 25 and torch.equal(rerun.indices, own.indices)
+    assert budget["fooled"] == int(own.success_8bit.sum()) and budget["fooled_more"] == int(rerun.success_8bit.sum())
+    assert budget["images"] == (rerun.success_8bit & ~own.success_8bit).nonzero().flatten().tolist()
+    (not_converged,) = [item for item in data["indicators"] if item["name"] == "not-converged"]
+    assert not_converged["unreliable"] == (not budget["converged"])
+    assert "reduced budget, 5 steps with 2 EOT samples" in data["verdict"] and "rerun with 25 steps" in data["verdict"]
 
     settings = SecuritySettings(
         count=6,
@@ -179,7 +190,8 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     )
     assert not reseeded.reused
     assert [p.set for p in reseeded.points] == [p["set"] for p in data["points"]]
-    assert sum("reusing it" in message for message in progress.messages) == 6
+    # six attackers and the budget check
+    assert sum("reusing it" in message for message in progress.messages) == 7
     check_report(reseeded.to_dict(), attackers=6)
 
     # EOT-CW continued from the kappa = 0 CW adversarials: its set names that set as its start

@@ -42,7 +42,14 @@ from torch import nn
 from torchattacks.attack import Attack
 
 from nodeguard.attacks.pinned import classification_margin
-from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.attacks.spec import (
+    ATTACKS,
+    AttackOutcome,
+    AttackSpec,
+    require_at_least,
+    still_shrinking,
+    window_start,
+)
 from nodeguard.checks import require_non_negative, require_positive
 
 NO_UPPER_BOUND = 1e10
@@ -94,6 +101,7 @@ class CarliniWagnerL2(Attack):
         self.tanh_margin = float(tanh_margin)
         self.decision_slack = float(decision_slack)
         self.supported_mode = ["default"]
+        self.still_improving: torch.Tensor | None = None  # set by each call (see forward)
 
     def to_pixels(self, w: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1] of tanh-space variables w (same shape)."""
@@ -143,6 +151,9 @@ class CarliniWagnerL2(Attack):
         Returns:
             (N, C, H, W) float32 in [0, 1] on the model's device: per image the smallest-L2
             successful adversarial found (L2 over pixels in [0, 1]), else the clean image.
+            The call also sets ``still_improving``, (N,) bool: the image's search was not
+            stopped early and its smallest adversarial still shrank by more than 1% over the
+            last tenth of the steps of the last search over c (``spec.still_shrinking``).
 
         Raises:
             ConfigError: from the model, e.g. a pinned ODE-Net whose solver is not dopri5.
@@ -157,6 +168,8 @@ class CarliniWagnerL2(Attack):
         best_l2sq = torch.full((count,), float("inf"), device=self.device)
         best_adversarial = images.clone()
         check_every = max(self.steps // ABORT_CHECKS, 1)
+        window = window_start(self.steps)
+        best_at_window: torch.Tensor | None = None  # best L2^2 as the last search's window begins
 
         pixel_dims = [1] * (images.dim() - 1)
         for _search in range(self.binary_steps):
@@ -171,6 +184,8 @@ class CarliniWagnerL2(Attack):
             found = torch.zeros(count, dtype=torch.bool, device=self.device)
 
             for step in range(self.steps):
+                if _search == self.binary_steps - 1 and step == window:
+                    best_at_window = best_l2sq.clone()
                 index = active.nonzero().squeeze(1)
                 if len(index) == 0:
                     break
@@ -205,6 +220,10 @@ class CarliniWagnerL2(Attack):
                 bracketed = upper < NO_UPPER_BOUND
                 const = torch.where(bracketed, (lower + upper) / 2, const * 10)
 
+        if best_at_window is None:  # every search stopped before the last one's window
+            self.still_improving = torch.zeros(count, dtype=torch.bool, device=self.device)
+        else:
+            self.still_improving = active & still_shrinking(best_at_window.sqrt(), best_l2sq.sqrt())
         return best_adversarial.detach()
 
 
@@ -233,10 +252,12 @@ def run_cw(
     labels: torch.Tensor,
     seed: int,
     starts: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """CW (see :class:`CarliniWagnerL2`), from ``starts`` where given; it draws nothing at
-    random, so ``seed`` is not used."""
-    return CarliniWagnerL2(model, **asdict(options))(images, labels, starts)
+) -> AttackOutcome:
+    """CW (see :class:`CarliniWagnerL2`), from ``starts`` where given, with its record of
+    incomplete optimization; it draws nothing at random, so ``seed`` is not used."""
+    attack = CarliniWagnerL2(model, **asdict(options))
+    adversarial = attack(images, labels, starts)
+    return AttackOutcome(adversarial, attack.still_improving)
 
 
 ATTACKS.register(

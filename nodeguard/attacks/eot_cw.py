@@ -42,7 +42,7 @@ from torch import nn
 
 from nodeguard.attacks.cw import CarliniWagnerL2, CWOptions
 from nodeguard.attacks.pinned import PinnedTolerance, classification_margin
-from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.attacks.spec import ATTACKS, AttackOutcome, AttackSpec, require_at_least
 from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, check_tol_range, log_uniform
 from nodeguard.models.networks import ImageClassifier, require_solver
 
@@ -133,13 +133,16 @@ def run_eot_cw(
     labels: torch.Tensor,
     seed: int,
     starts: torch.Tensor | None = None,
-) -> torch.Tensor:
+) -> AttackOutcome:
     """EOT-CW on the model under ``model`` (the stage's tol_attack is replaced by the
-    draws), its first search from ``starts`` where given (see :class:`CarliniWagnerL2`)."""
+    draws), its first search from ``starts`` where given, with its record of incomplete
+    optimization (see :class:`CarliniWagnerL2`)."""
     classifier = model.model if isinstance(model, PinnedTolerance) else cast(ImageClassifier, model)
     draws = ToleranceDraws(classifier, options.draws, options.tol_low, options.tol_high, attacker_generator(seed))
     cw_options = {name: getattr(options, name) for name in ("steps", "binary_steps", "initial_const", "lr", "kappa")}
-    return EOTCarliniWagnerL2(draws.eval(), **cw_options)(images, labels, starts)
+    attack = EOTCarliniWagnerL2(draws.eval(), **cw_options)
+    adversarial = attack(images, labels, starts)
+    return AttackOutcome(adversarial, attack.still_improving)
 
 
 ATTACKS.register(

@@ -40,7 +40,14 @@ from torchattacks.attack import Attack
 
 from nodeguard.attacks.boundary import MARGIN_SLACK
 from nodeguard.attacks.pinned import classification_margin
-from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
+from nodeguard.attacks.spec import (
+    ATTACKS,
+    AttackOutcome,
+    AttackSpec,
+    require_at_least,
+    still_shrinking,
+    window_start,
+)
 from nodeguard.checks import require_non_negative, require_positive
 from nodeguard.errors import setting_error
 
@@ -88,6 +95,7 @@ class FastMinimumNormL2(Attack):
         self.gamma_final = float(gamma_final)
         self.kappa = float(kappa)
         self.supported_mode = ["default"]
+        self.still_improving: torch.Tensor | None = None  # set by each call (see forward)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Run the attack (call the instance instead, as torchattacks does).
@@ -99,7 +107,9 @@ class FastMinimumNormL2(Attack):
         Returns:
             (N, C, H, W) float32 in [0, 1] on the model's device: per image the smallest-L2
             adversarial seen (margin <= -(kappa + MARGIN_SLACK); L2 over pixels in [0, 1]),
-            else the clean image.
+            else the clean image. The call also sets ``still_improving``, (N,) bool: that
+            smallest adversarial still shrank by more than 1% over the last tenth of the
+            steps, or was first found there (``spec.still_shrinking``).
         """
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
@@ -110,7 +120,11 @@ class FastMinimumNormL2(Attack):
         best_norm = torch.full((count,), float("inf"), device=self.device)
         best_adversarial = images.clone()
         found = torch.zeros(count, dtype=torch.bool, device=self.device)
+        window = window_start(self.steps)
+        best_at_window = best_norm.clone()
         for step in range(self.steps):
+            if step == window:
+                best_at_window = best_norm.clone()
             alpha = cosine_annealing(self.alpha_init, self.alpha_final, step, self.steps)
             gamma = cosine_annealing(self.gamma_init, self.gamma_final, step, self.steps)
             delta.requires_grad_(True)
@@ -137,6 +151,7 @@ class FastMinimumNormL2(Attack):
                 delta_norm = delta.flatten(1).norm(dim=1).clamp_min(SMALLEST_GRADIENT_NORM)
                 delta = delta * torch.clamp(radius.clamp_min(0) / delta_norm, max=1.0).view(shape)
                 delta = (images + delta).clamp(0.0, 1.0) - images
+        self.still_improving = still_shrinking(best_at_window, best_norm)
         return best_adversarial.detach()
 
 
@@ -157,9 +172,14 @@ class FMNOptions:
         self.kappa = require_non_negative("kappa", self.kappa)
 
 
-def run_fmn(model: nn.Module, options: FMNOptions, images: torch.Tensor, labels: torch.Tensor, seed: int):
-    """FMN draws nothing at random: ``seed`` is not used."""
-    return FastMinimumNormL2(model, **asdict(options))(images, labels)
+def run_fmn(
+    model: nn.Module, options: FMNOptions, images: torch.Tensor, labels: torch.Tensor, seed: int
+) -> AttackOutcome:
+    """FMN (see :class:`FastMinimumNormL2`) with its record of incomplete optimization; it
+    draws nothing at random, so ``seed`` is not used."""
+    attack = FastMinimumNormL2(model, **asdict(options))
+    adversarial = attack(images, labels)
+    return AttackOutcome(adversarial, attack.still_improving)
 
 
 ATTACKS.register(

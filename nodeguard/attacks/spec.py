@@ -18,10 +18,47 @@ import torch
 from nodeguard.catalog import Catalog
 from nodeguard.errors import ConfigError, setting_error
 
-# run(model, options, images, labels, seed) -> adversarial images in [0, 1]; the model's
-# solver is already pinned to tol_attack, and seed is fixed per batch of the attack set.
-# An attack that ``takes_start`` is also called with ``starts=`` (N, C, H, W) images.
-AttackRunner = Callable[..., torch.Tensor]
+INCOMPLETE_WINDOW = 0.1  # the last tenth of an attack's steps (of its last search over c for CW)
+INCOMPLETE_SHRINK = 0.01  # ... over which its smallest adversarial still shrank by more than 1%
+
+
+@dataclass
+class AttackOutcome:
+    """What an attack returns when it also reports on its own optimization.
+
+    Attributes:
+        adversarial: (N, C, H, W) float32 adversarial images in [0, 1].
+        still_improving: (N,) bool, the smallest adversarial found still shrank (L2) by more
+            than ``INCOMPLETE_SHRINK`` over the last ``INCOMPLETE_WINDOW`` of the attack's
+            steps, or was first found inside them: incomplete optimization (Pintor et al.,
+            NeurIPS 2022). None: the attack does not record it.
+    """
+
+    adversarial: torch.Tensor
+    still_improving: torch.Tensor | None = None
+
+
+def window_start(steps: int) -> int:
+    """The first step of the last ``INCOMPLETE_WINDOW`` of ``steps`` steps (at least one step)."""
+    return steps - max(1, round(steps * INCOMPLETE_WINDOW))
+
+
+def still_shrinking(best_at_window: torch.Tensor, best_now: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the smallest L2 found shrank by more than ``INCOMPLETE_SHRINK`` since the
+    window began, or was first found inside it (``best_at_window`` inf, ``best_now`` finite).
+
+    Args:
+        best_at_window: (N,) float, the smallest L2 when the window began (inf: none yet).
+        best_now: (N,) float, the smallest L2 at the end (inf: none found).
+    """
+    return torch.isfinite(best_now) & (best_now < (1.0 - INCOMPLETE_SHRINK) * best_at_window)
+
+
+# run(model, options, images, labels, seed) -> adversarial images in [0, 1] (or an
+# AttackOutcome with them); the model's solver is already pinned to tol_attack, and seed is
+# fixed per batch of the attack set. An attack that ``takes_start`` is also called with
+# ``starts=`` (N, C, H, W) images.
+AttackRunner = Callable[..., "torch.Tensor | AttackOutcome"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +72,8 @@ class AttackSpec:
         run: ``run(model, options, images, labels, seed)``: ``model`` solves each image
             alone at tol_attack (:class:`~nodeguard.attacks.PinnedTolerance`), ``images``
             (N, C, H, W) float32 in [0, 1], ``labels`` (N,) int64, ``seed`` fixed per batch;
-            returns (N, C, H, W) adversarial images in [0, 1].
+            returns (N, C, H, W) adversarial images in [0, 1], or an :class:`AttackOutcome`
+            holding them and the attack's record of its own convergence.
         summary: one line for ``--help`` and listings.
         refine_to_boundary: a minimal-perturbation attack, whose adversarials the stage
             moves back to margin -(kappa + slack).

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from nodeguard.cli._options import DeviceOption, JsonOption, ModelOption, ThreadsOption
 from nodeguard.cli._output import Output
+from nodeguard.errors import ConfigError
 from nodeguard.progress import Progress
 from nodeguard.reporting.model_card import model_card
 from nodeguard.reporting.report_page import report_page
@@ -45,14 +46,21 @@ class WrittenReport:
 def write_report(
     progress: Progress,
     model: str | None,
-    out: Path,
+    out: Path | str,
     seed: int | None,
     roc: bool,
     device: str,
     security_key: str | None = None,
 ) -> WrittenReport:
-    """Gather the model's stored results, then write ``out/report.html`` and ``out/model-card.json``."""
-    page_path, card_path = out / PAGE_FILE, out / CARD_FILE
+    """Gather the model's stored results, then write ``out/report.html`` and ``out/model-card.json``.
+
+    Raises:
+        ConfigError: ``out`` is empty (it would write into the working folder unasked).
+    """
+    if not str(out).strip():
+        raise ConfigError("--out needs a folder, like report (use . for the working folder); got an empty name")
+    folder = Path(out)
+    page_path, card_path = folder / PAGE_FILE, folder / CARD_FILE
     check_writable(page_path)  # before any work (makes the folder; one line where it cannot)
     gathered = gather_report(
         model, Registry(), roc_seed=seed, roc=roc, device=device, progress=progress, security_key=security_key
@@ -76,7 +84,7 @@ def write_report(
 
 def report(
     model: ModelOption = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for report.html and model-card.json.")] = Path("report"),
+    out: Annotated[str, typer.Option("--out", help="Folder for report.html and model-card.json.")] = "report",
     seed: Annotated[
         int | None,
         typer.Option("--seed", help="Public seed of the ROC's draws (as given to `nodeguard roc`; default: secret)."),

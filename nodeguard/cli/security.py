@@ -83,6 +83,14 @@ def security(
         int,
         typer.Option("--square-draws", help="Square on the randomized model: draws averaged per query (0: none)."),
     ] = SECURITY.square_draws,
+    budget_check: Annotated[
+        int,
+        typer.Option(
+            "--budget-check",
+            help="Rerun AutoAttack-rand at its middle budget with 5x --aa-steps on this many of the first "
+            "images; more images fooled than its interval allows flags 'not converged' (0: no check).",
+        ),
+    ] = SECURITY.budget_check,
     tol_ranges: Annotated[
         str,
         typer.Option(
@@ -142,6 +150,7 @@ def security(
         square=square,
         square_queries=square_queries,
         square_draws=square_draws,
+        budget_check=budget_check,
         tol_ranges=parse_tol_ranges(tol_ranges),
         certify_sigma=certify_sigma,
         certify_model=certify_model,
@@ -255,6 +264,14 @@ def render_checks(console: Console, report: SecurityReport) -> None:
         )
     if quiet:
         console.print(f"  not fired: {', '.join(quiet)}")
+    check = report.budget_check
+    if check is not None:
+        outcome = "within its interval" if check.converged else "ABOVE its interval: not converged"
+        console.print(
+            f"budget check: {check.label} rerun with {check.steps_more} steps (its own: {check.steps}) on the first "
+            f"{check.count} images fools {format_rate(check.fooled_more / check.count, check.fooled_more_ci, '.0%')}"
+            f" against {format_rate(check.fooled / check.count, check.fooled_ci, '.0%')}: {outcome}"
+        )
     table = Table(title="optimality (AttackBench): worst case over all attackers / this one, area over L2 0-E")
     for column in ("attacker", "undefended", "defended"):
         table.add_column(column, justify="right", no_wrap=True)

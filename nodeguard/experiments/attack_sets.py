@@ -169,6 +169,7 @@ BATCH_FIELDS = (
     "margin_8bit",
     "grid_method",
 )
+OPTIONAL_FIELDS = ("still_improving",)  # recorded by the attacks that can (CW, EOT-CW, FMN)
 
 
 @dataclass
@@ -193,6 +194,9 @@ class AttackSet:
         margin_8bit: (N,) float32, its margin.
         grid_method: (N,) int64, ``GridMethod``: 0 lost, 1 rounded, 2 outward rounding.
         seconds: time the attack took, summed over batches (s).
+        still_improving: (N,) bool, the attack's smallest adversarial still shrank over its
+            last steps (:class:`~nodeguard.attacks.spec.AttackOutcome`); None where the
+            attack records no trajectory (or the set was saved before nodeguard 0.12).
     """
 
     settings: ResolvedAttack
@@ -210,6 +214,7 @@ class AttackSet:
     margin_8bit: torch.Tensor
     grid_method: torch.Tensor
     seconds: float
+    still_improving: torch.Tensor | None = None
 
     def __len__(self) -> int:
         """N, the number of attacked images."""
@@ -239,14 +244,15 @@ class AttackSet:
     @classmethod
     def from_batches(cls, settings: ResolvedAttack, indices: torch.Tensor, batches: list[dict[str, Any]]) -> AttackSet:
         """Join the batches saved while attacking (dicts of BATCH_FIELDS and ``seconds``)."""
-        joined = {name: torch.cat([batch[name] for batch in batches]) for name in BATCH_FIELDS}
+        names = [*BATCH_FIELDS, *(name for name in OPTIONAL_FIELDS if all(name in batch for batch in batches))]
+        joined = {name: torch.cat([batch[name] for batch in batches]) for name in names}
         seconds = float(sum(batch["seconds"] for batch in batches))
         return cls(settings=settings, indices=indices, seconds=seconds, **joined)
 
     def payload(self) -> dict[str, Any]:
         """The tensors and seconds as saved in result.pt (the settings are added by the store)."""
-        tensors = {name: getattr(self, name) for name in BATCH_FIELDS}
-        return {"indices": self.indices, "seconds": self.seconds, **tensors}
+        tensors = {name: getattr(self, name) for name in (*BATCH_FIELDS, *OPTIONAL_FIELDS)}
+        return {"indices": self.indices, "seconds": self.seconds, **{k: v for k, v in tensors.items() if v is not None}}
 
     @classmethod
     def from_payload(cls, settings: ResolvedAttack, payload: dict[str, Any]) -> AttackSet:
@@ -256,6 +262,7 @@ class AttackSet:
             KeyError: a field is missing from ``payload``.
         """
         tensors = {name: payload[name] for name in (*BATCH_FIELDS, "indices")}
+        tensors.update({name: payload[name] for name in OPTIONAL_FIELDS if name in payload})
         return cls(settings=settings, seconds=float(payload["seconds"]), **tensors)
 
 

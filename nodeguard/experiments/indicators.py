@@ -24,9 +24,18 @@ behind and fires, per image, where the evaluation itself may have failed:
   that averages over the randomness (EOT-CW, AutoAttack-rand, Square on the randomized
   model): it fires as unreliable only when none was run.
 
-Not computed (yet): Pintor et al.'s incomplete optimization (the running best of the
-loss still moving over the last steps) and transfer failure, which need each attack's
-trajectory.
+- ``not-converged`` (the budget check): the strongest fixed-budget attacker (AutoAttack-rand,
+  at its middle budget) rerun with 5x its steps on the first attacked images fools images
+  it did not; unreliable when the rerun's share lies above the interval of its own.
+- ``incomplete-optimization``: a minimal-perturbation attacker (CW, EOT-CW, FMN) stopped
+  while its smallest adversarial was still shrinking: by more than 1% over the last tenth
+  of its steps (of its last search over c for CW), or first found there. The attacks
+  record it as they run (:class:`nodeguard.attacks.spec.AttackOutcome`).
+
+Not computed: Pintor et al.'s transfer failure (nodeguard runs no transfer attack), and
+incomplete optimization of the fixed-budget attackers (AutoAttack-rand's iterations run
+inside torchattacks; the security evaluation's budget check reruns it with 5x the steps
+instead).
 
 Optimality follows AttackBench (Cinà et al., "AttackBench: Evaluating Gradient-based
 Attacks for Adversarial Examples", AAAI 2025): with ``r_A(eps)`` an attacker's robust
@@ -62,8 +71,8 @@ class Indicator:
     """One check of the evaluation, on one attacker (or the model), over the attacked images.
 
     Attributes:
-        name: the check ("zero-gradient", "unconstrained-failure", "silent-success",
-            "square-beats-white-box", "randomized-model").
+        name: the check ("zero-gradient", "unconstrained-failure", "incomplete-optimization",
+            "silent-success", "square-beats-white-box", "randomized-model", "budget").
         about: what it looked at: an attacker's label, or a target ("model at tol_train",
             "randomized model").
         fired: it found at least one image.
@@ -112,6 +121,7 @@ def _indicator(
 
 FLAG_NAMES = {  # the short name of each check a security row can carry, as its table shows it
     "unconstrained-failure": "unconstrained",
+    "incomplete-optimization": "incomplete",
     "silent-success": "silent",
     "square-beats-white-box": "square>grad",
 }
@@ -209,6 +219,29 @@ def unconstrained_failure(label: str, fooled: torch.Tensor) -> Indicator:
     )
 
 
+def incomplete_optimization(label: str, still_improving: torch.Tensor) -> Indicator:
+    """Fires where a minimal-perturbation attacker's smallest adversarial was still shrinking
+    as it stopped (Pintor et al.'s incomplete optimization).
+
+    Window and threshold: the last tenth of its steps (of its last search over c for CW and
+    EOT-CW, whose searches may also stop early when the loss stalls, which counts as
+    converged), and an L2 shrinking by more than 1% over them or first found inside them
+    (:data:`nodeguard.attacks.spec.INCOMPLETE_WINDOW`, ``INCOMPLETE_SHRINK``).
+
+    Args:
+        label: the attacker.
+        still_improving: (N,) bool, recorded by the attack
+            (:class:`~nodeguard.attacks.spec.AttackOutcome`).
+    """
+    return _indicator(
+        "incomplete-optimization",
+        label,
+        still_improving,
+        "the attack stopped while its smallest adversarial was still shrinking: its L2 there is an over-estimate",
+        "raise its steps (--steps) until this stops firing; the robust-accuracy curve is optimistic until then",
+    )
+
+
 def silent_success(label: str, success_float: torch.Tensor, success_8bit: torch.Tensor) -> Indicator:
     """Fires where the attack found a float adversarial whose returned 8-bit image is not one.
 
@@ -269,6 +302,94 @@ def randomized_model(pristine_logits: torch.Tensor, eot_attackers: Sequence[str]
         "keep an EOT attacker in the evaluation (EOT-CW, AutoAttack-rand, Square with --square-draws)",
         unreliable=bool(moving.any()) and not eot_attackers,
     )
+
+
+BUDGET_FACTOR = 5  # the budget check reruns the strongest fixed-budget attacker with 5x its steps
+
+
+@dataclass
+class BudgetCheck:
+    """The strongest fixed-budget attacker rerun with ``BUDGET_FACTOR`` times its steps on the
+    first attacked images (AttackBench's and AutoAttack's question: has the attack converged?).
+
+    Attributes:
+        label: the attacker rerun, e.g. "apgd-rand e=1.5".
+        eps: its L2 budget (pixels in [0, 1]).
+        count: images rerun (the first ``count`` of the attacked images).
+        steps: its steps in the evaluation.
+        steps_more: its steps in the rerun.
+        fooled: images of ``count`` its 8-bit adversarial fools (alone at tol_train).
+        fooled_more: the same with ``steps_more``.
+        fooled_ci: 95% Clopper–Pearson interval of ``fooled / count``.
+        fooled_more_ci: the same of ``fooled_more / count``.
+        images: rows fooled with more steps only.
+        converged: ``fooled_more / count`` lies within ``fooled_ci``.
+        set_key: the rerun's attack set.
+    """
+
+    label: str
+    eps: float
+    count: int
+    steps: int
+    steps_more: int
+    fooled: int
+    fooled_more: int
+    fooled_ci: list[float] | None
+    fooled_more_ci: list[float] | None
+    images: list[int]
+    converged: bool
+    set_key: str = ""
+
+
+def budget_check(
+    label: str,
+    eps: float,
+    steps: tuple[int, int],
+    fooled: torch.Tensor,
+    fooled_more: torch.Tensor,
+    set_key: str = "",
+) -> tuple[BudgetCheck, Indicator]:
+    """The budget check and its indicator ``not-converged``.
+
+    The indicator fires on the images only the longer run fools; it makes the evaluation
+    unreliable when the longer run's share lies above the interval of the attacker's own.
+
+    Args:
+        label: the attacker rerun.
+        eps: its budget.
+        steps: (its steps, the rerun's steps).
+        fooled: (n,) bool, its own 8-bit adversarials fool the model, on the first n images.
+        fooled_more: (n,) bool, the rerun's do.
+        set_key: the rerun's attack set.
+    """
+    count = len(fooled)
+    own, more = int(fooled.sum()), int(fooled_more.sum())
+    own_ci = rate_interval(own, count)
+    converged = own_ci is None or more / count <= own_ci[1] + 1e-12
+    check = BudgetCheck(
+        label=label,
+        eps=eps,
+        count=count,
+        steps=steps[0],
+        steps_more=steps[1],
+        fooled=own,
+        fooled_more=more,
+        fooled_ci=own_ci,
+        fooled_more_ci=rate_interval(more, count),
+        images=[int(row) for row in (fooled_more & ~fooled).nonzero().flatten()],
+        converged=converged,
+        set_key=set_key,
+    )
+    indicator = _indicator(
+        "not-converged",
+        label,
+        fooled_more & ~fooled,
+        f"with {steps[1]} steps instead of {steps[0]} it fools {more} of the first {count} images, "
+        f"against {own}" + ("" if converged else ", above its interval: the attack has not converged"),
+        "raise its steps (--aa-steps) until the rerun fools no more images",
+        unreliable=not converged,
+    )
+    return check, indicator
 
 
 @dataclass

@@ -29,9 +29,11 @@ from nodeguard.experiments.indicators import (
     EOT_ATTACKS,
     GRADIENT_ATTACKS,
     MINIMAL_ATTACKS,
+    BudgetCheck,
     Indicator,
     Optimality,
     WorstCase,
+    incomplete_optimization,
     optimality,
     randomized_model,
     silent_success,
@@ -599,12 +601,14 @@ class EvaluationCheck:
         worst_case: per image, the smallest adversarial of any attacker, and whose.
         verdict: one paragraph: robust or not at each budget, against whom, and whether
             an indicator makes the evaluation unreliable.
+        budget_check: the strongest fixed-budget attacker rerun with more steps (None: not run).
     """
 
     indicators: list[Indicator]
     optimality: list[Optimality]
     worst_case: WorstCase
     verdict: str
+    budget_check: BudgetCheck | None = None
 
 
 def check_evaluation(
@@ -614,6 +618,8 @@ def check_evaluation(
     gradient_norms: dict[str, torch.Tensor],
     budgets: Sequence[float],
     max_eps: float,
+    budget: tuple[BudgetCheck, Indicator] | None = None,
+    reduced: str = "",
 ) -> EvaluationCheck:
     """The indicators, optimality, worst case per image and verdict of one judged evaluation.
 
@@ -626,6 +632,11 @@ def check_evaluation(
             (:func:`~nodeguard.experiments.indicators.margin_gradient_norms`).
         budgets: the L2 budgets the verdict speaks of (AutoAttack-rand's, else the curve's).
         max_eps: the end E of the optimality integral (L2, pixels in [0, 1]).
+        budget: the budget check and its ``not-converged`` indicator
+            (:func:`~nodeguard.experiments.indicators.budget_check`), or None where none ran.
+        reduced: one clause on a fixed-budget attacker run below its original budget
+            (e.g. "AutoAttack-rand ran 20 steps with 5 EOT samples, of the original 100 and
+            20"), or "".
 
     Returns:
         The ``EvaluationCheck``.
@@ -636,6 +647,9 @@ def check_evaluation(
     for item, row in pairs:
         if item.attacker.attack in MINIMAL_ATTACKS:
             indicators.append(unconstrained_failure(item.attacker.label, row.fooled_undefended))
+    for item in attacked:
+        if item.attack_set.still_improving is not None:
+            indicators.append(incomplete_optimization(item.attacker.label, item.attack_set.still_improving))
     for item in attacked:
         indicators.append(silent_success(item.attacker.label, item.attack_set.success, item.attack_set.success_8bit))
     white_box = [row for item, row in pairs if item.attacker.attack in GRADIENT_ATTACKS]
@@ -650,6 +664,8 @@ def check_evaluation(
         if item.attacker.attack in EOT_ATTACKS or item.attacker.options.get("draws", 0) > 0
     ]
     indicators.append(randomized_model(pristine_logits, averaging))
+    if budget is not None:
+        indicators.append(budget[1])
 
     undefended = {item.attacker.label: row.l2 for item, row in pairs}
     defended = {item.attacker.label: torch.where(row.fooled_defended, row.l2, torch.inf) for item, row in pairs}
@@ -673,12 +689,23 @@ def check_evaluation(
         defended_l2=[float(value) if torch.isfinite(value) else None for value in worst_defended],
         defended_by=by_defended,
     )
-    text = verdict(rows, judged.pristine_ok, budgets, indicators)
-    return EvaluationCheck(indicators=indicators, optimality=scores, worst_case=worst, verdict=text)
+    text = verdict(rows, judged.pristine_ok, budgets, indicators, budget[0] if budget else None, reduced)
+    return EvaluationCheck(
+        indicators=indicators,
+        optimality=scores,
+        worst_case=worst,
+        verdict=text,
+        budget_check=budget[0] if budget else None,
+    )
 
 
 def verdict(
-    rows: Sequence[JudgedAttack], pristine_ok: torch.Tensor, budgets: Sequence[float], indicators: Sequence[Indicator]
+    rows: Sequence[JudgedAttack],
+    pristine_ok: torch.Tensor,
+    budgets: Sequence[float],
+    indicators: Sequence[Indicator],
+    budget: BudgetCheck | None = None,
+    reduced: str = "",
 ) -> str:
     """One paragraph: at each budget, robust (no adversarial within eps is accepted with a
     wrong class) or not and against whom; then whether any indicator makes it unreliable.
@@ -688,6 +715,8 @@ def verdict(
         pristine_ok: (N,) bool, each pristine image accepted with its true class.
         budgets: L2 budgets (pixels in [0, 1]).
         indicators: the checks of the evaluation.
+        budget: the budget check, where it ran.
+        reduced: a clause on a fixed-budget attacker run below its original budget, or "".
     """
     count = len(pristine_ok)
     sentences = []
@@ -712,6 +741,14 @@ def verdict(
                 f"At L2 {eps:g}: not robust: {label} is accepted with a wrong class on {fooled_most} of {count} "
                 f"images; {share} against the worst case over attackers."
             )
+    if budget is not None:
+        outcome = "within its interval" if budget.converged else "above its interval: not converged"
+        sentences.append(
+            f"{reduced + '; rerun' if reduced else 'Rerun'} with {budget.steps_more} steps on the first {budget.count} "
+            f"images, {budget.label} fools {budget.fooled_more} of them against {budget.fooled}: {outcome}."
+        )
+    elif reduced:
+        sentences.append(f"{reduced}, and no budget check reran it with more steps.")
     unreliable = [item for item in indicators if item.unreliable]
     if unreliable:
         named = "; ".join(f"{item.name} on {item.about} ({item.count} of {item.total} images)" for item in unreliable)
@@ -719,7 +756,7 @@ def verdict(
     else:
         checked = sorted({item.name for item in indicators})
         sentences.append(
-            f"No indicator makes the evaluation unreliable (checked: {', '.join(checked)}; not checked: incomplete "
-            "optimization, transfer failure)."
+            f"No indicator makes the evaluation unreliable (checked: {', '.join(checked)}; not checked: transfer "
+            "failure, as no transfer attack ran)."
         )
     return " ".join(sentences)

@@ -10,7 +10,8 @@ solver tolerances and rejects on disagreement, so the card adds a ``defense`` bl
 (votes, v_min, tolerance range, draws) and an ``evaluation`` block (every rate in [0, 1]
 with its 95% Clopper–Pearson interval: pristine accepted, per attacker rejected and
 defended success, robust accuracy per L2 budget defended and undefended, the fired
-indicators and the verdict), and the ROC's AUCs. Certified accuracy is not in it yet.
+indicators, the budget check and the verdict), the ROC's AUCs, and the certified
+accuracy of randomized smoothing where certificates are stored.
 The schema is ``model_card.schema.json`` beside this module (:data:`SCHEMA_PATH`).
 """
 
@@ -122,8 +123,37 @@ def model_card(report: ModelReport) -> dict[str, Any]:
                 {"label": score.label, "undefended": score.undefended, "defended": score.defended}
                 for score in values.optimality
             ],
+            "budget_check": None,
             "verdict": values.verdict,
         }
+        check = values.budget_check
+        if check is not None:
+            card["evaluation"]["budget_check"] = {
+                "label": check.label,
+                "eps": check.eps,
+                "count": check.count,
+                "steps": check.steps,
+                "steps_more": check.steps_more,
+                "fooled": _rate(check.fooled / check.count, check.fooled_ci),
+                "fooled_more": _rate(check.fooled_more / check.count, check.fooled_more_ci),
+                "converged": check.converged,
+            }
+    if report.certified:
+        card["certified"] = [
+            {
+                "command": item.command,
+                "sigma": item.report.sigma,
+                "count": item.report.count,
+                "n0": item.report.n0,
+                "n": item.report.n,
+                "alpha": item.report.alpha,
+                "accuracy": [
+                    {"radius": point.radius, "certified": _rate(point.certified_accuracy, point.certified_accuracy_ci)}
+                    for point in item.report.curve
+                ],
+            }
+            for item in report.certified
+        ]
     if report.roc is not None:
         card["roc"] = {
             "command": report.roc_command,

@@ -138,6 +138,7 @@ def _security(report: ModelReport) -> str:
         _picture(plot_security, values, "security"),
         "<h3>Checks of the evaluation</h3>",
         _indicators(values),
+        _budget_check(values),
         "<h3>Optimality (AttackBench)</h3>",
         _table(
             ["attacker", "undefended", "defended"],
@@ -154,6 +155,37 @@ def _security(report: ModelReport) -> str:
         parts.append(
             f"<p>Other stored security reports (show one with <code>--security KEY</code>):</p><ul>{listed}</ul>"
         )
+    return "".join(parts)
+
+
+def _budget_check(values: Any) -> str:
+    check = values.budget_check
+    if check is None:
+        return ""
+    outcome = "within its interval" if check.converged else "above its interval: <b>not converged</b>"
+    more = format_rate(check.fooled_more / check.count, check.fooled_more_ci, ".0%")
+    own = format_rate(check.fooled / check.count, check.fooled_ci, ".0%")
+    return (
+        f"<p>Budget check: {_escape(check.label)} rerun with {check.steps_more} steps (its own: {check.steps}) on "
+        f"the first {check.count} images fools {_escape(more)} against {_escape(own)}: {outcome}.</p>"
+    )
+
+
+def _certified(report: ModelReport) -> str:
+    if not report.certified:
+        return ""
+    parts = ["<h2>Certified accuracy: randomized smoothing (Cohen et al. 2019)</h2>"]
+    for item in report.certified:
+        values = item.report
+        parts.append(
+            f"<p>sigma {values.sigma:g}, the first {values.count} test images, n0 = {values.n0}, n = {values.n}, "
+            f"alpha = {values.alpha:g}; the largest radius these samples can certify: {values.max_radius:.2f}.</p>"
+        )
+        rows = [
+            [f"{point.radius:g}", format_rate(point.certified_accuracy, point.certified_accuracy_ci, ".0%")]
+            for point in values.curve
+        ]
+        parts.append(_table(["L2 radius", "certified accuracy"], rows) + _command(item.command))
     return "".join(parts)
 
 
@@ -230,6 +262,7 @@ def report_page(report: ModelReport) -> str:
         _training(report),
         _roc(report),
         _security(report),
+        _certified(report),
         _attacks(report),
         f"<h2>Not stored yet</h2><ul>{missing}</ul>" if missing else "",
     ]

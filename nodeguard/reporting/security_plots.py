@@ -146,7 +146,8 @@ def _draw_points(axes: Any, report: Any) -> None:
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
     if any(point.mean_l2 is not None for point in report.points):  # else no attacker has a point to name
-        axes.legend(fontsize=6, loc="center left", ncol=2)
+        # below the axes, where it covers no point
+        axes.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     axes.set_title(f"pristine accepted {report.pristine_accepted:.0%}; bars: 95% intervals", fontsize=9)
 
 

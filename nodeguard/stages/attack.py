@@ -26,15 +26,24 @@ import torch
 
 from nodeguard.attacks import PinnedTolerance
 from nodeguard.attacks.boundary import GRID_STEPS, MARGIN_SLACK, TIGHTEN_ROUNDS, finish_on_8bit_grid, refine_floats
+from nodeguard.attacks.spec import AttackOutcome
 from nodeguard.constants import ATTACK_SET_KIND, ATTACK_SHARD_KIND, SUMMARY_FILE
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
-from nodeguard.experiments.attack_sets import BATCH_FIELDS, AttackReport, AttackSet, AttackSettings, ResolvedAttack
+from nodeguard.experiments.attack_sets import (
+    BATCH_FIELDS,
+    OPTIONAL_FIELDS,
+    AttackReport,
+    AttackSet,
+    AttackSettings,
+    ResolvedAttack,
+)
 from nodeguard.experiments.indicators import (
     GRADIENT_ATTACKS,
     MINIMAL_ATTACKS,
     Indicator,
     batched_gradient_norms,
+    incomplete_optimization,
     silent_success,
     unconstrained_failure,
     zero_gradient,
@@ -89,10 +98,12 @@ def attack_one_batch(
     tol, spec, options = settings.tol_attack, settings.spec, settings.attack_options()
     pinned = PinnedTolerance(loaded.model, tol).eval()
     from_start = {} if starts is None else {"starts": starts.to(loaded.device)}
-    adversarial = spec.run(
+    outcome = spec.run(
         pinned, options, clean.to(loaded.device), labels.to(loaded.device), settings.seed + batch_number, **from_start
     )
-    adversarial = adversarial.detach().clamp(0, 1).cpu()
+    if not isinstance(outcome, AttackOutcome):
+        outcome = AttackOutcome(outcome)
+    adversarial = outcome.adversarial.detach().clamp(0, 1).cpu()
     found = adversarial.clone()  # the attack's own result: the 8-bit search scales its perturbation
     # with only_correct, select_samples classified these very images alone already
     clean_predictions = (
@@ -119,7 +130,9 @@ def attack_one_batch(
         GRID_STEPS if refine else 0,
         TIGHTEN_ROUNDS if refine else 0,
     )
+    recorded = {} if outcome.still_improving is None else {"still_improving": outcome.still_improving.cpu()}
     return {
+        **recorded,
         "clean": clean,
         "adversarial": adversarial,
         "labels": labels,
@@ -168,6 +181,9 @@ def join_units(units: dict[Unit, dict[str, Any]]) -> dict[str, Any]:
     order = torch.argsort(rows)
     batches = list(units.values())
     joined: dict[str, Any] = {name: torch.cat([batch[name] for batch in batches])[order] for name in BATCH_FIELDS}
+    for name in OPTIONAL_FIELDS:  # where every unit recorded it
+        if all(name in batch for batch in batches):
+            joined[name] = torch.cat([batch[name] for batch in batches])[order]
     joined["seconds"] = float(sum(batch["seconds"] for batch in batches))
     return joined
 
@@ -288,6 +304,8 @@ def attack_checks(loaded: LoadedModel, attack_set: AttackSet) -> list[Indicator]
     if settings.attack in MINIMAL_ATTACKS:
         correct = attack_set.clean_predictions == attack_set.labels
         checks.append(unconstrained_failure(settings.attack, attack_set.success_8bit | ~correct))
+    if attack_set.still_improving is not None:
+        checks.append(incomplete_optimization(settings.attack, attack_set.still_improving))
     if settings.attack in GRADIENT_ATTACKS and len(attack_set):
         target = PinnedTolerance(loaded.model, settings.tol_attack).eval()
         norms = batched_gradient_norms(target, attack_set.clean, attack_set.labels, loaded.device)

@@ -86,6 +86,21 @@ class CertifySettings:
         return {**values, "version": CERTIFY_VERSION}
 
 
+def stored_certify_report(model: str, tol: float | None, saved: dict[str, Any]) -> CertifyReport:
+    """The report of certificates read from the store (``{"settings": identity, "values":
+    {"records", "seconds"}}``), its curve at the default radii.
+
+    Raises:
+        KeyError, TypeError: not a certificates file of this version.
+    """
+    identity = {key: value for key, value in saved["settings"].items() if key != "version"}
+    records = saved["values"]["records"]
+    settings = CertifySettings(**identity, count=max(len(records), 1))
+    report = CertifyReport(**{**certify_values(model, tol, settings, records, saved["values"]["seconds"])})
+    report.curve = [report.accuracy_at(radius) for radius in DEFAULT_RADII]
+    return report
+
+
 @dataclass
 class CertifyReport:
     """``nodeguard certify``'s answer.
@@ -179,19 +194,36 @@ class CertifyReport:
 def _report(
     loaded: LoadedModel, settings: CertifySettings, records: list[dict[str, Any]], seconds: float
 ) -> dict[str, Any]:
+    tol = float(getattr(loaded.model, "tol", 0.0)) if loaded.model.has_solver else None
+    return certify_values(loaded.name, tol, settings, records, seconds)
+
+
+def certify_values(
+    model: str, tol: float | None, settings: CertifySettings, records: list[dict[str, Any]], seconds: float
+) -> dict[str, Any]:
+    """A ``CertifyReport``'s fields (its curve left empty) from stored per-image certificates.
+
+    Args:
+        model: the model's name.
+        tol: the solver tolerance the noisy samples were classified at (None: no solver).
+        settings: the smoothing settings that made the certificates.
+        records: per image, {"label", "prediction" (-1: abstained), "radius" (L2 over
+            pixels in [0, 1]), "p_lower", "smoothed"}, in test-split order.
+        seconds: time spent certifying.
+    """
     labels = [record["label"] for record in records]
     predictions = [record["prediction"] for record in records]
     radii = [record["radius"] for record in records]
     count = len(records)
     abstained = sum(1 for prediction in predictions if prediction == ABSTAIN)
     values: dict[str, Any] = {
-        "model": loaded.name,
+        "model": model,
         "sigma": settings.sigma,
         "n0": settings.n0,
         "n": settings.n,
         "alpha": settings.alpha,
         "seed": settings.seed,
-        "tol": float(getattr(loaded.model, "tol", 0.0)) if loaded.model.has_solver else None,
+        "tol": tol,
         "count": count,
         "labels": labels,
         "predictions": predictions,

@@ -18,9 +18,17 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from nodeguard.attacks import ATTACKS
-from nodeguard.constants import ATTACK_SET_KIND, RESULT_JSON, SECURITY_KIND, SUMMARY_FILE, __version__
+from nodeguard.constants import (
+    ATTACK_SET_KIND,
+    CERTIFY_KIND,
+    RESULT_JSON,
+    SECURITY_KIND,
+    SUMMARY_FILE,
+    __version__,
+)
 from nodeguard.errors import ConfigError
 from nodeguard.progress import SILENT, Progress
+from nodeguard.stages.certify import CertifyReport, stored_certify_report
 from nodeguard.stages.roc import RocReport, RocSettings, run_roc
 from nodeguard.stages.security import SecurityReport
 from nodeguard.storage.files import read_json
@@ -50,6 +58,15 @@ class StoredSecurity:
 
 
 @dataclass
+class StoredCertificates:
+    """Stored randomized-smoothing certificates, and the command that makes them again."""
+
+    key: str
+    report: CertifyReport
+    command: str
+
+
+@dataclass
 class ModelReport:
     """Everything stored for one model, with the commands that reproduce each figure.
 
@@ -62,6 +79,8 @@ class ModelReport:
         roc_command: the command that draws it.
         train_command: the command that trains the model again (None: not trained by nodeguard).
         security: the stored security reports, the largest (then latest) first.
+        certified: the stored certificates of randomized smoothing (Cohen et al. 2019), the
+            most images first.
         versions: nodeguard, torch, Python and the platform that wrote this report.
         device: the processor this report was written on.
         missing: what is not stored yet, each with the command that makes it.
@@ -78,6 +97,7 @@ class ModelReport:
     versions: dict[str, str]
     device: str
     missing: list[str] = field(default_factory=list)
+    certified: list[StoredCertificates] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,6 +225,8 @@ def security_command(model: str, settings: dict[str, Any]) -> str:
     parts += ([] if settings["eot"] else ["--no-eot"]) + ["--draws", str(settings["eot_draws"])]
     parts += [] if settings["square"] else ["--no-square"]
     parts += ["--square-queries", str(settings["square_queries"]), "--square-draws", str(settings["square_draws"])]
+    if settings.get("budget_check", 0) != defaults.budget_check:
+        parts += ["--budget-check", str(settings.get("budget_check", 0))]
     if settings.get("warm_start", True):
         parts += ["--warm-searches", str(settings.get("warm_binary_steps", defaults.warm_binary_steps))]
     else:
@@ -225,6 +247,13 @@ def security_command(model: str, settings: dict[str, Any]) -> str:
     }
     draws = "" if isinstance(settings.get("seed"), int) else f"  # secret draws: {settings.get('seed')}"
     return " ".join(parts) + _from_python(extra) + draws
+
+
+def certify_command(model: str, report: CertifyReport) -> str:
+    """The ``nodeguard certify`` command of stored certificates."""
+    parts = ["nodeguard certify --model", model, "--sigma", f"{report.sigma:g}", "--count", str(report.count)]
+    parts += ["--n0", str(report.n0), "--n", str(report.n), "--alpha", f"{report.alpha:g}", "--seed", str(report.seed)]
+    return " ".join(parts)
 
 
 def roc_command(model: str, settings: RocSettings) -> str:
@@ -269,7 +298,7 @@ def _stored(registry: Registry, model: str, kind: str) -> list[tuple[str, dict[s
     folder = registry.results_dir(model) / kind
     found = []
     for path in sorted(folder.glob("*")) if folder.is_dir() else []:
-        name = RESULT_JSON if kind == SECURITY_KIND else SUMMARY_FILE
+        name = RESULT_JSON if kind in (SECURITY_KIND, CERTIFY_KIND) else SUMMARY_FILE
         saved = path / name
         if saved.is_file():
             found.append((path.name, read_json(saved), saved.stat().st_mtime))
@@ -340,6 +369,15 @@ def gather_report(
             stored_keys = ", ".join(item.key for item in security) or "none"
             raise ConfigError(f"no security report {security_key!r} stored for {name}; stored: {stored_keys}")
         security = chosen + [item for item in security if item.key != security_key]
+    tol = metrics.get("tol_train") or config.get("model", {}).get("tol")
+    certified = []
+    for key, saved, _ in _stored(registry, name, CERTIFY_KIND):
+        try:
+            report_of = stored_certify_report(name, tol, saved)
+        except (KeyError, TypeError, ConfigError):  # certificates of another version
+            continue
+        certified.append(StoredCertificates(key, report_of, certify_command(name, report_of)))
+    certified.sort(key=lambda item: (-item.report.count, item.key))
     missing = []
     roc_report, roc_text = None, None
     tol_train = float(metrics.get("tol_train") or config.get("model", {}).get("tol", 0.0) or 0.0)
@@ -380,4 +418,5 @@ def gather_report(
         versions=versions(),
         device=processor(),
         missing=missing,
+        certified=certified,
     )

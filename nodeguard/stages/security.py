@@ -66,7 +66,15 @@ from nodeguard.defense.randomization import DefenseSettings, Votes, check_tol_ra
 from nodeguard.defense.spread import SpreadSummary, summarize
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError, setting_error
-from nodeguard.experiments.indicators import Indicator, Optimality, WorstCase, batched_gradient_norms
+from nodeguard.experiments.indicators import (
+    BUDGET_FACTOR,
+    BudgetCheck,
+    Indicator,
+    Optimality,
+    WorstCase,
+    batched_gradient_norms,
+    budget_check,
+)
 from nodeguard.experiments.security import (
     Attacker,
     AttackerSet,
@@ -96,12 +104,13 @@ from nodeguard.storage.registry import Registry
 DEFENSE_DEFAULTS = DefenseSettings()
 DEFAULT_KAPPAS = (0.0, 0.05, 0.1, 0.2, 0.5)
 DEFAULT_AUTOATTACK_EPS = (1.0, 1.5, 2.0)
-APGD_DEFAULTS = APGDRandOptions()
+APGD_DEFAULTS = APGDRandOptions()  # the original AutoAttack-rand budget: 100 steps, 20 EOT samples
 DEFAULT_SQUARE_DRAWS = 2
 DEFAULT_EPS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-SECURITY_REPORT_VERSION = 3  # 2: intervals, Square, the margin spread, other ranges; 3: the checks
+SECURITY_REPORT_VERSION = 4  # 2: intervals, Square, the spread, other ranges; 3: the checks; 4: budget check
 GRADIENT_BATCH = 100  # images per graph of the gradient check
 WARM_BINARY_STEPS = 2  # searches over c of a row continued from the kappa = 0 adversarials
+BUDGET_CHECK_COUNT = 20  # images the budget check reruns AutoAttack-rand on, with 5x its steps
 
 
 @dataclass
@@ -137,6 +146,9 @@ class SecuritySettings:
         square_queries: its queries per image.
         square_draws: tolerance draws its randomized version averages per query (0: only
             the attack on the model at tol_train).
+        budget_check: the budget check's images: AutoAttack-rand at its middle budget
+            rerun with ``BUDGET_FACTOR`` (5) times ``autoattack_steps`` on the first
+            ``budget_check`` attacked images (0: no check).
         tol_ranges: other defense ranges ((low, high) pairs) to judge the same attack
             sets and spreads with, at the same V and v_min.
         certify_sigma: the noise of randomized smoothing drawn beside the curves by
@@ -171,6 +183,7 @@ class SecuritySettings:
     square: bool = True
     square_queries: int = 500  # half of `attack square`'s 1000: six Square rows at 100 digits take minutes each
     square_draws: int = DEFAULT_SQUARE_DRAWS
+    budget_check: int = BUDGET_CHECK_COUNT
     tol_ranges: tuple[tuple[float, float], ...] = ()
     certify_sigma: float | None = None
     certify_model: str | None = None
@@ -192,6 +205,8 @@ class SecuritySettings:
             raise setting_error("warm_binary_steps", f"must be at least 1, got {self.warm_binary_steps}")
         if self.square_draws < 0:
             raise setting_error("square_draws", f"must be at least 0, got {self.square_draws}")
+        if self.budget_check < 0:
+            raise setting_error("budget_check", f"must be at least 0, got {self.budget_check}")
         if not self.kappas and not self.eot and not self.autoattack_eps:
             raise ConfigError(
                 "no attacker: give {kappas} or {autoattack_eps}, or keep {eot}",
@@ -235,7 +250,8 @@ class SecuritySettings:
         Square per eps (on the model, then on the randomized model).
 
         With ``warm_start`` and 0 among ``kappas``, EOT-CW starts from the "cw k=0"
-        adversarials, with ``warm_binary_steps`` searches over c."""
+        adversarials, with ``warm_binary_steps`` searches over c; its label says so
+        ("eot-cw d=4 from k=0")."""
         base = "cw k=0" if self.warm_start and 0.0 in self.kappas else None
         warm = {"binary_steps": self.warm_binary_steps} if base else {}
         # the CW rows past kappa 0 stay cold: continued from the kappa = 0 adversarials they
@@ -253,9 +269,8 @@ class SecuritySettings:
                 "tol_low": self.tol_low,
                 "tol_high": self.tol_high,
             }
-            chosen.append(
-                Attacker(f"eot-cw d={self.eot_draws}", "eot-cw", self.eot_kappa, self.count, options, start=base)
-            )
+            label = f"eot-cw d={self.eot_draws}" + (" from k=0" if base else "")  # continued or cold
+            chosen.append(Attacker(label, "eot-cw", self.eot_kappa, self.count, options, start=base))
         for eps in self.autoattack_eps:
             options = {
                 "eps": eps,
@@ -278,6 +293,33 @@ class SecuritySettings:
                     label = f"square e={eps:g}" if draws == 0 else f"square-rand e={eps:g} d={draws}"
                     chosen.append(Attacker(label, "square", 0.0, self.count, options))
         return chosen
+
+    def budget_attacker(self) -> tuple[Attacker, Attacker] | None:
+        """(the attacker the budget check reruns, the rerun): AutoAttack-rand at its middle
+        budget, and the same with ``BUDGET_FACTOR`` times the steps on the first
+        ``min(budget_check, count)`` images; None without AutoAttack-rand or ``budget_check``."""
+        if not self.autoattack_eps or self.budget_check == 0:
+            return None
+        eps = sorted(self.autoattack_eps)[(len(self.autoattack_eps) - 1) // 2]
+        base = next(item for item in self.attackers() if item.attack == "apgd-rand" and item.options["eps"] == eps)
+        options = {**base.options, "steps": BUDGET_FACTOR * self.autoattack_steps}
+        rerun = Attacker(
+            f"{base.label} x{BUDGET_FACTOR}", "apgd-rand", 0.0, min(self.budget_check, self.count), options
+        )
+        return base, rerun
+
+    def reduced_budget(self) -> str:
+        """A clause naming AutoAttack-rand's budget where it is below the original's
+        (100 steps, 20 EOT samples per gradient), else ""."""
+        if not self.autoattack_eps:
+            return ""
+        steps, eot_iter = self.autoattack_steps, self.autoattack_eot_iter
+        if steps >= APGD_DEFAULTS.steps and eot_iter >= APGD_DEFAULTS.eot_iter:
+            return ""
+        return (
+            f"AutoAttack-rand ran a reduced budget, {steps} steps with {eot_iter} EOT samples per gradient, "
+            f"of the original's {APGD_DEFAULTS.steps} and {APGD_DEFAULTS.eot_iter}"
+        )
 
     def defense_for(self, vmin: int, tol_range: tuple[float, float]) -> DefenseSettings:
         """The defense at (``votes``, ``vmin``) over another tolerance range."""
@@ -333,6 +375,7 @@ class SecurityReport:
     optimality: list[Optimality] = field(default_factory=list)
     worst_case: WorstCase = field(default_factory=WorstCase)
     verdict: str = ""
+    budget_check: BudgetCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -351,6 +394,7 @@ class SecurityReport:
             "indicators": [Indicator(**item) for item in values.get("indicators", [])],
             "optimality": [Optimality(**item) for item in values.get("optimality", [])],
             "worst_case": WorstCase(**values.get("worst_case", {})),
+            "budget_check": BudgetCheck(**values["budget_check"]) if values.get("budget_check") else None,
         }
         return cls(**{**values, **typed, **checked, "certified": certified})
 
@@ -393,6 +437,8 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         _gradient_norms(settings, loaded, attacked, pristine, labels),
         settings.autoattack_eps or tuple(eps for eps in settings.eps if eps > 0),
         max(settings.eps) if max(settings.eps) > 0 else 1.0,
+        _budget_check(settings, loaded, attacked, progress),
+        settings.reduced_budget(),
     )
     return SecurityReport(
         model=loaded.name,
@@ -420,6 +466,32 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         optimality=checked.optimality,
         worst_case=checked.worst_case,
         verdict=checked.verdict,
+        budget_check=checked.budget_check,
+    )
+
+
+def _budget_check(
+    settings: SecuritySettings, loaded: LoadedModel, attacked: list[AttackerSet], progress: Progress
+) -> tuple[BudgetCheck, Indicator] | None:
+    """The budget check (:meth:`SecuritySettings.budget_attacker`): its attack set made or
+    found, compared image by image with the attacker's own on the same first images.
+
+    Raises:
+        ConfigError: the rerun attacked other images than the evaluation's first ones.
+    """
+    pair = settings.budget_attacker()
+    if pair is None:
+        return None
+    base, rerun = pair
+    progress.log(f"budget check: {rerun.label} on the first {rerun.count} images")
+    more, report = make_attack_set(rerun.settings, loaded, progress=progress)
+    own = next(item.attack_set for item in attacked if item.attacker.label == base.label)
+    count = len(more)
+    if not torch.equal(more.indices, own.indices[:count]):
+        raise ConfigError(f"the budget check attacked other images than the first {count} of {base.label}")
+    steps = (int(base.options["steps"]), int(rerun.options["steps"]))
+    return budget_check(
+        base.label, float(base.options["eps"]), steps, own.success_8bit[:count], more.success_8bit, report.set
     )
 
 
