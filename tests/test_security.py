@@ -161,6 +161,9 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     assert rerun.settings.options["steps"] == 25 and torch.equal(rerun.indices, own.indices)
     assert budget["fooled"] == int(own.success_8bit.sum()) and budget["fooled_more"] == int(rerun.success_8bit.sum())
     assert budget["images"] == (rerun.success_8bit & ~own.success_8bit).nonzero().flatten().tolist()
+    unbounded = {item["about"]: item for item in data["indicators"] if "unbounded" in item["about"]}
+    assert sorted(unbounded) == ["apgd-rand unbounded", "square unbounded", "square-rand unbounded d=2"]
+    assert all(item["name"] == "unconstrained-failure" and item["total"] == 6 for item in unbounded.values())
     (not_converged,) = [item for item in data["indicators"] if item["name"] == "not-converged"]
     assert not_converged["unreliable"] == (not budget["converged"])
     assert "reduced budget, 5 steps with 2 EOT samples" in data["verdict"] and "rerun with 25 steps" in data["verdict"]
@@ -190,8 +193,8 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     )
     assert not reseeded.reused
     assert [p.set for p in reseeded.points] == [p["set"] for p in data["points"]]
-    # six attackers and the budget check
-    assert sum("reusing it" in message for message in progress.messages) == 7
+    # six attackers, the budget check and the three fixed-budget attacks with no bound
+    assert sum("reusing it" in message for message in progress.messages) == 10
     check_report(reseeded.to_dict(), attackers=6)
 
     # EOT-CW continued from the kappa = 0 CW adversarials: its set names that set as its start

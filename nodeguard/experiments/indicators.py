@@ -13,7 +13,9 @@ behind and fires, per image, where the evaluation itself may have failed:
   attacks cannot move there: masked gradients.
 - ``unconstrained-failure``: a minimal-perturbation attacker (CW, EOT-CW, FMN: no norm bound)
   failed on an image the model classifies correctly. With no bound every such image has
-  an adversarial, so the attack, not the model, failed there.
+  an adversarial, so the attack, not the model, failed there. The security evaluation
+  also reruns each fixed-budget attack (AutoAttack-rand, Square) with no norm bound on its
+  first images and applies the same check ("apgd-rand unbounded").
 - ``silent-success``: the attack found an adversarial (a float point misclassified alone
   at tol_train) but the 8-bit image it returned is not one: lost on the 8-bit grid.
 - ``square-beats-white-box``: at an AutoAttack-rand budget eps, Square (gradient-free, on

@@ -620,6 +620,7 @@ def check_evaluation(
     max_eps: float,
     budget: tuple[BudgetCheck, Indicator] | None = None,
     reduced: str = "",
+    unbounded: Sequence[Indicator] = (),
 ) -> EvaluationCheck:
     """The indicators, optimality, worst case per image and verdict of one judged evaluation.
 
@@ -637,6 +638,8 @@ def check_evaluation(
         reduced: one clause on a fixed-budget attacker run below its original budget
             (e.g. "AutoAttack-rand ran 20 steps with 5 EOT samples, of the original 100 and
             20"), or "".
+        unbounded: ``unconstrained-failure`` of each fixed-budget attack rerun with no
+            norm bound on the first images.
 
     Returns:
         The ``EvaluationCheck``.
@@ -647,6 +650,7 @@ def check_evaluation(
     for item, row in pairs:
         if item.attacker.attack in MINIMAL_ATTACKS:
             indicators.append(unconstrained_failure(item.attacker.label, row.fooled_undefended))
+    indicators.extend(unbounded)
     for item in attacked:
         if item.attack_set.still_improving is not None:
             indicators.append(incomplete_optimization(item.attacker.label, item.attack_set.still_improving))

@@ -74,6 +74,7 @@ from nodeguard.experiments.indicators import (
     WorstCase,
     batched_gradient_norms,
     budget_check,
+    unconstrained_failure,
 )
 from nodeguard.experiments.security import (
     Attacker,
@@ -107,10 +108,11 @@ DEFAULT_AUTOATTACK_EPS = (1.0, 1.5, 2.0)
 APGD_DEFAULTS = APGDRandOptions()  # the original AutoAttack-rand budget: 100 steps, 20 EOT samples
 DEFAULT_SQUARE_DRAWS = 2
 DEFAULT_EPS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-SECURITY_REPORT_VERSION = 4  # 2: intervals, Square, the spread, other ranges; 3: the checks; 4: budget check
+SECURITY_REPORT_VERSION = 5  # 2: intervals, Square, spread, ranges; 3: checks; 4: budget check; 5: no bound
 GRADIENT_BATCH = 100  # images per graph of the gradient check
 WARM_BINARY_STEPS = 2  # searches over c of a row continued from the kappa = 0 adversarials
 BUDGET_CHECK_COUNT = 20  # images the budget check reruns AutoAttack-rand on, with 5x its steps
+UNBOUNDED_EPS = 1000.0  # an L2 "budget" past the diagonal of any image's [0, 1] cube: no bound
 
 
 @dataclass
@@ -148,7 +150,8 @@ class SecuritySettings:
             the attack on the model at tol_train).
         budget_check: the budget check's images: AutoAttack-rand at its middle budget
             rerun with ``BUDGET_FACTOR`` (5) times ``autoattack_steps`` on the first
-            ``budget_check`` attacked images (0: no check).
+            ``budget_check`` attacked images, and each fixed-budget attack (AutoAttack-rand,
+            Square, Square on the randomized model) rerun there with no norm bound (0: neither).
         tol_ranges: other defense ranges ((low, high) pairs) to judge the same attack
             sets and spreads with, at the same V and v_min.
         certify_sigma: the noise of randomized smoothing drawn beside the curves by
@@ -308,6 +311,23 @@ class SecuritySettings:
         )
         return base, rerun
 
+    def unbounded_attackers(self) -> list[tuple[Attacker, Attacker]]:
+        """(a fixed-budget attacker, the same attack with no norm bound on the first
+        ``min(budget_check, count)`` images) for AutoAttack-rand and each Square target, at
+        their largest budget's settings: the unconstrained-failure check of the attackers
+        that have a budget. Empty without ``budget_check``."""
+        if self.budget_check == 0 or not self.autoattack_eps:
+            return []
+        count = min(self.budget_check, self.count)
+        largest = max(self.autoattack_eps)
+        pairs = []
+        for item in self.attackers():
+            if item.attack in ("apgd-rand", "square") and item.options["eps"] == largest:
+                label = item.label.replace(f" e={largest:g}", " unbounded")
+                options = {**item.options, "eps": UNBOUNDED_EPS}
+                pairs.append((item, Attacker(label, item.attack, 0.0, count, options)))
+        return pairs
+
     def reduced_budget(self) -> str:
         """A clause naming AutoAttack-rand's budget where it is below the original's
         (100 steps, 20 EOT samples per gradient), else ""."""
@@ -439,6 +459,7 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         max(settings.eps) if max(settings.eps) > 0 else 1.0,
         _budget_check(settings, loaded, attacked, progress),
         settings.reduced_budget(),
+        _unbounded_failures(settings, loaded, progress),
     )
     return SecurityReport(
         model=loaded.name,
@@ -468,6 +489,18 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         verdict=checked.verdict,
         budget_check=checked.budget_check,
     )
+
+
+def _unbounded_failures(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> list[Indicator]:
+    """Each fixed-budget attack rerun with no norm bound on the first images
+    (:meth:`SecuritySettings.unbounded_attackers`): ``unconstrained-failure`` where it still
+    fails on a digit the model classifies correctly (every attacked digit is)."""
+    found = []
+    for _base, unbounded in settings.unbounded_attackers():
+        progress.log(f"unconstrained check: {unbounded.label} on the first {unbounded.count} images")
+        attack_set, _report = make_attack_set(unbounded.settings, loaded, progress=progress)
+        found.append(unconstrained_failure(unbounded.label, attack_set.success_8bit))
+    return found
 
 
 def _budget_check(
