@@ -192,12 +192,11 @@ def render(console: Console, report: SecurityReport) -> None:
     table.add_column("attacker", justify="left", min_width=11)
     for column in ("L2\nmean", "L2\nmed", "success", "rejected", "defended", "|margin|"):
         table.add_column(column, justify="right", no_wrap=True)
+    # the checks that fired on a row follow its label in parentheses: the table stays in 80 columns
     flags = row_flags(report.indicators)
-    if flags:  # a column only where a check fired on a row (it wraps rather than cut its words)
-        table.add_column("flags", justify="left", overflow="fold")
     for point in report.points:
         cells = [
-            point.label,
+            point.label + (f" ({flags[point.label]})" if point.label in flags else ""),
             format_number(point.mean_l2, ".3f"),
             format_number(point.median_l2, ".3f"),
             rate_cell(point.success_rate, point.success_rate_ci, ".0%"),
@@ -205,7 +204,7 @@ def render(console: Console, report: SecurityReport) -> None:
             rate_cell(point.defended_success, point.defended_success_ci, ".0%"),
             format_number(point.median_abs_margin_8bit, ".1e"),
         ]
-        table.add_row(*cells, *([flags.get(point.label, "")] if flags else []))
+        table.add_row(*cells)
     console.print(table)
     timed = [f"{point.label} {point.attack_seconds:.0f}" for point in report.points if point.attack_seconds is not None]
     if timed:

@@ -121,11 +121,11 @@ def _indicator(
     )
 
 
-FLAG_NAMES = {  # the short name of each check a security row can carry, as its table shows it
-    "unconstrained-failure": "unconstrained",
-    "incomplete-optimization": "incomplete",
+FLAG_NAMES = {  # the short name (8 letters at most: 80 columns) of each check a row can carry
+    "unconstrained-failure": "unconstr",
+    "incomplete-optimization": "incompl",
     "silent-success": "silent",
-    "square-beats-white-box": "square>grad",
+    "square-beats-white-box": "sq>grad",
 }
 
 
@@ -240,7 +240,8 @@ def incomplete_optimization(label: str, still_improving: torch.Tensor) -> Indica
         label,
         still_improving,
         "the attack stopped while its smallest adversarial was still shrinking: its L2 there is an over-estimate",
-        "raise its steps (--steps) until this stops firing; the robust-accuracy curve is optimistic until then",
+        "raise its steps or searches over c (--steps, --binary-steps; --warm-searches for EOT-CW continued from "
+        "k=0) until this stops firing",
     )
 
 
