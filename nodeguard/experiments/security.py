@@ -54,19 +54,23 @@ class Attacker:
     Attributes:
         label: the attacker in reports, e.g. "cw k=0.1" (the key of its spread).
         attack: the registered attack ("cw", "eot-cw", "apgd-rand", "square").
-        kappa: its confidence (logits; 0 for the attacks that take none).
         count: images it attacks.
-        options: the attack's own options.
+        options: the attack's own options (its confidence is ``options["kappa"]``, checked
+            by the attack's options class: see :attr:`kappa`).
         start: the label of the attacker whose adversarials its search starts from
             (EOT-CW continues from "cw k=0"); None: the clean images.
     """
 
     label: str
     attack: str
-    kappa: float
     count: int
     options: dict[str, Any]
     start: str | None = None
+
+    @property
+    def kappa(self) -> float:
+        """Its confidence (logits), read from its options; 0 for the attacks that take none."""
+        return float(self.options.get("kappa", 0.0))
 
     @property
     def settings(self) -> AttackSettings:

@@ -260,7 +260,7 @@ class SecuritySettings:
         # the CW rows past kappa 0 stay cold: continued from the kappa = 0 adversarials they
         # found smaller L2 but fooled the defended model less often (docs/security.md)
         chosen = [
-            Attacker(f"cw k={kappa:g}", "cw", kappa, self.count, {**self.attack_options, "kappa": kappa})
+            Attacker(f"cw k={kappa:g}", "cw", self.count, {**self.attack_options, "kappa": kappa})
             for kappa in self.kappas
         ]
         if self.eot:
@@ -273,7 +273,7 @@ class SecuritySettings:
                 "tol_high": self.tol_high,
             }
             label = f"eot-cw d={self.eot_draws}" + (" from k=0" if base else "")  # continued or cold
-            chosen.append(Attacker(label, "eot-cw", self.eot_kappa, self.count, options, start=base))
+            chosen.append(Attacker(label, "eot-cw", self.count, options, start=base))
         for eps in self.autoattack_eps:
             options = {
                 "eps": eps,
@@ -282,7 +282,7 @@ class SecuritySettings:
                 "tol_low": self.tol_low,
                 "tol_high": self.tol_high,
             }
-            chosen.append(Attacker(f"apgd-rand e={eps:g}", "apgd-rand", 0.0, self.count, options))
+            chosen.append(Attacker(f"apgd-rand e={eps:g}", "apgd-rand", self.count, options))
         if self.square:
             for draws in sorted({0, self.square_draws}):
                 for eps in self.autoattack_eps:
@@ -294,7 +294,7 @@ class SecuritySettings:
                         "tol_high": self.tol_high,
                     }
                     label = f"square e={eps:g}" if draws == 0 else f"square-rand e={eps:g} d={draws}"
-                    chosen.append(Attacker(label, "square", 0.0, self.count, options))
+                    chosen.append(Attacker(label, "square", self.count, options))
         return chosen
 
     def budget_attacker(self) -> tuple[Attacker, Attacker] | None:
@@ -306,9 +306,7 @@ class SecuritySettings:
         eps = sorted(self.autoattack_eps)[(len(self.autoattack_eps) - 1) // 2]
         base = next(item for item in self.attackers() if item.attack == "apgd-rand" and item.options["eps"] == eps)
         options = {**base.options, "steps": BUDGET_FACTOR * self.autoattack_steps}
-        rerun = Attacker(
-            f"{base.label} x{BUDGET_FACTOR}", "apgd-rand", 0.0, min(self.budget_check, self.count), options
-        )
+        rerun = Attacker(f"{base.label} x{BUDGET_FACTOR}", "apgd-rand", min(self.budget_check, self.count), options)
         return base, rerun
 
     def unbounded_attackers(self) -> list[tuple[Attacker, Attacker]]:
@@ -325,7 +323,7 @@ class SecuritySettings:
             if item.attack in ("apgd-rand", "square") and item.options["eps"] == largest:
                 label = item.label.replace(f" e={largest:g}", " unbounded")
                 options = {**item.options, "eps": UNBOUNDED_EPS}
-                pairs.append((item, Attacker(label, item.attack, 0.0, count, options)))
+                pairs.append((item, Attacker(label, item.attack, count, options)))
         return pairs
 
     def reduced_budget(self) -> str:
