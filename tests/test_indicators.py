@@ -177,6 +177,11 @@ def test_incomplete_optimization_fires_where_the_smallest_adversarial_still_shri
     assert still_shrinking(at_window, now).tolist() == [True, False, True, False, False]
     fired = incomplete_optimization("fmn", still_shrinking(at_window, now))
     assert fired.images == [0, 2] and fired.unreliable
+    # in security: unreliable only where the attacker holds the image's smallest adversarial
+    elsewhere = torch.tensor([False, True, False, True, True])
+    assert not incomplete_optimization("fmn", still_shrinking(at_window, now), elsewhere).unreliable
+    holds = torch.tensor([False, False, True, False, False])
+    assert incomplete_optimization("fmn", still_shrinking(at_window, now), holds).unreliable
 
 
 def test_the_budget_check_flags_a_rise_beyond_the_interval_only():
@@ -202,7 +207,9 @@ def test_an_attack_stopped_as_it_finds_its_adversarials_is_flagged(tiny_model):
     found = run_attack(AttackSettings(attack="cw", count=4, batch_size=4, options=FAST_CW), model=tiny_model)
     data = load_attack_set(loaded.registry, tiny_model, found.set)
     assert data.still_improving is not None and len(data.still_improving) == 4
-    assert "incomplete-optimization" in {item.name for item in found.indicators}
+    (check,) = [item for item in found.indicators if item.name == "incomplete-optimization"]
+    correct = data.clean_predictions == data.labels
+    assert check.images == (data.still_improving & correct).nonzero().flatten().tolist()
 
     other = torch.tensor([next(j for j in range(4) if data.labels[j] != data.labels[i]) for i in range(4)])
     starts = data.clean[other]  # classified correctly alone: as a class other than row i's
@@ -211,3 +218,8 @@ def test_an_attack_stopped_as_it_finds_its_adversarials_is_flagged(tiny_model):
     assert hot.still_improving is not None and hot.still_improving.all()
     cold = run_cw(pinned, CWOptions(steps=1, binary_steps=1), data.clean, data.labels, 0)
     assert cold.still_improving is not None and not cold.still_improving.any()
+    # found at the first step of the first of two searches (long before the last one's
+    # window) and never shrunk after (a step of 1e-12): complete, by construction
+    early = CarliniWagnerL2(pinned, steps=10, binary_steps=2, lr=1e-12, decision_slack=0.0, abort_early=False)
+    early(data.clean, data.labels, starts)
+    assert early.still_improving is not None and not early.still_improving.any()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import replace
 
 import jsonschema
 import typer
@@ -11,7 +12,15 @@ from typer.testing import CliRunner
 
 from nodeguard.cli import app
 from nodeguard.reporting.model_card import SCHEMA_PATH
-from nodeguard.stages.report import _roc_candidate, attack_command, security_command, train_command
+from nodeguard.stages.certify import CertifyReport
+from nodeguard.stages.report import (
+    _roc_candidate,
+    attack_command,
+    certify_command,
+    gather_report,
+    security_command,
+    train_command,
+)
 from nodeguard.stages.security import SecuritySettings
 from nodeguard.storage.registry import Registry
 
@@ -59,9 +68,10 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     assert budget["steps_more"] == 15 and budget["fooled_more"]["rate"] == security["budget_check"]["fooled_more"] / 4
     (smoothed,) = card["certified"]
     by_radius = {point["radius"]: point for point in json.loads(certified.stdout)["curve"]}
-    for point in smoothed["accuracy"]:
-        if point["radius"] in by_radius:
-            assert point["certified"]["rate"] == by_radius[point["radius"]]["certified_accuracy"]
+    shared = [point for point in smoothed["accuracy"] if point["radius"] in by_radius]
+    assert len(shared) == len(by_radius) > 0  # certify's default radii are the card's
+    for point in shared:
+        assert point["certified"]["rate"] == by_radius[point["radius"]]["certified_accuracy"]
 
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 2  # ROC and security
@@ -86,6 +96,28 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     assert chosen.exit_code == 0, chosen.output
     wrong = runner.invoke(app, [*page, "--out", str(tmp_path / "r3"), "--security", "nope"])
     assert wrong.exit_code == 1 and "no security report 'nope'" in wrong.output and stored_key in wrong.output
+
+
+def test_the_tau_tables_are_gathered_with_commands_that_find_them_again(tiny_model):
+    runner = CliRunner()
+    errors = ["sweep", "--model", tiny_model, "--tols", "1e-3,1e-1", "--test-limit", "12", "--device", "cpu"]
+    assert runner.invoke(app, [*errors, "--json"]).exit_code == 0
+    judged = [*errors, "--attack", "blend", "--count", "3", "--tol-attack", "1e-3"]
+    made = runner.invoke(app, [*judged, "--json"])
+    assert made.exit_code == 0, made.output
+    rows = json.loads(made.stdout)["rows"]
+
+    tables = gather_report(tiny_model, Registry(), roc=False).tau_tables
+    error_table = next(table for table in tables if table.title.startswith("test error"))
+    assert [(row.tol, row.count, row.total) for row in error_table.rows] == [
+        (row["tol"], row["errors"], row["images"]) for row in rows
+    ]
+    adversarial_table = next(table for table in tables if table.title.startswith("adversarials"))
+    assert [(row.tol, row.count) for row in adversarial_table.rows] == [(row["tol"], row["successes"]) for row in rows]
+    for table in (error_table, adversarial_table):  # each command prints its table from the store alone
+        again = runner.invoke(app, [*shlex.split(table.command)[1:], "--device", "cpu", "--json"])
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["cells_computed"] == 0
 
 
 def test_an_empty_out_is_one_line(tiny_model):
@@ -137,3 +169,15 @@ def test_the_roc_reads_only_sets_it_can_draw():
     assert not _roc_candidate({"attack": "cw", "successes_8bit": 0, "settings": settings})  # no negatives
     assert not _roc_candidate({"attack": "apgd-rand", "successes_8bit": 3, "settings": settings})
     assert not _roc_candidate({"attack": "cw", "successes_8bit": 3, "settings": {"options": {"lr": 0.5}}})
+
+
+def test_the_certify_command_keeps_what_keys_the_certificates():
+    report = CertifyReport(
+        model="m", sigma=0.25, n0=10, n=20, alpha=0.001, seed=3, tol=1e-3, count=2, labels=[1, 2],
+        predictions=[1, -1], radii=[0.1, 0.0], p_lower=[0.9, 0.4], abstained=0.5, abstained_ci=None,
+        curve=[], max_radius=0.5,
+    )  # fmt: skip
+    assert certify_command("m", report) == (
+        "nodeguard certify --model m --sigma 0.25 --count 2 --n0 10 --n 20 --alpha 0.001 --seed 3"
+    )
+    assert certify_command("m", replace(report, predict_accuracy=0.5)).endswith(" --seed 3 --predict")

@@ -151,9 +151,10 @@ class CarliniWagnerL2(Attack):
         Returns:
             (N, C, H, W) float32 in [0, 1] on the model's device: per image the smallest-L2
             successful adversarial found (L2 over pixels in [0, 1]), else the clean image.
-            The call also sets ``still_improving``, (N,) bool: the image's search was not
-            stopped early and its smallest adversarial still shrank by more than 1% over the
-            last tenth of the steps of the last search over c (``spec.still_shrinking``).
+            The call also sets ``still_improving``, (N,) bool: the image's smallest
+            adversarial shrank by more than 1% over the last tenth of the steps of the last
+            search over c, or was first found there (``spec.still_shrinking``); a search
+            stopped early because its loss stalled cannot, so it counts as converged.
 
         Raises:
             ConfigError: from the model, e.g. a pinned ODE-Net whose solver is not dopri5.
@@ -223,7 +224,8 @@ class CarliniWagnerL2(Attack):
         if best_at_window is None:  # every search stopped before the last one's window
             self.still_improving = torch.zeros(count, dtype=torch.bool, device=self.device)
         else:
-            self.still_improving = active & still_shrinking(best_at_window.sqrt(), best_l2sq.sqrt())
+            # a search stopped early (its loss stalled) keeps its best: it cannot shrink in the window
+            self.still_improving = still_shrinking(best_at_window.sqrt(), best_l2sq.sqrt())
         return best_adversarial.detach()
 
 

@@ -25,7 +25,7 @@ from nodeguard.cli._options import (
 from nodeguard.cli._output import Output, Picture, compact_table, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.errors import ConfigError
-from nodeguard.experiments.indicators import row_flags
+from nodeguard.experiments.indicators import indicator_mark, row_flags
 from nodeguard.intervals import INTERVAL_LABEL, format_number, format_rate
 from nodeguard.reporting.security_plots import plot_security
 from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
@@ -88,7 +88,8 @@ def security(
         typer.Option(
             "--budget-check",
             help="Rerun AutoAttack-rand at its middle budget with 5x --aa-steps on this many of the first "
-            "images; more images fooled than its interval allows flags 'not converged' (0: no check).",
+            "images (more fooled than its interval allows: 'not converged'), and each budgeted attack with no "
+            "norm bound there (0: neither).",
         ),
     ] = SECURITY.budget_check,
     tol_ranges: Annotated[
@@ -256,7 +257,7 @@ def render_checks(console: Console, report: SecurityReport) -> None:
     quiet = sorted({item.name for item in report.indicators} - {item.name for item in fired})
     console.print("checks of the evaluation (indicators of attack failure, Pintor et al. 2022; AutoAttack's checks):")
     for item in fired:
-        mark = "UNRELIABLE" if item.unreliable else "expected"
+        mark = indicator_mark(item)
         console.print(
             f"  {mark}: {item.name} on {item.about}: {item.count} of {item.total} images "
             f"{format_rate(item.rate, item.rate_ci, '.0%')}: {item.meaning}. What to do: {item.action}."

@@ -327,7 +327,8 @@ class AttackReport:
         success_rate_8bit_ci: the same for ``success_rate_8bit``.
         indicators: the attack's checks of itself
             (:mod:`nodeguard.experiments.indicators`: silent success; for minimal attacks,
-            unconstrained failure; for gradient attacks, zero input gradients).
+            unconstrained failure and incomplete optimization; for gradient attacks, zero
+            input gradients).
     """
 
     model: str

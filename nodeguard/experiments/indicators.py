@@ -74,7 +74,7 @@ class Indicator:
 
     Attributes:
         name: the check ("zero-gradient", "unconstrained-failure", "incomplete-optimization",
-            "silent-success", "square-beats-white-box", "randomized-model", "budget").
+            "silent-success", "square-beats-white-box", "randomized-model", "not-converged").
         about: what it looked at: an attacker's label, or a target ("model at tol_train",
             "randomized model").
         fired: it found at least one image.
@@ -127,6 +127,13 @@ FLAG_NAMES = {  # the short name (8 letters at most: 80 columns) of each check a
     "silent-success": "silent",
     "square-beats-white-box": "sq>grad",
 }
+
+
+def indicator_mark(item: Indicator) -> str:
+    """How a fired check reads: "UNRELIABLE", "expected" (the randomized model), or "note"."""
+    if item.unreliable:
+        return "UNRELIABLE"
+    return "expected" if item.name == "randomized-model" else "note"
 
 
 def row_flags(indicators: Sequence[Indicator]) -> dict[str, str]:
@@ -221,7 +228,9 @@ def unconstrained_failure(label: str, fooled: torch.Tensor) -> Indicator:
     )
 
 
-def incomplete_optimization(label: str, still_improving: torch.Tensor) -> Indicator:
+def incomplete_optimization(
+    label: str, still_improving: torch.Tensor, holds_worst_case: torch.Tensor | None = None
+) -> Indicator:
     """Fires where a minimal-perturbation attacker's smallest adversarial was still shrinking
     as it stopped (Pintor et al.'s incomplete optimization).
 
@@ -234,14 +243,20 @@ def incomplete_optimization(label: str, still_improving: torch.Tensor) -> Indica
         label: the attacker.
         still_improving: (N,) bool, recorded by the attack
             (:class:`~nodeguard.attacks.spec.AttackOutcome`).
+        holds_worst_case: (N,) bool, this attacker found the image's smallest adversarial
+            (undefended or defended), so an unfinished L2 there moves the robust-accuracy
+            curve: the check is unreliable only on such an image. None (one attack alone):
+            unreliable wherever it fires.
     """
+    unreliable = None if holds_worst_case is None else bool((still_improving & holds_worst_case).any())
     return _indicator(
         "incomplete-optimization",
         label,
         still_improving,
         "the attack stopped while its smallest adversarial was still shrinking: its L2 there is an over-estimate",
-        "raise its steps or searches over c (--steps, --binary-steps; --warm-searches for EOT-CW continued from "
+        "raise its steps (and for CW its searches over c; in security, --warm-searches for EOT-CW continued from "
         "k=0) until this stops firing",
+        unreliable=unreliable,
     )
 
 
@@ -325,9 +340,15 @@ class BudgetCheck:
         fooled_more: the same with ``steps_more``.
         fooled_ci: 95% Clopper–Pearson interval of ``fooled / count``.
         fooled_more_ci: the same of ``fooled_more / count``.
-        images: rows fooled with more steps only.
-        converged: ``fooled_more / count`` lies within ``fooled_ci``.
+        images: rows only the rerun fools (gained).
+        converged: ``fooled_more / count`` lies within ``fooled_ci`` (the issue's rule; on 20
+            images it flags only large rises: from 13 of 20 the rerun must fool 17).
         set_key: the rerun's attack set.
+        eot_iter: EOT samples per gradient, the same in both runs (0: not recorded).
+        lost: rows only the attacker's own run fools (its randomness, not its steps).
+
+    "Fools" is the undefended model's verdict: the 8-bit adversarial misclassified alone at
+    tol_train.
     """
 
     label: str
@@ -342,6 +363,8 @@ class BudgetCheck:
     images: list[int]
     converged: bool
     set_key: str = ""
+    eot_iter: int = 0
+    lost: list[int] = field(default_factory=list)
 
 
 def budget_check(
@@ -351,6 +374,7 @@ def budget_check(
     fooled: torch.Tensor,
     fooled_more: torch.Tensor,
     set_key: str = "",
+    eot_iter: int = 0,
 ) -> tuple[BudgetCheck, Indicator]:
     """The budget check and its indicator ``not-converged``.
 
@@ -364,6 +388,7 @@ def budget_check(
         fooled: (n,) bool, its own 8-bit adversarials fool the model, on the first n images.
         fooled_more: (n,) bool, the rerun's do.
         set_key: the rerun's attack set.
+        eot_iter: EOT samples per gradient of both runs.
     """
     count = len(fooled)
     own, more = int(fooled.sum()), int(fooled_more.sum())
@@ -382,13 +407,15 @@ def budget_check(
         images=[int(row) for row in (fooled_more & ~fooled).nonzero().flatten()],
         converged=converged,
         set_key=set_key,
+        eot_iter=eot_iter,
+        lost=[int(row) for row in (fooled & ~fooled_more).nonzero().flatten()],
     )
     indicator = _indicator(
         "not-converged",
         label,
         fooled_more & ~fooled,
-        f"with {steps[1]} steps instead of {steps[0]} it fools {more} of the first {count} images, "
-        f"against {own}" + ("" if converged else ", above its interval: the attack has not converged"),
+        f"with {steps[1]} steps instead of {steps[0]} it fools the undefended model on {more} of the first "
+        f"{count} images, against {own}" + ("" if converged else ", above its interval: the attack has not converged"),
         "raise its steps (--aa-steps) until the rerun fools no more images",
         unreliable=not converged,
     )

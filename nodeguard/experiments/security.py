@@ -655,9 +655,7 @@ def check_evaluation(
         if item.attacker.attack in MINIMAL_ATTACKS:
             indicators.append(unconstrained_failure(item.attacker.label, row.fooled_undefended))
     indicators.extend(unbounded)
-    for item in attacked:
-        if item.attack_set.still_improving is not None:
-            indicators.append(incomplete_optimization(item.attacker.label, item.attack_set.still_improving))
+    incomplete_at = len(indicators)  # incomplete optimization goes here, once the worst case is known
     for item in attacked:
         indicators.append(silent_success(item.attacker.label, item.attack_set.success, item.attack_set.success_8bit))
     white_box = [row for item, row in pairs if item.attacker.attack in GRADIENT_ATTACKS]
@@ -697,7 +695,29 @@ def check_evaluation(
         defended_l2=[float(value) if torch.isfinite(value) else None for value in worst_defended],
         defended_by=by_defended,
     )
-    text = verdict(rows, judged.pristine_ok, budgets, indicators, budget[0] if budget else None, reduced)
+    # an unfinished L2 moves the curve only where it is the image's smallest adversarial
+    incomplete = [
+        incomplete_optimization(
+            item.attacker.label,
+            item.attack_set.still_improving,
+            torch.tensor([label == item.attacker.label for label in by_undefended])
+            | torch.tensor([label == item.attacker.label for label in by_defended]),
+        )
+        for item in attacked
+        if item.attack_set.still_improving is not None
+    ]
+    indicators[incomplete_at:incomplete_at] = incomplete
+    unchecked = ["transfer failure (no transfer attack ran)"]
+    old_sets = [
+        item.attacker.label
+        for item in attacked
+        if item.attacker.attack in MINIMAL_ATTACKS and item.attack_set.still_improving is None
+    ]
+    if old_sets:
+        unchecked.append(f"incomplete optimization of {', '.join(old_sets)} (attack sets saved before 0.12.0)")
+    if any(item.attacker.attack not in MINIMAL_ATTACKS for item in attacked):
+        unchecked.append("incomplete optimization inside AutoAttack-rand and Square (their iterates are not kept)")
+    text = verdict(rows, judged.pristine_ok, budgets, indicators, budget[0] if budget else None, reduced, unchecked)
     return EvaluationCheck(
         indicators=indicators,
         optimality=scores,
@@ -714,6 +734,7 @@ def verdict(
     indicators: Sequence[Indicator],
     budget: BudgetCheck | None = None,
     reduced: str = "",
+    unchecked: Sequence[str] = ("transfer failure (no transfer attack ran)",),
 ) -> str:
     """One paragraph: at each budget, robust (no adversarial within eps is accepted with a
     wrong class) or not and against whom; then whether any indicator makes it unreliable.
@@ -725,6 +746,7 @@ def verdict(
         indicators: the checks of the evaluation.
         budget: the budget check, where it ran.
         reduced: a clause on a fixed-budget attacker run below its original budget, or "".
+        unchecked: what the evaluation did not check, one clause each.
     """
     count = len(pristine_ok)
     sentences = []
@@ -751,9 +773,11 @@ def verdict(
             )
     if budget is not None:
         outcome = "within its interval" if budget.converged else "above its interval: not converged"
+        samples = f" (EOT samples unchanged: {budget.eot_iter})" if budget.eot_iter else ""
         sentences.append(
-            f"{reduced + '; rerun' if reduced else 'Rerun'} with {budget.steps_more} steps on the first {budget.count} "
-            f"images, {budget.label} fools {budget.fooled_more} of them against {budget.fooled}: {outcome}."
+            f"{reduced + '; rerun' if reduced else 'Rerun'} with {budget.steps_more} steps{samples} on the first "
+            f"{budget.count} images, {budget.label} fools the undefended model on {budget.fooled_more} of them "
+            f"against {budget.fooled} ({len(budget.images)} gained, {len(budget.lost)} lost): {outcome}."
         )
     elif reduced:
         sentences.append(f"{reduced}, and no budget check reran it with more steps.")
@@ -763,8 +787,7 @@ def verdict(
         sentences.append(f"The evaluation may be unreliable: {named}.")
     else:
         checked = sorted({item.name for item in indicators})
-        sentences.append(
-            f"No indicator makes the evaluation unreliable (checked: {', '.join(checked)}; not checked: transfer "
-            "failure, as no transfer attack ran)."
-        )
+        sentences.append(f"No indicator makes the evaluation unreliable (checked: {', '.join(checked)}).")
+    if unchecked:
+        sentences.append(f"Not checked: {'; '.join(unchecked)}.")
     return " ".join(sentences)

@@ -23,7 +23,7 @@ from typing import Any
 from nodeguard.stages.report import ModelReport
 
 SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
-CARD_VERSION = 1
+CARD_VERSION = 2  # 2: the budget check and the certified accuracy
 
 
 def _rate(value: float | None, interval: list[float] | None) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodeguard.experiments.indicators import row_flags
+from nodeguard.experiments.indicators import indicator_mark, row_flags
 from nodeguard.intervals import INTERVAL_LABEL, format_number, format_rate
 from nodeguard.reporting.plots import plot_roc
 from nodeguard.reporting.security_plots import plot_security
@@ -171,6 +171,22 @@ def _budget_check(values: Any) -> str:
     )
 
 
+def _tau_tables(report: ModelReport) -> str:
+    if not report.tau_tables:
+        return ""
+    parts = ["<h2>The tau tables (Carrara et al., WIFS 2019)</h2>"]
+    for table in report.tau_tables:
+        errors = table.rows[0].nfe is not None
+        header = ["tau", "error" if errors else "misclassified", "images"] + (["NFE per image"] if errors else [])
+        rows = [
+            [f"{row.tol:g}", format_rate(row.rate, row.rate_ci, ".1%"), f"{row.count} of {row.total}"]
+            + ([format_number(row.nfe, ".1f")] if errors else [])
+            for row in table.rows
+        ]
+        parts.append(f"<h3>{_escape(table.title)}</h3>" + _table(header, rows) + _command(table.command))
+    return "".join(parts)
+
+
 def _certified(report: ModelReport) -> str:
     if not report.certified:
         return ""
@@ -195,8 +211,8 @@ def _indicators(values: Any) -> str:
     items = []
     for item in values.indicators:
         if item.fired:
+            word = indicator_mark(item)
             kind = "unreliable" if item.unreliable else "expected"
-            word = "UNRELIABLE" if item.unreliable else "expected"
             items.append(
                 f'<li><span class="{kind}">{word}</span>: {_escape(item.name)} on {_escape(item.about)}: '
                 f"{item.count} of {item.total} images. {_escape(item.meaning)}. "
@@ -260,6 +276,7 @@ def report_page(report: ModelReport) -> str:
         f"classifier. Rates carry {INTERVAL_LABEL}; L2 is over pixels in [0, 1].</p>",
         f"<p>Written by {_escape(versions)} on {_escape(report.device)}.</p>",
         _training(report),
+        _tau_tables(report),
         _roc(report),
         _security(report),
         _certified(report),

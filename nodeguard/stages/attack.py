@@ -296,16 +296,18 @@ def compute_attack_set(
 
 def attack_checks(loaded: LoadedModel, attack_set: AttackSet) -> list[Indicator]:
     """The attack's checks of itself (:mod:`nodeguard.experiments.indicators`): silent success;
-    for a minimal attack (CW, EOT-CW, FMN), unconstrained failure on the images classified
-    correctly; for a gradient attack, zero or non-finite input gradients at the clean images
-    through the model at tol_attack (where the model has a solver, else as it is)."""
+    for a minimal attack (CW, EOT-CW, FMN), unconstrained failure and incomplete optimization
+    (where the set recorded it) on the images classified correctly; for a gradient attack,
+    zero or non-finite input gradients at the clean images through the model at tol_attack
+    (where the model has a solver, else as it is)."""
     settings = attack_set.settings
     checks = [silent_success(settings.attack, attack_set.success, attack_set.success_8bit)]
     if settings.attack in MINIMAL_ATTACKS:
         correct = attack_set.clean_predictions == attack_set.labels
         checks.append(unconstrained_failure(settings.attack, attack_set.success_8bit | ~correct))
-    if attack_set.still_improving is not None:
-        checks.append(incomplete_optimization(settings.attack, attack_set.still_improving))
+    if attack_set.still_improving is not None:  # on the images classified correctly, as unconstrained failure
+        correct = attack_set.clean_predictions == attack_set.labels
+        checks.append(incomplete_optimization(settings.attack, attack_set.still_improving & correct))
     if settings.attack in GRADIENT_ATTACKS and len(attack_set):
         target = PinnedTolerance(loaded.model, settings.tol_attack).eval()
         norms = batched_gradient_norms(target, attack_set.clean, attack_set.labels, loaded.device)

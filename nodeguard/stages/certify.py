@@ -93,6 +93,8 @@ def stored_certify_report(model: str, tol: float | None, saved: dict[str, Any]) 
     Raises:
         KeyError, TypeError: not a certificates file of this version.
     """
+    if saved["settings"].get("version") != CERTIFY_VERSION:
+        raise KeyError("version")
     identity = {key: value for key, value in saved["settings"].items() if key != "version"}
     records = saved["values"]["records"]
     settings = CertifySettings(**identity, count=max(len(records), 1))

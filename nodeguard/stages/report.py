@@ -24,9 +24,11 @@ from nodeguard.constants import (
     RESULT_JSON,
     SECURITY_KIND,
     SUMMARY_FILE,
+    SWEEP_CELL_KIND,
     __version__,
 )
 from nodeguard.errors import ConfigError
+from nodeguard.intervals import rate_interval
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.certify import CertifyReport, stored_certify_report
 from nodeguard.stages.roc import RocReport, RocSettings, run_roc
@@ -58,6 +60,37 @@ class StoredSecurity:
 
 
 @dataclass
+class TauRow:
+    """One tolerance of a stored tau table (Carrara et al., WIFS 2019).
+
+    Attributes:
+        tol: the tolerance tau each image was classified at (alone, per-sample dopri5).
+        count: misclassified images (error table) or adversarials misclassified at ``tol``
+            (adversarials table), of ``total``.
+        total: test images (error table) or attacked images (adversarials table).
+        rate: count / total, with its 95% Clopper–Pearson interval ``rate_ci``.
+        nfe: mean function evaluations per image (error table only).
+    """
+
+    tol: float
+    count: int
+    total: int
+    rate: float
+    rate_ci: list[float] | None
+    nfe: float | None = None
+
+
+@dataclass
+class TauTable:
+    """Stored sweep cells: the test error against tau, or one attack set's adversarials judged
+    at each tau (the decoupled sweep), and the command that prints the table again."""
+
+    title: str
+    rows: list[TauRow]
+    command: str
+
+
+@dataclass
 class StoredCertificates:
     """Stored randomized-smoothing certificates, and the command that makes them again."""
 
@@ -81,6 +114,8 @@ class ModelReport:
         security: the stored security reports, the largest (then latest) first.
         certified: the stored certificates of randomized smoothing (Cohen et al. 2019), the
             most images first.
+        tau_tables: the stored sweep cells as tau tables (``nodeguard sweep``): the error
+            against tau per test-image count, and each attack set judged against tau.
         versions: nodeguard, torch, Python and the platform that wrote this report.
         device: the processor this report was written on.
         missing: what is not stored yet, each with the command that makes it.
@@ -98,6 +133,7 @@ class ModelReport:
     device: str
     missing: list[str] = field(default_factory=list)
     certified: list[StoredCertificates] = field(default_factory=list)
+    tau_tables: list[TauTable] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -225,8 +261,8 @@ def security_command(model: str, settings: dict[str, Any]) -> str:
     parts += ([] if settings["eot"] else ["--no-eot"]) + ["--draws", str(settings["eot_draws"])]
     parts += [] if settings["square"] else ["--no-square"]
     parts += ["--square-queries", str(settings["square_queries"]), "--square-draws", str(settings["square_draws"])]
-    if settings.get("budget_check", 0) != defaults.budget_check:
-        parts += ["--budget-check", str(settings.get("budget_check", 0))]
+    if "budget_check" in settings and settings["budget_check"] != defaults.budget_check:
+        parts += ["--budget-check", str(settings["budget_check"])]
     if settings.get("warm_start", True):
         parts += ["--warm-searches", str(settings.get("warm_binary_steps", defaults.warm_binary_steps))]
     else:
@@ -253,6 +289,8 @@ def certify_command(model: str, report: CertifyReport) -> str:
     """The ``nodeguard certify`` command of stored certificates."""
     parts = ["nodeguard certify --model", model, "--sigma", f"{report.sigma:g}", "--count", str(report.count)]
     parts += ["--n0", str(report.n0), "--n", str(report.n), "--alpha", f"{report.alpha:g}", "--seed", str(report.seed)]
+    if report.predict_accuracy is not None:  # PREDICT is part of the certificates' key
+        parts += ["--predict"]
     return " ".join(parts)
 
 
@@ -298,11 +336,55 @@ def _stored(registry: Registry, model: str, kind: str) -> list[tuple[str, dict[s
     folder = registry.results_dir(model) / kind
     found = []
     for path in sorted(folder.glob("*")) if folder.is_dir() else []:
-        name = RESULT_JSON if kind in (SECURITY_KIND, CERTIFY_KIND) else SUMMARY_FILE
+        name = RESULT_JSON if kind in (SECURITY_KIND, CERTIFY_KIND, SWEEP_CELL_KIND) else SUMMARY_FILE
         saved = path / name
         if saved.is_file():
             found.append((path.name, read_json(saved), saved.stat().st_mtime))
     return found
+
+
+def _tau_tables(model: str, registry: Registry, attacks: list[StoredAttack]) -> list[TauTable]:
+    """The stored sweep cells of a model as tau tables, each with the command that prints it."""
+    errors: dict[Any, list[TauRow]] = {}
+    judged: dict[str, list[TauRow]] = {}
+    for _key, saved, _ in _stored(registry, model, SWEEP_CELL_KIND):
+        settings, values = saved.get("settings", {}), saved.get("values", {})
+        if settings.get("cell") == "error" and settings.get("tol") is not None and "errors" in values:
+            count, total = int(values["errors"]), int(values["images"])
+            row = TauRow(settings["tol"], count, total, count / total, rate_interval(count, total), values["nfe"])
+            errors.setdefault(settings.get("test_limit"), []).append(row)
+        elif settings.get("cell") == "decoupled" and "successes" in values:
+            count, total = int(values["successes"]), int(values["attacked"])
+            row = TauRow(settings["tol_test"], count, total, count / total, rate_interval(count, total))
+            judged.setdefault(settings["set"], []).append(row)
+    tables = []
+    for limit, rows in sorted(errors.items(), key=lambda item: -(item[0] or 10**9)):
+        rows.sort(key=lambda row: row.tol)
+        command = f"nodeguard sweep --model {model} --tols {','.join(f'{row.tol:g}' for row in rows)}"
+        command += "" if limit is None else f" --test-limit {limit}"
+        title = "test error against tau" + ("" if limit is None else f" (first {limit} test images)")
+        tables.append(TauTable(title, rows, command))
+    by_key = {item.key: item.summary.get("settings", {}) for item in attacks}
+    for set_key, rows in sorted(judged.items()):
+        rows.sort(key=lambda row: row.tol)
+        attack = by_key.get(set_key, {})
+        options = _changed_options(attack["attack"], attack.get("options", {})) if attack else {}
+        if attack and set(options) <= {"steps", "binary_steps"}:
+            command = (
+                f"nodeguard sweep --model {model} --attack {attack['attack']} --count {attack['count']} "
+                f"--tol-attack {attack['tol_attack']:g} --tols {','.join(f'{row.tol:g}' for row in rows)}"
+            )
+            command += "".join(f" {_flag(name)} {_value(value)}" for name, value in options.items())
+            # the sweep prints the error beside: the stored error cells that cover these taus
+            tols = {row.tol for row in rows}
+            covering = [limit for limit, found in errors.items() if tols <= {row.tol for row in found}]
+            if covering and None not in covering:
+                command += f" --test-limit {max(covering)}"
+        else:
+            command = f"made from Python, or its attack set {set_key} is no longer stored"
+        title = f"adversarials of attack set {set_key}, misclassified at each tau"
+        tables.append(TauTable(title, rows, command))
+    return tables
 
 
 def _roc_settings(attack: dict[str, Any], seed: int | None) -> RocSettings:
@@ -369,6 +451,7 @@ def gather_report(
             stored_keys = ", ".join(item.key for item in security) or "none"
             raise ConfigError(f"no security report {security_key!r} stored for {name}; stored: {stored_keys}")
         security = chosen + [item for item in security if item.key != security_key]
+    tau_tables = _tau_tables(name, registry, attacks)
     tol = metrics.get("tol_train") or config.get("model", {}).get("tol")
     certified = []
     for key, saved, _ in _stored(registry, name, CERTIFY_KIND):
@@ -419,4 +502,5 @@ def gather_report(
         device=processor(),
         missing=missing,
         certified=certified,
+        tau_tables=tau_tables,
     )

@@ -112,7 +112,7 @@ SECURITY_REPORT_VERSION = 5  # 2: intervals, Square, spread, ranges; 3: checks; 
 GRADIENT_BATCH = 100  # images per graph of the gradient check
 WARM_BINARY_STEPS = 2  # searches over c of a row continued from the kappa = 0 adversarials
 BUDGET_CHECK_COUNT = 20  # images the budget check reruns AutoAttack-rand on, with 5x its steps
-UNBOUNDED_EPS = 1000.0  # an L2 "budget" past the diagonal of any image's [0, 1] cube: no bound
+UNBOUNDED_EPS = 1000.0  # an L2 "budget" past the [0, 1] cube's diagonal for images up to 3 x 577 x 577
 
 
 @dataclass
@@ -521,9 +521,8 @@ def _budget_check(
     if not torch.equal(more.indices, own.indices[:count]):
         raise ConfigError(f"the budget check attacked other images than the first {count} of {base.label}")
     steps = (int(base.options["steps"]), int(rerun.options["steps"]))
-    return budget_check(
-        base.label, float(base.options["eps"]), steps, own.success_8bit[:count], more.success_8bit, report.set
-    )
+    eps, eot_iter = float(base.options["eps"]), int(base.options["eot_iter"])
+    return budget_check(base.label, eps, steps, own.success_8bit[:count], more.success_8bit, report.set, eot_iter)
 
 
 def _gradient_norms(
