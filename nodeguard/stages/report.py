@@ -471,7 +471,15 @@ def gather_report(
         for settings in [_roc_settings(item.summary["settings"], roc_seed)]
         if tol_train > 0 and _same(settings.attack_settings().resolve(tol_train).as_dict(), item.summary["settings"])
     ]
-    candidates.sort(key=lambda pair: (-pair[0].summary["count"], ROC_ATTACKS.index(pair[0].summary["attack"])))
+    # the most digits, then FMN, CW, blend, then the attack's defaults (minimal adversarials, as
+    # in the paper's ROC) before a changed option such as kappa
+    candidates.sort(
+        key=lambda pair: (
+            -pair[0].summary["count"],
+            ROC_ATTACKS.index(pair[0].summary["attack"]),
+            len(_changed_options(pair[0].summary["attack"], pair[0].summary["settings"].get("options", {}))),
+        )
+    )
     if roc and candidates:
         settings = candidates[0][1]
         try:
