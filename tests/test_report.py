@@ -47,8 +47,13 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     certified = runner.invoke(app, [*certify, "--device", "cpu", "--json"])
     assert certified.exit_code == 0, certified.output
 
+    # by default the report solves nothing: the ROC's missing votes are listed with their command
+    stored_only = runner.invoke(app, ["report", "--model", tiny_model, "--out", str(tmp_path / "r0"), "--json"])
+    assert stored_only.exit_code == 0, stored_only.output
+    (roc_missing,) = [line for line in json.loads(stored_only.stdout)["missing"] if line.startswith("ROC:")]
+    assert "not stored" in roc_missing and "nodeguard roc --model" in roc_missing
     result = runner.invoke(
-        app, ["report", "--model", tiny_model, "--out", str(tmp_path / "report"), "--seed", "0", "--json"]
+        app, ["report", "--model", tiny_model, "--out", str(tmp_path / "report"), "--seed", "0", "--roc", "--json"]
     )
     assert result.exit_code == 0, result.output
     written = json.loads(result.stdout)

@@ -48,7 +48,7 @@ def write_report(
     model: str | None,
     out: Path | str,
     seed: int | None,
-    roc: bool,
+    roc: bool | None,
     device: str,
     security_key: str | None = None,
 ) -> WrittenReport:
@@ -90,8 +90,13 @@ def report(
         typer.Option("--seed", help="Public seed of the ROC's draws (as given to `nodeguard roc`; default: secret)."),
     ] = None,
     roc: Annotated[
-        bool, typer.Option("--roc/--no-roc", help="Draw the ROC over the largest FMN, CW or blend set.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--roc/--no-roc",
+            help="The ROC over the largest FMN, CW or blend set: by default from stored votes only (missing "
+            "ones are listed with their command); --roc draws them; --no-roc leaves the ROC out.",
+        ),
+    ] = None,
     security_key: Annotated[
         str | None,
         typer.Option("--security", help="The stored security report to show (its key, as the page lists them)."),
@@ -104,8 +109,9 @@ def report(
     with its checks and verdict), each figure beside the command that reproduces it, as a
     self-contained HTML page and a JSON model card (RobustBench's fields plus the defense's).
 
-    Runs no attack: the ROC reuses stored votes (or draws them, about a minute per 1000
-    digits on 2 cores); what is missing is listed with the command that makes it.
+    Runs no attack and, unless --roc, solves nothing: the ROC reuses stored votes (--roc
+    draws the missing ones, about a minute per 1000 digits on 2 cores); what is missing is
+    listed with the command that makes it.
     """
     Output(json_output).run(
         write_report, render, model=model, out=out, seed=seed, roc=roc, device=device, security_key=security_key

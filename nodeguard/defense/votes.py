@@ -65,6 +65,10 @@ def defense_key(loaded: LoadedModel, defense: DefenseSettings) -> bytes | None:
         ) from None
 
 
+class VotesNotStored(LookupError):
+    """Votes asked for from the store only (``compute=False``) are not there."""
+
+
 def stored_votes(
     loaded: LoadedModel,
     defense: DefenseSettings,
@@ -72,6 +76,7 @@ def stored_votes(
     label: str,
     progress: Progress = SILENT,
     need_logits: bool = False,
+    compute: bool = True,
 ) -> tuple[Votes, bool]:
     """The defense's votes on ``images``, from the store or computed (in shares, under a
     sharded job) and saved.
@@ -84,6 +89,7 @@ def stored_votes(
         progress: receives log lines and progress.
         need_logits: the caller reads the votes' logits: votes stored without them (by
             0.7.0 and earlier) are solved again and replaced; other callers reuse them.
+        compute: False: only votes already stored are returned (nothing is solved).
 
     Returns:
         (votes, found): the (N, V) votes, and whether they were found in the store.
@@ -91,6 +97,7 @@ def stored_votes(
     Raises:
         ConfigError: the model has no solver tolerance.
         RegistryError: another process is computing the same votes.
+        VotesNotStored: ``compute`` is False and the votes are not stored.
     """
     key = defense_key(loaded, defense)
     identity = {
@@ -114,6 +121,11 @@ def stored_votes(
 
     def has_logits(payload: dict[str, torch.Tensor]) -> bool:
         return payload.get("logits") is not None
+
+    if not compute:
+        payload = stored.load_tensors()
+        if payload is None or (need_logits and not has_logits(payload)):
+            raise VotesNotStored(f"the defense's votes on these {len(images)} {label} images are not stored")
 
     saved, found = remember_tensors(stored, vote, complete=has_logits if need_logits else None)
     if found:

@@ -27,6 +27,7 @@ from nodeguard.constants import (
     SWEEP_CELL_KIND,
     __version__,
 )
+from nodeguard.defense.votes import VotesNotStored
 from nodeguard.errors import ConfigError
 from nodeguard.intervals import rate_interval
 from nodeguard.progress import SILENT, Progress
@@ -403,7 +404,7 @@ def gather_report(
     model: str | None = None,
     registry: Registry | None = None,
     roc_seed: int | None = None,
-    roc: bool = True,
+    roc: bool | None = None,
     device: str = "auto",
     progress: Progress = SILENT,
     security_key: str | None = None,
@@ -415,7 +416,9 @@ def gather_report(
         registry: None means ``Registry()`` at the default cache root.
         roc_seed: the defense's public seed for the ROC's draws (None: the installation's
             secret draws); the same seed as ``nodeguard roc --seed`` reuses its votes.
-        roc: draw the ROC (False: leave it out).
+        roc: None: draw the ROC from stored votes only (where they are missing, list the
+            command that draws them); True: draw the votes that are missing; False: leave
+            the ROC out.
         device: "auto", "cpu" or "cuda", for the ROC's votes.
         progress: receives log lines and progress.
         security_key: the stored security report to show in full (its folder name, as the
@@ -480,14 +483,18 @@ def gather_report(
             len(_changed_options(pair[0].summary["attack"], pair[0].summary["settings"].get("options", {}))),
         )
     )
-    if roc and candidates:
+    if roc is not False and candidates:
         settings = candidates[0][1]
         try:
-            roc_report = run_roc(settings, model=name, registry=registry, device=device, progress=progress)
+            roc_report = run_roc(
+                settings, model=name, registry=registry, device=device, progress=progress, compute_votes=bool(roc)
+            )
             roc_text = roc_command(name, settings)
         except ConfigError as error:  # e.g. a model without a solver: no ROC to draw
             missing.append(f"ROC: {error}")
-    elif roc:
+        except VotesNotStored as error:  # computed only when asked
+            missing.append(f"ROC: {error}; draw them: {roc_command(name, settings)} (or report --roc)")
+    elif roc is not False:
         missing.append(
             f"ROC: no FMN, CW or blend attack set that `nodeguard roc` reads; make one: nodeguard roc --model {name} "
             "--count 1000 --attack fmn" + ("" if roc_seed is None else f" --seed {roc_seed}")

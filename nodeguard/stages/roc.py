@@ -122,6 +122,7 @@ def run_roc(
     registry: Registry | None = None,
     device: str = "auto",
     progress: Progress = SILENT,
+    compute_votes: bool = True,
 ) -> RocReport:
     """ROC curves of the defense for each V on the model's attack set (made if missing).
 
@@ -135,6 +136,7 @@ def run_roc(
         registry: None means ``Registry()`` at the default cache root.
         device: "auto", "cpu" or "cuda".
         progress: receives log lines and progress.
+        compute_votes: False: use stored votes only (raise ``VotesNotStored`` otherwise).
 
     Returns:
         A ``RocReport``: one ``RocCurve`` per V, the numbers of pristine and adversarial
@@ -150,14 +152,19 @@ def run_roc(
         DataUnavailableError: the data set is not on disk and cannot be downloaded.
     """
     loaded = load_model(model, registry=registry, device=device)
-    return roc_of(loaded, settings, progress)
+    return roc_of(loaded, settings, progress, compute_votes)
 
 
-def roc_of(loaded: LoadedModel, settings: RocSettings, progress: Progress = SILENT) -> RocReport:
+def roc_of(
+    loaded: LoadedModel, settings: RocSettings, progress: Progress = SILENT, compute_votes: bool = True
+) -> RocReport:
     """:func:`run_roc` on a loaded model (one from the registry, or one given in memory).
+
+    ``compute_votes`` False: only stored votes are used.
 
     Raises:
         ConfigError, RegistryError, DataUnavailableError: as :func:`run_roc`.
+        VotesNotStored: ``compute_votes`` is False and the votes are not stored.
     """
     require_solver(loaded.model, "tolerance randomization", loaded.name)  # before the attack
     attack_set, report = make_attack_set(settings.attack_settings(), loaded, progress=progress)
@@ -166,7 +173,7 @@ def roc_of(loaded: LoadedModel, settings: RocSettings, progress: Progress = SILE
     defense = settings.defense()
     tallies, found = {}, []
     for name, images in (("pristine", pristine), ("adversarial", adversarial)):
-        tallies[name], reused_group = stored_votes(loaded, defense, images, name, progress)
+        tallies[name], reused_group = stored_votes(loaded, defense, images, name, progress, compute=compute_votes)
         found.append(reused_group)
     reused = all(found)
     curves = roc_curves(tallies["pristine"], tallies["adversarial"], settings.votes)
