@@ -49,6 +49,11 @@ def test_each_indicator_fires_exactly_on_the_images_built_to_fire():
     low, high = failure.rate_ci
     assert low <= failure.rate == 1 / 3 <= high
 
+    # a budgeted attack rerun unbounded: a failure where its bounded run fooled the image is a note
+    rerun = unconstrained_failure("apgd-rand unbounded", fooled, torch.tensor([False, True, False]), minimal=False)
+    assert rerun.images == [1] and rerun.fired and not rerun.unreliable
+    assert unconstrained_failure("apgd-rand unbounded", fooled, torch.zeros(3, dtype=torch.bool)).unreliable
+
     silent = silent_success("cw k=0", torch.tensor([True, True, False]), torch.tensor([True, False, False]))
     assert silent.images == [1]
 

@@ -266,11 +266,12 @@ def render_checks(console: Console, report: SecurityReport) -> None:
         console.print(f"  not fired: {', '.join(quiet)}")
     check = report.budget_check
     if check is not None:
-        outcome = "within its interval" if check.converged else "ABOVE its interval: not converged"
+        outcome = "within that interval" if check.converged else "ABOVE that interval: not converged"
+        own = format_rate(check.fooled / check.count, check.fooled_ci, ".1%")
         console.print(
             f"budget check: {check.label} rerun with {check.steps_more} steps (its own: {check.steps}) on the first "
-            f"{check.count} images fools {format_rate(check.fooled_more / check.count, check.fooled_more_ci, '.0%')}"
-            f" against {format_rate(check.fooled / check.count, check.fooled_ci, '.0%')}: {outcome}"
+            f"{check.count} images fools the undefended model on {check.fooled_more} of them, against {check.fooled} "
+            f"({own}): {outcome}"
         )
     table = Table(title="optimality (AttackBench): worst case over all attackers / this one, area over L2 0-E")
     for column in ("attacker", "undefended", "defended"):

@@ -211,20 +211,35 @@ def zero_gradient(norms: torch.Tensor, about: str) -> Indicator:
     )
 
 
-def unconstrained_failure(label: str, fooled: torch.Tensor) -> Indicator:
-    """Fires where a minimal-perturbation attacker (no norm bound) failed on a correctly classified image.
+def unconstrained_failure(
+    label: str, fooled: torch.Tensor, fooled_elsewhere: torch.Tensor | None = None, minimal: bool = True
+) -> Indicator:
+    """Fires where an attack with no norm bound failed on a correctly classified image.
 
     Args:
-        label: the attacker.
+        label: the attacker (a minimal-perturbation one, or a budgeted one rerun unbounded).
         fooled: (N,) bool, its 8-bit adversarial fools the model (every attacked image is
             classified correctly alone at tol_train).
+        fooled_elsewhere: (N,) bool, the same attack fooled the image at a bound: the
+            failure then changes no figure, and is unreliable only on the other images.
+            None: unreliable wherever it fires.
+        minimal: a minimal-perturbation attack (CW, EOT-CW, FMN); else a budgeted one
+            (AutoAttack-rand, Square) rerun unbounded: the advice differs.
     """
+    failed = ~fooled
+    unreliable = None if fooled_elsewhere is None else bool((failed & ~fooled_elsewhere).any())
+    action = (
+        "raise its steps and searches over c, or check the gradients (zero-gradient)"
+        if minimal
+        else "check its settings (steps, queries) and the gradients (zero-gradient): unbounded, it should fool all"
+    )
     return _indicator(
         "unconstrained-failure",
         label,
-        ~fooled,
+        failed,
         "with no norm bound every such image has an adversarial: the attack failed, not the model",
-        "raise its steps and searches over c, or check the gradients (zero-gradient)",
+        action,
+        unreliable=unreliable,
     )
 
 

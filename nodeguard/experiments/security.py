@@ -717,6 +717,8 @@ def check_evaluation(
         unchecked.append(f"incomplete optimization of {', '.join(old_sets)} (attack sets saved before 0.12.0)")
     if any(item.attacker.attack not in MINIMAL_ATTACKS for item in attacked):
         unchecked.append("incomplete optimization inside AutoAttack-rand and Square (their iterates are not kept)")
+        if budget is None and not unbounded:
+            unchecked.append("the budget check and the unbounded reruns of the budgeted attacks (--budget-check 0)")
     text = verdict(rows, judged.pristine_ok, budgets, indicators, budget[0] if budget else None, reduced, unchecked)
     return EvaluationCheck(
         indicators=indicators,

@@ -162,12 +162,13 @@ def _budget_check(values: Any) -> str:
     check = values.budget_check
     if check is None:
         return ""
-    outcome = "within its interval" if check.converged else "above its interval: <b>not converged</b>"
-    more = format_rate(check.fooled_more / check.count, check.fooled_more_ci, ".0%")
-    own = format_rate(check.fooled / check.count, check.fooled_ci, ".0%")
+    outcome = "within" if check.converged else "<b>above</b>"
+    own = format_rate(check.fooled / check.count, check.fooled_ci, ".1%")
     return (
         f"<p>Budget check: {_escape(check.label)} rerun with {check.steps_more} steps (its own: {check.steps}) on "
-        f"the first {check.count} images fools {_escape(more)} against {_escape(own)}: {outcome}.</p>"
+        f"the first {check.count} images fools the undefended model on {check.fooled_more} of them, against "
+        f"{check.fooled} ({_escape(own)}): {outcome} that interval"
+        f"{'' if check.converged else ': not converged'}.</p>"
     )
 
 
@@ -218,7 +219,8 @@ def _indicators(values: Any) -> str:
                 f"{item.count} of {item.total} images. {_escape(item.meaning)}. "
                 f"What to do: {_escape(item.action)}.</li>"
             )
-    quiet = sorted({item.name for item in values.indicators if not item.fired})
+    fired_names = {item.name for item in values.indicators if item.fired}
+    quiet = sorted({item.name for item in values.indicators} - fired_names)
     if quiet:
         items.append(f'<li><span class="ok">not fired</span>: {_escape(", ".join(quiet))}</li>')
     return "<ul>" + "".join(items) + "</ul>"

@@ -457,7 +457,7 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         max(settings.eps) if max(settings.eps) > 0 else 1.0,
         _budget_check(settings, loaded, attacked, progress),
         settings.reduced_budget(),
-        _unbounded_failures(settings, loaded, progress),
+        _unbounded_failures(settings, loaded, attacked, progress),
     )
     return SecurityReport(
         model=loaded.name,
@@ -489,15 +489,28 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
     )
 
 
-def _unbounded_failures(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> list[Indicator]:
+def _unbounded_failures(
+    settings: SecuritySettings, loaded: LoadedModel, attacked: list[AttackerSet], progress: Progress
+) -> list[Indicator]:
     """Each fixed-budget attack rerun with no norm bound on the first images
     (:meth:`SecuritySettings.unbounded_attackers`): ``unconstrained-failure`` where it still
-    fails on a digit the model classifies correctly (every attacked digit is)."""
+    fails on a digit the model classifies correctly (every attacked digit is). It makes the
+    evaluation unreliable only on a digit that no bounded run of the same attack (and
+    target) fooled either: there the digit counts as robust, and the attack may be why."""
     found = []
-    for _base, unbounded in settings.unbounded_attackers():
+    for base, unbounded in settings.unbounded_attackers():
         progress.log(f"unconstrained check: {unbounded.label} on the first {unbounded.count} images")
         attack_set, _report = make_attack_set(unbounded.settings, loaded, progress=progress)
-        found.append(unconstrained_failure(unbounded.label, attack_set.success_8bit))
+        count = len(attack_set)
+        if not torch.equal(attack_set.indices, attacked[0].attack_set.indices[:count]):
+            raise ConfigError(f"{unbounded.label} attacked other images than the first {count} of the evaluation")
+        same = [
+            item.attack_set.success_8bit[:count]
+            for item in attacked
+            if item.attacker.attack == base.attack and item.attacker.options.get("draws") == base.options.get("draws")
+        ]
+        bounded = torch.stack(same).any(0) if same else torch.zeros(count, dtype=torch.bool)
+        found.append(unconstrained_failure(unbounded.label, attack_set.success_8bit, bounded, minimal=False))
     return found
 
 
