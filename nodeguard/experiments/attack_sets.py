@@ -172,6 +172,12 @@ BATCH_FIELDS = (
 OPTIONAL_FIELDS = ("still_improving",)  # recorded by the attacks that can (CW, EOT-CW, FMN)
 
 
+def recorded_fields(batches: list[dict[str, Any]]) -> list[str]:
+    """BATCH_FIELDS, then the OPTIONAL_FIELDS that every one of ``batches`` holds (a field
+    some batch lacks, e.g. one saved before nodeguard 0.12, is left out of the joined set)."""
+    return [*BATCH_FIELDS, *(name for name in OPTIONAL_FIELDS if all(name in batch for batch in batches))]
+
+
 @dataclass
 class AttackSet:
     """The attacked images of one attack set, one row each (see the module docstring).
@@ -244,8 +250,7 @@ class AttackSet:
     @classmethod
     def from_batches(cls, settings: ResolvedAttack, indices: torch.Tensor, batches: list[dict[str, Any]]) -> AttackSet:
         """Join the batches saved while attacking (dicts of BATCH_FIELDS and ``seconds``)."""
-        names = [*BATCH_FIELDS, *(name for name in OPTIONAL_FIELDS if all(name in batch for batch in batches))]
-        joined = {name: torch.cat([batch[name] for batch in batches]) for name in names}
+        joined = {name: torch.cat([batch[name] for batch in batches]) for name in recorded_fields(batches)}
         seconds = float(sum(batch["seconds"] for batch in batches))
         return cls(settings=settings, indices=indices, seconds=seconds, **joined)
 

@@ -31,12 +31,11 @@ from nodeguard.constants import ATTACK_SET_KIND, ATTACK_SHARD_KIND, SUMMARY_FILE
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.attack_sets import (
-    BATCH_FIELDS,
-    OPTIONAL_FIELDS,
     AttackReport,
     AttackSet,
     AttackSettings,
     ResolvedAttack,
+    recorded_fields,
 )
 from nodeguard.experiments.indicators import (
     GRADIENT_ATTACKS,
@@ -180,10 +179,9 @@ def join_units(units: dict[Unit, dict[str, Any]]) -> dict[str, Any]:
     rows = torch.tensor([row for unit in units for row in unit[1]], dtype=torch.long)
     order = torch.argsort(rows)
     batches = list(units.values())
-    joined: dict[str, Any] = {name: torch.cat([batch[name] for batch in batches])[order] for name in BATCH_FIELDS}
-    for name in OPTIONAL_FIELDS:  # where every unit recorded it
-        if all(name in batch for batch in batches):
-            joined[name] = torch.cat([batch[name] for batch in batches])[order]
+    joined: dict[str, Any] = {
+        name: torch.cat([batch[name] for batch in batches])[order] for name in recorded_fields(batches)
+    }
     joined["seconds"] = float(sum(batch["seconds"] for batch in batches))
     return joined
 
@@ -302,11 +300,10 @@ def attack_checks(loaded: LoadedModel, attack_set: AttackSet) -> list[Indicator]
     (where the model has a solver, else as it is)."""
     settings = attack_set.settings
     checks = [silent_success(settings.attack, attack_set.success, attack_set.success_8bit)]
+    correct = attack_set.clean_predictions == attack_set.labels
     if settings.attack in MINIMAL_ATTACKS:
-        correct = attack_set.clean_predictions == attack_set.labels
         checks.append(unconstrained_failure(settings.attack, attack_set.success_8bit | ~correct))
     if attack_set.still_improving is not None:  # on the images classified correctly, as unconstrained failure
-        correct = attack_set.clean_predictions == attack_set.labels
         checks.append(incomplete_optimization(settings.attack, attack_set.still_improving & correct))
     if settings.attack in GRADIENT_ATTACKS and len(attack_set):
         target = PinnedTolerance(loaded.model, settings.tol_attack).eval()

@@ -66,6 +66,7 @@ from nodeguard.defense.randomization import DefenseSettings, Votes, check_tol_ra
 from nodeguard.defense.spread import SpreadSummary, summarize
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError, setting_error
+from nodeguard.experiments.attack_sets import AttackSet
 from nodeguard.experiments.indicators import (
     BUDGET_FACTOR,
     BudgetCheck,
@@ -496,14 +497,15 @@ def _unbounded_failures(
     (:meth:`SecuritySettings.unbounded_attackers`): ``unconstrained-failure`` where it still
     fails on a digit the model classifies correctly (every attacked digit is). It makes the
     evaluation unreliable only on a digit that no bounded run of the same attack (and
-    target) fooled either: there the digit counts as robust, and the attack may be why."""
+    target) fooled either: there the digit counts as robust, and the attack may be why.
+
+    Raises:
+        ConfigError: a rerun attacked other images than the evaluation's first ones.
+    """
     found = []
     for base, unbounded in settings.unbounded_attackers():
-        progress.log(f"unconstrained check: {unbounded.label} on the first {unbounded.count} images")
-        attack_set, _report = make_attack_set(unbounded.settings, loaded, progress=progress)
+        attack_set, _key = _rerun_on_first_images(unbounded, "unconstrained check", loaded, attacked, progress)
         count = len(attack_set)
-        if not torch.equal(attack_set.indices, attacked[0].attack_set.indices[:count]):
-            raise ConfigError(f"{unbounded.label} attacked other images than the first {count} of the evaluation")
         same = [
             item.attack_set.success_8bit[:count]
             for item in attacked
@@ -527,15 +529,27 @@ def _budget_check(
     if pair is None:
         return None
     base, rerun = pair
-    progress.log(f"budget check: {rerun.label} on the first {rerun.count} images")
-    more, report = make_attack_set(rerun.settings, loaded, progress=progress)
+    more, key = _rerun_on_first_images(rerun, "budget check", loaded, attacked, progress)
     own = next(item.attack_set for item in attacked if item.attacker.label == base.label)
-    count = len(more)
-    if not torch.equal(more.indices, own.indices[:count]):
-        raise ConfigError(f"the budget check attacked other images than the first {count} of {base.label}")
     steps = (int(base.options["steps"]), int(rerun.options["steps"]))
     eps, eot_iter = float(base.options["eps"]), int(base.options["eot_iter"])
-    return budget_check(base.label, eps, steps, own.success_8bit[:count], more.success_8bit, report.set, eot_iter)
+    return budget_check(base.label, eps, steps, own.success_8bit[: len(more)], more.success_8bit, key, eot_iter)
+
+
+def _rerun_on_first_images(
+    attacker: Attacker, check: str, loaded: LoadedModel, attacked: list[AttackerSet], progress: Progress
+) -> tuple[AttackSet, str]:
+    """A check's attack set (made or found) on the evaluation's first images, and its key.
+
+    Raises:
+        ConfigError: it attacked other images than the first ones of the evaluation.
+    """
+    progress.log(f"{check}: {attacker.label} on the first {attacker.count} images")
+    attack_set, report = make_attack_set(attacker.settings, loaded, progress=progress)
+    count = len(attack_set)
+    if not torch.equal(attack_set.indices, attacked[0].attack_set.indices[:count]):
+        raise ConfigError(f"the {check} attacked other images than the first {count} of the evaluation")
+    return attack_set, report.set
 
 
 def _gradient_norms(
