@@ -48,7 +48,7 @@ def main() -> None:
         result[name] = {
             "median_abs_margin": float(margins.abs().median()),
             "auc": {curve.votes: curve.auc for curve in curves},
-            "rejected_at_vmin_v_minus_1": {curve.votes: 1.0 - curve.points[curve.votes - 1].fpr for curve in curves},
+            "rejected_at_vmin_v_minus_1": {curve.votes: curve.rejected_at(curve.votes - 1).value for curve in curves},
         }
     print(json.dumps(result, indent=2))
 

@@ -21,43 +21,48 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
 
-from nodeguard.intervals import rate_interval
+from nodeguard.experiments.roc import RocCurve
+from nodeguard.intervals import Rate
+from nodeguard.plain import from_plain
+from nodeguard.stages.roc import RocReport
 
 AUC_WIDENING = 0.01
 DEFEND_VOTES, DEFEND_VMIN = 15, 12
 
 
-def runs(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+def read_report(path: Path) -> RocReport:
+    """A ``nodeguard roc --json`` file as the typed report."""
+    return from_plain(RocReport, json.loads(path.read_text()))
+
+
+def runs(folder: Path) -> list[tuple[str, RocReport]]:
     """(label, ROC report) of every run: the quickstart, other draws, other training seeds."""
-    found = [
-        ("training seed 0, draws 0 (the quickstart)", json.loads((folder / "quickstart-roc-fmn.json").read_text()))
-    ]
+    found = [("training seed 0, draws 0 (the quickstart)", read_report(folder / "quickstart-roc-fmn.json"))]
     for path in sorted(folder.glob("variation-roc-draws*.json")):
         seed = path.stem.removeprefix("variation-roc-draws")
-        found.append((f"training seed 0, draws {seed}", json.loads(path.read_text())))
+        found.append((f"training seed 0, draws {seed}", read_report(path)))
     for path in sorted(folder.glob("variation-roc-model*.json")):
         seed = path.stem.removeprefix("variation-roc-model")
-        found.append((f"training seed {seed}, draws 0", json.loads(path.read_text())))
+        found.append((f"training seed {seed}, draws 0", read_report(path)))
     return found
 
 
-def point(report: dict[str, Any], votes: int, vmin: int) -> dict[str, Any]:
-    """The ROC point of ``votes`` at ``vmin`` (counts of pristine and adversarials accepted)."""
-    (curve,) = [curve for curve in report["curves"] if curve["votes"] == votes]
-    return curve["points"][vmin]
+def curve_of(report: RocReport, votes: int) -> RocCurve:
+    """The ROC curve of ``votes``."""
+    (curve,) = [curve for curve in report.curves if curve.votes == votes]
+    return curve
 
 
-def rejected(report: dict[str, Any], votes: int, vmin: int) -> tuple[int, int]:
-    """(adversarials rejected, adversarials) at ``vmin``."""
-    return report["adversarial"] - point(report, votes, vmin)["adversarials_accepted"], report["adversarial"]
-
-
-def union_of_intervals(counts: list[tuple[int, int]]) -> tuple[float, float]:
-    """The lowest low end and the highest high end of the counts' 95% intervals."""
-    intervals = [rate_interval(k, n) for k, n in counts]
+def union_of_intervals(rates: list[Rate]) -> tuple[float, float]:
+    """The lowest low end and the highest high end of the rates' 95% intervals."""
+    intervals = [rate.interval for rate in rates if rate.interval is not None]
     return min(low for low, _ in intervals), max(high for _, high in intervals)
+
+
+def format_share(rate: Rate | None) -> str:
+    """A share in percent with one decimal; "n/a" for none."""
+    return "n/a" if rate is None or rate.value is None else f"{rate.value:.1%}"
 
 
 def percent_range(low: float, high: float) -> str:
@@ -72,35 +77,35 @@ def main(argv: list[str]) -> int:
     if not (folder / "quickstart-roc-fmn.json").is_file():
         parser.error(f"{folder} holds no quickstart-roc-fmn.json (run: bash examples/figures.sh variation)")
     found = runs(folder)
-    votes = [curve["votes"] for curve in found[0][1]["curves"]]
+    votes = [curve.votes for curve in found[0][1].curves]
     print("AUC / rejected at vmin = V - 1\n")
     print("| run | " + " | ".join(f"V = {v}" for v in votes) + " |")
     print("|---|" + "---|" * len(votes))
     for label, report in found:
-        cells = []
-        for curve in report["curves"]:
-            k, n = rejected(report, curve["votes"], curve["votes"] - 1)
-            cells.append(f"{curve['auc']:.3f} / {k / n:.1%}")
-        print(f"| {label} ({report['adversarial']} digits) | " + " | ".join(cells) + " |")
+        cells = [f"{curve.auc:.3f} / {curve.rejected_at(curve.votes - 1).value:.1%}" for curve in report.curves]
+        print(f"| {label} ({report.adversarial} digits) | " + " | ".join(cells) + " |")
     cells = []
-    for position, v in enumerate(votes):
-        aucs = [report["curves"][position]["auc"] for _, report in found]
-        low, high = union_of_intervals([rejected(report, v, v - 1) for _, report in found])
+    for v in votes:
+        aucs = [curve_of(report, v).auc for _, report in found]
+        low, high = union_of_intervals([curve_of(report, v).rejected_at(v - 1) for _, report in found])
         auc_low = math.floor((min(aucs) - AUC_WIDENING) * 100) / 100
         auc_high = math.ceil((max(aucs) + AUC_WIDENING) * 100) / 100
         cells.append(f"{auc_low:.2f}-{auc_high:.2f} / {percent_range(low, high)}")
     print(f"| **the range a rerun should land in** ({len(found)} runs) | " + " | ".join(cells) + " |")
 
     print(f"\nThe defend step (V = {DEFEND_VOTES}, vmin = {DEFEND_VMIN}), per run, and each run's pristine digits:\n")
+    defended = []
     for label, report in found:
-        k, n = rejected(report, DEFEND_VOTES, DEFEND_VMIN)
-        accepted = [point(report, v, v - 1)["pristine_accepted"] for v in votes]
-        at_100 = [f"{curve['rejected_at_100_accept']:.1%}" for curve in report["curves"]]
+        rejected = curve_of(report, DEFEND_VOTES).rejected_at(DEFEND_VMIN)
+        defended.append(rejected)
+        accepted = [curve_of(report, v).points[v - 1].tpr.count for v in votes]
+        at_100 = [format_share(curve.rejected_at_100_accept) for curve in report.curves]
         print(
-            f"- {label}: defend rejects {k} of {n} ({k / n:.1%}); pristine accepted at vmin = V - 1: "
-            f"{', '.join(str(a) for a in accepted)} of {report['pristine']}; rejected at 100%: {', '.join(at_100)}"
+            f"- {label}: defend rejects {rejected.count} of {rejected.total} ({rejected.value:.1%}); pristine "
+            f"accepted at vmin = V - 1: {', '.join(str(a) for a in accepted)} of {report.pristine}; rejected at "
+            f"100%: {', '.join(at_100)}"
         )
-    low, high = union_of_intervals([rejected(report, DEFEND_VOTES, DEFEND_VMIN) for _, report in found])
+    low, high = union_of_intervals(defended)
     print(f"- the range a rerun should land in: {percent_range(low, high)} ({low:.3f}-{high:.3f})")
     return 0
 

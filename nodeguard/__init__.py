@@ -81,6 +81,9 @@ _EXPORTS: dict[str, str] = {
     "SmoothingSettings": "nodeguard.defense.smoothing",
     "MarginSpread": "nodeguard.defense.spread",
     "rate_interval": "nodeguard.intervals",
+    "Rate": "nodeguard.intervals",
+    "to_plain": "nodeguard.plain",
+    "from_plain": "nodeguard.plain",
     # stages
     "AttackSettings": "nodeguard.experiments.attack_sets",
     "AttackSet": "nodeguard.experiments.attack_sets",
@@ -150,13 +153,14 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from nodeguard.experiments.attack_sets import AttackReport, AttackSet, AttackSettings
     from nodeguard.experiments.roc import RocCurve, RocPoint
     from nodeguard.experiments.security import SecurityRow
-    from nodeguard.intervals import rate_interval
+    from nodeguard.intervals import Rate, rate_interval
     from nodeguard.models.evaluation import AloneClassification, classification_margin, classify_alone, logits_alone
     from nodeguard.models.importing import RegisteredModel, import_checkpoint, register_ode_classifier
     from nodeguard.models.loading import LoadedModel, load_model
     from nodeguard.models.networks import ComposedODENet, ImageClassifier, ODENet, ResNet, create_model
     from nodeguard.models.parts import ODEParts, ode_parts_factory
     from nodeguard.models.solver import solve_per_sample
+    from nodeguard.plain import from_plain, to_plain
     from nodeguard.stages.attack import run_attack
     from nodeguard.stages.attack_sets import load_attack_set
     from nodeguard.stages.certify import CertifyReport, CertifySettings, run_certify

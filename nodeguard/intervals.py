@@ -14,6 +14,7 @@ Randomized smoothing's certificate (Cohen et al. 2019) uses the one-sided versio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 CONFIDENCE = 0.95
@@ -52,18 +53,6 @@ def rate_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -
         return None
     interval = _binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
     return [float(interval.low), float(interval.high)]
-
-
-def rate_with_interval(successes: int, trials: int) -> tuple[float | None, list[float] | None]:
-    """``(k / n, its 95% interval)``, both None when ``trials`` is 0.
-
-    Raises:
-        ValueError: ``successes`` is negative or above ``trials``.
-    """
-    _check(successes, trials)
-    if trials == 0:
-        return None, None
-    return successes / trials, rate_interval(successes, trials)
 
 
 def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
@@ -110,3 +99,66 @@ def format_rate(rate: float | None, interval: list[float] | None, spec: str = ".
         return "n/a"
     text = format(rate, spec)
     return f"{text} {format_interval(interval, interval_spec)}" if interval is not None else text
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A share of k successes in n trials (images), with its 95% Clopper–Pearson interval.
+
+    Every rate nodeguard reports is one of these: attack success, rejected, accepted,
+    defended success, robust accuracy, certified accuracy, an ROC point's TPR and FPR.
+    Build it with :meth:`of`, which computes the interval; the stored form
+    (:meth:`to_dict`) keeps the count and total beside the share, so a reader can check
+    the figure and recompute its interval.
+
+    Attributes:
+        count: k, the successes (0 <= count <= total).
+        total: n, the trials: the images the share is counted over.
+        interval: ``(low, high)`` with low <= k/n <= high, or None when ``total`` is 0.
+    """
+
+    count: int
+    total: int
+    interval: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, count: int, total: int) -> Rate:
+        """``count`` of ``total`` with its interval (:func:`rate_interval`).
+
+        Raises:
+            ValueError: ``count`` is negative or above ``total``.
+        """
+        interval = rate_interval(int(count), int(total))
+        return cls(int(count), int(total), None if interval is None else (interval[0], interval[1]))
+
+    @property
+    def value(self) -> float | None:
+        """k / n, in [0, 1]; None when ``total`` is 0."""
+        return self.count / self.total if self.total else None
+
+    def complement(self) -> Rate:
+        """The share of the other trials: n - k of n, with its own interval."""
+        return Rate.of(self.total - self.count, self.total)
+
+    def format(self, spec: str = ".1%", interval_spec: str = ".0%") -> str:
+        """The share and its interval in one cell, e.g. ``"93.0% [86%, 97%]"``; ``"n/a"`` for n = 0."""
+        return format_rate(self.value, self.interval_list(), spec, interval_spec)
+
+    def interval_list(self) -> list[float] | None:
+        """The interval as ``[low, high]`` (None when ``total`` is 0)."""
+        return None if self.interval is None else [self.interval[0], self.interval[1]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"value", "count", "total", "interval"}``: the stored and ``--json`` form."""
+        return {"value": self.value, "count": self.count, "total": self.total, "interval": self.interval_list()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Rate:
+        """The rate from its :meth:`to_dict` (``value`` is recomputed, not read)."""
+        interval = values.get("interval")
+        return cls(int(values["count"]), int(values["total"]), None if interval is None else (interval[0], interval[1]))
+
+
+def format_optional_rate(rate: Rate | None, spec: str = ".1%", interval_spec: str = ".0%") -> str:
+    """:meth:`Rate.format`, or ``"n/a"`` for a missing rate (an operating point never reached)."""
+    return "n/a" if rate is None else rate.format(spec, interval_spec)

@@ -95,3 +95,21 @@ def tiny_model(trained_root, isolated_home) -> str:
 
     shutil.copytree(trained_root, isolated_home, dirs_exist_ok=True)
     return "tiny"
+
+
+def check_rate(rate: dict, total: int | None = None) -> None:
+    """A rate as JSON holds it: its count of ``total`` images (when given), its share k / n,
+    and the Clopper-Pearson interval of those counts around the share."""
+    from nodeguard.intervals import rate_interval
+
+    assert set(rate) == {"value", "count", "total", "interval"}, rate
+    if total is not None:
+        assert rate["total"] == total, (rate, total)
+    assert 0 <= rate["count"] <= rate["total"]
+    assert rate["interval"] == rate_interval(rate["count"], rate["total"])
+    if rate["total"] == 0:
+        assert rate["value"] is None
+        return
+    assert rate["value"] == rate["count"] / rate["total"]
+    low, high = rate["interval"]
+    assert low <= rate["value"] <= high

@@ -13,7 +13,7 @@ from nodeguard.attacks import CarliniWagnerL2, FastMinimumNormL2, PinnedToleranc
 from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
 from nodeguard.errors import ConfigError
-from nodeguard.experiments.attack_sets import AttackSettings
+from nodeguard.experiments.attack_sets import AttackReport, AttackSettings
 from nodeguard.intervals import rate_interval
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import load_model
@@ -97,14 +97,15 @@ def check_success_intervals(report: dict, attack_set=None) -> None:
     """Each success rate of an attack report holds its point estimate and is the 95%
     interval of the report's own counts (and of the saved set's, when given)."""
     for suffix in ("", "_8bit"):
-        successes = report[f"successes{suffix}"]
-        assert isinstance(successes, int) and 0 <= successes <= report["count"]
+        rate = report[f"success_rate{suffix}"]
+        successes = rate["count"]
+        assert isinstance(successes, int) and 0 <= successes <= report["count"] == rate["total"]
         if attack_set is not None:
             assert successes == int(getattr(attack_set, f"success{suffix}").sum())
-        assert report[f"success_rate{suffix}"] == pytest.approx(successes / report["count"])
-        assert report[f"success_rate{suffix}_ci"] == rate_interval(successes, report["count"])
-        low, high = report[f"success_rate{suffix}_ci"]
-        assert low <= report[f"success_rate{suffix}"] <= high
+        assert rate["value"] == pytest.approx(successes / report["count"])
+        assert rate["interval"] == rate_interval(successes, report["count"])
+        low, high = rate["interval"]
+        assert low <= rate["value"] <= high
 
 
 @pytest.mark.parametrize(("attack", "options"), ATTACKS_UNDER_TEST)
@@ -116,11 +117,11 @@ def test_successful_adversarials_are_valid_and_misclassified_at_tol_attack(tiny_
     )
     assert report.count == FIRST_CORRECT
     if attack == "blend":
-        assert report.success_rate == 1.0 and report.success_rate_8bit == 1.0
+        assert report.success_rate.value == 1.0 and report.success_rate_8bit.value == 1.0
     data = load_attack_set(registry, tiny_model, report.set)
     check_success_intervals(report.to_dict(), data)
     summary = json.loads((Path(report.path) / "summary.json").read_text())
-    assert summary["success_rate_ci"] == report.success_rate_ci
+    assert summary["success_rate"] == report.success_rate.to_dict()
     adversarial, success, labels = data.adversarial, data.success, data.labels
     assert adversarial.min() >= 0 and adversarial.max() <= 1
     loaded = load_model(tiny_model, device="cpu")
@@ -132,7 +133,7 @@ def test_successful_adversarials_are_valid_and_misclassified_at_tol_attack(tiny_
             float((data.l2[success] ** 2 / 784).mean()), rel=1e-5
         )
     else:
-        assert report.mean_l2 is None and report.success_rate == 0
+        assert report.mean_l2 is None and report.success_rate.count == 0
 
 
 def test_attack_pins_the_solver_tolerance_and_solves_each_image_alone(tiny_model, monkeypatch):
@@ -253,7 +254,7 @@ def test_exported_pngs_read_back_as_the_saved_8bit_adversarials(tiny_model, tmp_
     )
     pristine = sorted((tmp_path / "export" / "pristine").glob("*.png"))
     adversarial = sorted((tmp_path / "export" / "adversarial").glob("*.png"))
-    assert len(pristine) == 6 and len(adversarial) == round(report.success_rate_8bit * 6) == 6
+    assert len(pristine) == 6 and len(adversarial) == report.success_rate_8bit.count == 6
     loaded = load_model(tiny_model, device="cpu")
     images = torch.stack([read_image(path, channels=1) for path in adversarial])
     labels = torch.tensor([int(path.stem.split("label")[1]) for path in adversarial])
@@ -296,13 +297,12 @@ def test_attack_cli_json(tiny_model):
     data = json.loads(result.stdout)
     for key in ("model", "attack", "tol_attack", "count", "success_rate", "mean_l2", "mean_mse", "seconds", "set"):
         assert key in data
-    assert data["model"] == "tiny" and data["tol_attack"] == 1e-3 and 0 <= data["success_rate"] <= 1
-    for key in ("success_rate_ci", "success_rate_8bit_ci", "successes", "successes_8bit"):
-        assert key in data
+    assert data["model"] == "tiny" and data["tol_attack"] == 1e-3 and 0 <= data["success_rate"]["value"] <= 1
     check_success_intervals(data)
+    assert AttackReport.from_dict(data).to_dict() == data  # the JSON is the typed report, whole
     human = CliRunner().invoke(app, ["attack", "cw", "--count", "4", "--steps", "10", "--binary-steps", "1"])
     assert "reused" in human.stdout and "success rate" in human.stdout
-    assert f"success rate {data['success_rate']:.1%} [" in human.stdout
+    assert f"success rate {data['success_rate']['value']:.1%} [" in human.stdout
     assert "intervals: 95% Clopper-Pearson over 4 images" in human.stdout
 
 
@@ -383,7 +383,7 @@ def test_fmn_from_the_cli(tiny_model):
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["attack"] == "fmn" and data["count"] == 4 and 0 <= data["success_rate"] <= 1
+    assert data["attack"] == "fmn" and data["count"] == 4 and 0 <= data["success_rate"]["value"] <= 1
     refused = CliRunner().invoke(app, ["attack", "fmn", "--count", "4", "--gamma-init", "1.5"])
     assert refused.exit_code == 1 and "--gamma-init must be in (0, 1)" in refused.output
     refused = CliRunner().invoke(app, ["attack", "fmn", "--count", "4", "--binary-steps", "2"])

@@ -46,8 +46,8 @@ def test_each_indicator_fires_exactly_on_the_images_built_to_fire():
     fooled = torch.tensor([True, False, True])
     failure = unconstrained_failure("cw k=0", fooled)
     assert failure.images == [1] and failure.unreliable and failure.count == 1 and failure.total == 3
-    low, high = failure.rate_ci
-    assert low <= failure.rate == 1 / 3 <= high
+    low, high = failure.rate.interval
+    assert low <= failure.rate.value == 1 / 3 <= high and (failure.count, failure.total) == (1, 3)
 
     # a budgeted attack rerun unbounded: a failure where its bounded run fooled the image is a note
     rerun = unconstrained_failure("apgd-rand unbounded", fooled, torch.tensor([False, True, False]), minimal=False)
@@ -199,7 +199,7 @@ def test_the_budget_check_flags_a_rise_beyond_the_interval_only():
     assert check.images == flag.images == [7] and check.converged and flag.fired and not flag.unreliable
     everything = torch.ones(20, dtype=torch.bool)  # 20 of 20: far above [9%, 49%]
     check, flag = budget_check("apgd-rand e=1.5", 1.5, (20, 100), own, everything)
-    assert not check.converged and flag.unreliable and check.fooled_more == 20 and check.fooled == 5
+    assert not check.converged and flag.unreliable and check.fooled_more.count == 20 and check.fooled.count == 5
     assert "not converged" in verdict([], torch.ones(20, dtype=torch.bool), (), [flag], check, "")
 
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 from scipy.stats import beta
 
+from nodeguard.experiments.roc import RocCurve, roc_from_scores
+from nodeguard.experiments.security import SecurityRow
 from nodeguard.intervals import (
     INTERVAL_LABEL,
+    Rate,
     format_interval,
+    format_optional_rate,
     format_rate,
     lower_confidence_bound,
     rate_interval,
-    rate_with_interval,
 )
+from nodeguard.plain import from_plain, to_plain
 
 KNOWN = [(0, 10), (93, 100), (100, 100), (1, 1), (0, 1), (5, 7), (50, 200), (199, 200)]
 
@@ -43,8 +50,10 @@ def test_the_documented_example_and_the_ends():
 @pytest.mark.parametrize("trials", [1, 2, 7, 10, 100, 1000])
 def test_every_interval_holds_its_point_estimate_and_stays_in_0_1(trials):
     for successes in range(0, trials + 1, max(1, trials // 25)):
-        rate, interval = rate_with_interval(successes, trials)
+        share = Rate.of(successes, trials)
+        rate, interval = share.value, share.interval_list()
         assert rate == successes / trials and interval == rate_interval(successes, trials)
+        assert (share.count, share.total) == (successes, trials)
         low, high = interval
         assert 0.0 <= low <= rate <= high <= 1.0
         wider = rate_interval(successes, trials, confidence=0.99)
@@ -53,7 +62,8 @@ def test_every_interval_holds_its_point_estimate_and_stays_in_0_1(trials):
 
 def test_no_trials_gives_no_rate_and_no_interval():
     assert rate_interval(0, 0) is None
-    assert rate_with_interval(0, 0) == (None, None)
+    empty = Rate.of(0, 0)
+    assert empty.value is None and empty.interval is None and empty.format() == "n/a"
 
 
 @pytest.mark.parametrize(("successes", "trials"), [(11, 10), (-1, 10), (1, -1), (1, 0)])
@@ -61,7 +71,7 @@ def test_counts_out_of_range_are_refused(successes, trials):
     with pytest.raises(ValueError, match="successes <= trials"):
         rate_interval(successes, trials)
     with pytest.raises(ValueError, match="successes <= trials"):
-        rate_with_interval(successes, trials)
+        Rate.of(successes, trials)
     with pytest.raises(ValueError, match="successes <= trials"):
         lower_confidence_bound(successes, trials, 0.05)
 
@@ -97,3 +107,29 @@ def test_rates_and_intervals_are_written_in_percent():
     assert format_rate(0.93, None) == "93.0%"
     assert format_rate(None, None) == "n/a"
     assert INTERVAL_LABEL == "95% Clopper-Pearson"
+
+
+def test_a_rate_is_one_value_with_its_count_total_and_interval():
+    rate = Rate.of(93, 100)
+    assert rate.to_dict() == {"value": 0.93, "count": 93, "total": 100, "interval": rate_interval(93, 100)}
+    assert Rate.from_dict(rate.to_dict()) == rate
+    assert rate.format() == "93.0% [86%, 97%]" == format_optional_rate(rate)
+    assert format_optional_rate(None) == "n/a"
+    other = rate.complement()  # the other trials, with their own interval
+    assert (other.count, other.total) == (7, 100) and other.interval_list() == rate_interval(7, 100)
+    low, high = other.interval
+    assert low == pytest.approx(1 - rate.interval[1]) and high == pytest.approx(1 - rate.interval[0])
+    with pytest.raises(ValueError, match="successes <= trials"):
+        Rate.of(5, 4)
+
+
+def test_typed_reports_go_to_plain_data_and_back_unchanged():
+    curve = roc_from_scores(np.array([3, 3, 2, 3]), np.array([0, 3, 1]), votes=3)
+    data = to_plain(curve)
+    assert data["points"][0]["tpr"] == {"value": 1.0, "count": 4, "total": 4, "interval": rate_interval(4, 4)}
+    assert from_plain(RocCurve, data) == curve
+    assert json.loads(json.dumps(data)) == data  # JSON-ready as it is
+    row = SecurityRow("cw", "cw k=0", 0.0, "set", 4, None, None, Rate.of(3, 4), Rate.of(0, 0), Rate.of(1, 4), None)
+    assert from_plain(SecurityRow, to_plain(row)) == row
+    with pytest.raises(TypeError):
+        from_plain(SecurityRow, {**to_plain(row), "not_a_field": 1})

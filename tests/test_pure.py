@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
@@ -9,9 +11,12 @@ from nodeguard.attacks.blend import BLEND_CLEARANCE, blend_targets
 from nodeguard.attacks.boundary import smallest_scale
 from nodeguard.experiments.attack_sets import BATCH_FIELDS, AttackSettings, margin_stats, perturbation_stats
 from nodeguard.experiments.security import JudgedAttack, robust_accuracy_curve
-from nodeguard.reporting.tables import grid_table, table_cells, to_markdown
+from nodeguard.intervals import Rate, rate_interval
+from nodeguard.reporting.tables import grid_table, grid_to_csv, table_cells, to_csv, to_markdown
 from nodeguard.runtime.distributed import Ranks
 from nodeguard.stages.attack import join_units, shard_units
+from nodeguard.stages.grid import GridCell, GridModel, GridReport
+from nodeguard.stages.sweep import ErrorCell, SweepReport, SweepRow
 
 
 def resolved(attack: str, batch_size: int):
@@ -91,38 +96,61 @@ def test_robust_accuracy_takes_the_best_attacker_per_image():
     second = judged([1.5, 0.5, inf, 3.0], [True, True, False, True], [True, False, False, True])
     pristine_ok = torch.tensor([True, True, True, False])
     curve = robust_accuracy_curve([first, second], pristine_ok, (0.0, 1.0, 2.0, 5.0))
-    assert [point.robust_accuracy_undefended for point in curve] == [1.0, 0.25, 0.25, 0.25]
+    assert [point.robust_accuracy_undefended.value for point in curve] == [1.0, 0.25, 0.25, 0.25]
     # defended: image 3 is rejected or wrong already (pristine_ok False); image 0 falls at
     # 1.5 (second attacker), image 1 at 2.0 (first), image 2 never
-    assert [point.robust_accuracy_defended for point in curve] == [0.75, 0.75, 0.25, 0.25]
+    assert [point.robust_accuracy_defended.value for point in curve] == [0.75, 0.75, 0.25, 0.25]
+    assert all(point.robust_accuracy_defended.total == 4 for point in curve)
     assert curve[0].eps == 0.0 and len(curve) == 4
 
 
+def percent_interval(count: int, total: int, digits: int) -> str:
+    low, high = rate_interval(count, total)
+    return f"[{100 * low:.{digits}f}, {100 * high:.{digits}f}]"
+
+
 def test_sweep_table_cells_and_markdown():
-    report = {
-        "baseline": {"model": "resnet", "error": 0.02},
-        "rows": [{"tol": 1e-3, "error": 0.025, "nfe": 20.0}, {"tol": 1.0, "error": 0.03, "nfe": 14.0}],
-    }
+    report = SweepReport(
+        model="odenet",
+        dataset="mnist5k",
+        rows=[SweepRow(1e-3, ErrorCell(Rate.of(1, 40), 20.0)), SweepRow(1.0, ErrorCell(Rate.of(3, 100), 14.0))],
+        baseline=SweepRow(None, ErrorCell(Rate.of(1, 50), 1.0), model="resnet"),
+        attack=None,
+        tol_attack=None,
+        count=None,
+    )
     header, body = table_cells(report)
     assert header == ["metric", "resnet", "tau=0.001", "tau=1"]
-    assert body == [["error %", "2.0", "2.5", "3.0"], ["mean NFE", "-", "20.0", "14.0"]]
-    assert to_markdown(report).splitlines()[2] == "| error % | 2.0 | 2.5 | 3.0 |"
+    errors = [f"2.0 {percent_interval(1, 50, 1)}", f"2.5 {percent_interval(1, 40, 1)}"]
+    errors.append(f"3.0 {percent_interval(3, 100, 1)}")
+    assert body == [["error %", *errors], ["mean NFE", "-", "20.0", "14.0"]]
+    assert to_markdown(report).splitlines()[2] == f"| error % | {' | '.join(errors)} |"
+    lines = list(csv.DictReader(to_csv(report).splitlines()))
+    assert [(line["model"], line["tol"], line["errors"], line["images"]) for line in lines] == [
+        ("resnet", "", "1", "50"),
+        ("odenet", "0.001", "1", "40"),
+        ("odenet", "1.0", "3", "100"),
+    ]
+    assert float(lines[1]["error_ci_high"]) == rate_interval(1, 40)[1] and lines[1]["success_rate"] == ""
 
 
 def test_grid_table_one_row_per_tau_attack():
     cells = [
-        {"model": "m", "tol_attack": a, "tol_test": t, "success_rate": s, "mean_l2": l2}
-        for a, t, s, l2 in [
-            (1e-3, 1e-3, 1.0, 1.5),
-            (1e-3, 1e-1, 0.5, 1.25),
-            (1e-1, 1e-3, 0.0, None),
-            (1e-1, 1e-1, 1, 2),
+        GridCell("m", 1e-3, a, t, Rate.of(k, 4), l2, "set")
+        for a, t, k, l2 in [
+            (1e-3, 1e-3, 4, 1.5),
+            (1e-3, 1e-1, 2, 1.25),
+            (1e-1, 1e-3, 0, None),
+            (1e-1, 1e-1, 4, 2),
         ]
     ]
-    report = {"grid": cells, "tols": [1e-3, 1e-1], "tol_attacks": [1e-3, 1e-1]}
+    report = GridReport([GridModel("m", 1e-3, "mnist5k")], [1e-3, 1e-1], [1e-3, 1e-1], "cw", 4, cells)
     header, body = grid_table(report, "m")
     assert header == ["tau_attack \\ tau_test", "0.001", "0.1"]
-    assert body == [["0.001", "100% / 1.50", "50% / 1.25"], ["0.1", "0% / -", "100% / 2.00"]]
+    full, half, none = (Rate.of(k, 4).format(".0%") for k in (4, 2, 0))
+    assert body == [["0.001", f"{full} / 1.50", f"{half} / 1.25"], ["0.1", f"{none} / -", f"{full} / 2.00"]]
+    lines = list(csv.DictReader(grid_to_csv(report).splitlines()))
+    assert [(line["successes"], line["attacked"]) for line in lines] == [("4", "4"), ("2", "4"), ("0", "4"), ("4", "4")]
 
 
 def test_blend_targets_the_nearest_image_of_another_class():

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from dataclasses import replace
 
 import jsonschema
+import torch
 import typer
+from conftest import check_rate
 from typer.testing import CliRunner
 
 from nodeguard.cli import app
+from nodeguard.experiments.attack_sets import AttackReport
+from nodeguard.experiments.indicators import _indicator
+from nodeguard.intervals import Rate
 from nodeguard.reporting.model_card import SCHEMA_PATH
 from nodeguard.stages.certify import CertifyReport
 from nodeguard.stages.report import (
@@ -21,7 +27,7 @@ from nodeguard.stages.report import (
     security_command,
     train_command,
 )
-from nodeguard.stages.security import SecuritySettings
+from nodeguard.stages.security import SECURITY_REPORT_VERSION, SecuritySettings
 from nodeguard.storage.registry import Registry
 
 SECURITY = ["--count", "4", "--kappas", "0", "--draws", "2", "--votes", "5", "--steps", "20", "--binary-steps", "2"]
@@ -67,16 +73,17 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     rows = card["evaluation"]["attackers"]
     assert [row["label"] for row in rows] == [point["label"] for point in security["points"]]
     for row, point in zip(rows, security["points"], strict=True):
-        assert row["defended_success"] == {"rate": point["defended_success"], "ci95": point["defended_success_ci"]}
+        assert row["defended_success"] == point["defended_success"]
     assert card["unreliable"] == any(item["unreliable"] for item in security["indicators"])
     budget = card["evaluation"]["budget_check"]
-    assert budget["steps_more"] == 15 and budget["fooled_more"]["rate"] == security["budget_check"]["fooled_more"] / 4
+    assert budget["steps_more"] == 15 and budget["fooled_more"] == security["budget_check"]["fooled_more"]
+    check_rate(budget["fooled_more"], 4)
     (smoothed,) = card["certified"]
     by_radius = {point["radius"]: point for point in json.loads(certified.stdout)["curve"]}
     shared = [point for point in smoothed["accuracy"] if point["radius"] in by_radius]
     assert len(shared) == len(by_radius) > 0  # certify's default radii are the card's
     for point in shared:
-        assert point["certified"]["rate"] == by_radius[point["radius"]]["certified_accuracy"]
+        assert point["certified"] == by_radius[point["radius"]]["certified_accuracy"]
 
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 2  # ROC and security
@@ -102,6 +109,22 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     wrong = runner.invoke(app, [*page, "--out", str(tmp_path / "r3"), "--security", "nope"])
     assert wrong.exit_code == 1 and "no security report 'nope'" in wrong.output and stored_key in wrong.output
 
+    # a report of another nodeguard version is not read: listed once with the command that
+    # makes it again, and no more once this version's report of the same command exists
+    folder = Registry().results_dir(tiny_model) / "security"
+    for name, count in (("security-old-same", 4), ("security-old-other", 3)):
+        shutil.copytree(folder / stored_key, folder / name)
+        saved = json.loads((folder / name / "result.json").read_text())
+        saved["settings"].update(report_version=SECURITY_REPORT_VERSION - 1, count=count)
+        saved["values"] = {"points": "a shape of another version"}
+        (folder / name / "result.json").write_text(json.dumps(saved))
+    outdated = [line for line in gather_report(tiny_model, Registry(), roc=False).missing if "version" in line]
+    other = json.loads((folder / "security-old-other" / "result.json").read_text())["settings"]
+    assert outdated == [
+        "security report security-old-other: made by another nodeguard version; make it again (its attack sets "
+        f"are reused): {security_command(tiny_model, other)}"
+    ]
+
 
 def test_the_tau_tables_are_gathered_with_commands_that_find_them_again(tiny_model):
     runner = CliRunner()
@@ -114,11 +137,13 @@ def test_the_tau_tables_are_gathered_with_commands_that_find_them_again(tiny_mod
 
     tables = gather_report(tiny_model, Registry(), roc=False).tau_tables
     error_table = next(table for table in tables if table.title.startswith("test error"))
-    assert [(row.tol, row.count, row.total) for row in error_table.rows] == [
-        (row["tol"], row["errors"], row["images"]) for row in rows
+    assert [(row.tol, row.rate.to_dict()) for row in error_table.rows] == [
+        (row["tol"], row["error"]["error"]) for row in rows
     ]
     adversarial_table = next(table for table in tables if table.title.startswith("adversarials"))
-    assert [(row.tol, row.count) for row in adversarial_table.rows] == [(row["tol"], row["successes"]) for row in rows]
+    assert [(row.tol, row.rate.to_dict()) for row in adversarial_table.rows] == [
+        (row["tol"], row["attack"]["success_rate"]) for row in rows
+    ]
     for table in (error_table, adversarial_table):  # each command prints its table from the store alone
         again = runner.invoke(app, [*shlex.split(table.command)[1:], "--device", "cpu", "--json"])
         assert again.exit_code == 0, again.output
@@ -168,21 +193,45 @@ def test_every_printed_command_uses_only_options_its_command_takes():
     assert train_command("m", {"model": {}}) is None  # imported: not trained by nodeguard
 
 
+def attack_summary(attack: str, successes_8bit: int, settings: dict) -> AttackReport:
+    """An attack set's summary of 3 images, as summary.json holds it."""
+    return AttackReport(
+        model="m", attack=attack, tol_attack=1e-3, count=3, success_rate=Rate.of(3, 3), mean_l2=None,
+        median_l2=None, mean_mse=None, success_rate_8bit=Rate.of(successes_8bit, 3), mean_l2_8bit=None,
+        kept_by_rounding=0, kept_by_outward_rounding=0, lost_on_8bit_grid=0, median_abs_margin=None,
+        p90_abs_margin=None, median_abs_margin_8bit=None, p90_abs_margin_8bit=None, seconds=1.0, set="s",
+        path="", settings=settings,
+    )  # fmt: skip
+
+
 def test_the_roc_reads_only_sets_it_can_draw():
     settings = {"options": {"kappa": 0.0, "steps": 100}}
-    assert _roc_candidate({"attack": "cw", "successes_8bit": 3, "settings": settings})
-    assert not _roc_candidate({"attack": "cw", "successes_8bit": 0, "settings": settings})  # no negatives
-    assert not _roc_candidate({"attack": "apgd-rand", "successes_8bit": 3, "settings": settings})
-    assert not _roc_candidate({"attack": "cw", "successes_8bit": 3, "settings": {"options": {"lr": 0.5}}})
+    assert _roc_candidate(attack_summary("cw", 3, settings))
+    assert not _roc_candidate(attack_summary("cw", 0, settings))  # no negatives
+    assert not _roc_candidate(attack_summary("apgd-rand", 3, settings))
+    assert not _roc_candidate(attack_summary("cw", 3, {"options": {"lr": 0.5}}))
+
+
+def test_a_summary_written_before_rates_were_values_still_loads():
+    summary = attack_summary("cw", 2, {"options": {}})
+    summary.indicators = [_indicator("silent-success", "cw", torch.tensor([True, False, False]), "m", "a")]
+    new = summary.to_dict()
+    old = {key: value for key, value in new.items() if key not in ("success_rate", "success_rate_8bit", "indicators")}
+    old.update(success_rate=1.0, successes=3, success_rate_ci=[0.29, 1.0], success_rate_8bit=2 / 3, successes_8bit=2)
+    indicator = {key: value for key, value in new["indicators"][0].items() if key != "rate"}
+    old["indicators"] = [{**indicator, "count": 1, "total": 3, "rate": 1 / 3, "rate_ci": [0.0, 0.9]}]
+    assert AttackReport.from_dict(old) == AttackReport.from_dict(new) == summary
+    del old["successes_8bit"]  # older still: the count recovered from the share
+    assert AttackReport.from_dict(old).success_rate_8bit == Rate.of(2, 3)
 
 
 def test_the_certify_command_keeps_what_keys_the_certificates():
     report = CertifyReport(
         model="m", sigma=0.25, n0=10, n=20, alpha=0.001, seed=3, tol=1e-3, count=2, labels=[1, 2],
-        predictions=[1, -1], radii=[0.1, 0.0], p_lower=[0.9, 0.4], abstained=0.5, abstained_ci=None,
+        predictions=[1, -1], radii=[0.1, 0.0], p_lower=[0.9, 0.4], abstained=Rate.of(1, 2),
         curve=[], max_radius=0.5,
     )  # fmt: skip
     assert certify_command("m", report) == (
         "nodeguard certify --model m --sigma 0.25 --count 2 --n0 10 --n 20 --alpha 0.001 --seed 3"
     )
-    assert certify_command("m", replace(report, predict_accuracy=0.5)).endswith(" --seed 3 --predict")
+    assert certify_command("m", replace(report, predict_accuracy=Rate.of(1, 2))).endswith(" --seed 3 --predict")

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import check_rate
 from typer.testing import CliRunner
 
 from nodeguard.attacks import PinnedTolerance
@@ -16,13 +17,12 @@ from nodeguard.defense.randomization import draw_tolerances
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.attack_sets import AttackSettings
 from nodeguard.experiments.security import choose_vmin
-from nodeguard.intervals import rate_interval
 from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
 from nodeguard.stages.attack import run_attack
 from nodeguard.stages.attack_sets import load_attack_set
 from nodeguard.stages.roc import RocSettings, run_roc
-from nodeguard.stages.security import SecuritySettings, run_security
+from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
 from nodeguard.storage.registry import Registry
 
 FAST = {"steps": 30, "binary_steps": 3}
@@ -70,12 +70,12 @@ def check_report(data: dict, attackers: int) -> None:
     for point in data["points"]:
         assert set(point) >= {"attack", "kappa", "mean_l2", "success_rate", "rejected", "defended_success"}
         # defended success counts only adversarials that fool the undefended model
-        assert 0.0 <= point["defended_success"] <= point["success_rate"]
+        assert 0 <= point["defended_success"]["count"] <= point["success_rate"]["count"]
     curve = data["curve"]
     budgets = [point["eps"] for point in curve]
     assert budgets == sorted(budgets)
     for name in ("robust_accuracy_defended", "robust_accuracy_undefended"):
-        values = [point[name] for point in curve]
+        values = [point[name]["count"] for point in curve]
         assert all(later <= earlier for earlier, later in zip(values, values[1:], strict=False)), values
 
 
@@ -83,19 +83,15 @@ def check_intervals(data: dict) -> None:
     """Every rate's interval contains it and is the Clopper–Pearson interval of its own counts."""
     count = data["count"]
     for point in data["points"]:
-        assert point["successes"] == round(point["success_rate"] * count)
-        assert point["success_rate_ci"] == rate_interval(point["successes"], count)
-        defended = round(point["defended_success"] * count)
-        assert point["defended_success_ci"] == rate_interval(defended, count)
-        for name in ("success_rate", "rejected", "defended_success"):
-            if point[name] is not None:
-                low, high = point[f"{name}_ci"]
-                assert low <= point[name] <= high
+        check_rate(point["success_rate"], count)
+        check_rate(point["defended_success"], count)
+        # rejected: of the successful 8-bit adversarials
+        check_rate(point["rejected"], point["success_rate"]["count"])
     for budget in data["curve"]:
         for name in ("robust_accuracy_defended", "robust_accuracy_undefended"):
-            assert budget[f"{name}_ci"] == rate_interval(round(budget[name] * count), count)
-    low, high = data["pristine_accepted_ci"]
-    assert low <= data["pristine_accepted"] <= high
+            check_rate(budget[name], count)
+    check_rate(data["pristine_accepted"], count)
+    check_rate(data["pristine_accepted_correct"], count)
 
 
 def check_spread(data: dict) -> None:
@@ -112,7 +108,7 @@ def check_spread(data: dict) -> None:
     assert minimal == "cw k=0"
     assert [check["kappa"] for check in data["kappa_checks"]] == [0.0, 0.5]
     for check in data["kappa_checks"]:
-        assert check["defended_success"] >= 0
+        check_rate(check["defended_success"], data["count"])
         if check["predicted_survival"] is not None:
             assert 0 <= check["predicted_survival"] <= 1
     # the prediction at kappa 0 counts the minimal adversarials whose every draw lowers the margin
@@ -139,6 +135,7 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
         assert point["attack_seconds"] == stored.seconds > 0
     check_intervals(data)
     check_spread(data)
+    assert SecurityReport.from_dict(data).to_dict() == data  # the JSON is the typed report, whole
     assert [item["tol_range"] for item in data["ranges"]] == [[1e-6, 1.0]]
     assert [row["label"] for row in data["ranges"][0]["rows"]] == [point["label"] for point in data["points"]]
     # the certified curve covers the very images attacked, read from certificates of the first test images
@@ -147,23 +144,26 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     test_labels = load_dataset("mnist5k").test.labels
     assert certified["labels"] == [int(test_labels[index]) for index in data["indices"]]
     for point in certified["curve"]:
-        assert point["certified_accuracy_ci"] == rate_interval(point["certified"], data["count"])
+        check_rate(point["certified_accuracy"], data["count"])
     assert (tmp_path / "security.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # at eps 0 no adversarial is admitted: the defended model keeps what it accepts correctly
-    assert data["curve"][0]["robust_accuracy_undefended"] == 1.0
+    assert data["curve"][0]["robust_accuracy_undefended"]["value"] == 1.0
     assert data["curve"][0]["robust_accuracy_defended"] == data["pristine_accepted_correct"]
-    assert data["vmin_chosen"] and data["pristine_accepted"] >= 0.9
+    assert data["vmin_chosen"] and data["pristine_accepted"]["value"] >= 0.9
     # the budget check: AutoAttack-rand rerun with 5x its steps on the same first images
     budget = data["budget_check"]
     assert (budget["label"], budget["count"], budget["steps"], budget["steps_more"]) == ("apgd-rand e=1.5", 6, 5, 25)
     rerun = load_attack_set(Registry(), tiny_model, budget["set_key"])
     own = load_attack_set(Registry(), tiny_model, data["points"][3]["set"])
     assert rerun.settings.options["steps"] == 25 and torch.equal(rerun.indices, own.indices)
-    assert budget["fooled"] == int(own.success_8bit.sum()) and budget["fooled_more"] == int(rerun.success_8bit.sum())
+    assert budget["fooled"]["count"] == int(own.success_8bit.sum())
+    assert budget["fooled_more"]["count"] == int(rerun.success_8bit.sum())
+    check_rate(budget["fooled"], 6)
+    check_rate(budget["fooled_more"], 6)
     assert budget["images"] == (rerun.success_8bit & ~own.success_8bit).nonzero().flatten().tolist()
     unbounded = {item["about"]: item for item in data["indicators"] if "unbounded" in item["about"]}
     assert sorted(unbounded) == ["apgd-rand unbounded", "square unbounded", "square-rand unbounded d=2"]
-    assert all(item["name"] == "unconstrained-failure" and item["total"] == 6 for item in unbounded.values())
+    assert all(item["name"] == "unconstrained-failure" and item["rate"]["total"] == 6 for item in unbounded.values())
     (not_converged,) = [item for item in data["indicators"] if item["name"] == "not-converged"]
     assert not_converged["unreliable"] == (not budget["converged"])
     assert "reduced budget, 5 steps with 2 EOT samples" in data["verdict"] and "rerun with 25 steps" in data["verdict"]
@@ -211,7 +211,7 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
         roc = run_roc(roc_settings, model=tiny_model, device="cpu", progress=roc_progress)
         assert roc.set == cw_set and cw_set in roc.adversarials_used
     except ConfigError as error:
-        assert data["points"][0]["success_rate"] == 0 and "at least one successful adversarial" in str(error)
+        assert data["points"][0]["success_rate"]["count"] == 0 and "at least one successful adversarial" in str(error)
     assert any(f"attack set {cw_set} already exists" in message for message in roc_progress.messages)
     # votes are stored by image content: the ROC's pristine digits are security's, voted once
     roc_progress = RecordingProgress()

@@ -14,4 +14,4 @@ def test_default_recipe_reaches_three_percent_and_cw_reaches_ninety(registry):
     result = train_model(TrainConfig(), registry=registry, device="cpu")
     assert result.test_error <= 0.03, result.test_error
     report = run_attack(AttackSettings(count=100), model=result.model, registry=registry, device="cpu")
-    assert report.success_rate >= 0.90, report.success_rate
+    assert report.success_rate.value >= 0.90, report.success_rate

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import check_rate
 from scipy.stats import binom, norm
 from torch import nn
 from typer.testing import CliRunner
@@ -16,7 +17,7 @@ from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
 from nodeguard.defense.smoothing import ABSTAIN, SmoothingSettings, certify, predict, radius
 from nodeguard.errors import ConfigError
-from nodeguard.intervals import lower_confidence_bound, rate_interval
+from nodeguard.intervals import Rate, lower_confidence_bound
 from nodeguard.models.networks import ImageClassifier
 from nodeguard.progress import RecordingProgress
 from nodeguard.stages import certify as certify_stage
@@ -135,9 +136,7 @@ def test_certify_stage_curve_cache_and_resume(tiny_model, monkeypatch):
             for label, prediction, r in zip(report.labels, report.predictions, report.radii, strict=True)
             if prediction == label and r >= point.radius
         )
-        assert point.certified == right
-        assert point.certified_accuracy_ci == rate_interval(right, 3)
-        assert point.certified_accuracy_ci[0] <= point.certified_accuracy <= point.certified_accuracy_ci[1]
+        assert point.certified_accuracy == Rate.of(right, 3)
     for prediction, r in zip(report.predictions, report.radii, strict=True):
         assert (prediction == ABSTAIN and r == 0.0) or 0.0 <= r <= report.max_radius + 1e-9
     again = run_certify(settings, model=tiny_model, device="cpu")
@@ -161,7 +160,10 @@ def test_certify_command(tiny_model, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["sigma"] == 0.25 and data["count"] == 2 and data["predict_accuracy"] is not None
-    assert all("certified_accuracy_ci" in point for point in data["curve"])
+    for point in data["curve"]:
+        check_rate(point["certified_accuracy"], 2)
+    check_rate(data["predict_accuracy"], 2)
+    check_rate(data["abstained"], 2)
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     human = CliRunner().invoke(app, args)
     assert human.exit_code == 0 and "Clopper-Pearson" in human.stdout

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nodeguard.defense.spread import MarginSpread, predicted_kappa, predicted_survival, summarize
-from nodeguard.intervals import rate_interval
+from nodeguard.intervals import Rate
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.networks import ImageClassifier
 
@@ -55,8 +55,8 @@ def test_spread_of_a_known_margin_path():
     assert spread.straddles.tolist() == [True, False]
     summary = summarize("paths", spread)
     assert summary.count == 2
-    assert summary.straddling == 0.5 and summary.straddling_ci == rate_interval(1, 2)
-    assert summary.all_negative == 0.5 and summary.all_positive == 0.0
+    assert summary.straddling == Rate.of(1, 2)
+    assert summary.all_negative == Rate.of(1, 2) and summary.all_positive == Rate.of(0, 2)
     assert summary.median_width == pytest.approx(0.22, abs=1e-6)
     assert summary.mean_share_negative == pytest.approx(0.8)
 

@@ -4,40 +4,35 @@ import csv
 import json
 
 import pytest
+from conftest import check_rate
 from typer.testing import CliRunner
 
 from nodeguard.cli import app
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.attack_sets import AttackSettings
-from nodeguard.intervals import rate_interval
+from nodeguard.intervals import Rate, rate_interval
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import load_model
+from nodeguard.plain import from_plain
 from nodeguard.progress import RecordingProgress
 from nodeguard.reporting.tables import table_cells, to_csv, to_markdown
 from nodeguard.stages.attack import run_attack
 from nodeguard.stages.attack_sets import load_attack_set
-from nodeguard.stages.sweep import SweepSettings, run_sweep
+from nodeguard.stages.sweep import AttackCell, ErrorCell, SweepReport, SweepRow, SweepSettings, run_sweep
 
 runner = CliRunner()
 FAST_ATTACK = {"steps": 8, "binary_steps": 1}
-COUNTS = {"error": ("errors", "images"), "success_rate": ("successes", "attacked")}
 
 
-def check_intervals(cell: dict) -> None:
-    """Each rate of a sweep row or grid cell holds its point estimate and is the 95%
-    interval of the cell's own counts."""
-    for rate, (count, trials) in COUNTS.items():
-        if rate not in cell:
-            continue
-        assert isinstance(cell[count], int) and isinstance(cell[trials], int)
-        assert cell[rate] == pytest.approx(cell[count] / cell[trials])
-        assert cell[f"{rate}_ci"] == rate_interval(cell[count], cell[trials])
-        low, high = cell[f"{rate}_ci"]
-        assert low <= cell[rate] <= high
+def check_intervals(row: dict) -> None:
+    """Each rate of a sweep row (as JSON holds it) is its counts' share with their interval."""
+    check_rate(row["error"]["error"])
+    if row["attack"] is not None:
+        check_rate(row["attack"]["success_rate"])
 
 
 def strip_counts(registry, model: str) -> int:
-    """Make the model's saved sweep cells look like an earlier nodeguard's: rates, no counts."""
+    """Make the model's saved sweep cells look like a nodeguard's before 0.8.0: rates, no counts."""
     stripped = 0
     for path in (registry.results_dir(model) / "sweep_cell").glob("*/result.json"):
         saved = json.loads(path.read_text())
@@ -49,19 +44,18 @@ def strip_counts(registry, model: str) -> int:
 
 def test_error_rows_match_the_model_at_each_tolerance(tiny_model, registry):
     report = run_sweep(SweepSettings(tols=(1e-3, 1e-1), test_limit=40), model=tiny_model, device="cpu")
-    assert [row["tol"] for row in report.rows] == [1e-3, 1e-1]
+    assert [row.tol for row in report.rows] == [1e-3, 1e-1]
     loaded = load_model(tiny_model, device="cpu")
     from nodeguard.data.datasets import load_dataset
 
     test = load_dataset("mnist5k").test.subset(40)
     for row in report.rows:
-        classified = classify_alone(loaded.model, test.float_images(), tol=row["tol"])
+        classified = classify_alone(loaded.model, test.float_images(), tol=row.tol)
         predictions, nfe = classified.predictions, classified.nfe
-        assert row["error"] == pytest.approx(float((predictions != test.labels).float().mean()))
-        assert row["nfe"] == pytest.approx(float(nfe.float().mean()))
-        assert row["errors"] == int((predictions != test.labels).sum()) and row["images"] == 40
-        check_intervals(row)
-    assert report.rows[0]["nfe"] >= report.rows[1]["nfe"]  # tighter tolerance, at least as many steps
+        assert row.error.error == Rate.of(int((predictions != test.labels).sum()), 40)
+        assert row.error.nfe == pytest.approx(float(nfe.float().mean()))
+        assert row.attack is None
+    assert report.rows[0].error.nfe >= report.rows[1].error.nfe  # tighter tolerance, at least as many steps
 
 
 def test_attack_columns_use_tau_attack_equal_to_tau_test(tiny_model, registry):
@@ -69,13 +63,11 @@ def test_attack_columns_use_tau_attack_equal_to_tau_test(tiny_model, registry):
     report = run_sweep(settings, model=tiny_model, device="cpu")
     for row in report.rows:
         direct = run_attack(
-            AttackSettings.with_overrides(tol_attack=row["tol"], count=4, **FAST_ATTACK), model=tiny_model, device="cpu"
+            AttackSettings.with_overrides(tol_attack=row.tol, count=4, **FAST_ATTACK), model=tiny_model, device="cpu"
         )
-        assert direct.reused and direct.set == row["set"]  # the sweep made exactly this attack set
-        assert row["success_rate"] == direct.success_rate and row["mean_l2"] == direct.mean_l2
-        assert row["success_rate_ci"] == direct.success_rate_ci
-        assert (row["successes"], row["attacked"]) == (direct.successes, direct.count)
-        check_intervals(row)
+        assert direct.reused and direct.set == row.attack.set  # the sweep made exactly this attack set
+        assert row.attack.success_rate == direct.success_rate and row.attack.mean_l2 == direct.mean_l2
+        assert row.attack.success_rate.total == direct.count == 4
 
 
 def test_decoupled_mode_classifies_one_attack_set_at_each_tau(tiny_model, registry):
@@ -90,16 +82,16 @@ def test_decoupled_mode_classifies_one_attack_set_at_each_tau(tiny_model, regist
     data = load_attack_set(registry, tiny_model, made.set)
     loaded = load_model(tiny_model, device="cpu")
     for row in report.rows:
-        predictions = classify_alone(loaded.model, data.adversarial, tol=row["tol"]).predictions
+        predictions = classify_alone(loaded.model, data.adversarial, tol=row.tol).predictions
         still = data.success & (predictions != data.labels)
-        assert row["success_rate"] == pytest.approx(float(still.float().mean()))
-        assert row["successes"] == int(still.sum()) and row["attacked"] == len(data)
-        check_intervals(row)
+        assert row.attack.success_rate == Rate.of(int(still.sum()), len(data))
+        assert row.attack.set == made.set
     assert report.tol_attack == 1e-3
-    # cells saved before the counts were: the counts come back from the rates, the rows are the same
+    # cells saved before the counts were (0.7.0): computed again, the rows are the same
     assert strip_counts(registry, tiny_model) == 4
     again = run_sweep(settings, model=tiny_model, device="cpu")
-    assert again.cells_computed == 0 and again.rows == report.rows
+    assert again.cells_computed == 4 and again.rows == report.rows
+    assert run_sweep(settings, model=tiny_model, device="cpu").cells_computed == 0
 
 
 def test_identical_sweep_recomputes_nothing(tiny_model, registry):
@@ -118,17 +110,18 @@ def test_identical_sweep_recomputes_nothing(tiny_model, registry):
 
 
 def test_tables_show_each_rate_with_its_interval():
-    row = {"tol": 1e-3, "error": 0.025, "error_ci": rate_interval(1, 40), "nfe": 20.0}
-    row |= {"success_rate": 0.75, "success_rate_ci": rate_interval(3, 4), "mean_l2": 1.5}
-    report = {"model": "m", "baseline": None, "rows": [row]}
+    attack = AttackCell(Rate.of(3, 4), 1.5, None, "set")
+    row = SweepRow(1e-3, ErrorCell(Rate.of(1, 40), 20.0), attack)
+    report = SweepReport("m", "mnist5k", [row], None, "cw", None, 4)
     header, body = table_cells(report)
     assert body[0] == ["error %", "2.5 [0.1, 13.2]"] and body[2] == ["attack success %", "75.0 [19, 99]"]
     below = table_cells(report, interval_below=True)[1]
     assert below[0] == ["error %", "2.5\n[0.1, 13.2]"]
     assert to_markdown(report).splitlines()[2] == "| error % | 2.5 [0.1, 13.2] |"
     written = next(csv.DictReader(to_csv(report).splitlines()))
-    assert float(written["error_ci_low"]) == pytest.approx(row["error_ci"][0])
-    assert float(written["success_rate_ci_high"]) == pytest.approx(row["success_rate_ci"][1])
+    assert float(written["error_ci_low"]) == pytest.approx(rate_interval(1, 40)[0])
+    assert float(written["success_rate_ci_high"]) == pytest.approx(rate_interval(3, 4)[1])
+    assert (written["successes"], written["attacked"], written["errors"], written["images"]) == ("3", "4", "1", "40")
 
 
 def test_baseline_column_and_table_layout(tiny_model, registry):
@@ -137,10 +130,8 @@ def test_baseline_column_and_table_layout(tiny_model, registry):
     from nodeguard.training.train import train_model
 
     train_model(tiny_config(arch="resnet", epochs=1), name="base", registry=registry)
-    report = run_sweep(
-        SweepSettings(tols=(1e-3, 1.0), test_limit=10), model=tiny_model, baseline="base", device="cpu"
-    ).to_dict()
-    assert report["baseline"]["model"] == "base" and "error" in report["baseline"]
+    report = run_sweep(SweepSettings(tols=(1e-3, 1.0), test_limit=10), model=tiny_model, baseline="base", device="cpu")
+    assert report.baseline.model == "base" and report.baseline.tol is None
     markdown = to_markdown(report).splitlines()
     assert markdown[0] == "| metric | base | tau=0.001 | tau=1 |"
     assert markdown[2].startswith("| error % |") and markdown[3].startswith("| mean NFE | - |")
@@ -155,9 +146,10 @@ def test_sweep_cli_json_and_out_files(tiny_model, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [row["tol"] for row in data["rows"]] == [1e-3, 1e-1] and data["baseline"] is None
-    assert {"tol", "error", "nfe", "error_ci", "errors", "images"} <= set(data["rows"][0])
+    assert set(data["rows"][0]) == {"tol", "error", "attack", "model"}
     for row in data["rows"]:
         check_intervals(row)
+    assert from_plain(SweepReport, data).to_dict() == data  # the JSON is the typed report, whole
     rows = list(csv.DictReader((tmp_path / "table.csv").open()))
     assert [float(row["tol"]) for row in rows] == [1e-3, 1e-1]
     human = runner.invoke(app, ["sweep", "--tols", "1e-3", "--test-limit", "10", "--out", str(tmp_path / "t.md")])
@@ -210,7 +202,6 @@ def test_the_grid_has_one_cell_per_model_tau_attack_and_tau_test_and_recomputes_
     assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys))
     assert {c["model"]: c["tol_train"] for c in data["grid"]} == {tiny_model: 1e-3, "loose": 1e-1}
     assert {"model", "tol_train", "tol_attack", "tol_test", "success_rate", "mean_l2"} <= set(data["grid"][0])
-    assert {"success_rate_ci", "successes", "attacked"} <= set(data["grid"][0])
     # 2 models x 2 tau_attack attack sets, each judged at 3 tau_test
     assert data["cells_computed"] == 4 + 12 and data["cells_reused"] == 0
     # each cell is the share of the attack set's images still misclassified at tau_test
@@ -219,9 +210,8 @@ def test_the_grid_has_one_cell_per_model_tau_attack_and_tau_test_and_recomputes_
         loaded = load_model(cell["model"], registry=registry, device="cpu")
         predictions = classify_alone(loaded.model, attack_set.adversarial, tol=cell["tol_test"]).predictions
         fooled = attack_set.success & (predictions != attack_set.labels)
-        assert cell["success_rate"] == pytest.approx(float(fooled.float().mean()))
-        assert cell["successes"] == int(fooled.sum()) and cell["attacked"] == len(attack_set)
-        check_intervals(cell)
+        assert cell["success_rate"] == Rate.of(int(fooled.sum()), len(attack_set)).to_dict()
+        check_rate(cell["success_rate"], len(attack_set))
     picture = (tmp_path / "grid.png").read_bytes()
     assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 10_000
     written = list(csv.DictReader((tmp_path / "grid.csv").open()))
@@ -231,7 +221,7 @@ def test_the_grid_has_one_cell_per_model_tau_attack_and_tau_test_and_recomputes_
     )
     again = run_grid(settings, [tiny_model, "loose"], registry=registry, device="cpu")
     assert again.cells_computed == 0 and again.cells_reused == 16
-    assert [cell["success_rate"] for cell in again.grid] == [cell["success_rate"] for cell in data["grid"]]
+    assert again.to_dict()["grid"] == data["grid"]
     human = runner.invoke(app, [arg for arg in args if arg != "--json"])
     assert human.exit_code == 0 and "tau_attack" in human.stdout and "reused from cache 16" in human.stdout
     assert "intervals: 95% Clopper-Pearson over" in human.stdout

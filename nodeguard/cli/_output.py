@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from nodeguard.intervals import format_interval, format_rate
+from nodeguard.intervals import Rate, format_interval, format_optional_rate
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.storage.files import check_writable, display_path, json_text
 
@@ -80,12 +80,12 @@ def plain(message: str) -> str:
     return escape(display_path(message))
 
 
-def rate_cell(rate: float | None, interval: list[float] | None, spec: str = ".1%", interval_spec: str = ".0%") -> str:
+def rate_cell(rate: Rate | None, spec: str = ".1%", interval_spec: str = ".0%") -> str:
     """A table cell of a rate over its 95% interval, on two lines (``"93.0%\\n[86%, 97%]"``),
-    so that a table of several rates still fits a terminal; ``"n/a"`` for None."""
-    if rate is None or interval is None:
-        return format_rate(rate, interval, spec, interval_spec)
-    return f"{format(rate, spec)}\n{format_interval(interval, interval_spec)}"
+    so that a table of several rates still fits a terminal; ``"n/a"`` for None or no image."""
+    if rate is None or rate.interval is None:
+        return format_optional_rate(rate, spec, interval_spec)
+    return f"{format(rate.value, spec)}\n{format_interval(rate.interval_list(), interval_spec)}"
 
 
 def compact_table(title: str) -> Table:

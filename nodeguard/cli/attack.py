@@ -23,7 +23,7 @@ from nodeguard.cli._options import (
 from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_tol_range
 from nodeguard.experiments.attack_sets import AttackReport, AttackSettings
-from nodeguard.intervals import INTERVAL_LABEL, format_number, format_rate
+from nodeguard.intervals import INTERVAL_LABEL, format_number
 from nodeguard.stages.attack import run_attack
 from nodeguard.storage.registry import Registry
 
@@ -136,8 +136,8 @@ def attack(
 
 def render(console: Console, report: AttackReport) -> None:
     state = "reused" if report.reused else f"{report.seconds:.0f} s"
-    success = format_rate(report.success_rate, report.success_rate_ci)
-    success_8bit = format_rate(report.success_rate_8bit, report.success_rate_8bit_ci)
+    success = report.success_rate.format()
+    success_8bit = report.success_rate_8bit.format()
     console.print(
         f"{report.attack} on {report.model} at tol_attack {report.tol_attack:g}: {report.count} images ({state})\n"
         f"  success rate {success}  mean L2 {format_number(report.mean_l2, '.3f')}  "

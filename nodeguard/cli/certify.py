@@ -12,7 +12,7 @@ from rich.table import Table
 from nodeguard.cli._options import DataDirOption, DeviceOption, JsonOption, ModelOption, ThreadsOption, plot_option
 from nodeguard.cli._output import Output, Picture
 from nodeguard.cli._parsing import parse_list
-from nodeguard.intervals import INTERVAL_LABEL, format_rate
+from nodeguard.intervals import INTERVAL_LABEL, format_optional_rate
 from nodeguard.reporting.security_plots import plot_certify
 from nodeguard.stages.certify import CertifyReport, CertifySettings, run_certify
 from nodeguard.storage.registry import Registry
@@ -83,18 +83,18 @@ def render(console: Console, report: CertifyReport) -> None:
     for point in report.curve:
         table.add_row(
             f"{point.radius:g}",
-            format_rate(point.certified_accuracy, point.certified_accuracy_ci),
-            f"{point.certified}/{report.count}",
+            point.certified_accuracy.format(),
+            f"{point.certified_accuracy.count}/{point.certified_accuracy.total}",
         )
     console.print(table)
     console.print(
-        f"abstained {format_rate(report.abstained, report.abstained_ci)}; the largest radius "
+        f"abstained {report.abstained.format()}; the largest radius "
         f"{report.n} samples can certify at alpha = {report.alpha:g}: {report.max_radius:.3f}"
     )
     if report.predict_accuracy is not None:
         console.print(
-            f"PREDICT: accuracy {format_rate(report.predict_accuracy, report.predict_accuracy_ci)}, "
-            f"abstained {format_rate(report.predict_abstained, report.predict_abstained_ci)}"
+            f"PREDICT: accuracy {report.predict_accuracy.format()}, "
+            f"abstained {format_optional_rate(report.predict_abstained)}"
         )
     reused = " (certificates reused from the cache)" if report.reused else ""
     console.print(f"intervals: {INTERVAL_LABEL} over the images; {report.seconds:.0f} s certifying{reused}")

@@ -97,7 +97,7 @@ def roc(
 
 def _rejected(curve: RocCurve, level: int) -> str:
     """The share of adversarials rejected at an operating point, its interval below it."""
-    return rate_cell(getattr(curve, f"rejected_at_{level}_accept"), getattr(curve, f"rejected_at_{level}_accept_ci"))
+    return rate_cell(curve.rejected_at_accept(level))
 
 
 def render(console: Console, report: RocReport) -> None:

@@ -26,7 +26,7 @@ from nodeguard.cli._output import Output, Picture, compact_table, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.indicators import indicator_mark, row_flags
-from nodeguard.intervals import INTERVAL_LABEL, format_number, format_rate
+from nodeguard.intervals import INTERVAL_LABEL, format_number
 from nodeguard.reporting.security_plots import plot_security
 from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
 from nodeguard.storage.registry import Registry
@@ -200,9 +200,9 @@ def render(console: Console, report: SecurityReport) -> None:
             point.label + (f" ({flags[point.label]})" if point.label in flags else ""),
             format_number(point.mean_l2, ".3f"),
             format_number(point.median_l2, ".3f"),
-            rate_cell(point.success_rate, point.success_rate_ci, ".0%"),
-            rate_cell(point.rejected, point.rejected_ci, ".0%"),
-            rate_cell(point.defended_success, point.defended_success_ci, ".0%"),
+            rate_cell(point.success_rate, ".0%"),
+            rate_cell(point.rejected, ".0%"),
+            rate_cell(point.defended_success, ".0%"),
             format_number(point.median_abs_margin_8bit, ".1e"),
         ]
         table.add_row(*cells)
@@ -212,8 +212,8 @@ def render(console: Console, report: SecurityReport) -> None:
         console.print(f"attack time (s, summed over batches and ranks, when each set was made): {', '.join(timed)}")
     console.print(
         f"draws: {report.draws}; pristine accepted "
-        f"{format_rate(report.pristine_accepted, report.pristine_accepted_ci)}, accepted with the right class "
-        f"{format_rate(report.pristine_accepted_correct, report.pristine_accepted_correct_ci)}"
+        f"{report.pristine_accepted.format()}, accepted with the right class "
+        f"{report.pristine_accepted_correct.format()}"
     )
     curve = Table(title="robust accuracy against the L2 budget (worst case over attackers per image)")
     columns = ["eps", "defended", "undefended"] + [f"certified s={item.sigma:g}" for item in report.certified]
@@ -223,12 +223,12 @@ def render(console: Console, report: SecurityReport) -> None:
     for budget in report.curve:
         cells = [
             f"{budget.eps:g}",
-            format_rate(budget.robust_accuracy_defended, budget.robust_accuracy_defended_ci, ".0%"),
-            format_rate(budget.robust_accuracy_undefended, budget.robust_accuracy_undefended_ci, ".0%"),
+            budget.robust_accuracy_defended.format(".0%"),
+            budget.robust_accuracy_undefended.format(".0%"),
         ]
         for item in certified:
             at_eps = item.accuracy_at(budget.eps)
-            cells.append(format_rate(at_eps.certified_accuracy, at_eps.certified_accuracy_ci, ".0%"))
+            cells.append(at_eps.certified_accuracy.format(".0%"))
         curve.add_row(*cells)
     console.print(curve)
     for item in certified:
@@ -260,18 +260,18 @@ def render_checks(console: Console, report: SecurityReport) -> None:
         mark = indicator_mark(item)
         console.print(
             f"  {mark}: {item.name} on {item.about}: {item.count} of {item.total} images "
-            f"{format_rate(item.rate, item.rate_ci, '.0%')}: {item.meaning}. What to do: {item.action}."
+            f"{item.rate.format('.0%')}: {item.meaning}. What to do: {item.action}."
         )
     if quiet:
         console.print(f"  not fired: {', '.join(quiet)}")
     check = report.budget_check
     if check is not None:
         outcome = "within that interval" if check.converged else "ABOVE that interval: not converged"
-        own = format_rate(check.fooled / check.count, check.fooled_ci, ".1%")
+        own = check.fooled.format(".1%")
         console.print(
             f"budget check: {check.label} rerun with {check.steps_more} steps (its own: {check.steps}) on the first "
-            f"{check.count} images fools the undefended model on {check.fooled_more} of them, against {check.fooled} "
-            f"({own}): {outcome}"
+            f"{check.count} images fools the undefended model on {check.fooled_more.count} of them, against "
+            f"{check.fooled.count} ({own}): {outcome}"
         )
     table = Table(title="optimality (AttackBench): worst case over all attackers / this one, area over L2 0-E")
     for column in ("attacker", "undefended", "defended"):
@@ -300,8 +300,8 @@ def render_spread(console: Console, report: SecurityReport) -> None:
             format_number(item.p90_width, ".3f"),
             format_number(item.median_rise, ".3f"),
             format_number(item.p90_rise, ".3f"),
-            rate_cell(item.straddling, item.straddling_ci, ".0%"),
-            rate_cell(item.all_negative, item.all_negative_ci, ".0%"),
+            rate_cell(item.straddling, ".0%"),
+            rate_cell(item.all_negative, ".0%"),
         )
     console.print(table)
     if report.minimal_label is not None:
@@ -325,12 +325,12 @@ def render_spread(console: Console, report: SecurityReport) -> None:
             checks.add_row(
                 f"{check.kappa:g}",
                 format_number(check.predicted_survival, ".0%"),
-                format_rate(check.survived_every_vote, check.survived_every_vote_ci, ".0%"),
-                format_rate(check.defended_success, check.defended_success_ci, ".0%"),
+                check.survived_every_vote.format(".0%"),
+                check.defended_success.format(".0%"),
             )
         console.print(checks)
     for judged in report.ranges:
-        accepted = format_rate(judged.pristine_accepted, judged.pristine_accepted_ci)
+        accepted = judged.pristine_accepted.format()
         ranged = compact_table(
             f"defense range [{judged.tol_range[0]:g}, {judged.tol_range[1]:g}] (V = {report.votes}, "
             f"v_min = {report.vmin}): pristine accepted {accepted}"
@@ -340,8 +340,8 @@ def render_spread(console: Console, report: SecurityReport) -> None:
         for row in judged.rows:
             ranged.add_row(
                 row.label,
-                format_rate(row.rejected, row.rejected_ci, ".0%"),
-                format_rate(row.defended_success, row.defended_success_ci, ".0%"),
-                format_rate(row.all_negative, row.all_negative_ci, ".0%"),
+                row.rejected.format(".0%"),
+                row.defended_success.format(".0%"),
+                row.all_negative.format(".0%"),
             )
         console.print(ranged)

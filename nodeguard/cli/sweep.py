@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,15 +21,16 @@ from nodeguard.cli._options import (
 from nodeguard.cli._output import Output
 from nodeguard.cli._parsing import parse_list
 from nodeguard.errors import ConfigError
-from nodeguard.intervals import INTERVAL_LABEL
+from nodeguard.intervals import INTERVAL_LABEL, Rate
 from nodeguard.reporting.plots import plot_grid, plot_sweep
 from nodeguard.reporting.tables import grid_table, table_cells, write_grid, write_table
 from nodeguard.runtime.distributed import current_ranks
-from nodeguard.stages.grid import GridSettings, run_grid
-from nodeguard.stages.sweep import SweepSettings, run_sweep
+from nodeguard.stages.grid import GridReport, GridSettings, run_grid
+from nodeguard.stages.sweep import SweepReport, SweepSettings, run_sweep
 from nodeguard.storage.registry import Registry
 
 SWEEP = SweepSettings()
+Report = SweepReport | GridReport
 TOLS_DEFAULT = ",".join(f"{tol:g}" for tol in SWEEP.tols)
 
 
@@ -98,7 +99,7 @@ def sweep(
         report = run_sweep(
             settings, model=model, baseline=baseline, registry=Registry(), device=device, progress=reporter
         )
-    publish(output, report.to_dict(), out, plot, write_table, plot_sweep, render)
+    publish(output, report, out, plot, write_table, plot_sweep, render)
 
 
 def grid(
@@ -107,43 +108,44 @@ def grid(
     output = Output(json_output)
     with output.reporter() as reporter:
         report = run_grid(settings, models, registry=Registry(), device=device, progress=reporter)
-    publish(output, report.to_dict(), out, plot, write_grid, plot_grid, render_grid)
+    publish(output, report, out, plot, write_grid, plot_grid, render_grid)
 
 
-def publish(output: Output, data: dict, out: Path | None, plot: Path | None, write, draw, render_human) -> None:
+def publish(
+    output: Output, report: Report, out: Path | None, plot: Path | None, write: Any, draw: Any, render_human: Any
+) -> None:
     """Write --out and --plot (rank 0 only, in a sharded job), then print the result."""
     if current_ranks().is_main:
         if out is not None:
-            write(data, out)
+            write(report, out)
         if plot is not None:
-            draw(data, plot)
-            data["plot"] = str(plot)
-    output.result(data, lambda console: render_human(console, data))
+            draw(report, plot)
+            report.plot = str(plot)
+    output.result(report.to_dict(), lambda console: render_human(console, report))
 
 
-def interval_caption(parts: list[tuple[list[dict], str, str]]) -> str | None:
+def interval_caption(parts: list[tuple[list[Rate], str]]) -> str | None:
     """The table's caption, "intervals: 95% Clopper-Pearson over N images ...": for each
-    (cells, count key, what), the numbers of images behind the rates shown (a range where
-    cells differ); None when no cell carries an interval."""
+    (rates, what), the numbers of images behind the rates shown (a range where they differ)."""
     over = []
-    for cells, key, what in parts:
-        counts = sorted({int(cell[key]) for cell in cells if cell.get(key) is not None})
-        if counts:
-            over.append(f"{counts[0] if len(counts) == 1 else f'{counts[0]}-{counts[-1]}'} {what}")
+    for rates, what in parts:
+        totals = sorted({rate.total for rate in rates})
+        if totals:
+            over.append(f"{totals[0] if len(totals) == 1 else f'{totals[0]}-{totals[-1]}'} {what}")
     return f"intervals: {INTERVAL_LABEL} over {' and '.join(over)}" if over else None
 
 
-def render_grid(console: Console, data: dict) -> None:
-    for described in data["models"]:
-        header, body = grid_table(data, described["model"], interval_below=True)
+def render_grid(console: Console, report: GridReport) -> None:
+    for described in report.models:
+        header, body = grid_table(report, described.model, interval_below=True)
         title = (
-            f"{described['model']} (tau_train {described['tol_train']:g}): {data['attack']} on "
-            f"{data['count']} images, success / mean L2"
+            f"{described.model} (tau_train {described.tol_train:g}): {report.attack} on "
+            f"{report.count} images, success / mean L2"
         )
-        cells = [cell for cell in data["grid"] if cell["model"] == described["model"] and cell.get("success_rate_ci")]
-        caption = interval_caption([(cells, "attacked", "attacked images")])
+        rates = [cell.success_rate for cell in report.cells_of(described.model).values()]
+        caption = interval_caption([(rates, "attacked images")])
         console.print(table_of(title, header, body, caption))
-    print_footer(console, data, "grid picture")
+    print_footer(console, report, "grid picture")
 
 
 def table_of(title: str, header: list[str], body: list[list[str]], caption: str | None = None) -> Table:
@@ -156,25 +158,25 @@ def table_of(title: str, header: list[str], body: list[list[str]], caption: str 
     return table
 
 
-def print_footer(console: Console, data: dict, picture: str) -> None:
-    console.print(f"cells computed {data['cells_computed']}, reused from cache {data['cells_reused']}")
-    if data.get("plot"):
-        console.print(f"{picture}: {data['plot']}")
+def print_footer(console: Console, report: Report, picture: str) -> None:
+    console.print(f"cells computed {report.cells_computed}, reused from cache {report.cells_reused}")
+    if report.plot:
+        console.print(f"{picture}: {report.plot}")
 
 
-def render(console: Console, data: dict) -> None:
+def render(console: Console, report: SweepReport) -> None:
     mode = ""
-    if data["attack"]:
-        mode = f", {data['attack']} on {data['count']} images " + (
-            f"made at tau_attack={data['tol_attack']:g}" if data["tol_attack"] else "at tau_attack = tau"
+    if report.attack:
+        mode = f", {report.attack} on {report.count} images " + (
+            f"made at tau_attack={report.tol_attack:g}" if report.tol_attack else "at tau_attack = tau"
         )
-    header, body = table_cells(data, interval_below=True)
-    columns = ([data["baseline"]] if data.get("baseline") else []) + data["rows"]
+    header, body = table_cells(report, interval_below=True)
+    columns = ([report.baseline] if report.baseline is not None else []) + report.rows
     caption = interval_caption(
         [
-            ([c for c in columns if c.get("error_ci")], "images", "test images (error)"),
-            ([c for c in columns if c.get("success_rate_ci")], "attacked", "attacked images (success)"),
+            ([column.error.error for column in columns], "test images (error)"),
+            ([column.attack.success_rate for column in columns if column.attack], "attacked images (success)"),
         ]
     )
-    console.print(table_of(f"{data['model']}: tau_test across{mode}", header, body, caption))
-    print_footer(console, data, "tau figure")
+    console.print(table_of(f"{report.model}: tau_test across{mode}", header, body, caption))
+    print_footer(console, report, "tau figure")

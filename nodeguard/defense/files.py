@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+import typing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, vote_in_shares
 from nodeguard.defense.votes import defense_key
-from nodeguard.intervals import rate_with_interval
+from nodeguard.intervals import Rate
 from nodeguard.models.loading import load_model
+from nodeguard.plain import to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.storage.files import display_path
 from nodeguard.storage.images import find_images, load_image_files
@@ -23,10 +25,9 @@ class DefendReport:
     """The verdicts of ``defend_paths``.
 
     ``accepted`` and ``rejected`` count the images voted on (``len(images)``);
-    ``accepted_rate`` and ``rejected_rate`` are their shares of them, in [0, 1], each with
-    its 95% Clopper-Pearson interval ``[low, high]`` (``accepted_rate_ci``,
-    ``rejected_rate_ci``; :func:`nodeguard.intervals.rate_interval`); all four None when
-    no image was voted on.
+    ``accepted_rate`` and ``rejected_rate`` are the same as shares of them, each a
+    :class:`~nodeguard.intervals.Rate` with its 95% Clopper-Pearson interval; both None
+    when no image was voted on.
     """
 
     model: str
@@ -42,13 +43,11 @@ class DefendReport:
     rejected: int = 0
     unreadable: int = 0
     seconds: float = 0.0
-    accepted_rate: float | None = None
-    accepted_rate_ci: list[float] | None = None
-    rejected_rate: float | None = None
-    rejected_rate_ci: list[float] | None = None
+    accepted_rate: Rate | None = None
+    rejected_rate: Rate | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return typing.cast("dict[str, Any]", to_plain(self))
 
 
 def defend_paths(
@@ -131,7 +130,7 @@ def defend_paths(
             )
         report.accepted = int(accepted.sum())
         report.rejected = len(good) - report.accepted
-        report.accepted_rate, report.accepted_rate_ci = rate_with_interval(report.accepted, len(good))
-        report.rejected_rate, report.rejected_rate_ci = rate_with_interval(report.rejected, len(good))
+        report.accepted_rate = Rate.of(report.accepted, len(good))
+        report.rejected_rate = Rate.of(report.rejected, len(good))
     report.seconds = time.perf_counter() - started
     return report

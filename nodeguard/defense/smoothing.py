@@ -31,7 +31,7 @@ import torch
 from nodeguard.checks import require_range, require_seed
 from nodeguard.defense.randomization import image_seed
 from nodeguard.errors import setting_error
-from nodeguard.intervals import lower_confidence_bound, rate_interval
+from nodeguard.intervals import Rate, lower_confidence_bound
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.networks import ImageClassifier
 
@@ -201,12 +201,11 @@ def predict(model: ImageClassifier, image: torch.Tensor, settings: SmoothingSett
 
 @dataclass
 class CertifiedPoint:
-    """Certified accuracy at one L2 radius, with its 95% Clopper–Pearson interval."""
+    """Certified accuracy at one L2 radius (pixels in [0, 1]): the images certified with
+    their true class at that radius or more, of the images (a :class:`~nodeguard.intervals.Rate`)."""
 
     radius: float
-    certified_accuracy: float
-    certified_accuracy_ci: list[float] | None
-    certified: int  # images right with a radius of at least ``radius``
+    certified_accuracy: Rate
 
 
 def certified_point(labels: list[int], predictions: list[int], radii: list[float], radius: float) -> CertifiedPoint:
@@ -216,5 +215,4 @@ def certified_point(labels: list[int], predictions: list[int], radii: list[float
         for label, prediction, r in zip(labels, predictions, radii, strict=True)
         if prediction == label and r >= radius
     )
-    count = len(labels)
-    return CertifiedPoint(radius, certified / count, rate_interval(certified, count), certified)
+    return CertifiedPoint(radius, Rate.of(certified, len(labels)))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nodeguard.intervals import rate_interval
+from nodeguard.intervals import Rate
 from nodeguard.models.evaluation import classification_margin
 
 
@@ -100,9 +100,10 @@ class SpreadSummary:
         median_width, p90_width: median and 90th percentile of high - low.
         median_rise, p90_rise: the same of high - margin at tol_train.
         median_low, median_high: medians of the lowest and highest margin over the draws.
-        straddling: share of images with draws on both sides of zero (``_ci``: 95% interval).
-        all_positive: share with every draw classified correctly.
-        all_negative: share with every draw misclassified.
+        straddling: images with draws on both sides of zero, of the images (a
+            :class:`~nodeguard.intervals.Rate`, as the next two).
+        all_positive: images with every draw classified correctly.
+        all_negative: images with every draw misclassified.
         mean_share_negative: mean over images of the share of draws misclassified.
     """
 
@@ -114,26 +115,15 @@ class SpreadSummary:
     p90_rise: float | None
     median_low: float | None
     median_high: float | None
-    straddling: float | None
-    straddling_ci: list[float] | None
-    all_positive: float | None
-    all_positive_ci: list[float] | None
-    all_negative: float | None
-    all_negative_ci: list[float] | None
+    straddling: Rate
+    all_positive: Rate
+    all_negative: Rate
     mean_share_negative: float | None
 
 
 def summarize(label: str, spread: MarginSpread) -> SpreadSummary:
     """The :class:`SpreadSummary` of ``spread``'s images."""
     count = len(spread.reference)
-
-    def share(mask: torch.Tensor) -> tuple[float | None, list[float] | None]:
-        k = int(mask.sum())
-        return (k / count if count else None), rate_interval(k, count)
-
-    straddling, straddling_ci = share(spread.straddles)
-    all_positive, all_positive_ci = share(spread.share_positive == 1)
-    all_negative, all_negative_ci = share(spread.share_positive == 0)
     return SpreadSummary(
         label=label,
         count=count,
@@ -143,12 +133,9 @@ def summarize(label: str, spread: MarginSpread) -> SpreadSummary:
         p90_rise=_quantile(spread.rise, 0.9),
         median_low=_quantile(spread.low, 0.5),
         median_high=_quantile(spread.high, 0.5),
-        straddling=straddling,
-        straddling_ci=straddling_ci,
-        all_positive=all_positive,
-        all_positive_ci=all_positive_ci,
-        all_negative=all_negative,
-        all_negative_ci=all_negative_ci,
+        straddling=Rate.of(int(spread.straddles.sum()), count),
+        all_positive=Rate.of(int((spread.share_positive == 1).sum()), count),
+        all_negative=Rate.of(int((spread.share_positive == 0).sum()), count),
         mean_share_negative=float(spread.share_negative.mean()) if count else None,
     )
 

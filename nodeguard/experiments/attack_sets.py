@@ -8,6 +8,7 @@ Nothing here reads or writes a file.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -16,6 +17,9 @@ import torch
 from nodeguard.attacks import ATTACKS, AttackSpec
 from nodeguard.checks import require_seed, require_tol
 from nodeguard.errors import setting_error, unknown_name_error
+from nodeguard.experiments.indicators import Indicator
+from nodeguard.intervals import Rate
+from nodeguard.plain import from_plain, to_plain
 
 Split = Literal["train", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -306,11 +310,12 @@ class AttackReport:
         attack: the attack's name.
         tol_attack: the tolerance the images were attacked and judged at.
         count: attacked images N.
-        success_rate: share of the N whose float adversarial succeeds, in [0, 1].
+        success_rate: the images whose float adversarial succeeds, of the N (a
+            :class:`~nodeguard.intervals.Rate`: count, total and 95% Clopper–Pearson interval).
         mean_l2: mean L2 of the successful float adversarials.
         median_l2: their median L2.
         mean_mse: their mean MSE.
-        success_rate_8bit: share whose 8-bit adversarial succeeds.
+        success_rate_8bit: the images whose 8-bit adversarial succeeds, of the N.
         mean_l2_8bit: mean L2 of the successful 8-bit adversarials.
         kept_by_rounding: 8-bit adversarials found by rounding at the smallest scale.
         kept_by_outward_rounding: those found by rounding away from the original.
@@ -325,11 +330,6 @@ class AttackReport:
         reused: True when the set was found in the store.
         exported_to: where PNGs were written, if asked.
         settings: the resolved settings.
-        successes: k, the attacked images whose float adversarial succeeds (success_rate = k / count).
-        successes_8bit: the attacked images whose 8-bit adversarial succeeds.
-        success_rate_ci: the 95% Clopper-Pearson interval of ``success_rate``, ``[low, high]``
-            (:func:`nodeguard.intervals.rate_interval` of successes in count; None for no image).
-        success_rate_8bit_ci: the same for ``success_rate_8bit``.
         indicators: the attack's checks of itself
             (:mod:`nodeguard.experiments.indicators`: silent success; for minimal attacks,
             unconstrained failure and incomplete optimization; for gradient attacks, zero
@@ -340,11 +340,11 @@ class AttackReport:
     attack: str
     tol_attack: float
     count: int
-    success_rate: float
+    success_rate: Rate
     mean_l2: float | None
     median_l2: float | None
     mean_mse: float | None
-    success_rate_8bit: float
+    success_rate_8bit: Rate
     mean_l2_8bit: float | None
     kept_by_rounding: int
     kept_by_outward_rounding: int
@@ -359,23 +359,31 @@ class AttackReport:
     reused: bool = False
     exported_to: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
-    successes: int | None = None
-    successes_8bit: int | None = None
-    success_rate_ci: list[float] | None = None
-    success_rate_8bit_ci: list[float] | None = None
-    indicators: list[Any] = field(default_factory=list)  # Indicator values (experiments.indicators)
+    indicators: list[Indicator] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return intervals_beside_rates(asdict(self))
+        """The report as plain data (``--json``, summary.json)."""
+        return typing.cast("dict[str, Any]", to_plain(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AttackReport:
+        """The report from :meth:`to_dict`, or from a summary.json written before rates were
+        values (0.12.0 and earlier: ``success_rate`` a share, ``successes`` its count)."""
+        values = dict(values)
+        count = int(values.get("count", 0))
+        for rate, successes in (("success_rate", "successes"), ("success_rate_8bit", "successes_8bit")):
+            values.pop(f"{rate}_ci", None)
+            found = values.pop(successes, None)
+            if not isinstance(values.get(rate), dict):
+                k = round(float(values.get(rate) or 0.0) * count) if found is None else int(found)
+                values[rate] = Rate.of(k, count).to_dict()
+        values["indicators"] = [_indicator_values(item) for item in values.get("indicators", [])]
+        return from_plain(cls, values)
 
 
-def intervals_beside_rates(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with each ``X_ci`` key moved right after its rate ``X`` (for people reading the JSON)."""
-    ordered: dict[str, Any] = {}
-    for key, value in data.items():
-        if key.endswith("_ci") and key[: -len("_ci")] in data:
-            continue
-        ordered[key] = value
-        if f"{key}_ci" in data:
-            ordered[f"{key}_ci"] = data[f"{key}_ci"]
-    return ordered
+def _indicator_values(values: dict[str, Any]) -> dict[str, Any]:
+    """An indicator's plain data, from before rates were values (``count``, ``total``, ``rate_ci``) or after."""
+    if isinstance(values.get("rate"), dict):
+        return values
+    rest = {key: value for key, value in values.items() if key not in ("count", "total", "rate", "rate_ci")}
+    return {**rest, "rate": Rate.of(int(values["count"]), int(values["total"])).to_dict()}

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nodeguard.attacks.pinned import classification_margin
-from nodeguard.intervals import rate_interval
+from nodeguard.intervals import Rate
 
 GRADIENT_FLOOR = 1e-12  # an input gradient whose L2 norm is at most this counts as zero
 LOGIT_CHANGE = 1e-6  # logits that move by more than this across the draws: a randomized model
@@ -80,9 +80,8 @@ class Indicator:
         fired: it found at least one image.
         unreliable: fired, and makes the evaluation unreliable (``randomized-model`` fires
             as expected, and is unreliable only when no EOT attacker ran).
-        count: images it fired on, of ``total``.
-        total: images it looked at.
-        rate: count / total in [0, 1], with its 95% Clopper–Pearson interval ``rate_ci``.
+        rate: the images it fired on, of the images it looked at (a
+            :class:`~nodeguard.intervals.Rate`; ``count`` and ``total`` read it).
         images: rows (positions among the attacked images) it fired on.
         meaning: one line: what it means.
         action: one line: what to do.
@@ -92,13 +91,20 @@ class Indicator:
     about: str
     fired: bool
     unreliable: bool
-    count: int
-    total: int
-    rate: float
-    rate_ci: list[float] | None
+    rate: Rate
     images: list[int]
     meaning: str
     action: str
+
+    @property
+    def count(self) -> int:
+        """The images it fired on."""
+        return self.rate.count
+
+    @property
+    def total(self) -> int:
+        """The images it looked at."""
+        return self.rate.total
 
 
 def _indicator(
@@ -111,10 +117,7 @@ def _indicator(
         about=about,
         fired=fired,
         unreliable=fired if unreliable is None else unreliable,
-        count=count,
-        total=total,
-        rate=count / total if total else 0.0,
-        rate_ci=rate_interval(count, total),
+        rate=Rate.of(count, total),
         images=[int(row) for row in mask.nonzero().flatten()],
         meaning=meaning,
         action=action,
@@ -351,13 +354,13 @@ class BudgetCheck:
         count: images rerun (the first ``count`` of the attacked images).
         steps: its steps in the evaluation.
         steps_more: its steps in the rerun.
-        fooled: images of ``count`` its 8-bit adversarial fools (alone at tol_train).
+        fooled: images its 8-bit adversarial fools (alone at tol_train), of ``count`` (a
+            :class:`~nodeguard.intervals.Rate`).
         fooled_more: the same with ``steps_more``.
-        fooled_ci: 95% Clopper–Pearson interval of ``fooled / count``.
-        fooled_more_ci: the same of ``fooled_more / count``.
         images: rows only the rerun fools (gained).
-        converged: ``fooled_more / count`` lies within ``fooled_ci`` (the issue's rule; on 20
-            images it flags only large rises: from 13 of 20 the rerun must fool 17).
+        converged: the share ``fooled_more`` lies within the interval of ``fooled`` (the
+            issue's rule; on 20 images it flags only large rises: from 13 of 20 the rerun
+            must fool 17).
         set_key: the rerun's attack set.
         eot_iter: EOT samples per gradient, the same in both runs (0: not recorded).
         lost: rows only the attacker's own run fools (its randomness, not its steps).
@@ -371,10 +374,8 @@ class BudgetCheck:
     count: int
     steps: int
     steps_more: int
-    fooled: int
-    fooled_more: int
-    fooled_ci: list[float] | None
-    fooled_more_ci: list[float] | None
+    fooled: Rate
+    fooled_more: Rate
     images: list[int]
     converged: bool
     set_key: str = ""
@@ -407,18 +408,16 @@ def budget_check(
     """
     count = len(fooled)
     own, more = int(fooled.sum()), int(fooled_more.sum())
-    own_ci = rate_interval(own, count)
-    converged = own_ci is None or more / count <= own_ci[1] + 1e-12
+    own_rate = Rate.of(own, count)
+    converged = own_rate.interval is None or more / count <= own_rate.interval[1] + 1e-12
     check = BudgetCheck(
         label=label,
         eps=eps,
         count=count,
         steps=steps[0],
         steps_more=steps[1],
-        fooled=own,
-        fooled_more=more,
-        fooled_ci=own_ci,
-        fooled_more_ci=rate_interval(more, count),
+        fooled=own_rate,
+        fooled_more=Rate.of(more, count),
         images=[int(row) for row in (fooled_more & ~fooled).nonzero().flatten()],
         converged=converged,
         set_key=set_key,

@@ -10,13 +10,14 @@ curve.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 import numpy as np
 
 from nodeguard.defense.randomization import Votes
 from nodeguard.errors import ConfigError
-from nodeguard.intervals import rate_interval
+from nodeguard.intervals import Rate
 
 ACCEPT_LEVELS = (0.90, 0.95, 1.0)  # shares of pristine images accepted: the operating points reported
 
@@ -27,28 +28,22 @@ class RocPoint:
 
     Attributes:
         vmin: the threshold, in 0..V.
-        tpr: share of pristine images accepted, in [0, 1]; ``tpr_ci`` its 95% interval.
-        fpr: share of adversarials accepted, in [0, 1]; ``fpr_ci`` its 95% interval.
-        pristine_accepted: the count behind ``tpr`` (of the report's ``pristine``).
-        adversarials_accepted: the count behind ``fpr`` (of the report's ``adversarial``).
+        tpr: pristine images accepted, of the pristine images (a :class:`Rate`).
+        fpr: adversarials accepted, of the adversarials.
     """
 
     vmin: int
-    tpr: float
-    tpr_ci: list[float] | None
-    fpr: float
-    fpr_ci: list[float] | None
-    pristine_accepted: int
-    adversarials_accepted: int
+    tpr: Rate
+    fpr: Rate
 
 
 @dataclass
 class RocCurve:
     """The ROC of one V: pristine images positive, adversarials negative, score v_agree.
 
-    Every share comes with its 95% Clopper-Pearson interval ``[low, high]``
-    (:func:`nodeguard.intervals.rate_interval`): over the pristine images for what is
-    accepted of them, over the adversarials for what is accepted or rejected of them.
+    Every share is a :class:`~nodeguard.intervals.Rate` (count, total and 95%
+    Clopper-Pearson interval): over the pristine images for what is accepted of them, over
+    the adversarials for what is accepted or rejected of them.
 
     Attributes:
         votes: V.
@@ -59,31 +54,24 @@ class RocCurve:
         vmin_at_90_accept: the v_min of that point.
         rejected_at_95_accept: the same at 95%.
         vmin_at_95_accept: the v_min of that point.
-        rejected_at_90_accept_ci: the interval of ``rejected_at_90_accept`` (None with it).
-        rejected_at_95_accept_ci: the interval of ``rejected_at_95_accept``.
         rejected_at_100_accept: the largest share of adversarials rejected with every
             pristine image accepted (v_min = V - 1 when each pristine image gets one class
             at all its tolerances; None: unreachable).
         vmin_at_100_accept: the v_min of that point.
-        rejected_at_100_accept_ci: the interval of ``rejected_at_100_accept``.
     """
 
     votes: int
     auc: float
     points: list[RocPoint]
-    rejected_at_90_accept: float | None
+    rejected_at_90_accept: Rate | None
     vmin_at_90_accept: int | None
-    rejected_at_95_accept: float | None
+    rejected_at_95_accept: Rate | None
     vmin_at_95_accept: int | None
-    rejected_at_90_accept_ci: list[float] | None = None
-    rejected_at_95_accept_ci: list[float] | None = None
-    rejected_at_100_accept: float | None = None
+    rejected_at_100_accept: Rate | None = None
     vmin_at_100_accept: int | None = None
-    rejected_at_100_accept_ci: list[float] | None = None
 
-    def rejected_at(self, vmin: int) -> tuple[float, list[float] | None]:
-        """The share of adversarials rejected at operating point ``vmin`` (1 - fpr) and its
-        95% Clopper–Pearson interval (the complement of the accepted share's, which is exact).
+    def rejected_at(self, vmin: int) -> Rate:
+        """The adversarials rejected at operating point ``vmin`` (the complement of ``fpr``).
 
         Raises:
             ValueError: ``vmin`` is not in 0..V.
@@ -91,8 +79,18 @@ class RocCurve:
         point = next((item for item in self.points if item.vmin == vmin), None)
         if point is None:
             raise ValueError(f"v_min {vmin} is not an operating point of V = {self.votes}")
-        interval = None if point.fpr_ci is None else [1 - point.fpr_ci[1], 1 - point.fpr_ci[0]]
-        return 1 - point.fpr, interval
+        return point.fpr.complement()
+
+    def rejected_at_accept(self, level: int) -> Rate | None:
+        """``rejected_at_{level}_accept`` for a level of 90, 95 or 100 (percent of the
+        pristine images accepted).
+
+        Raises:
+            ValueError: another level.
+        """
+        if level not in (90, 95, 100):
+            raise ValueError(f"the operating points are at 90, 95 and 100% accepted, not {level}")
+        return typing.cast("Rate | None", getattr(self, f"rejected_at_{level}_accept"))
 
 
 def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -> RocCurve:
@@ -104,9 +102,9 @@ def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -
         votes: V, the votes the scores are counted over.
 
     Returns:
-        A ``RocCurve``: the AUC (scikit-learn), one point per v_min in 0..V (shares in
-        [0, 1], each with its 95% Clopper-Pearson interval, counted over the pristine images
-        or over the adversarials), and the operating points of ``ACCEPT_LEVELS``.
+        A ``RocCurve``: the AUC (scikit-learn), one point per v_min in 0..V (rates with
+        their 95% Clopper-Pearson intervals, counted over the pristine images or over the
+        adversarials), and the operating points of ``ACCEPT_LEVELS``.
 
     Raises:
         ConfigError: no pristine image or no adversarial.
@@ -119,30 +117,19 @@ def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -
     scores = np.concatenate([pristine, adversarial]).astype(float)
     fpr, tpr, _ = roc_curve(labels, scores)
     n_pristine, n_adversarial = len(pristine), len(adversarial)
-    points: list[RocPoint] = []
-    for vmin in range(votes + 1):
-        pristine_accepted = int(np.count_nonzero(pristine > vmin))
-        adversarials_accepted = int(np.count_nonzero(adversarial > vmin))
-        points.append(
-            RocPoint(
-                vmin=vmin,
-                tpr=float(np.mean(pristine > vmin)),
-                tpr_ci=rate_interval(pristine_accepted, n_pristine),
-                fpr=float(np.mean(adversarial > vmin)),
-                fpr_ci=rate_interval(adversarials_accepted, n_adversarial),
-                pristine_accepted=pristine_accepted,
-                adversarials_accepted=adversarials_accepted,
-            )
+    points = [
+        RocPoint(
+            vmin=vmin,
+            tpr=Rate.of(int(np.count_nonzero(pristine > vmin)), n_pristine),
+            fpr=Rate.of(int(np.count_nonzero(adversarial > vmin)), n_adversarial),
         )
-    found: dict[float, tuple[float | None, int | None, list[float] | None]] = {}
+        for vmin in range(votes + 1)
+    ]
+    found: dict[float, tuple[Rate | None, int | None]] = {}
     for level in ACCEPT_LEVELS:
-        usable = [p for p in points if p.tpr >= level]
-        best = max(usable, key=lambda p: (1 - p.fpr, p.tpr)) if usable else None
-        if best is None:
-            found[level] = (None, None, None)
-        else:  # rejected: the adversarials not accepted, counted, not 1 - fpr times the count
-            rejected = n_adversarial - best.adversarials_accepted
-            found[level] = (1 - best.fpr, best.vmin, rate_interval(rejected, n_adversarial))
+        usable = [p for p in points if typing.cast(float, p.tpr.value) >= level]
+        best = max(usable, key=lambda p: (-p.fpr.count, p.tpr.count)) if usable else None
+        found[level] = (None, None) if best is None else (best.fpr.complement(), best.vmin)
     return RocCurve(
         votes=votes,
         auc=float(auc(fpr, tpr)),
@@ -151,11 +138,8 @@ def roc_from_scores(pristine: np.ndarray, adversarial: np.ndarray, votes: int) -
         vmin_at_90_accept=found[0.90][1],
         rejected_at_95_accept=found[0.95][0],
         vmin_at_95_accept=found[0.95][1],
-        rejected_at_90_accept_ci=found[0.90][2],
-        rejected_at_95_accept_ci=found[0.95][2],
         rejected_at_100_accept=found[1.0][0],
         vmin_at_100_accept=found[1.0][1],
-        rejected_at_100_accept_ci=found[1.0][2],
     )
 
 

@@ -4,7 +4,8 @@ Tolerance randomization (Carrara et al., ICPR 2021 workshops) judges each attack
 adversarials (what a PNG holds) with its own draws, at one operating point (V, v_min):
 CW (Carlini & Wagner 2017) at each confidence kappa, EOT-CW (Athalye et al. 2018),
 AutoAttack-rand (Croce & Hein 2020) and Square (Andriushchenko et al. 2020). Rates are in
-[0, 1], each with its 95% Clopper–Pearson interval (``*_ci``, :mod:`nodeguard.intervals`);
+[0, 1], each a :class:`~nodeguard.intervals.Rate` with its count, total and 95%
+Clopper–Pearson interval;
 L2 distances are over pixels in [0, 1]; margins (true logit minus the best other) and
 kappas are in logits. The margin spread of each image over the draws, and the kappa it
 predicts an attacker needs, follow :mod:`nodeguard.defense.spread`.
@@ -42,7 +43,7 @@ from nodeguard.experiments.indicators import (
     unconstrained_failure,
     zero_gradient,
 )
-from nodeguard.intervals import format_rate, rate_interval
+from nodeguard.intervals import Rate
 
 SURVIVAL_SHARES = (0.5, 0.9)  # the predicted kappa at which these shares survive every vote
 
@@ -103,14 +104,13 @@ class SecurityRow:
         attacked: images attacked.
         mean_l2: mean L2 of its successful 8-bit adversarials (None: none).
         median_l2: their median L2.
-        success_rate: share of attacked images fooled undefended (8-bit, alone at tol_train).
-        rejected: share of those adversarials the defense rejects (v_agree <= v_min).
-        defended_success: share of attacked images whose adversarial the vote misclassifies
-            and accepts.
+        success_rate: attacked images fooled undefended (8-bit, alone at tol_train), of
+            the attacked images (a :class:`~nodeguard.intervals.Rate`, as the next two).
+        rejected: those adversarials the defense rejects (v_agree <= v_min), of the
+            successful adversarials.
+        defended_success: attacked images whose adversarial the vote misclassifies and
+            accepts, of the attacked images.
         median_abs_margin_8bit: median |margin| of the successful 8-bit adversarials (logit units).
-        successes: adversarials that fool the undefended model (the count behind success_rate).
-        success_rate_ci, rejected_ci, defended_success_ci: 95% Clopper–Pearson intervals
-            (over the attacked images; ``rejected`` over the successful adversarials).
         attack_seconds: the time its attack set took to make (s; summed over batches and
             ranks, measured when it was made: a reused set keeps it; None in rows stored
             before 0.10.0).
@@ -123,26 +123,21 @@ class SecurityRow:
     attacked: int
     mean_l2: float | None
     median_l2: float | None
-    success_rate: float
-    rejected: float | None
-    defended_success: float
+    success_rate: Rate
+    rejected: Rate
+    defended_success: Rate
     median_abs_margin_8bit: float | None
-    successes: int = 0
-    success_rate_ci: list[float] | None = None
-    rejected_ci: list[float] | None = None
-    defended_success_ci: list[float] | None = None
     attack_seconds: float | None = None
 
 
 @dataclass
 class RobustAccuracy:
-    """One point of the robust-accuracy curve: the share of images no attacker broke within ``eps``."""
+    """One point of the robust-accuracy curve: the images no attacker broke within ``eps``,
+    of the attacked images."""
 
     eps: float  # the L2 budget (pixels in [0, 1])
-    robust_accuracy_defended: float  # accepted with the right class and not fooled within eps
-    robust_accuracy_undefended: float  # not misclassified by any adversarial within eps
-    robust_accuracy_defended_ci: list[float] | None = None  # 95% Clopper–Pearson over the images
-    robust_accuracy_undefended_ci: list[float] | None = None
+    robust_accuracy_defended: Rate  # accepted with the right class and not fooled within eps
+    robust_accuracy_undefended: Rate  # not misclassified by any adversarial within eps
 
 
 @dataclass
@@ -151,18 +146,15 @@ class RangeRow:
 
     Attributes:
         label: the attacker.
-        rejected: share of its successful 8-bit adversarials rejected (``_ci``: interval).
-        defended_success: share of attacked images fooled through the vote.
-        all_negative: share of its adversarials misclassified at every draw.
+        rejected: its successful 8-bit adversarials rejected, of them.
+        defended_success: attacked images fooled through the vote, of the attacked images.
+        all_negative: its adversarials misclassified at every draw, of them.
     """
 
     label: str
-    rejected: float | None
-    rejected_ci: list[float] | None
-    defended_success: float
-    defended_success_ci: list[float] | None
-    all_negative: float | None
-    all_negative_ci: list[float] | None = None
+    rejected: Rate
+    defended_success: Rate
+    all_negative: Rate
 
 
 @dataclass
@@ -170,22 +162,10 @@ class RangeReport:
     """The same attack sets judged by the defense over one tolerance range, at the same V and v_min."""
 
     tol_range: list[float]
-    pristine_accepted: float
-    pristine_accepted_ci: list[float] | None
+    pristine_accepted: Rate
     rows: list[RangeRow]
     spreads: list[SpreadSummary]
     predicted_kappa: dict[str, float | None]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RangeReport:
-        """The report from its ``asdict`` (as saved in the security report)."""
-        return cls(
-            **{
-                **values,
-                "rows": [RangeRow(**row) for row in values["rows"]],
-                "spreads": [SpreadSummary(**item) for item in values["spreads"]],
-            }
-        )
 
 
 @dataclass
@@ -195,17 +175,14 @@ class KappaCheck:
     Attributes:
         kappa: the CW attacker's confidence.
         predicted_survival: share of minimal adversarials whose rise is below kappa.
-        survived_every_vote: share of this row's adversarials misclassified at every draw
-            (``_ci``: interval over them).
+        survived_every_vote: this row's adversarials misclassified at every draw, of them.
         defended_success: this row's end-to-end success against the defended model.
     """
 
     kappa: float
     predicted_survival: float | None
-    survived_every_vote: float | None
-    survived_every_vote_ci: list[float] | None
-    defended_success: float
-    defended_success_ci: list[float] | None = None
+    survived_every_vote: Rate
+    defended_success: Rate
 
 
 FIXED_BUDGET_ATTACKS = ("apgd-rand", "square", "pgd")  # their adversarials lie within an L2 budget eps
@@ -318,7 +295,6 @@ def judge(
     fooled_defended[success.nonzero().squeeze(1)] = wrong & accepted
     successful_l2 = l2_8bit[success]
     margins = attack_set.margin_8bit[success].abs()
-    successes, rejected = int(success.sum()), int((~accepted).sum())
     row = SecurityRow(
         attack=attacker.attack,
         label=attacker.label,
@@ -327,14 +303,10 @@ def judge(
         attacked=count,
         mean_l2=float(successful_l2.mean()) if len(successful_l2) else None,
         median_l2=float(successful_l2.median()) if len(successful_l2) else None,
-        success_rate=float(success.float().mean()),
-        rejected=float((~accepted).float().mean()) if len(accepted) else None,
-        defended_success=float(fooled_defended.float().mean()),
+        success_rate=Rate.of(int(success.sum()), count),
+        rejected=Rate.of(int((~accepted).sum()), len(accepted)),
+        defended_success=Rate.of(int(fooled_defended.sum()), count),
         median_abs_margin_8bit=float(margins.median()) if len(margins) else None,
-        successes=successes,
-        success_rate_ci=rate_interval(successes, count),
-        rejected_ci=rate_interval(rejected, len(accepted)),
-        defended_success_ci=rate_interval(int(fooled_defended.sum()), count),
         attack_seconds=attack_set.seconds,
     )
     budget = float(attacker.options["eps"]) if attacker.attack in FIXED_BUDGET_ATTACKS else None
@@ -373,10 +345,8 @@ def robust_accuracy_curve(
         curve.append(
             RobustAccuracy(
                 eps=eps,
-                robust_accuracy_defended=robust_defended / count,
-                robust_accuracy_undefended=robust_undefended / count,
-                robust_accuracy_defended_ci=rate_interval(robust_defended, count),
-                robust_accuracy_undefended_ci=rate_interval(robust_undefended, count),
+                robust_accuracy_defended=Rate.of(robust_defended, count),
+                robust_accuracy_undefended=Rate.of(robust_undefended, count),
             )
         )
     return curve
@@ -455,10 +425,8 @@ def kappa_predictions(
             KappaCheck(
                 kappa=item.row.kappa,
                 predicted_survival=predicted_survival(rises, depth - offset),
-                survived_every_vote=survived / len(spread.reference) if len(spread.reference) else None,
-                survived_every_vote_ci=rate_interval(survived, len(spread.reference)),
+                survived_every_vote=Rate.of(survived, len(spread.reference)),
                 defended_success=item.row.defended_success,
-                defended_success_ci=item.row.defended_success_ci,
             )
         )
     return minimal.row.label, predicted, checks
@@ -576,18 +544,14 @@ def range_report(judged: JudgedRange) -> RangeReport:
             RangeRow(
                 label=item.row.label,
                 rejected=item.row.rejected,
-                rejected_ci=item.row.rejected_ci,
                 defended_success=item.row.defended_success,
-                defended_success_ci=item.row.defended_success_ci,
-                all_negative=survived / len(spread.reference) if len(spread.reference) else None,
-                all_negative_ci=rate_interval(survived, len(spread.reference)),
+                all_negative=Rate.of(survived, len(spread.reference)),
             )
         )
     accepted = judged.pristine_accepted
     return RangeReport(
         tol_range=[judged.defense.tol_low, judged.defense.tol_high],
-        pristine_accepted=float(accepted.float().mean()),
-        pristine_accepted_ci=rate_interval(int(accepted.sum()), len(accepted)),
+        pristine_accepted=Rate.of(int(accepted.sum()), len(accepted)),
         rows=rows,
         spreads=[summarize(label, spread) for label, spread in judged.spreads.items()],
         predicted_kappa=judged.predicted_kappa,
@@ -760,9 +724,8 @@ def verdict(
             for fooled in [row.within(eps) & row.fooled_defended]
             if fooled.any()
         ]
-        kept = round(point.robust_accuracy_defended * count)
-        kept_rate = format_rate(point.robust_accuracy_defended, point.robust_accuracy_defended_ci, ".0%")
-        share = f"{kept} of {count} images kept ({kept_rate})"
+        kept = point.robust_accuracy_defended
+        share = f"{kept.count} of {kept.total} images kept ({kept.format('.0%')})"
         if not by_attacker:
             sentences.append(
                 f"At L2 {eps:g}: robust against these attackers (none was accepted with a wrong class); {share}."
@@ -778,8 +741,8 @@ def verdict(
         samples = f" (EOT samples unchanged: {budget.eot_iter})" if budget.eot_iter else ""
         sentences.append(
             f"{reduced + '; rerun' if reduced else 'Rerun'} with {budget.steps_more} steps{samples} on the first "
-            f"{budget.count} images, {budget.label} fools the undefended model on {budget.fooled_more} of them "
-            f"against {budget.fooled} ({len(budget.images)} gained, {len(budget.lost)} lost): {outcome}."
+            f"{budget.count} images, {budget.label} fools the undefended model on {budget.fooled_more.count} of them "
+            f"against {budget.fooled.count} ({len(budget.images)} gained, {len(budget.lost)} lost): {outcome}."
         )
     elif reduced:
         sentences.append(f"{reduced}, and no budget check reran it with more steps.")

@@ -20,14 +20,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nodeguard.intervals import Rate
 from nodeguard.stages.report import ModelReport
 
 SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
-CARD_VERSION = 2  # 2: the budget check and the certified accuracy
+CARD_VERSION = 3  # 2: the budget check and the certified accuracy; 3: rates with count and total
 
 
-def _rate(value: float | None, interval: list[float] | None) -> dict[str, Any] | None:
-    return None if value is None else {"rate": value, "ci95": interval}
+def _rate(rate: Rate | None) -> dict[str, Any] | None:
+    return None if rate is None else rate.to_dict()
 
 
 def _percent(value: float | None) -> str | None:
@@ -77,7 +78,7 @@ def model_card(report: ModelReport) -> dict[str, Any]:
         largest = max(budgets) if budgets else None
         if largest is not None and largest in curve:
             card["eps"] = f"{largest:g}"
-            card["autoattack_acc"] = _percent(curve[largest].robust_accuracy_defended)
+            card["autoattack_acc"] = _percent(curve[largest].robust_accuracy_defended.value)
         fired = [item for item in values.indicators if item.fired]
         # None: a report stored before nodeguard checked its evaluations
         card["unreliable"] = any(item.unreliable for item in values.indicators) if values.indicators else None
@@ -94,16 +95,16 @@ def model_card(report: ModelReport) -> dict[str, Any]:
         card["evaluation"] = {
             "count": values.count,
             "command": security.command,
-            "pristine_accepted": _rate(values.pristine_accepted, values.pristine_accepted_ci),
-            "pristine_accepted_correct": _rate(values.pristine_accepted_correct, values.pristine_accepted_correct_ci),
+            "pristine_accepted": _rate(values.pristine_accepted),
+            "pristine_accepted_correct": _rate(values.pristine_accepted_correct),
             "attackers": [
                 {
                     "label": row.label,
                     "attack": row.attack,
                     "kappa": row.kappa,
-                    "success": _rate(row.success_rate, row.success_rate_ci),
-                    "rejected": _rate(row.rejected, row.rejected_ci),
-                    "defended_success": _rate(row.defended_success, row.defended_success_ci),
+                    "success": _rate(row.success_rate),
+                    "rejected": _rate(row.rejected),
+                    "defended_success": _rate(row.defended_success),
                     "median_l2": row.median_l2,
                 }
                 for row in values.points
@@ -111,8 +112,8 @@ def model_card(report: ModelReport) -> dict[str, Any]:
             "robust_accuracy": [
                 {
                     "eps": point.eps,
-                    "defended": _rate(point.robust_accuracy_defended, point.robust_accuracy_defended_ci),
-                    "undefended": _rate(point.robust_accuracy_undefended, point.robust_accuracy_undefended_ci),
+                    "defended": _rate(point.robust_accuracy_defended),
+                    "undefended": _rate(point.robust_accuracy_undefended),
                 }
                 for point in values.curve
             ],
@@ -134,8 +135,8 @@ def model_card(report: ModelReport) -> dict[str, Any]:
                 "count": check.count,
                 "steps": check.steps,
                 "steps_more": check.steps_more,
-                "fooled": _rate(check.fooled / check.count, check.fooled_ci),
-                "fooled_more": _rate(check.fooled_more / check.count, check.fooled_more_ci),
+                "fooled": _rate(check.fooled),
+                "fooled_more": _rate(check.fooled_more),
                 "converged": check.converged,
             }
     if report.certified:
@@ -148,7 +149,7 @@ def model_card(report: ModelReport) -> dict[str, Any]:
                 "n": item.report.n,
                 "alpha": item.report.alpha,
                 "accuracy": [
-                    {"radius": point.radius, "certified": _rate(point.certified_accuracy, point.certified_accuracy_ci)}
+                    {"radius": point.radius, "certified": _rate(point.certified_accuracy)}
                     for point in item.report.curve
                 ],
             }
@@ -164,7 +165,7 @@ def model_card(report: ModelReport) -> dict[str, Any]:
                 {
                     "votes": curve.votes,
                     "auc": curve.auc,
-                    "rejected_at_vmin_v_minus_1": _rate(*curve.rejected_at(curve.votes - 1)),
+                    "rejected_at_vmin_v_minus_1": _rate(curve.rejected_at(curve.votes - 1)),
                 }
                 for curve in report.roc.curves
             ],

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodeguard.experiments.indicators import indicator_mark, row_flags
-from nodeguard.intervals import INTERVAL_LABEL, format_number, format_rate
+from nodeguard.experiments.indicators import Indicator, indicator_mark, row_flags
+from nodeguard.intervals import INTERVAL_LABEL, format_number
 from nodeguard.reporting.plots import plot_roc
 from nodeguard.reporting.security_plots import plot_security
 from nodeguard.stages.report import ModelReport
@@ -86,8 +86,8 @@ def _roc(report: ModelReport) -> str:
     for curve in roc.curves:
         vmin = curve.votes - 1
         point = next(item for item in curve.points if item.vmin == vmin)
-        rejected = format_rate(*curve.rejected_at(vmin), ".1%", ".1%")
-        accepted = format_rate(point.tpr, point.tpr_ci, ".1%", ".1%")
+        rejected = curve.rejected_at(vmin).format(".1%", ".1%")
+        accepted = point.tpr.format(".1%", ".1%")
         rows.append([curve.votes, f"{curve.auc:.3f}", vmin, rejected, accepted])
     text = (
         f"<h2>Detection: the defense's ROC</h2><p>{roc.pristine} pristine digits, {roc.adversarial} adversarials "
@@ -107,9 +107,9 @@ def _security(report: ModelReport) -> str:
         [
             row.label,
             format_number(row.median_l2, ".3f"),
-            format_rate(row.success_rate, row.success_rate_ci, ".0%"),
-            format_rate(row.rejected, row.rejected_ci, ".0%"),
-            format_rate(row.defended_success, row.defended_success_ci, ".0%"),
+            row.success_rate.format(".0%"),
+            row.rejected.format(".0%"),
+            row.defended_success.format(".0%"),
             format_number(row.attack_seconds, ".0f"),
             flags.get(row.label, ""),
         ]
@@ -120,7 +120,7 @@ def _security(report: ModelReport) -> str:
         "<h2>Security: attackers who know more</h2>",
         f"<p>{values.count} test digits; V = {values.votes}, v_min = {values.vmin}; range "
         f"[{values.tol_range[0]:g}, {values.tol_range[1]:g}]; draws: {_escape(values.draws)}; pristine accepted "
-        f"{_escape(format_rate(values.pristine_accepted, values.pristine_accepted_ci))}.</p>",
+        f"{_escape(values.pristine_accepted.format())}.</p>",
         _table(header, rows),
         _command(stored.command),
         "<h3>Robust accuracy (worst case over attackers per image)</h3>",
@@ -129,8 +129,8 @@ def _security(report: ModelReport) -> str:
             [
                 [
                     f"{point.eps:g}",
-                    format_rate(point.robust_accuracy_defended, point.robust_accuracy_defended_ci, ".0%"),
-                    format_rate(point.robust_accuracy_undefended, point.robust_accuracy_undefended_ci, ".0%"),
+                    point.robust_accuracy_defended.format(".0%"),
+                    point.robust_accuracy_undefended.format(".0%"),
                 ]
                 for point in values.curve
             ],
@@ -163,11 +163,11 @@ def _budget_check(values: Any) -> str:
     if check is None:
         return ""
     outcome = "within" if check.converged else "<b>above</b>"
-    own = format_rate(check.fooled / check.count, check.fooled_ci, ".1%")
+    own = check.fooled.format(".1%")
     return (
         f"<p>Budget check: {_escape(check.label)} rerun with {check.steps_more} steps (its own: {check.steps}) on "
-        f"the first {check.count} images fools the undefended model on {check.fooled_more} of them, against "
-        f"{check.fooled} ({_escape(own)}): {outcome} that interval"
+        f"the first {check.count} images fools the undefended model on {check.fooled_more.count} of them, against "
+        f"{check.fooled.count} ({_escape(own)}): {outcome} that interval"
         f"{'' if check.converged else ': not converged'}.</p>"
     )
 
@@ -180,7 +180,7 @@ def _tau_tables(report: ModelReport) -> str:
         errors = table.rows[0].nfe is not None
         header = ["tau", "error" if errors else "misclassified", "images"] + (["NFE per image"] if errors else [])
         rows = [
-            [f"{row.tol:g}", format_rate(row.rate, row.rate_ci, ".1%"), f"{row.count} of {row.total}"]
+            [f"{row.tol:g}", row.rate.format(".1%"), f"{row.rate.count} of {row.rate.total}"]
             + ([format_number(row.nfe, ".1f")] if errors else [])
             for row in table.rows
         ]
@@ -198,10 +198,7 @@ def _certified(report: ModelReport) -> str:
             f"<p>sigma {values.sigma:g}, the first {values.count} test images, n0 = {values.n0}, n = {values.n}, "
             f"alpha = {values.alpha:g}; the largest radius these samples can certify: {values.max_radius:.2f}.</p>"
         )
-        rows = [
-            [f"{point.radius:g}", format_rate(point.certified_accuracy, point.certified_accuracy_ci, ".0%")]
-            for point in values.curve
-        ]
+        rows = [[f"{point.radius:g}", point.certified_accuracy.format(".0%")] for point in values.curve]
         parts.append(_table(["L2 radius", "certified accuracy"], rows) + _command(item.command))
     return "".join(parts)
 
@@ -226,15 +223,14 @@ def _indicators(values: Any) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
-def _set_checks(indicators: list[dict[str, Any]]) -> str:
+def _set_checks(indicators: list[Indicator]) -> str:
     """The checks that fired on an attack set (as its summary.json keeps them), or "none"."""
-    fired = [item for item in indicators if item.get("fired")]
+    fired = [item for item in indicators if item.fired]
     if not indicators:
         return "not checked"
     return (
         ", ".join(
-            f"{item['name']} {item['count']}/{item['total']}" + (" UNRELIABLE" if item.get("unreliable") else "")
-            for item in fired
+            f"{item.name} {item.count}/{item.total}" + (" UNRELIABLE" if item.unreliable else "") for item in fired
         )
         or "none"
     )
@@ -248,12 +244,12 @@ def _attacks(report: ModelReport) -> str:
         summary = item.summary
         rows.append(
             [
-                summary.get("attack"),
-                summary.get("count"),
-                format_rate(summary.get("success_rate_8bit"), summary.get("success_rate_8bit_ci")),
-                format_number(summary.get("mean_l2_8bit"), ".3f"),
-                format_number(summary.get("seconds"), ".0f"),
-                _set_checks(summary.get("indicators", [])),
+                summary.attack,
+                summary.count,
+                summary.success_rate_8bit.format(),
+                format_number(summary.mean_l2_8bit, ".3f"),
+                format_number(summary.seconds, ".0f"),
+                _set_checks(summary.indicators),
                 item.command,
             ]
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeguard.defense.smoothing import certified_point
+from nodeguard.intervals import Rate
 from nodeguard.reporting.plots import pyplot, save_png
 
 
@@ -18,9 +19,10 @@ def certified_curve(report: Any, radii: list[float]) -> tuple[list[float], list[
     """(accuracy, low, high) of a ``CertifyReport`` at each radius (its per-image certificates)."""
     accuracy, low, high = [], [], []
     for radius in radii:
-        point = report.accuracy_at(radius)
-        accuracy.append(point.certified_accuracy)
-        interval = point.certified_accuracy_ci or [point.certified_accuracy] * 2
+        rate = report.accuracy_at(radius).certified_accuracy
+        value = float(rate.value or 0.0)
+        interval = rate.interval or (value, value)
+        accuracy.append(value)
         low.append(interval[0])
         high.append(interval[1])
     return accuracy, low, high
@@ -63,24 +65,31 @@ def plot_certify(reports: list[Any], path: Path) -> None:
     save_png(figure, path)
 
 
-def _band(axes: Any, x: list[float], intervals: list[list[float] | None], color: str) -> None:
-    low = [interval[0] if interval else float("nan") for interval in intervals]
-    high = [interval[1] if interval else float("nan") for interval in intervals]
+def _values(rates: list[Rate]) -> list[float]:
+    return [float("nan") if rate.value is None else rate.value for rate in rates]
+
+
+def _band(axes: Any, x: list[float], rates: list[Rate], color: str) -> None:
+    low = [rate.interval[0] if rate.interval else float("nan") for rate in rates]
+    high = [rate.interval[1] if rate.interval else float("nan") for rate in rates]
     axes.fill_between(x, low, high, color=color, alpha=0.15)
 
 
-def _error_bar(axes: Any, x: float, y: float, interval: list[float] | None, **style: Any) -> None:
+def _error_bar(axes: Any, x: float, rate: Rate, **style: Any) -> None:
+    if rate.value is None:
+        return
+    y, interval = rate.value, rate.interval
     errors = [[y - interval[0]], [interval[1] - y]] if interval else None
     axes.errorbar([x], [y], yerr=errors, capsize=2, linestyle="none", **style)
 
 
 def _draw_curves(axes: Any, report: Any) -> None:
     eps = [point.eps for point in report.curve]
-    defended = [p.robust_accuracy_defended for p in report.curve]
-    undefended = [p.robust_accuracy_undefended for p in report.curve]
+    defended = _values([p.robust_accuracy_defended for p in report.curve])
+    undefended = _values([p.robust_accuracy_undefended for p in report.curve])
     # the undefended curve first, the defended one dashed on top: where they coincide, both show
     axes.plot(eps, undefended, marker="s", color="C1", label="undefended (tol_train)")
-    _band(axes, eps, [p.robust_accuracy_undefended_ci for p in report.curve], "C1")
+    _band(axes, eps, [p.robust_accuracy_undefended for p in report.curve], "C1")
     same = " = undefended at every eps" if defended == undefended else ""
     axes.plot(
         eps,
@@ -92,7 +101,7 @@ def _draw_curves(axes: Any, report: Any) -> None:
         zorder=3,
         label=f"defended (V = {report.votes}, v_min = {report.vmin}){same}",
     )
-    _band(axes, eps, [p.robust_accuracy_defended_ci for p in report.curve], "C0")
+    _band(axes, eps, [p.robust_accuracy_defended for p in report.curve], "C0")
     largest = max(eps) if eps else 1.0
     for index, certified in enumerate(report.certified):
         radii = radius_grid(largest)
@@ -100,12 +109,12 @@ def _draw_curves(axes: Any, report: Any) -> None:
         color = f"C{index + 2}"
         axes.plot(
             radii,
-            [p.certified_accuracy for p in points],
+            _values([p.certified_accuracy for p in points]),
             color=color,
             drawstyle="steps-post",
             label=f"certified: {certified.model}, sigma = {certified.sigma:g} (the same digits)",
         )
-        _band(axes, radii, [p.certified_accuracy_ci for p in points], color)
+        _band(axes, radii, [p.certified_accuracy for p in points], color)
     axes.set_xlabel("L2 budget eps (pixels in [0, 1])")
     axes.set_ylabel("robust accuracy (worst case over attackers)")
     axes.set_ylim(-0.02, 1.02)
@@ -131,12 +140,11 @@ def _draw_points(axes: Any, report: Any) -> None:
         if point.mean_l2 is None:
             continue
         color = palette[index]
-        _error_bar(axes, point.mean_l2, point.success_rate, point.success_rate_ci, marker="s", color=color, alpha=0.5)
+        _error_bar(axes, point.mean_l2, point.success_rate, marker="s", color=color, alpha=0.5)
         _error_bar(
             axes,
             point.mean_l2,
             point.defended_success,
-            point.defended_success_ci,
             marker="o",
             color=color,
             label=point.label,
@@ -148,7 +156,9 @@ def _draw_points(axes: Any, report: Any) -> None:
     if any(point.mean_l2 is not None for point in report.points):  # else no attacker has a point to name
         # below the axes, where it covers no point
         axes.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
-    axes.set_title(f"pristine accepted {report.pristine_accepted:.0%}; bars: 95% intervals", fontsize=9)
+    axes.set_title(
+        f"pristine accepted {report.pristine_accepted.format('.0%', '.0%')}; bars: 95% intervals", fontsize=9
+    )
 
 
 def _draw_spread(axes: Any, report: Any) -> None:
@@ -170,11 +180,8 @@ def _draw_spread(axes: Any, report: Any) -> None:
     survival = [(rises < kappa).mean() if len(rises) else float("nan") for kappa in grid]
     twin.plot(grid, survival, color="C3", label="predicted share surviving every vote: P(rise < kappa)")
     for check in report.kappa_checks:
-        if check.survived_every_vote is not None:
-            _error_bar(
-                twin, check.kappa, check.survived_every_vote, check.survived_every_vote_ci, marker="o", color="C3"
-            )
-        twin.scatter([check.kappa], [check.defended_success], marker="x", color="C0")
+        _error_bar(twin, check.kappa, check.survived_every_vote, marker="o", color="C3")
+        twin.scatter([check.kappa], _values([check.defended_success]), marker="x", color="C0")
     twin.scatter([], [], marker="o", color="C3", label="CW at kappa: share misclassified at every draw")
     twin.scatter([], [], marker="x", color="C0", label="CW at kappa: defended success")
     twin.set_ylim(-0.02, 1.02)
@@ -195,18 +202,16 @@ def _draw_spread(axes: Any, report: Any) -> None:
 def _draw_ranges(axes: Any, report: Any) -> None:
     import numpy as np
 
-    ranges = [(report.tol_range, {p.label: (p.rejected, p.rejected_ci) for p in report.points})]
-    ranges += [
-        (item.tol_range, {row.label: (row.rejected, row.rejected_ci) for row in item.rows}) for item in report.ranges
-    ]
+    ranges = [(report.tol_range, {p.label: p.rejected for p in report.points})]
+    ranges += [(item.tol_range, {row.label: row.rejected for row in item.rows}) for item in report.ranges]
     labels = [p.label for p in report.points]
     width = 0.8 / len(ranges)
     for index, (tol_range, rows) in enumerate(ranges):
         x = np.arange(len(labels)) + index * width
-        values = [rows[label][0] if rows[label][0] is not None else 0.0 for label in labels]
+        values = [float(rows[label].value or 0.0) for label in labels]
         errors = np.array(
             [
-                [v - (rows[label][1] or [v, v])[0], (rows[label][1] or [v, v])[1] - v]
+                [v - (rows[label].interval or (v, v))[0], (rows[label].interval or (v, v))[1] - v]
                 for v, label in zip(values, labels, strict=True)
             ]
         ).T

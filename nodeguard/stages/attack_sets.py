@@ -37,7 +37,7 @@ from nodeguard.experiments.attack_sets import (
     margin_stats,
     perturbation_stats,
 )
-from nodeguard.intervals import rate_interval
+from nodeguard.intervals import Rate
 from nodeguard.storage.files import check_folder
 from nodeguard.storage.images import save_png
 from nodeguard.storage.registry import Registry
@@ -87,7 +87,6 @@ def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: b
     """The report of an attack set: success and perturbation, as floats and on the 8-bit grid;
     each success rate with its 95% interval over the attacked images."""
     count = len(attack_set)
-    successes, successes_8bit = int(attack_set.success.sum()), int(attack_set.success_8bit.sum())
     success, success_8bit = attack_set.success, attack_set.success_8bit
     l2_8bit = attack_set.l2_8bit()
     method = attack_set.grid_method
@@ -99,15 +98,11 @@ def summarise(attack_set: AttackSet, model: str, stored: StoredResult, reused: b
         attack=attack_set.settings.attack,
         tol_attack=attack_set.settings.tol_attack,
         count=count,
-        success_rate=float(success.float().mean()) if count else 0.0,
-        success_rate_ci=rate_interval(successes, count),
-        successes=successes,
+        success_rate=Rate.of(int(success.sum()), count),
         mean_l2=stats["mean_l2"],
         median_l2=stats["median_l2"],
         mean_mse=stats["mean_mse"],
-        success_rate_8bit=float(success_8bit.float().mean()) if count else 0.0,
-        success_rate_8bit_ci=rate_interval(successes_8bit, count),
-        successes_8bit=successes_8bit,
+        success_rate_8bit=Rate.of(int(success_8bit.sum()), count),
         mean_l2_8bit=perturbation_stats(l2_8bit, success_8bit, attack_set.dims)["mean_l2"],
         kept_by_rounding=int((method == GridMethod.ROUNDED).sum()),
         kept_by_outward_rounding=int((method == GridMethod.OUTWARD).sum()),

@@ -15,17 +15,19 @@ certify the images round-robin.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+import typing
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from nodeguard.checks import require_non_negative
 from nodeguard.constants import CERTIFY_KIND, CERTIFY_SHARD_KIND
 from nodeguard.defense.smoothing import ABSTAIN, CertifiedPoint, SmoothingSettings, certified_point, certify, predict
 from nodeguard.errors import ConfigError, setting_error
-from nodeguard.intervals import rate_interval
+from nodeguard.intervals import Rate
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.pipeline.remember import remember_json
 from nodeguard.pipeline.units import WorkUnits, round_robin
+from nodeguard.plain import from_plain, to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.storage.files import read_json
@@ -114,10 +116,10 @@ class CertifyReport:
         count: images certified.
         labels, predictions, radii, p_lower: per image (prediction -1: abstained; radius
             0 on abstention; L2 over pixels in [0, 1]).
-        abstained: share of images CERTIFY abstained on; ``abstained_ci`` its interval.
+        abstained: images CERTIFY abstained on, of the images (a :class:`~nodeguard.intervals.Rate`).
         curve: certified accuracy at each radius of the settings.
         max_radius: the largest radius n samples at alpha can certify.
-        predict_accuracy, predict_abstained (and ``_ci``): PREDICT's, when asked for.
+        predict_accuracy, predict_abstained: PREDICT's, when asked for (else None).
         seconds: time spent certifying (and predicting), summed over runs.
     """
 
@@ -133,26 +135,22 @@ class CertifyReport:
     predictions: list[int]
     radii: list[float]
     p_lower: list[float]
-    abstained: float
-    abstained_ci: list[float] | None
+    abstained: Rate
     curve: list[CertifiedPoint]
     max_radius: float
-    predict_accuracy: float | None = None
-    predict_accuracy_ci: list[float] | None = None
-    predict_abstained: float | None = None
-    predict_abstained_ci: list[float] | None = None
+    predict_accuracy: Rate | None = None
+    predict_abstained: Rate | None = None
     seconds: float = 0.0
     reused: bool = False
     plot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return typing.cast("dict[str, Any]", to_plain(self))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CertifyReport:
         """The report from its :meth:`to_dict`."""
-        curve = [CertifiedPoint(**point) for point in values.get("curve", [])]
-        return cls(**{**values, "curve": curve})
+        return from_plain(cls, values)
 
     def accuracy_at(self, radius: float) -> CertifiedPoint:
         """The certified accuracy at any radius (>= 0), from the per-image certificates."""
@@ -172,22 +170,17 @@ class CertifyReport:
 
         predictions = pick(self.predictions)
         abstained = sum(1 for prediction in predictions if prediction == ABSTAIN)
-        chosen = CertifyReport(
-            **{
-                **asdict(self),
-                "count": len(indices),
-                "labels": pick(self.labels),
-                "predictions": predictions,
-                "radii": pick(self.radii),
-                "p_lower": pick(self.p_lower),
-                "abstained": abstained / len(indices) if indices else 0.0,
-                "abstained_ci": rate_interval(abstained, len(indices)),
-                "curve": [],
-                "predict_accuracy": None,
-                "predict_accuracy_ci": None,
-                "predict_abstained": None,
-                "predict_abstained_ci": None,
-            }
+        chosen = replace(
+            self,
+            count=len(indices),
+            labels=pick(self.labels),
+            predictions=predictions,
+            radii=pick(self.radii),
+            p_lower=pick(self.p_lower),
+            abstained=Rate.of(abstained, len(indices)),
+            curve=[],
+            predict_accuracy=None,
+            predict_abstained=None,
         )
         chosen.curve = [chosen.accuracy_at(radius) for radius in radii]
         return chosen
@@ -231,8 +224,7 @@ def certify_values(
         "predictions": predictions,
         "radii": radii,
         "p_lower": [record["p_lower"] for record in records],
-        "abstained": abstained / count,
-        "abstained_ci": rate_interval(abstained, count),
+        "abstained": Rate.of(abstained, count),
         "curve": [],
         "max_radius": settings.smoothing.max_radius,
         "seconds": seconds,
@@ -241,10 +233,8 @@ def certify_values(
         right = sum(1 for record in records if record["smoothed"] == record["label"])
         held = sum(1 for record in records if record["smoothed"] == ABSTAIN)
         values.update(
-            predict_accuracy=right / count,
-            predict_accuracy_ci=rate_interval(right, count),
-            predict_abstained=held / count,
-            predict_abstained_ci=rate_interval(held, count),
+            predict_accuracy=Rate.of(right, count),
+            predict_abstained=Rate.of(held, count),
         )
     return values
 
@@ -263,8 +253,8 @@ def compute_certificates(
     ranks certify the images round-robin.
 
     Returns:
-        The report's values (:class:`CertifyReport` fields, curve empty) and ``records``,
-        one dict per image: label, prediction, radius, p_lower (and smoothed, with PREDICT).
+        What the store keeps: ``records``, one dict per image (label, prediction, radius,
+        p_lower, and smoothed with PREDICT), and ``seconds`` spent certifying in all.
 
     Raises:
         SolverError: the per-sample solver cannot classify a noisy copy.
@@ -315,9 +305,7 @@ def compute_certificates(
         record = dict(every_image[index])
         seconds += float(record.pop("seconds"))
         records.append(record)
-    values = _report(loaded, settings, records[:count], seconds)
-    values["records"] = records
-    return values
+    return {"records": records, "seconds": seconds}
 
 
 LEGACY_PARTIAL_FILE = "partial.json"  # nodeguard 0.8.0 kept an interrupted run's certificates here
@@ -378,13 +366,12 @@ def run_certify(
     values, reused = remember_json(stored, certify_the_rest, complete=lambda saved: len(saved["records"]) >= count)
     if reused:
         progress.log("certificates found in the cache; nothing to compute")
-        values = _report(loaded, settings, values["records"][:count], values["seconds"])
     else:
         WorkUnits(stored, CERTIFY_SHARD_KIND, None).remove()
         legacy = stored.path(LEGACY_PARTIAL_FILE)
         if legacy is not None and current_ranks().is_main:
             legacy.unlink(missing_ok=True)
-    values = {key: value for key, value in values.items() if key != "records"}
-    report = CertifyReport(**{**values, "curve": []}, reused=reused)
+    report_values = _report(loaded, settings, values["records"][:count], values["seconds"])
+    report = CertifyReport(**report_values, reused=reused)
     report.curve = [report.accuracy_at(radius) for radius in settings.radii]
     return report

@@ -10,13 +10,16 @@ nothing.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import dataclass, field
 from typing import Any
 
 from nodeguard.checks import require_tols
 from nodeguard.errors import setting_error
+from nodeguard.intervals import Rate
 from nodeguard.models.loading import load_model
 from nodeguard.models.networks import require_solver
+from nodeguard.plain import to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.sweep import CellCounts, SweepSettings, attack_cell, decoupled_cell
 from nodeguard.storage.registry import Registry
@@ -53,18 +56,51 @@ class GridSettings:
 
 
 @dataclass
+class GridModel:
+    """One model of the grid: its name, the tolerance it was trained at, its data set."""
+
+    model: str
+    tol_train: float
+    dataset: str
+
+
+@dataclass
+class GridCell:
+    """One (model, tau_attack, tau_test) cell: the attacked images whose adversarial (made at
+    tau_attack) is misclassified alone at tau_test, of the attacked images (a
+    :class:`~nodeguard.intervals.Rate`), and the mean L2 of those adversarials (pixels in
+    [0, 1]; None: none)."""
+
+    model: str
+    tol_train: float
+    tol_attack: float
+    tol_test: float
+    success_rate: Rate
+    mean_l2: float | None
+    set: str
+
+
+@dataclass
 class GridReport:
-    models: list[dict[str, Any]]
+    """The decoupling grid: the models, the axes, one ``GridCell`` per (model, tau_attack,
+    tau_test), and how many cells came from the result store."""
+
+    models: list[GridModel]
     tol_attacks: list[float]
     tols: list[float]
     attack: str
     count: int
-    grid: list[dict[str, Any]]
+    grid: list[GridCell]
     cells_computed: int = 0
     cells_reused: int = 0
+    plot: str | None = None  # where --plot drew it
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return typing.cast("dict[str, Any]", to_plain(self))
+
+    def cells_of(self, model: str) -> dict[tuple[float, float], GridCell]:
+        """The cells of one model by (tau_attack, tau_test)."""
+        return {(cell.tol_attack, cell.tol_test): cell for cell in self.grid if cell.model == model}
 
 
 def run_grid(
@@ -84,10 +120,9 @@ def run_grid(
         progress: receives log lines and per-row progress.
 
     Returns:
-        A ``GridReport``: per cell the share of attacked images whose adversarial (made at
-        tau_attack) is misclassified alone at tau_test, in [0, 1] (``successes`` of the
-        ``attacked``, its 95% interval ``success_rate_ci``), and their mean L2 (pixels in
-        [0, 1]); counts of cells computed and reused.
+        A ``GridReport``: per cell (a ``GridCell``) the attacked images whose adversarial
+        (made at tau_attack) is misclassified alone at tau_test (a ``Rate``) and their mean
+        L2 (pixels in [0, 1]); counts of cells computed and reused.
 
     Raises:
         ConfigError: no model, a model named twice, a model without a solver, no image to
@@ -109,24 +144,21 @@ def run_grid(
     task = progress.task("grid rows", len(loaded_models) * rows_per_model)
     grid, described = [], []
     for loaded in loaded_models:
-        described.append({"model": loaded.name, "tol_train": loaded.tol_train, "dataset": loaded.dataset})
+        described.append(GridModel(loaded.name, loaded.tol_train, loaded.dataset))
         for tol_attack in settings.tol_attacks:
             made, attack_set = attack_cell(loaded, counts, settings.sweep, tol_attack, progress)
             for tol_test in settings.tols:
-                cell = decoupled_cell(loaded, counts, attack_set, made["set"], tol_test)
+                cell = decoupled_cell(loaded, counts, attack_set, made.set, tol_test)
                 grid.append(
-                    {
-                        "model": loaded.name,
-                        "tol_train": loaded.tol_train,
-                        "tol_attack": tol_attack,
-                        "tol_test": tol_test,
-                        "success_rate": cell["success_rate"],
-                        "success_rate_ci": cell["success_rate_ci"],
-                        "mean_l2": cell["mean_l2"],
-                        "set": made["set"],
-                        "successes": cell["successes"],
-                        "attacked": cell["attacked"],
-                    }
+                    GridCell(
+                        model=loaded.name,
+                        tol_train=loaded.tol_train,
+                        tol_attack=tol_attack,
+                        tol_test=tol_test,
+                        success_rate=cell.success_rate,
+                        mean_l2=cell.mean_l2,
+                        set=made.set,
+                    )
                 )
             task.advance(1)
     task.close()

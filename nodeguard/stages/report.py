@@ -29,11 +29,12 @@ from nodeguard.constants import (
 )
 from nodeguard.defense.votes import VotesNotStored
 from nodeguard.errors import ConfigError
-from nodeguard.intervals import rate_interval
+from nodeguard.experiments.attack_sets import AttackReport
+from nodeguard.intervals import Rate
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.certify import CertifyReport, stored_certify_report
 from nodeguard.stages.roc import RocReport, RocSettings, run_roc
-from nodeguard.stages.security import SecurityReport
+from nodeguard.stages.security import SECURITY_REPORT_VERSION, SecurityReport
 from nodeguard.storage.files import read_json
 from nodeguard.storage.registry import Registry
 
@@ -43,10 +44,11 @@ DEFAULT_ROC_VOTES = (5, 10, 15, 20)
 
 @dataclass
 class StoredAttack:
-    """One stored attack set: its summary (``AttackReport`` as saved) and the command that makes it."""
+    """One stored attack set: its summary (the ``AttackReport`` its summary.json holds) and
+    the command that makes it."""
 
     key: str
-    summary: dict[str, Any]
+    summary: AttackReport
     command: str
 
 
@@ -66,18 +68,13 @@ class TauRow:
 
     Attributes:
         tol: the tolerance tau each image was classified at (alone, per-sample dopri5).
-        count: misclassified images (error table) or adversarials misclassified at ``tol``
-            (adversarials table), of ``total``.
-        total: test images (error table) or attacked images (adversarials table).
-        rate: count / total, with its 95% Clopper–Pearson interval ``rate_ci``.
+        rate: misclassified images, of the test images (error table), or adversarials
+            misclassified at ``tol``, of the attacked images (adversarials table).
         nfe: mean function evaluations per image (error table only).
     """
 
     tol: float
-    count: int
-    total: int
-    rate: float
-    rate_ci: list[float] | None
+    rate: Rate
     nfe: float | None = None
 
 
@@ -324,12 +321,12 @@ def train_command(model: str, config: dict[str, Any]) -> str | None:
     return " ".join(parts)
 
 
-def _roc_candidate(summary: dict[str, Any]) -> bool:
+def _roc_candidate(summary: AttackReport) -> bool:
     """An FMN, CW or blend set that ``nodeguard roc`` can read: some 8-bit adversarial, options it takes."""
-    settings = summary.get("settings", {})
-    if summary.get("attack") not in ROC_ATTACKS or not summary.get("successes_8bit") or settings.get("start"):
+    settings = summary.settings
+    if summary.attack not in ROC_ATTACKS or not summary.success_rate_8bit.count or settings.get("start"):
         return False
-    return set(_changed_options(summary["attack"], settings.get("options", {}))) <= set(ROC_FLAGS)
+    return set(_changed_options(summary.attack, settings.get("options", {}))) <= set(ROC_FLAGS)
 
 
 def _stored(registry: Registry, model: str, kind: str) -> list[tuple[str, dict[str, Any], float]]:
@@ -351,12 +348,10 @@ def _tau_tables(model: str, registry: Registry, attacks: list[StoredAttack]) -> 
     for _key, saved, _ in _stored(registry, model, SWEEP_CELL_KIND):
         settings, values = saved.get("settings", {}), saved.get("values", {})
         if settings.get("cell") == "error" and settings.get("tol") is not None and "errors" in values:
-            count, total = int(values["errors"]), int(values["images"])
-            row = TauRow(settings["tol"], count, total, count / total, rate_interval(count, total), values["nfe"])
+            row = TauRow(settings["tol"], Rate.of(int(values["errors"]), int(values["images"])), values["nfe"])
             errors.setdefault(settings.get("test_limit"), []).append(row)
         elif settings.get("cell") == "decoupled" and "successes" in values:
-            count, total = int(values["successes"]), int(values["attacked"])
-            row = TauRow(settings["tol_test"], count, total, count / total, rate_interval(count, total))
+            row = TauRow(settings["tol_test"], Rate.of(int(values["successes"]), int(values["attacked"])))
             judged.setdefault(settings["set"], []).append(row)
     tables = []
     for limit, rows in sorted(errors.items(), key=lambda item: -(item[0] or 10**9)):
@@ -365,7 +360,7 @@ def _tau_tables(model: str, registry: Registry, attacks: list[StoredAttack]) -> 
         command += "" if limit is None else f" --test-limit {limit}"
         title = "test error against tau" + ("" if limit is None else f" (first {limit} test images)")
         tables.append(TauTable(title, rows, command))
-    by_key = {item.key: item.summary.get("settings", {}) for item in attacks}
+    by_key = {item.key: item.summary.settings for item in attacks}
     for set_key, rows in sorted(judged.items()):
         rows.sort(key=lambda row: row.tol)
         attack = by_key.get(set_key, {})
@@ -440,13 +435,26 @@ def gather_report(
     for key, summary, _ in _stored(registry, name, ATTACK_SET_KIND):
         settings = summary.get("settings", {})
         if settings:
-            attacks.append(StoredAttack(key, summary, attack_command(name, settings)))
-    attacks.sort(key=lambda item: (-item.summary.get("count", 0), item.key))
-    security = []
+            attacks.append(StoredAttack(key, AttackReport.from_dict(summary), attack_command(name, settings)))
+    attacks.sort(key=lambda item: (-item.summary.count, item.key))
+    security, outdated = [], {}
     for key, saved, _modified in sorted(_stored(registry, name, SECURITY_KIND), key=lambda item: -item[2]):
-        if isinstance(saved, dict) and "values" in saved and "settings" in saved:
+        if not (isinstance(saved, dict) and "values" in saved and "settings" in saved):
+            continue
+        command = security_command(name, saved["settings"])
+        if saved["settings"].get("report_version") != SECURITY_REPORT_VERSION:
+            outdated[key] = command
+        else:
             report = SecurityReport.from_dict(saved["values"])
-            security.append(StoredSecurity(key, report, saved["settings"], security_command(name, saved["settings"])))
+            security.append(StoredSecurity(key, report, saved["settings"], command))
+    # a report of another version is listed once, unless its command made one of this version since
+    current = {item.command for item in security}
+    missing = [
+        f"security report {key}: made by another nodeguard version; make it again (its attack sets are "
+        f"reused): {command}"
+        for key, command in outdated.items()
+        if command not in current
+    ]
     security.sort(key=lambda item: -item.report.count)  # stable: the latest first among equal counts
     if security_key is not None:  # the one asked for first
         chosen = [item for item in security if item.key == security_key]
@@ -464,23 +472,22 @@ def gather_report(
             continue
         certified.append(StoredCertificates(key, report_of, certify_command(name, report_of)))
     certified.sort(key=lambda item: (-item.report.count, item.key))
-    missing = []
     roc_report, roc_text = None, None
     tol_train = float(metrics.get("tol_train") or config.get("model", {}).get("tol", 0.0) or 0.0)
     candidates = [
         (item, settings)
         for item in attacks
         if _roc_candidate(item.summary)
-        for settings in [_roc_settings(item.summary["settings"], roc_seed)]
-        if tol_train > 0 and _same(settings.attack_settings().resolve(tol_train).as_dict(), item.summary["settings"])
+        for settings in [_roc_settings(item.summary.settings, roc_seed)]
+        if tol_train > 0 and _same(settings.attack_settings().resolve(tol_train).as_dict(), item.summary.settings)
     ]
     # the most digits, then FMN, CW, blend, then the attack's defaults (minimal adversarials, as
     # in the paper's ROC) before a changed option such as kappa
     candidates.sort(
         key=lambda pair: (
-            -pair[0].summary["count"],
-            ROC_ATTACKS.index(pair[0].summary["attack"]),
-            len(_changed_options(pair[0].summary["attack"], pair[0].summary["settings"].get("options", {}))),
+            -pair[0].summary.count,
+            ROC_ATTACKS.index(pair[0].summary.attack),
+            len(_changed_options(pair[0].summary.attack, pair[0].summary.settings.get("options", {}))),
         )
     )
     if roc is not False and candidates:

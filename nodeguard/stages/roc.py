@@ -11,16 +11,18 @@ largest V): :mod:`nodeguard.defense.votes`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import dataclass, field
 from typing import Any
 
 from nodeguard.defense.randomization import DefenseSettings
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import setting_error
-from nodeguard.experiments.attack_sets import AttackSettings, intervals_beside_rates
+from nodeguard.experiments.attack_sets import AttackSettings
 from nodeguard.experiments.roc import RocCurve, roc_curves
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.models.networks import require_solver
+from nodeguard.plain import to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.storage.registry import Registry
@@ -111,9 +113,7 @@ class RocReport:
     plot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["curves"] = [intervals_beside_rates(curve) for curve in data["curves"]]
-        return data
+        return typing.cast("dict[str, Any]", to_plain(self))
 
 
 def run_roc(

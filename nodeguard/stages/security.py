@@ -23,8 +23,8 @@ within eps (an adversarial counts when its L2 is at most eps):
 - undefended (at tol_train): no adversarial within eps is misclassified.
 Both can only fall as eps grows: a larger budget admits more adversarials.
 
-Every rate carries its 95% Clopper–Pearson interval over the images it is a share of
-(``*_ci``, :mod:`nodeguard.intervals`).
+Every rate is a :class:`~nodeguard.intervals.Rate`: its count, the images it is a share
+of, and its 95% Clopper–Pearson interval.
 
 The gradient-free check: Square (Andriushchenko et al. 2020, :mod:`nodeguard.attacks.square`)
 at each AutoAttack-rand budget, on the model at tol_train and on the randomized model
@@ -52,6 +52,7 @@ under all of its settings, so the same request again computes nothing.
 from __future__ import annotations
 
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -93,11 +94,12 @@ from nodeguard.experiments.security import (
     spread_lists,
     vote_logits,
 )
-from nodeguard.intervals import rate_interval
+from nodeguard.intervals import Rate
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.models.networks import require_solver
 from nodeguard.pipeline.remember import remember_json
+from nodeguard.plain import from_plain, to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.stages.certify import CertifyReport, CertifySettings
@@ -109,7 +111,8 @@ DEFAULT_AUTOATTACK_EPS = (1.0, 1.5, 2.0)
 APGD_DEFAULTS = APGDRandOptions()  # the original AutoAttack-rand budget: 100 steps, 20 EOT samples
 DEFAULT_SQUARE_DRAWS = 2
 DEFAULT_EPS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-SECURITY_REPORT_VERSION = 5  # 2: intervals, Square, spread, ranges; 3: checks; 4: budget check; 5: no bound
+SECURITY_REPORT_VERSION = 6  # 2: intervals, Square, spread, ranges; 3: checks; 4: budget check; 5: no bound;
+# 6: rates as values (count, total, interval)
 GRADIENT_BATCH = 100  # images per graph of the gradient check
 WARM_BINARY_STEPS = 2  # searches over c of a row continued from the kappa = 0 adversarials
 BUDGET_CHECK_COUNT = 20  # images the budget check reruns AutoAttack-rand on, with 5x its steps
@@ -367,15 +370,13 @@ class SecurityReport:
     votes: int
     vmin: int
     vmin_chosen: bool
-    pristine_accepted: float
-    pristine_accepted_correct: float
+    pristine_accepted: Rate
+    pristine_accepted_correct: Rate
     tol_range: list[float]
     seed: int | None
     points: list[SecurityRow]
     curve: list[RobustAccuracy]
     draws: str = ""  # "public seed N" or "secret key ID"
-    pristine_accepted_ci: list[float] | None = None
-    pristine_accepted_correct_ci: list[float] | None = None
     spreads: list[SpreadSummary] = field(default_factory=list)
     # per image set (label -> {"low", "high", "reference"}: per-image margins over the draws)
     spread_images: dict[str, dict[str, list[float]]] = field(default_factory=dict)
@@ -397,25 +398,12 @@ class SecurityReport:
     budget_check: BudgetCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return typing.cast("dict[str, Any]", to_plain(self))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SecurityReport:
         """The report from its :meth:`to_dict` (as saved in the result store)."""
-        rows = [SecurityRow(**row) for row in values["points"]]
-        curve = [RobustAccuracy(**point) for point in values["curve"]]
-        spreads = [SpreadSummary(**item) for item in values.get("spreads", [])]
-        checks = [KappaCheck(**item) for item in values.get("kappa_checks", [])]
-        ranges = [RangeReport.from_dict(item) for item in values.get("ranges", [])]
-        certified = [CertifyReport.from_dict(item) for item in values.get("certified", [])]
-        typed = {"points": rows, "curve": curve, "spreads": spreads, "kappa_checks": checks, "ranges": ranges}
-        checked = {
-            "indicators": [Indicator(**item) for item in values.get("indicators", [])],
-            "optimality": [Optimality(**item) for item in values.get("optimality", [])],
-            "worst_case": WorstCase(**values.get("worst_case", {})),
-            "budget_check": BudgetCheck(**values["budget_check"]) if values.get("budget_check") else None,
-        }
-        return cls(**{**values, **typed, **checked, "certified": certified})
+        return from_plain(cls, values)
 
 
 def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> SecurityReport:
@@ -466,15 +454,13 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         votes=settings.votes,
         vmin=vmin,
         vmin_chosen=settings.vmin is None,
-        pristine_accepted=float(accepted.float().mean()),
-        pristine_accepted_correct=float(accepted_correct.float().mean()),
+        pristine_accepted=Rate.of(int(accepted.sum()), count),
+        pristine_accepted_correct=Rate.of(int(accepted_correct.sum()), count),
         tol_range=[settings.tol_low, settings.tol_high],
         seed=settings.seed,
         draws=defense.draws_label(defense_key(loaded, defense)),
         points=[item.row for item in main.judged],
         curve=robust_accuracy_curve(main.judged, accepted_correct, settings.eps),
-        pristine_accepted_ci=rate_interval(int(accepted.sum()), count),
-        pristine_accepted_correct_ci=rate_interval(int(accepted_correct.sum()), count),
         spreads=[summarize(label, spread) for label, spread in main.spreads.items()],
         spread_images={label: spread_lists(spread) for label, spread in main.spreads.items()},
         minimal_label=main.minimal_label,

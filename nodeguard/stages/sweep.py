@@ -1,20 +1,22 @@
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from nodeguard.checks import require_count, require_tol, require_tols
 from nodeguard.constants import SWEEP_CELL_KIND
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
-from nodeguard.experiments.attack_sets import AttackSet, AttackSettings, intervals_beside_rates, perturbation_stats
-from nodeguard.intervals import rate_interval
+from nodeguard.experiments.attack_sets import AttackSet, AttackSettings, perturbation_stats
+from nodeguard.intervals import Rate
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.models.networks import require_solver
 from nodeguard.pipeline.remember import remember_json
+from nodeguard.plain import to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.attack import make_attack_set
 from nodeguard.storage.registry import Registry
@@ -72,19 +74,62 @@ class SweepSettings:
 
 
 @dataclass
+class ErrorCell:
+    """The test error at one tolerance: images misclassified alone, of the test images (a
+    :class:`~nodeguard.intervals.Rate`), and the mean function evaluations per image."""
+
+    error: Rate
+    nfe: float
+
+
+@dataclass
+class AttackCell:
+    """An attack judged at one tolerance: the attacked images whose adversarial is
+    misclassified there, of the attacked images, and the mean L2 (pixels in [0, 1]) and
+    MSE of those adversarials (None: none)."""
+
+    success_rate: Rate
+    mean_l2: float | None
+    mean_mse: float | None
+    set: str  # the attack set's key
+
+
+@dataclass
+class SweepRow:
+    """One column of the tau table (Carrara et al., WIFS 2019): a tolerance, or the baseline model.
+
+    Attributes:
+        tol: the tolerance tau (None: the baseline, at its own tolerance).
+        error: the test error at tau, with its NFE.
+        attack: with an attack, its success at tau (made at tau, or at tol_attack and
+            judged at tau); else None.
+        model: the baseline's name (None for a tolerance of the swept model).
+    """
+
+    tol: float | None
+    error: ErrorCell
+    attack: AttackCell | None = None
+    model: str | None = None
+
+
+@dataclass
 class SweepReport:
+    """``nodeguard sweep``'s answer: one ``SweepRow`` per tolerance and the baseline's, and
+    how many cells came from the result store."""
+
     model: str
     dataset: str
-    rows: list[dict[str, Any]]
-    baseline: dict[str, Any] | None
+    rows: list[SweepRow]
+    baseline: SweepRow | None
     attack: str | None
     tol_attack: float | None
     count: int | None
     cells_computed: int = 0
     cells_reused: int = 0
+    plot: str | None = None  # where --plot drew it
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return typing.cast("dict[str, Any]", to_plain(self))
 
 
 @dataclass
@@ -106,30 +151,16 @@ def cached_cell(
     counts: CellCounts,
     settings: dict[str, Any],
     compute: Callable[[], dict[str, Any]],
+    counted: tuple[str, str],
 ) -> dict[str, Any]:
-    """A table cell of ``loaded`` from its result store, or computed and saved there."""
+    """A table cell of ``loaded`` from its result store, or computed and saved there.
+
+    ``counted`` names the cell's count of images and the images it is counted over; a cell
+    saved without them (before nodeguard 0.8.0) is computed again."""
     stored = loaded.results().result(CELL_KIND, settings, settings["cell"])
-    values, reused = remember_json(stored, compute)
+    values, reused = remember_json(stored, compute, lambda values: all(key in values for key in counted))
     counts.count(reused)
     return values
-
-
-def with_interval(cell: dict[str, Any], rate: str, count: str, trials: str) -> dict[str, Any]:
-    """``cell`` with ``rate``'s 95% Clopper-Pearson interval as ``rate_ci``, from the count
-    of images behind it (``cell[count]`` of ``cell[trials]``).
-
-    A cell saved by an earlier nodeguard holds the rate but not its count: the count is
-    then recovered from the rate (k / n rounded back to k, exact for any n a sweep uses).
-    """
-    if cell.get(rate) is None:
-        return intervals_beside_rates({**cell, f"{rate}_ci": None})
-    trials_count = int(cell[trials])
-    successes = cell.get(count)
-    if successes is None:
-        successes = round(float(cell[rate]) * trials_count)
-    return intervals_beside_rates(
-        {**cell, count: int(successes), f"{rate}_ci": rate_interval(int(successes), trials_count)}
-    )
 
 
 def lazy_test_split(loaded: LoadedModel, test_limit: int | None) -> Callable[[], ImageSplit]:
@@ -143,9 +174,9 @@ def error_cell(
     tol: float | None,
     test_limit: int | None,
     test_split: Callable[[], ImageSplit],
-) -> dict[str, Any]:
-    """Error (with its 95% interval over the ``images``, ``errors`` of them misclassified) and
-    mean NFE per image on the test split at ``tol`` (None: the model has no solver).
+) -> ErrorCell:
+    """The test error and the mean NFE per image on the test split at ``tol`` (None: the
+    model has no solver).
 
     ``test_split`` is the model's lazily loaded split (:func:`lazy_test_split`), shared by
     all its cells so the data is read once per model.
@@ -164,7 +195,8 @@ def error_cell(
             "errors": int(wrong.sum()),
         }
 
-    return with_interval(cached_cell(loaded, counts, settings, compute), "error", "errors", "images")
+    values = cached_cell(loaded, counts, settings, compute, ("errors", "images"))
+    return ErrorCell(Rate.of(int(values["errors"]), int(values["images"])), float(values["nfe"]))
 
 
 def attack_cell(
@@ -173,20 +205,12 @@ def attack_cell(
     settings: SweepSettings,
     tol_attack: float | None,
     progress: Progress,
-) -> tuple[dict[str, Any], AttackSet]:
-    """The attack at ``tol_attack`` (None: the model's tol_train): its cell and its attack set.
-
-    The cell's success rate is over the ``attacked`` images, ``successes`` of them, with its
-    95% interval ``success_rate_ci``."""
+) -> tuple[AttackCell, AttackSet]:
+    """The attack at ``tol_attack`` (None: the model's tol_train): its cell (the float
+    adversarials' success over the attacked images) and its attack set."""
     attack_set, report = make_attack_set(settings.attack_settings(tol_attack), loaded, progress=progress)
     counts.count(report.reused)
-    cell = {
-        "success_rate": report.success_rate,
-        "success_rate_ci": report.success_rate_ci,
-        "mean_l2": report.mean_l2,
-        "mean_mse": report.mean_mse,
-    }
-    return {**cell, "set": report.set, "successes": report.successes, "attacked": report.count}, attack_set
+    return AttackCell(report.success_rate, report.mean_l2, report.mean_mse, report.set), attack_set
 
 
 def decoupled_cell(
@@ -195,9 +219,9 @@ def decoupled_cell(
     attack_set: AttackSet,
     set_key: str,
     tol_test: float,
-) -> dict[str, Any]:
-    """Share of attacked images whose adversarial (made at tol_attack) is misclassified at
-    ``tol_test``: ``successes`` of the ``attacked``, with its 95% interval ``success_rate_ci``."""
+) -> AttackCell:
+    """The attacked images whose adversarial (made at tol_attack) is misclassified at
+    ``tol_test``, of the attacked images; the mean L2 and MSE over those adversarials."""
     settings = {"cell": "decoupled", "set": set_key, "tol_test": tol_test}
 
     def compute() -> dict[str, Any]:
@@ -212,10 +236,10 @@ def decoupled_cell(
             "attacked": len(attack_set),
         }
 
-    cell = cached_cell(loaded, counts, settings, compute)
-    # a cell saved by an earlier nodeguard holds no count of images: the set's size is it
-    cell = {**cell, "attacked": cell.get("attacked", len(attack_set))}
-    return with_interval(cell, "success_rate", "successes", "attacked")
+    values = cached_cell(loaded, counts, settings, compute, ("successes", "attacked"))
+    return AttackCell(
+        Rate.of(int(values["successes"]), int(values["attacked"])), values["mean_l2"], values["mean_mse"], set_key
+    )
 
 
 def run_sweep(
@@ -241,10 +265,10 @@ def run_sweep(
         progress: receives log lines and per-cell progress.
 
     Returns:
-        A ``SweepReport``: per tolerance the test error in [0, 1] (``errors`` of ``images``,
-        its 95% Clopper-Pearson interval ``error_ci``), mean NFE per image and, with an
-        attack, success rate in [0, 1] (``successes`` of ``attacked``, ``success_rate_ci``),
-        mean L2 (pixels in [0, 1]) and mean MSE; counts of cells computed and reused.
+        A ``SweepReport``: per tolerance a ``SweepRow``: the test error (a ``Rate`` over
+        the test images), mean NFE per image and, with an attack, its success (a ``Rate``
+        over the attacked images), mean L2 (pixels in [0, 1]) and mean MSE; counts of cells
+        computed and reused.
         Data sets are read from the default data directory (``NODEGUARD_DATA``).
 
     Raises:
@@ -265,19 +289,19 @@ def run_sweep(
     decoupled = None
     if settings.attack is not None and settings.tol_attack is not None:
         decoupled_row, decoupled_set = attack_cell(loaded, counts, settings, settings.tol_attack, progress)
-        decoupled = (decoupled_set, decoupled_row["set"])
+        decoupled = (decoupled_set, decoupled_row.set)
         task.advance(1)
 
     test_split = lazy_test_split(loaded, settings.test_limit)
     rows = []
     for tol in settings.tols:
-        row: dict[str, Any] = {"tol": tol, **error_cell(loaded, counts, tol, settings.test_limit, test_split)}
+        row = SweepRow(tol, error_cell(loaded, counts, tol, settings.test_limit, test_split))
         task.advance(1)
         if settings.attack is not None:
             if decoupled is not None:
-                row.update(decoupled_cell(loaded, counts, *decoupled, tol))
+                row.attack = decoupled_cell(loaded, counts, *decoupled, tol)
             else:
-                row.update(attack_cell(loaded, counts, settings, tol, progress)[0])
+                row.attack = attack_cell(loaded, counts, settings, tol, progress)[0]
             task.advance(1)
         rows.append(row)
 
@@ -285,12 +309,9 @@ def run_sweep(
     if baseline is not None:
         base = load_model(baseline, registry=registry, device=device)
         base_split = lazy_test_split(base, settings.test_limit)
-        baseline_row = {
-            "model": base.name,
-            **error_cell(base, counts, None, settings.test_limit, base_split),
-        }
+        baseline_row = SweepRow(None, error_cell(base, counts, None, settings.test_limit, base_split), model=base.name)
         if settings.attack is not None:
-            baseline_row.update(attack_cell(base, counts, settings, None, progress)[0])
+            baseline_row.attack = attack_cell(base, counts, settings, None, progress)[0]
     task.close()
     if counts.computed == 0:
         progress.log(f"all {counts.reused} cells came from the cache; nothing was recomputed")
