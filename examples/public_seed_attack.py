@@ -29,7 +29,7 @@ from nodeguard import DefenseSettings, Registry, ToleranceRandomization, load_at
 def fooled(defense: ToleranceRandomization, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(N,) bool: the defense accepts the image with a wrong class."""
     votes = defense.vote(images)
-    return votes.accepted(defense.settings.vmin) & (votes.prediction() != labels)
+    return votes.accepted() & (votes.prediction() != labels)
 
 
 def main() -> None:

@@ -35,6 +35,16 @@ class NodeguardError(Exception):
             text = text.replace("{" + setting + "}", name(setting))
         return text
 
+    def renamed(self, names: dict[str, str]) -> NodeguardError:
+        """The same error about other settings: each setting in ``names`` becomes its value
+        (an attack's ``kappa`` is ``kappas`` in the security evaluation, say)."""
+        template, settings = self.template, []
+        for setting in self.settings:
+            other = names.get(setting, setting)
+            template = template.replace("{" + setting + "}", "{" + other + "}")
+            settings.append(other)
+        return _rebuild(type(self), template, tuple(settings))
+
     def __reduce__(self):  # pickled across ranks with its settings
         return (_rebuild, (type(self), self.template, self.settings))
 

@@ -92,6 +92,10 @@ def test_errors_carry_their_settings_in_any_process():
     again = pickle.loads(pickle.dumps(error))  # as a rank sends it
     assert type(again) is ConfigError and again.settings == error.settings and str(again) == str(error)
     assert setting_error("tol", "must be positive").render(lambda name: name.upper()) == "TOL must be positive"
+    # the same check, about the setting that gave the value (an attack's kappa is security's kappas)
+    renamed = setting_error("kappa", "must be in [0, inf], got -1").renamed({"kappa": "kappas", "x": "y"})
+    assert type(renamed) is ConfigError and renamed.settings == ("kappas",)
+    assert renamed.render(lambda name: f"--{name}") == "--kappas must be in [0, inf], got -1"
 
 
 def test_the_command_line_names_settings_by_its_own_options():

@@ -116,7 +116,7 @@ def defend_paths(
         progress.log(f"voting on {len(good)} images with {settings.votes} tolerances each")
         votes = vote_in_shares(defense, images, progress=progress)
         predictions, v_agree = votes.prediction(), votes.v_agree()
-        accepted = votes.accepted(settings.vmin)
+        accepted = votes.accepted()
         for position, path in enumerate(good):
             report.images.append(
                 {

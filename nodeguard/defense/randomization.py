@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -105,6 +105,9 @@ class Votes:
         logits: (N, V, classes) float32 logits of each vote, or None where they were not
             kept (votes stored by nodeguard before 0.8.0); the margin-spread diagnostic
             (:mod:`nodeguard.defense.spread`) reads them.
+        vmin: the defense's operating point v_min the votes were drawn for (an image is
+            accepted iff v_agree > vmin), or None where none was chosen yet (the ROC
+            sweeps every v_min; ``security`` chooses one from the pristine votes).
 
     Every method takes ``votes``: use only the first that many draws (None or 0: all V);
     the first k of V draws are the draws of k.
@@ -114,6 +117,7 @@ class Votes:
     tolerances: torch.Tensor
     num_classes: int
     logits: torch.Tensor | None = None
+    vmin: int | None = None
 
     def counts(self, votes: int | None = None) -> torch.Tensor:
         """(N, classes) int64 vote counts over the first ``votes`` draws (all by default)."""
@@ -130,9 +134,21 @@ class Votes:
         """(N,) int64 votes of the most voted class: the defense's score of each image."""
         return self.counts(votes).max(1).values
 
-    def accepted(self, vmin: int, votes: int | None = None) -> torch.Tensor:
-        """(N,) bool: v_agree > ``vmin`` (accepted with :meth:`prediction`), else rejected as possibly adversarial."""
-        return self.v_agree(votes) > vmin
+    def at(self, vmin: int) -> Votes:
+        """The same votes at operating point ``vmin``."""
+        return replace(self, vmin=vmin)
+
+    def accepted(self, vmin: int | None = None, votes: int | None = None) -> torch.Tensor:
+        """(N,) bool: v_agree > v_min (accepted with :meth:`prediction`), else rejected as
+        possibly adversarial; v_min is ``vmin`` where given, else the votes' own.
+
+        Raises:
+            ValueError: no ``vmin`` given and the votes carry none.
+        """
+        threshold = self.vmin if vmin is None else vmin
+        if threshold is None:
+            raise ValueError("these votes have no operating point: give vmin, or take them .at(vmin)")
+        return self.v_agree(votes) > threshold
 
 
 def image_seed(seed: int, image: torch.Tensor) -> int:
@@ -225,8 +241,8 @@ class ToleranceRandomization:
             progress: receives one task advanced per batch of pairs.
 
         Returns:
-            ``Votes`` with (N, V) predictions and tolerances; ``Votes.accepted(settings.vmin)``
-            gives the verdicts.
+            ``Votes`` with (N, V) predictions and tolerances at the settings' operating
+            point: ``Votes.accepted()`` gives the verdicts.
 
         Raises:
             ConfigError: the model's solver method is not dopri5.
@@ -237,7 +253,7 @@ class ToleranceRandomization:
             raise setting_error("votes", f"must be at least 1, got {votes}")
         tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed, self.key)
         logits = classify_alone(self.model, images, tolerances, batch_size=s.batch_size, progress=progress).logits
-        return Votes(logits.argmax(2), tolerances, self.num_classes, logits)
+        return Votes(logits.argmax(2), tolerances, self.num_classes, logits, s.vmin)
 
 
 def vote_in_shares(defense: ToleranceRandomization, images: torch.Tensor, progress: Progress = SILENT) -> Votes:
@@ -254,4 +270,4 @@ def vote_in_shares(defense: ToleranceRandomization, images: torch.Tensor, progre
         return votes.predictions, votes.tolerances, votes.logits
 
     predictions, tolerances, logits = map_shares(len(images), vote)
-    return Votes(predictions, tolerances, defense.num_classes, logits)
+    return Votes(predictions, tolerances, defense.num_classes, logits, defense.settings.vmin)

@@ -92,7 +92,8 @@ def stored_votes(
         compute: False: only votes already stored are returned (nothing is solved).
 
     Returns:
-        (votes, found): the (N, V) votes, and whether they were found in the store.
+        (votes, found): the (N, V) votes at the defense's operating point
+        (``defense.vmin``), and whether they were found in the store.
 
     Raises:
         ConfigError: the model has no solver tolerance.
@@ -132,4 +133,5 @@ def stored_votes(
         progress.log(f"votes on the {len(images)} {label} images found in the cache; nothing to solve")
     # the tolerances are the image's own draws (reproducible): recomputed, not stored
     tolerances = draw_tolerances(images, defense.votes, defense.tol_low, defense.tol_high, defense.seed, key)
-    return Votes(saved["predictions"], tolerances, randomization.num_classes, saved.get("logits")), found
+    votes = Votes(saved["predictions"], tolerances, randomization.num_classes, saved.get("logits"), defense.vmin)
+    return votes, found

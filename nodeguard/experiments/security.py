@@ -266,19 +266,18 @@ def judge(
     attack_set: AttackSet,
     set_key: str,
     tally: Votes,
-    defense: DefenseSettings,
 ) -> JudgedAttack:
     """One attacker's row: its 8-bit adversarials against the undefended and the defended model.
 
-    Tolerance randomization (Carrara et al., ICPR 2021 workshops) at ``defense.vmin``.
+    Tolerance randomization (Carrara et al., ICPR 2021 workshops) at the votes' operating point.
 
     Args:
         attacker: the attacker (its label, attack and kappa go into the row).
         attack_set: its attack set of N images.
         set_key: the attack set's key, for the row.
         tally: the defense's votes on its M successful 8-bit adversarials
-            (``attack_set.successful_8bit_images()``, in row order): (M, V) predictions.
-        defense: the defense's operating point (only ``vmin`` is read).
+            (``attack_set.successful_8bit_images()``, in row order): (M, V) predictions,
+            at the defense's operating point (``tally.vmin``).
 
     Returns:
         A ``JudgedAttack``: the ``SecurityRow`` (rates in [0, 1], L2 over pixels in
@@ -289,7 +288,7 @@ def judge(
     success = attack_set.success_8bit
     count = len(attack_set)
     l2_8bit = attack_set.l2_8bit()
-    accepted = tally.accepted(defense.vmin)
+    accepted = tally.accepted()
     wrong = tally.prediction() != attack_set.labels[success]
     fooled_defended = torch.zeros(count, dtype=torch.bool)
     fooled_defended[success.nonzero().squeeze(1)] = wrong & accepted
@@ -500,13 +499,14 @@ def judge_attackers(
     check_same_images(attacked)
     if len(adversarial_votes) != len(attacked):
         raise ValueError(f"{len(attacked)} attackers but {len(adversarial_votes)} sets of adversarial votes")
-    pristine_accepted = pristine_votes.accepted(defense.vmin)
+    pristine_votes = pristine_votes.at(defense.vmin)
+    pristine_accepted = pristine_votes.accepted()
     pristine_ok = pristine_accepted & (pristine_votes.prediction() == labels)
     pristine_logits = vote_logits(pristine_votes, "pristine")
     spreads = {"pristine": MarginSpread.from_logits(pristine_logits, labels, pristine_reference)}
     judged, adversarial_spreads = [], []
     for item, votes in zip(attacked, adversarial_votes, strict=True):
-        judged.append(judge(item.attacker, item.attack_set, item.set_key, votes, defense))
+        judged.append(judge(item.attacker, item.attack_set, item.set_key, votes.at(defense.vmin)))
         spread = adversarial_spread(item.attack_set, votes)
         adversarial_spreads.append(spread)
         spreads[item.attacker.label] = spread

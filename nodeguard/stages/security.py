@@ -114,6 +114,8 @@ DEFAULT_EPS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 SECURITY_REPORT_VERSION = 6  # 2: intervals, Square, spread, ranges; 3: checks; 4: budget check; 5: no bound;
 # 6: rates as values (count, total, interval)
 GRADIENT_BATCH = 100  # images per graph of the gradient check
+# the attack options that the evaluation sets from its own settings, by those settings' names
+OPTION_NAMES = {"cw": {"kappa": "kappas"}, "eot-cw": {"kappa": "eot_kappa", "draws": "eot_draws"}}
 WARM_BINARY_STEPS = 2  # searches over c of a row continued from the kappa = 0 adversarials
 BUDGET_CHECK_COUNT = 20  # images the budget check reruns AutoAttack-rand on, with 5x its steps
 UNBOUNDED_EPS = 1000.0  # an L2 "budget" past the [0, 1] cube's diagonal for images up to 3 x 577 x 577
@@ -198,7 +200,7 @@ class SecuritySettings:
     certify_n: int = 1000
 
     def __post_init__(self) -> None:
-        self.kappas = tuple(require_non_negative("kappas", kappa) for kappa in self.kappas)
+        self.kappas = tuple(float(kappa) for kappa in self.kappas)  # checked once: by CW's options, below
         self.autoattack_eps = tuple(require_positive("autoattack_eps", eps) for eps in self.autoattack_eps)
         self.eps = tuple(sorted(require_non_negative("eps", eps) for eps in self.eps))
         if self.count < 1:
@@ -235,7 +237,10 @@ class SecuritySettings:
             self.certify_sigma = require_positive("certify_sigma", self.certify_sigma)
             CertifySettings(sigma=self.certify_sigma, n0=self.certify_n0, n=self.certify_n)  # checks n0 and n
         for attack in self.attackers():
-            attack.settings  # noqa: B018  (unknown or bad options fail before anything runs)
+            try:
+                attack.settings  # noqa: B018  (unknown or bad options fail before anything runs)
+            except ConfigError as error:  # named as this evaluation names them
+                raise error.renamed(OPTION_NAMES.get(attack.attack, {})) from None
 
     def defense(self, vmin: int) -> DefenseSettings:
         """The defense at operating point (``votes``, ``vmin``).
