@@ -160,23 +160,23 @@ def image_folder(tmp_path):
 
 def test_bad_files_are_reported_and_good_images_classified(tiny_model, image_folder):
     report = defend_paths([image_folder], DefenseSettings(votes=5, vmin=3), device="cpu")
-    voted = sorted(image["path"].split("/")[-1] for image in report.images)
-    failed = sorted(error["path"].split("/")[-1] for error in report.errors)
+    voted = sorted(image.path.split("/")[-1] for image in report.images)
+    failed = sorted(error.path.split("/")[-1] for error in report.errors)
     assert voted == ["deep.png", "good0.png", "good1.png", "good2.png"]
     assert failed == ["empty.png", "noise.jpg", "text.png", "truncated.png"]
-    assert all(error["error"].startswith("cannot read image") for error in report.errors)
+    assert all(error.error.startswith("cannot read image") for error in report.errors)
     assert report.accepted + report.rejected == 4 and report.unreadable == 4
     check_verdict_intervals(report.to_dict())
-    assert [item["path"].split("/")[-1] for item in report.skipped] == ["notes.txt"]  # listed, with its reason
+    assert [item.path.split("/")[-1] for item in report.skipped] == ["notes.txt"]  # listed, with its reason
     for image in report.images:
-        assert len(image["votes"]) == 5 and len(image["tols"]) == 5 and 1 <= image["v_agree"] <= 5
+        assert len(image.votes) == 5 and len(image.tols) == 5 and 1 <= image.v_agree <= 5
 
 
 def test_wrong_size_is_refused_unless_resize(tiny_model, tmp_path):
     big = torch.randint(0, 256, (1, 56, 56), dtype=torch.uint8)
     save_png(big, tmp_path / "big.png")
     report = defend_paths([tmp_path / "big.png"], DefenseSettings(votes=3, vmin=1), device="cpu")
-    assert report.images == [] and "set `resize`" in report.errors[0]["error"]
+    assert report.images == [] and "set `resize`" in report.errors[0].error
     check_verdict_intervals(report.to_dict())  # nothing voted on: no share, no interval
     resized = defend_paths([tmp_path / "big.png"], DefenseSettings(votes=3, vmin=1), device="cpu", resize=True)
     assert len(resized.images) == 1 and resized.errors == []

@@ -150,7 +150,7 @@ def test_every_frame_is_judged(tiny_model, tmp_path, digits):
     with pytest.raises(ImageReadError, match="3 frames"):
         read_image(tmp_path / "three.gif", 1)
     report = defend_paths([tmp_path / "three.gif"], DefenseSettings(votes=3, vmin=1, seed=0), device="cpu")
-    assert [image["path"].split("/")[-1] for image in report.images] == ["three.gif#0", "three.gif#1", "three.gif#2"]
+    assert [image.path.split("/")[-1] for image in report.images] == ["three.gif#0", "three.gif#1", "three.gif#2"]
 
 
 def test_a_float_tiff_is_classified_like_its_8bit_png(tiny_model, tmp_path, digits):
@@ -160,9 +160,9 @@ def test_a_float_tiff_is_classified_like_its_8bit_png(tiny_model, tmp_path, digi
         Image.fromarray(picture).save(tmp_path / f"d{index}.png")
         Image.fromarray(picture.astype(np.float32) / 255.0).save(tmp_path / f"d{index}.tif")
     report = defend_paths([tmp_path], DefenseSettings(votes=5, vmin=3, seed=0), device="cpu")
-    by_name = {image["path"].split("/")[-1]: image for image in report.images}
+    by_name = {image.path.split("/")[-1]: image for image in report.images}
     for index in range(len(pictures)):
-        assert by_name[f"d{index}.png"]["votes"] == by_name[f"d{index}.tif"]["votes"]
+        assert by_name[f"d{index}.png"].votes == by_name[f"d{index}.tif"].votes
 
 
 def test_a_folder_is_scanned_by_content_and_what_is_skipped_is_listed(tmp_path, digits):

@@ -21,6 +21,7 @@ from rich.table import Table
 from nodeguard.intervals import Rate, format_interval, format_optional_rate
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.storage.files import check_writable, display_path, json_text
+from nodeguard.storage.images import SkippedFile
 
 
 class _RichTask:
@@ -103,12 +104,12 @@ class Picture:
     path: Path | None
 
 
-def skipped_lines(skipped: list[dict[str, str]], shown: int, prefix: str = "skipped", suffix: str = "") -> list[str]:
-    """What was skipped (items with ``path`` and ``reason``), one line per reason: the count,
-    the reason and the first ``shown`` paths ("skipped 3, hidden (...): a, b, c")."""
+def skipped_lines(skipped: list[SkippedFile], shown: int, prefix: str = "skipped", suffix: str = "") -> list[str]:
+    """What was skipped, one line per reason: the count, the reason and the first ``shown``
+    paths ("skipped 3, hidden (...): a, b, c")."""
     by_reason: dict[str, list[str]] = {}
     for item in skipped:
-        by_reason.setdefault(item["reason"], []).append(item["path"])
+        by_reason.setdefault(item.reason, []).append(item.path)
     lines = []
     for reason, names in by_reason.items():
         more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""

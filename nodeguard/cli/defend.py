@@ -82,7 +82,7 @@ def write_report(report: DefendReport, path: Path) -> None:
     if path.suffix.lower() == ".json":
         atomic_write_text(path, json_text(report.to_dict(), indent=2) + "\n")
         return
-    atomic_write_text(path, defend_to_csv(report.to_dict()))
+    atomic_write_text(path, defend_to_csv(report))
 
 
 def render(console: Console, report: DefendReport) -> None:
@@ -92,11 +92,11 @@ def render(console: Console, report: DefendReport) -> None:
     table.add_column("v_agree/V", justify="right")
     table.add_column("verdict")
     for image in report.images:
-        verdict = Text("accepted", style="green") if image["accepted"] else Text("rejected", style="red")
-        table.add_row(Text(image["path"]), str(image["prediction"]), f"{image['v_agree']}/{report.votes}", verdict)
+        verdict = Text("accepted", style="green") if image.accepted else Text("rejected", style="red")
+        table.add_row(Text(image.path), str(image.prediction), f"{image.v_agree}/{report.votes}", verdict)
     for error in report.errors:
-        reason = Text("unreadable", style="yellow") + Text(f": {error['error']}")
-        table.add_row(Text(error["path"]), "", "", reason)
+        reason = Text("unreadable", style="yellow") + Text(f": {error.error}")
+        table.add_row(Text(error.path), "", "", reason)
     console.print(table)
     for line in skipped_lines(report.skipped, shown=5):  # each kind of skip: not images, hidden names, loops
         console.print(Text(line))

@@ -16,8 +16,38 @@ from nodeguard.models.loading import load_model
 from nodeguard.plain import to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.storage.files import display_path
-from nodeguard.storage.images import find_images, load_image_files
+from nodeguard.storage.images import SkippedFile, find_images, load_image_files
 from nodeguard.storage.registry import Registry
+
+
+@dataclass
+class ImageVerdict:
+    """The defense's verdict on one image file (tolerance randomization, Carrara et al.,
+    ICPR 2021 workshops).
+
+    Attributes:
+        path: the file, as shown to the user.
+        prediction: the most voted class.
+        votes: the class of each of the V votes.
+        v_agree: the votes of the most voted class, in 1..V.
+        accepted: v_agree > v_min.
+        tols: the V tolerances drawn for it (rtol = atol).
+    """
+
+    path: str
+    prediction: int
+    votes: list[int]
+    v_agree: int
+    accepted: bool
+    tols: list[float]
+
+
+@dataclass
+class UnreadableFile:
+    """A file the defense could not read as an image of the model's shape, and why."""
+
+    path: str
+    error: str
 
 
 @dataclass
@@ -36,9 +66,9 @@ class DefendReport:
     tol_range: list[float]
     seed: int | None
     draws: str
-    images: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, str]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    images: list[ImageVerdict] = field(default_factory=list)
+    errors: list[UnreadableFile] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
     accepted: int = 0
     rejected: int = 0
     unreadable: int = 0
@@ -108,8 +138,8 @@ def defend_paths(
         tol_range=[settings.tol_low, settings.tol_high],
         seed=settings.seed,
         draws=settings.draws_label(key),
-        errors=[{"path": name, "error": reason} for name, reason in errors],
-        skipped=[{"path": display_path(path), "reason": reason} for path, reason in found.skipped],
+        errors=[UnreadableFile(name, reason) for name, reason in errors],
+        skipped=[SkippedFile(display_path(path), reason) for path, reason in found.skipped],
         unreadable=len(errors),
     )
     if len(good):
@@ -119,14 +149,14 @@ def defend_paths(
         accepted = votes.accepted()
         for position, path in enumerate(good):
             report.images.append(
-                {
-                    "path": path,
-                    "prediction": int(predictions[position]),
-                    "votes": votes.predictions[position].tolist(),
-                    "v_agree": int(v_agree[position]),
-                    "accepted": bool(accepted[position]),
-                    "tols": votes.tolerances[position].tolist(),
-                }
+                ImageVerdict(
+                    path=path,
+                    prediction=int(predictions[position]),
+                    votes=votes.predictions[position].tolist(),
+                    v_agree=int(v_agree[position]),
+                    accepted=bool(accepted[position]),
+                    tols=votes.tolerances[position].tolist(),
+                )
             )
         report.accepted = int(accepted.sum())
         report.rejected = len(good) - report.accepted

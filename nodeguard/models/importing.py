@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+import typing
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.foreign import FACTORY, FORMATS, READERS, ForeignModel
 from nodeguard.models.networks import ComposedODENet, build_model, composed_config
 from nodeguard.models.parts import ODEParts, factory_name, resolve_factory
+from nodeguard.plain import to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.device import resolve_device
 from nodeguard.storage.files import display_path
+from nodeguard.storage.images import SkippedFile
 from nodeguard.storage.registry import ModelEntry, Registry, model_record, now_iso
 
 
@@ -53,8 +56,8 @@ class RegisteredModel:
         count: test images classified.
         source: where it came from (format, file and its SHA-256, the checkpoint's settings).
         path: its folder in the registry.
-        skipped: for a ``folder:`` data set, each entry its scan left out, as
-            ``{"path", "reason"}`` (hidden names, files that are not images, ...).
+        skipped: for a ``folder:`` data set, each entry its scan left out (hidden names,
+            files that are not images, ...).
         empty_test_classes: for a ``folder:`` data set, the classes its test split lacks
             (the test error says nothing about them).
     """
@@ -67,11 +70,11 @@ class RegisteredModel:
     count: int
     source: dict[str, Any]
     path: str
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
     empty_test_classes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return typing.cast("dict[str, Any]", to_plain(self))
 
 
 def _copy_weights(model: ComposedODENet, parts: ODEParts, spec: str) -> None:
@@ -234,7 +237,7 @@ def register_ode_classifier(
         registry.write_json(name, METRICS_FILE, metrics)
         entry = ModelEntry(name, ComposedODENet.arch, dataset, "ready", 0, 0, test_error=error, created=created)
         registry.put(entry)
-    skipped = [{"path": display_path(path), "reason": reason} for path, reason in dataset_skipped(dataset)]
+    skipped = [SkippedFile(display_path(path), reason) for path, reason in dataset_skipped(dataset)]
     return RegisteredModel(
         name,
         dataset,

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from nodeguard.defense.files import DefendReport
 from nodeguard.errors import setting_error
 from nodeguard.intervals import Rate, format_interval
+from nodeguard.plain import to_plain
 from nodeguard.stages.grid import GridReport
 from nodeguard.stages.sweep import AttackCell, SweepReport, SweepRow
 from nodeguard.storage.files import atomic_write_text, json_text
@@ -134,11 +136,11 @@ def to_csv(report: SweepReport) -> str:
 DEFEND_KEYS = ["path", "prediction", "v_agree", "votes", "accepted", "error"]
 
 
-def defend_to_csv(report: dict[str, Any]) -> str:
+def defend_to_csv(report: DefendReport) -> str:
     """``defend``'s verdicts, one line per file: voted, unreadable (``error``) or skipped."""
-    rows = [{**image, "votes": report["votes"], "error": ""} for image in report["images"]]
-    rows += [{"path": error["path"], "error": error["error"]} for error in report["errors"]]
-    rows += [{"path": item["path"], "error": f"skipped: {item['reason']}"} for item in report["skipped"]]
+    rows = [{**to_plain(image), "votes": report.votes, "error": ""} for image in report.images]
+    rows += [{"path": error.path, "error": error.error} for error in report.errors]
+    rows += [{"path": item.path, "error": f"skipped: {item.reason}"} for item in report.skipped]
     return csv_text(DEFEND_KEYS, rows)
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -31,6 +32,7 @@ from nodeguard.defense.votes import VotesNotStored
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.attack_sets import AttackReport
 from nodeguard.intervals import Rate
+from nodeguard.plain import to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.stages.certify import CertifyReport, stored_certify_report
 from nodeguard.stages.roc import RocReport, RocSettings, run_roc
@@ -134,7 +136,7 @@ class ModelReport:
     tau_tables: list[TauTable] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return typing.cast("dict[str, Any]", to_plain(self))
 
 
 def _package_version(name: str) -> str:

@@ -10,9 +10,8 @@ from nodeguard.checks import require_count, require_tol, require_tols
 from nodeguard.constants import SWEEP_CELL_KIND
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
-from nodeguard.experiments.attack_sets import AttackSet, AttackSettings, perturbation_stats
-from nodeguard.intervals import Rate
-from nodeguard.models.evaluation import classify_alone
+from nodeguard.experiments.attack_sets import AttackSet, AttackSettings
+from nodeguard.experiments.sweep import AttackCell, ErrorCell, error_at, judged_at
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.models.networks import require_solver
 from nodeguard.pipeline.remember import remember_json
@@ -71,27 +70,6 @@ class SweepSettings:
         return AttackSettings.with_overrides(
             attack=self.attack, tol_attack=tol_attack, count=self.count, **self.attack_options
         )
-
-
-@dataclass
-class ErrorCell:
-    """The test error at one tolerance: images misclassified alone, of the test images (a
-    :class:`~nodeguard.intervals.Rate`), and the mean function evaluations per image."""
-
-    error: Rate
-    nfe: float
-
-
-@dataclass
-class AttackCell:
-    """An attack judged at one tolerance: the attacked images whose adversarial is
-    misclassified there, of the attacked images, and the mean L2 (pixels in [0, 1]) and
-    MSE of those adversarials (None: none)."""
-
-    success_rate: Rate
-    mean_l2: float | None
-    mean_mse: float | None
-    set: str  # the attack set's key
 
 
 @dataclass
@@ -185,18 +163,9 @@ def error_cell(
 
     def compute() -> dict[str, Any]:
         test = test_split()
-        classified = classify_alone(loaded.model, test.float_images(), tol, sharded=True)
-        predictions, nfe = classified.predictions, classified.nfe
-        wrong = predictions != test.labels
-        return {
-            "error": float(wrong.float().mean()),
-            "nfe": float(nfe.float().mean()),
-            "images": len(test),
-            "errors": int(wrong.sum()),
-        }
+        return error_at(loaded.model, test.float_images(), test.labels, tol, sharded=True).stored()
 
-    values = cached_cell(loaded, counts, settings, compute, ("errors", "images"))
-    return ErrorCell(Rate.of(int(values["errors"]), int(values["images"])), float(values["nfe"]))
+    return ErrorCell.from_stored(cached_cell(loaded, counts, settings, compute, ("errors", "images")))
 
 
 def attack_cell(
@@ -225,21 +194,9 @@ def decoupled_cell(
     settings = {"cell": "decoupled", "set": set_key, "tol_test": tol_test}
 
     def compute() -> dict[str, Any]:
-        predictions = classify_alone(loaded.model, attack_set.adversarial, tol_test, sharded=True).predictions
-        fooled = attack_set.success & (predictions != attack_set.labels)
-        stats = perturbation_stats(attack_set.l2, fooled, attack_set.dims)
-        return {
-            "success_rate": float(fooled.float().mean()),
-            "mean_l2": stats["mean_l2"],
-            "mean_mse": stats["mean_mse"],
-            "successes": int(fooled.sum()),
-            "attacked": len(attack_set),
-        }
+        return judged_at(loaded.model, attack_set, set_key, tol_test, sharded=True).stored()
 
-    values = cached_cell(loaded, counts, settings, compute, ("successes", "attacked"))
-    return AttackCell(
-        Rate.of(int(values["successes"]), int(values["attacked"])), values["mean_l2"], values["mean_mse"], set_key
-    )
+    return AttackCell.from_stored(cached_cell(loaded, counts, settings, compute, ("successes", "attacked")), set_key)
 
 
 def run_sweep(

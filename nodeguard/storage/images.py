@@ -289,6 +289,15 @@ def _frame_values(picture: Image.Image, channels: int, bits: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class SkippedFile:
+    """An entry a scan left out, and why: its path as shown to the user (``display_path``)
+    and the reason ("hidden name", "not an image file", ...)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ImageFrame:
     """One image read from a file: its name (``path`` or ``path#N``) and its (C, H, W) values."""
 

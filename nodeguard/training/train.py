@@ -9,6 +9,7 @@ same weights as an uninterrupted run (on the CPU).
 from __future__ import annotations
 
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
@@ -29,6 +30,7 @@ from nodeguard.data.datasets import Dataset, check_fingerprint, dataset_fingerpr
 from nodeguard.errors import ConfigError, setting_error
 from nodeguard.models.evaluation import evaluate
 from nodeguard.models.networks import MODELS, ImageClassifier, build_model, model_config
+from nodeguard.plain import to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.device import resolve_device
 from nodeguard.runtime.distributed import all_gather, barrier, current_ranks, ensure_process_group, share
@@ -180,7 +182,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return typing.cast("dict[str, Any]", to_plain(self))
 
 
 def seeded_model(config: TrainConfig) -> ImageClassifier:
