@@ -51,7 +51,7 @@ def main() -> None:
     images = load_dataset(loaded.dataset).test.float_images(slice(0, args.count))
     settings = DefenseSettings(votes=args.votes, vmin=args.vmin, seed=args.seed)
     defense = ToleranceRandomization(model, settings)
-    tolerances = draw_tolerances(images, args.votes, settings.tol_low, settings.tol_high, settings.seed)
+    tolerances = draw_tolerances(images, args.votes, settings.tol_range, settings.seed)
     pairs = args.count * args.votes
 
     started = time.perf_counter()

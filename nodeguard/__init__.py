@@ -74,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     "PinnedTolerance": "nodeguard.attacks",
     # defense
     "DefenseSettings": "nodeguard.defense.randomization",
+    "ToleranceRange": "nodeguard.defense.randomization",
     "ToleranceRandomization": "nodeguard.defense.randomization",
     "Votes": "nodeguard.defense.randomization",
     "draw_tolerances": "nodeguard.defense.randomization",
@@ -136,7 +137,13 @@ if TYPE_CHECKING:  # what type checkers and editors see
     )
     from nodeguard.data.datasets import Dataset, ImageSplit, load_dataset
     from nodeguard.defense.files import defend_paths
-    from nodeguard.defense.randomization import DefenseSettings, ToleranceRandomization, Votes, draw_tolerances
+    from nodeguard.defense.randomization import (
+        DefenseSettings,
+        ToleranceRandomization,
+        ToleranceRange,
+        Votes,
+        draw_tolerances,
+    )
     from nodeguard.defense.smoothing import SmoothingSettings
     from nodeguard.defense.spread import MarginSpread
     from nodeguard.errors import (

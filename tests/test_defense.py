@@ -12,8 +12,10 @@ from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
 from nodeguard.defense.files import defend_paths
 from nodeguard.defense.randomization import (
+    DEFAULT_TOL_RANGE,
     DefenseSettings,
     ToleranceRandomization,
+    ToleranceRange,
     draw_tolerances,
 )
 from nodeguard.errors import ConfigError, NodeguardError
@@ -47,7 +49,7 @@ def check_verdict_intervals(report: dict) -> None:
 def test_image_in_a_mixed_batch_matches_torchdiffeq_alone(tiny_model):
     model = load_model(tiny_model, device="cpu").model
     images = load_dataset("mnist5k").test.float_images(slice(0, 8))
-    tolerances = draw_tolerances(images, 8, 1e-5, 1e-1, seed=3)  # 64 (image, tolerance) pairs
+    tolerances = draw_tolerances(images, 8, DEFAULT_TOL_RANGE, seed=3)  # 64 (image, tolerance) pairs
     pair_images = images.repeat_interleave(8, 0)
     pair_tols = tolerances.reshape(-1)
 
@@ -108,11 +110,11 @@ def test_a_shared_step_sequence_cannot_be_each_samples_own():
 
 def test_draws_are_reproducible_per_image_and_prefix_consistent():
     images = load_dataset("mnist5k").test.float_images(slice(0, 6))
-    first = draw_tolerances(images, 20, 1e-5, 1e-1, seed=0)
-    assert torch.equal(first, draw_tolerances(images, 20, 1e-5, 1e-1, seed=0))
-    assert not torch.equal(first, draw_tolerances(images, 20, 1e-5, 1e-1, seed=1))
-    assert torch.equal(draw_tolerances(images.flip(0), 20, 1e-5, 1e-1, seed=0), first.flip(0))
-    assert torch.equal(draw_tolerances(images, 5, 1e-5, 1e-1, seed=0), first[:, :5])
+    first = draw_tolerances(images, 20, DEFAULT_TOL_RANGE, seed=0)
+    assert torch.equal(first, draw_tolerances(images, 20, DEFAULT_TOL_RANGE, seed=0))
+    assert not torch.equal(first, draw_tolerances(images, 20, DEFAULT_TOL_RANGE, seed=1))
+    assert torch.equal(draw_tolerances(images.flip(0), 20, DEFAULT_TOL_RANGE, seed=0), first.flip(0))
+    assert torch.equal(draw_tolerances(images, 5, DEFAULT_TOL_RANGE, seed=0), first[:, :5])
     assert first.min() >= 1e-5 and first.max() <= 1e-1
     logs = first.log10()
     assert logs.min() < -4 and logs.max() > -2  # spread over the decades, not clustered
@@ -135,7 +137,9 @@ def test_defense_settings_and_model_are_checked(tiny_model, registry):
     with pytest.raises(ConfigError, match="`vmin` must be in"):
         DefenseSettings(votes=5, vmin=5)
     with pytest.raises(ConfigError, match="`tol_range` must be low <= high"):
-        DefenseSettings(tol_low=1e-1, tol_high=1e-5)
+        ToleranceRange(1e-1, 1e-5)
+    with pytest.raises(TypeError, match="ToleranceRange"):
+        DefenseSettings(tol_range=(1e-5, 1e-1))  # a range is checked once, where it is made
     train_model(tiny_config(arch="resnet", epochs=1), name="res", registry=registry)
     with pytest.raises(ConfigError, match="needs an ODE model"):
         ToleranceRandomization(load_model("res", registry=registry).model)

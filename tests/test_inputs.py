@@ -21,7 +21,7 @@ from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
 from nodeguard.defense.files import defend_paths
 from nodeguard.defense.keys import installation_key
-from nodeguard.defense.randomization import DefenseSettings, draw_tolerances
+from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, DefenseSettings, ToleranceRange, draw_tolerances
 from nodeguard.errors import ImageReadError, SolverError, StorageError
 from nodeguard.models.evaluation import logits_alone
 from nodeguard.models.loading import load_model
@@ -225,7 +225,7 @@ def test_a_bad_number_is_one_line_before_any_model_is_loaded(args, message):
 
 def test_the_tolerance_floor_and_ceiling_are_stated_and_the_floor_can_be_met(tiny_model, digits):
     assert TOL_MIN == 1e-6 and TOL_MAX == 10.0
-    DefenseSettings(tol_low=TOL_MIN, tol_high=TOL_MAX)  # both ends allowed
+    DefenseSettings(tol_range=ToleranceRange(TOL_MIN, TOL_MAX))  # both ends allowed
     model = load_model(tiny_model, device="cpu").model
     images = torch.stack([levels(picture)[None] for picture in digits[0]])
     for tol in (TOL_MIN, TOL_MAX):  # each image solved alone, within the step budget
@@ -296,15 +296,15 @@ def test_a_full_disk_or_a_read_only_folder_is_one_line_naming_the_path():
 def test_the_draws_are_secret_per_installation_and_public_with_a_seed(tmp_path, digits):
     images = torch.stack([levels(picture)[None] for picture in digits[0]])
     first_root, second_root = tmp_path / "one", tmp_path / "two"
-    first = draw_tolerances(images, 8, 1e-5, 1e-1, None, installation_key(first_root))
-    again = draw_tolerances(images, 8, 1e-5, 1e-1, None, installation_key(first_root))
-    other = draw_tolerances(images, 8, 1e-5, 1e-1, None, installation_key(second_root))
+    first = draw_tolerances(images, 8, DEFAULT_TOL_RANGE, None, installation_key(first_root))
+    again = draw_tolerances(images, 8, DEFAULT_TOL_RANGE, None, installation_key(first_root))
+    other = draw_tolerances(images, 8, DEFAULT_TOL_RANGE, None, installation_key(second_root))
     assert torch.equal(first, again) and not torch.equal(first, other)
     key_file = first_root / "defense.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(key_file.read_bytes()) == 32
-    public = draw_tolerances(images, 8, 1e-5, 1e-1, 0)  # --seed 0: the draws anyone can recompute
+    public = draw_tolerances(images, 8, DEFAULT_TOL_RANGE, 0)  # --seed 0: the draws anyone can recompute
     assert not torch.equal(public, first)
-    assert torch.equal(public, draw_tolerances(images, 8, 1e-5, 1e-1, 0, installation_key(second_root)))
+    assert torch.equal(public, draw_tolerances(images, 8, DEFAULT_TOL_RANGE, 0, installation_key(second_root)))
     assert DefenseSettings().seed is None and DefenseSettings().draws_label(b"k" * 32).startswith("secret key ")
     assert DefenseSettings(seed=3).draws_label() == "public seed 3"
 
@@ -318,5 +318,5 @@ def test_reports_say_which_draws_they_used(tiny_model, tmp_path, digits):
     secret_report, public_report = json.loads(secret.stdout), json.loads(public.stdout)
     assert secret_report["draws"].startswith("secret key ") and secret_report["seed"] is None
     assert public_report["draws"] == "public seed 0" and public_report["seed"] == 0
-    expected = draw_tolerances(levels(digits[0][0])[None, None], 3, 1e-5, 1e-1, 0)
+    expected = draw_tolerances(levels(digits[0][0])[None, None], 3, DEFAULT_TOL_RANGE, 0)
     assert public_report["images"][0]["tols"] == expected[0].tolist()

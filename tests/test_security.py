@@ -13,7 +13,7 @@ from nodeguard.attacks.cw import CarliniWagnerL2
 from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
 from nodeguard.cli import app
 from nodeguard.data.datasets import load_dataset
-from nodeguard.defense.randomization import draw_tolerances
+from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, draw_tolerances
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.attack_sets import AttackSettings
 from nodeguard.experiments.security import choose_vmin
@@ -62,7 +62,7 @@ def test_eot_draws_are_the_attackers_own(tiny_model):
     assert torch.equal(first.last_tolerances, second.last_tolerances)
     assert first.last_tolerances.min() >= 1e-5 and first.last_tolerances.max() <= 1e-1
     for defense_seed in range(4):
-        assert not torch.equal(first.last_tolerances, draw_tolerances(images, 4, 1e-5, 1e-1, defense_seed))
+        assert not torch.equal(first.last_tolerances, draw_tolerances(images, 4, DEFAULT_TOL_RANGE, defense_seed))
 
 
 def check_report(data: dict, attackers: int) -> None:

@@ -39,7 +39,7 @@ from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
 from nodeguard.attacks.pinned import PinnedTolerance
 from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
 from nodeguard.checks import require_positive
-from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, check_tol_range
+from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, ToleranceRange
 from nodeguard.models.networks import ImageClassifier
 
 
@@ -62,15 +62,15 @@ class APGDRandOptions:
     steps: int = 100
     eot_iter: int = 20
     judge_draws: int = 8
-    tol_low: float = DEFAULT_TOL_RANGE[0]
-    tol_high: float = DEFAULT_TOL_RANGE[1]
+    tol_low: float = DEFAULT_TOL_RANGE.low
+    tol_high: float = DEFAULT_TOL_RANGE.high
 
     def __post_init__(self) -> None:
         require_at_least("steps", self.steps, 1)
         require_at_least("eot_iter", self.eot_iter, 1)
         require_at_least("judge_draws", self.judge_draws, 1)
         self.eps = require_positive("eps", self.eps)
-        check_tol_range(self.tol_low, self.tol_high)
+        ToleranceRange(self.tol_low, self.tol_high)  # the one check of a range
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ from torch import nn
 from nodeguard.attacks.cw import CarliniWagnerL2, CWOptions
 from nodeguard.attacks.pinned import PinnedTolerance, classification_margin
 from nodeguard.attacks.spec import ATTACKS, AttackOutcome, AttackSpec, require_at_least
-from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, check_tol_range, log_uniform
+from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, ToleranceRange, log_uniform
 from nodeguard.models.networks import ImageClassifier, require_solver
 
 # the attacker's stream of draws is seeded apart from any defense seed of the same value
@@ -112,13 +112,13 @@ class EOTCWOptions(CWOptions):
     """Options of ``nodeguard attack eot-cw``: CW's, the draws per step and their range."""
 
     draws: int = 4
-    tol_low: float = DEFAULT_TOL_RANGE[0]
-    tol_high: float = DEFAULT_TOL_RANGE[1]
+    tol_low: float = DEFAULT_TOL_RANGE.low
+    tol_high: float = DEFAULT_TOL_RANGE.high
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_at_least("draws", self.draws, 1)
-        check_tol_range(self.tol_low, self.tol_high)
+        ToleranceRange(self.tol_low, self.tol_high)  # the one check of a range
 
 
 def attacker_generator(seed: int) -> torch.Generator:

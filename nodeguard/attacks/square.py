@@ -57,7 +57,7 @@ from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
 from nodeguard.attacks.pinned import PinnedTolerance
 from nodeguard.attacks.spec import ATTACKS, AttackSpec, require_at_least
 from nodeguard.checks import require_positive, require_range
-from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, check_tol_range
+from nodeguard.defense.randomization import DEFAULT_TOL_RANGE, ToleranceRange
 from nodeguard.models.networks import ImageClassifier
 
 
@@ -69,15 +69,15 @@ class SquareOptions:
     queries: int = 1000
     p_init: float = 0.8
     draws: int = 0
-    tol_low: float = DEFAULT_TOL_RANGE[0]
-    tol_high: float = DEFAULT_TOL_RANGE[1]
+    tol_low: float = DEFAULT_TOL_RANGE.low
+    tol_high: float = DEFAULT_TOL_RANGE.high
 
     def __post_init__(self) -> None:
         require_at_least("queries", self.queries, 1)
         require_at_least("draws", self.draws, 0)
         self.eps = require_positive("eps", self.eps)
         self.p_init = require_range("p_init", self.p_init, 0.0, 1.0, low_open=True)
-        check_tol_range(self.tol_low, self.tol_high)
+        ToleranceRange(self.tol_low, self.tol_high)  # the one check of a range
 
 
 class AveragedDraws(nn.Module):

@@ -56,7 +56,7 @@ ThreadsOption = Annotated[
 
 DEFENSE = DefenseSettings()
 TolRangeOption = Annotated[str, typer.Option("--tol-range", help="Log-uniform range of the drawn tolerances.")]
-TOL_RANGE_DEFAULT = f"{DEFENSE.tol_low:g},{DEFENSE.tol_high:g}"
+TOL_RANGE_DEFAULT = f"{DEFENSE.tol_range.low:g},{DEFENSE.tol_range.high:g}"
 PairBatchOption = Annotated[int, typer.Option("--batch-size", help="(image, tolerance) pairs solved together.")]
 
 

@@ -98,7 +98,8 @@ def attack(
     The same request again reuses the saved set; an interrupted attack continues from its
     last finished batch. Options an attack does not take are refused.
     """
-    tol_low, tol_high = parse_tol_range(tol_range) if tol_range is not None else (None, None)
+    drawn = parse_tol_range(tol_range) if tol_range is not None else None
+    tol_low, tol_high = (drawn.low, drawn.high) if drawn is not None else (None, None)
     settings = AttackSettings.with_overrides(
         attack=name,
         tol_attack=tol_attack,

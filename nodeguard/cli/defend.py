@@ -59,8 +59,9 @@ def defend(
     files could not be read or had the wrong size; 1 on an error (a missing path, no
     image at all, bad settings); 2 on bad usage.
     """
-    low, high = parse_tol_range(tol_range)
-    settings = DefenseSettings(votes=votes, vmin=vmin, tol_low=low, tol_high=high, seed=seed, batch_size=batch_size)
+    settings = DefenseSettings(
+        votes=votes, vmin=vmin, tol_range=parse_tol_range(tol_range), seed=seed, batch_size=batch_size
+    )
     if out is not None:
         if out.suffix.lower() not in (".csv", ".json"):
             raise ConfigError(f"--out must end in .csv or .json, got {display_path(out)}")

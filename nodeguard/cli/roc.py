@@ -73,12 +73,10 @@ def roc(
     running the attack if there is none;
     votes are cached, so re-plotting is instant.
     """
-    low, high = parse_tol_range(tol_range)
     settings = RocSettings(
         votes=parse_list(votes, int, "--votes", "5,10,15,20"),
         count=count,
-        tol_low=low,
-        tol_high=high,
+        tol_range=parse_tol_range(tol_range),
         seed=seed,
         batch_size=batch_size,
         attack=attack,

@@ -24,11 +24,12 @@ from nodeguard.cli._options import (
 )
 from nodeguard.cli._output import Output, Picture, compact_table, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
+from nodeguard.defense.randomization import ToleranceRange
 from nodeguard.errors import ConfigError
 from nodeguard.experiments.indicators import indicator_mark, row_flags
 from nodeguard.intervals import INTERVAL_LABEL, format_number
 from nodeguard.reporting.security_plots import plot_security
-from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
+from nodeguard.stages.security import SecurityReport, SecuritySettings, other_range, run_security
 from nodeguard.storage.registry import Registry
 
 SECURITY = SecuritySettings()
@@ -129,7 +130,6 @@ def security(
     end-to-end success against the defended model) and the robust accuracy against the L2
     budget, defended and undefended. Attack sets, votes and the report are cached.
     """
-    low, high = parse_tol_range(tol_range)
     settings = SecuritySettings(
         count=count,
         kappas=parse_list(kappas, float, "--kappas", "0,0.1,0.5"),
@@ -140,8 +140,7 @@ def security(
         autoattack_eot_iter=autoattack_eot_iter,
         votes=votes,
         vmin=vmin,
-        tol_low=low,
-        tol_high=high,
+        tol_range=parse_tol_range(tol_range),
         seed=seed,
         batch_size=batch_size,
         eps=parse_list(eps, float, "--eps", "0.5,1,2"),
@@ -168,8 +167,12 @@ def security(
     )
 
 
-def parse_tol_ranges(text: str) -> tuple[tuple[float, float], ...]:
-    """``"1e-6:1,1e-3:1e-2"`` -> ``((1e-06, 1.0), (0.001, 0.01))``; ConfigError when malformed."""
+def parse_tol_ranges(text: str) -> tuple[ToleranceRange, ...]:
+    """``"1e-6:1,1e-3:1e-2"``: the ranges, each checked here, where it enters.
+
+    Raises:
+        ConfigError: a part that is not LOW:HIGH, or not a range of tolerances.
+    """
     ranges = []
     for part in parse_list(text, str, "--tol-ranges", "1e-6:1,1e-3:1e-2"):
         bounds = part.split(":")
@@ -179,7 +182,7 @@ def parse_tol_ranges(text: str) -> tuple[tuple[float, float], ...]:
             raise ConfigError(
                 f"--tol-ranges takes LOW:HIGH pairs separated by commas, like 1e-6:1; got {part!r}"
             ) from None
-        ranges.append((low, high))
+        ranges.append(other_range((low, high)))
     return tuple(ranges)
 
 

@@ -135,7 +135,7 @@ def defend_paths(
         model=loaded.name,
         votes=settings.votes,
         vmin=settings.vmin,
-        tol_range=[settings.tol_low, settings.tol_high],
+        tol_range=settings.tol_range.as_list(),
         seed=settings.seed,
         draws=settings.draws_label(key),
         errors=[UnreadableFile(name, reason) for name, reason in errors],

@@ -32,16 +32,46 @@ from nodeguard.models.networks import ImageClassifier, require_solver
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.distributed import map_shares
 
-DEFAULT_TOL_RANGE = (1e-5, 1e-1)
+
+@dataclass(frozen=True)
+class ToleranceRange:
+    """A range [low, high] of solver tolerances (rtol = atol of dopri5), drawn log-uniformly:
+    the defense's (Carrara et al., ICPR 2021 workshops, [1e-5, 1e-1]) or an attacker's
+    guess of it. Checked once, where it is made; trusted after.
+
+    Attributes:
+        low: the lower end, a tolerance (> 0, within the solver's floor and ceiling).
+        high: the upper end (>= low).
+
+    Raises:
+        ConfigError: an end that is not a tolerance, or low > high (about ``tol_range``).
+    """
+
+    low: float = 1e-5
+    high: float = 1e-1
+
+    def __post_init__(self) -> None:
+        low, high = require_tol_range("tol_range", self.low, self.high)
+        object.__setattr__(self, "low", float(low))
+        object.__setattr__(self, "high", float(high))
+
+    def draw(self, uniform: torch.Tensor) -> torch.Tensor:
+        """Uniform draws in [0, 1) mapped log-uniformly onto [low, high]."""
+        return log_uniform(uniform, self.low, self.high)
+
+    def as_list(self) -> list[float]:
+        """``[low, high]``, as reports and JSON give it."""
+        return [self.low, self.high]
+
+    def __str__(self) -> str:
+        return f"[{self.low:g}, {self.high:g}]"
 
 
-def check_tol_range(low: float, high: float) -> None:
-    """Raise a ConfigError unless [low, high] is a range of solver tolerances (low <= high)."""
-    require_tol_range("tol_range", low, high)
+DEFAULT_TOL_RANGE = ToleranceRange()
 
 
 def log_uniform(uniform: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Uniform draws in [0, 1) mapped log-uniformly onto [low, high]."""
+    """Uniform draws in [0, 1) mapped log-uniformly onto [low, high] (both tolerances)."""
     return 10 ** (math.log10(low) + uniform * (math.log10(high) - math.log10(low)))
 
 
@@ -52,8 +82,7 @@ class DefenseSettings:
     Attributes:
         votes: V, tolerances drawn per image (>= 1).
         vmin: v_min; an image is accepted iff v_agree > v_min, so in [0, V - 1].
-        tol_low: lower end of the log-uniform tolerance range (> 0).
-        tol_high: upper end (>= tol_low); tolerances are rtol = atol of dopri5.
+        tol_range: the log-uniform range of the drawn tolerances (rtol = atol of dopri5).
         seed: None (the default): secret draws, keyed by the installation's key; an
             integer: public, reproducible draws that anyone can recompute (research runs).
         batch_size: (image, tolerance) pairs solved together (does not change the votes).
@@ -64,8 +93,7 @@ class DefenseSettings:
 
     votes: int = 15
     vmin: int = 12
-    tol_low: float = DEFAULT_TOL_RANGE[0]
-    tol_high: float = DEFAULT_TOL_RANGE[1]
+    tol_range: ToleranceRange = DEFAULT_TOL_RANGE
     seed: int | None = None
     batch_size: int = 512  # (image, tolerance) pairs solved together
 
@@ -74,7 +102,8 @@ class DefenseSettings:
             raise setting_error("votes", f"must be at least 1, got {self.votes}")
         if not 0 <= self.vmin < self.votes:
             raise setting_error("vmin", f"must be in [0, votes - 1] = [0, {self.votes - 1}], got {self.vmin}")
-        check_tol_range(self.tol_low, self.tol_high)
+        if not isinstance(self.tol_range, ToleranceRange):
+            raise TypeError(f"tol_range must be a ToleranceRange, got {self.tol_range!r}")
         if self.batch_size < 1:
             raise setting_error("batch_size", f"must be at least 1, got {self.batch_size}")
         require_seed("seed", self.seed)
@@ -169,9 +198,9 @@ def keyed_image_seed(key: bytes, image: torch.Tensor) -> int:
 
 
 def draw_tolerances(
-    images: torch.Tensor, votes: int, low: float, high: float, seed: int | None, key: bytes | None = None
+    images: torch.Tensor, votes: int, tol_range: ToleranceRange, seed: int | None, key: bytes | None = None
 ) -> torch.Tensor:
-    """(N, votes) tolerances, log-uniform in [low, high], reproducible per image.
+    """(N, votes) tolerances, log-uniform in ``tol_range``, reproducible per image.
 
     The tolerance randomization of Carrara et al. (ICPR 2021 workshops). Image n's draws
     come from a generator seeded by an HMAC-SHA256 of its exact float32 values under the
@@ -183,8 +212,7 @@ def draw_tolerances(
     Args:
         images: (N, C, H, W) float in [0, 1] (rounded to 8-bit levels for the seed only).
         votes: draws per image, V.
-        low: lower end of the range (> 0, not checked here).
-        high: upper end (>= low).
+        tol_range: the range [low, high] of the draws.
         seed: a public seed, or None for secret draws under ``key``.
         key: the installation's key (:func:`nodeguard.defense.keys.installation_key`);
             None with ``seed`` None means the key of the cache root.
@@ -199,7 +227,7 @@ def draw_tolerances(
         per_image = image_seed(seed, image) if seed is not None else keyed_image_seed(key or b"", image)
         generator = torch.Generator().manual_seed(per_image)
         uniform = torch.rand(votes, generator=generator, dtype=torch.float64)
-        rows.append(log_uniform(uniform, low, high))
+        rows.append(tol_range.draw(uniform))
     return torch.stack(rows) if rows else torch.empty(0, votes, dtype=torch.float64)
 
 
@@ -251,7 +279,7 @@ class ToleranceRandomization:
         votes = s.votes if votes is None else votes
         if votes < 1:
             raise setting_error("votes", f"must be at least 1, got {votes}")
-        tolerances = draw_tolerances(images, votes, s.tol_low, s.tol_high, s.seed, self.key)
+        tolerances = draw_tolerances(images, votes, s.tol_range, s.seed, self.key)
         logits = classify_alone(self.model, images, tolerances, batch_size=s.batch_size, progress=progress).logits
         return Votes(logits.argmax(2), tolerances, self.num_classes, logits, s.vmin)
 

@@ -104,8 +104,8 @@ def stored_votes(
     identity = {
         "images_sha256": images_digest(images),
         "count": len(images),
-        "tol_low": defense.tol_low,
-        "tol_high": defense.tol_high,
+        "tol_low": defense.tol_range.low,
+        "tol_high": defense.tol_range.high,
         "seed": defense.draws_identity(key),
         "votes": defense.votes,
     }
@@ -132,6 +132,6 @@ def stored_votes(
     if found:
         progress.log(f"votes on the {len(images)} {label} images found in the cache; nothing to solve")
     # the tolerances are the image's own draws (reproducible): recomputed, not stored
-    tolerances = draw_tolerances(images, defense.votes, defense.tol_low, defense.tol_high, defense.seed, key)
+    tolerances = draw_tolerances(images, defense.votes, defense.tol_range, defense.seed, key)
     votes = Votes(saved["predictions"], tolerances, randomization.num_classes, saved.get("logits"), defense.vmin)
     return votes, found

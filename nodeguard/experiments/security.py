@@ -550,7 +550,7 @@ def range_report(judged: JudgedRange) -> RangeReport:
         )
     accepted = judged.pristine_accepted
     return RangeReport(
-        tol_range=[judged.defense.tol_low, judged.defense.tol_high],
+        tol_range=judged.defense.tol_range.as_list(),
         pristine_accepted=Rate.of(int(accepted.sum()), len(accepted)),
         rows=rows,
         spreads=[summarize(label, spread) for label, spread in judged.spreads.items()],

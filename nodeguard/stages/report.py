@@ -299,7 +299,7 @@ def roc_command(model: str, settings: RocSettings) -> str:
     parts = ["nodeguard roc --model", model, "--count", str(settings.count), "--attack", settings.attack]
     parts += ["--votes", ",".join(str(votes) for votes in settings.votes)]
     parts += [] if settings.seed is None else ["--seed", str(settings.seed)]
-    parts += ["--tol-range", f"{settings.tol_low:g},{settings.tol_high:g}"]
+    parts += ["--tol-range", f"{settings.tol_range.low:g},{settings.tol_range.high:g}"]
     for name, value in _changed_options(settings.attack, settings.attack_options).items():
         parts += [_flag(name), _value(value)]
     return " ".join(parts)

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeguard.defense.randomization import DefenseSettings
+from nodeguard.defense.randomization import DefenseSettings, ToleranceRange
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import setting_error
 from nodeguard.experiments.attack_sets import AttackSettings
@@ -43,8 +43,7 @@ class RocSettings:
             which a 2-core CPU attacks in minutes with FMN (half an hour with CW) where
             the whole split would take hours. Fewer images move the rejected share by
             several points (docs/results.md).
-        tol_low: lower end of the log-uniform tolerance range (> 0).
-        tol_high: upper end.
+        tol_range: the defense's log-uniform range of tolerances.
         seed: None for the installation's secret draws, or a public seed.
         batch_size: (image, tolerance) pairs solved together.
         attack: the attack whose successful 8-bit adversarials are the negatives (default
@@ -58,8 +57,7 @@ class RocSettings:
 
     votes: tuple[int, ...] = (5, 10, 15, 20)
     count: int = 1000
-    tol_low: float = DEFENSE_DEFAULTS.tol_low
-    tol_high: float = DEFENSE_DEFAULTS.tol_high
+    tol_range: ToleranceRange = DEFENSE_DEFAULTS.tol_range
     seed: int | None = DEFENSE_DEFAULTS.seed
     batch_size: int = DEFENSE_DEFAULTS.batch_size
     attack: str = "cw"
@@ -81,8 +79,7 @@ class RocSettings:
         return DefenseSettings(
             votes=max(self.votes),
             vmin=0,
-            tol_low=self.tol_low,
-            tol_high=self.tol_high,
+            tol_range=self.tol_range,
             seed=self.seed,
             batch_size=self.batch_size,
         )
@@ -182,7 +179,7 @@ def roc_of(
         set=report.set,
         pristine=len(pristine),
         adversarial=len(adversarial),
-        tol_range=[settings.tol_low, settings.tol_high],
+        tol_range=settings.tol_range.as_list(),
         seed=settings.seed,
         draws=defense.draws_label(defense_key(loaded, defense)),
         curves=curves,

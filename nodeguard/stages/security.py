@@ -63,7 +63,7 @@ from nodeguard.attacks import ATTACKS, APGDRandOptions, PinnedTolerance
 from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
 from nodeguard.checks import require_non_negative, require_positive, require_range
 from nodeguard.constants import SECURITY_KIND
-from nodeguard.defense.randomization import DefenseSettings, Votes, check_tol_range
+from nodeguard.defense.randomization import DefenseSettings, ToleranceRange, Votes
 from nodeguard.defense.spread import SpreadSummary, summarize
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError, setting_error
@@ -121,6 +121,22 @@ BUDGET_CHECK_COUNT = 20  # images the budget check reruns AutoAttack-rand on, wi
 UNBOUNDED_EPS = 1000.0  # an L2 "budget" past the [0, 1] cube's diagonal for images up to 3 x 577 x 577
 
 
+def other_range(value: ToleranceRange | tuple[float, float] | list[float]) -> ToleranceRange:
+    """One of ``tol_ranges``: a ``ToleranceRange`` as it is, or a (low, high) pair checked once here.
+
+    Raises:
+        ConfigError: a pair that is not a range of tolerances (about ``tol_ranges``).
+    """
+    if isinstance(value, ToleranceRange):
+        return value
+    low, high = value
+    try:
+        return ToleranceRange(low, high)
+    except ConfigError as error:
+        reason = error.render(lambda _setting: "the range")
+        raise setting_error("tol_ranges", f"{low:g}:{high:g} is not a range of tolerances ({reason})") from None
+
+
 @dataclass
 class SecuritySettings:
     """The security evaluation's attackers, defense and budgets (see the module docstring).
@@ -140,8 +156,7 @@ class SecuritySettings:
         vmin: the defense's v_min; None picks the largest that accepts at least
             ``accept_level`` of the pristine images.
         accept_level: share of pristine images v_min must accept, in (0, 1].
-        tol_low: lower end of the defense's log-uniform range (> 0).
-        tol_high: upper end.
+        tol_range: the defense's log-uniform range of tolerances.
         seed: the defense's seed (no attacker reads it).
         batch_size: (image, tolerance) pairs solved together.
         eps: L2 budgets (>= 0) of the robust-accuracy curve.
@@ -158,8 +173,8 @@ class SecuritySettings:
             rerun with ``BUDGET_FACTOR`` (5) times ``autoattack_steps`` on the first
             ``budget_check`` attacked images, and each fixed-budget attack (AutoAttack-rand,
             Square, Square on the randomized model) rerun there with no norm bound (0: neither).
-        tol_ranges: other defense ranges ((low, high) pairs) to judge the same attack
-            sets and spreads with, at the same V and v_min.
+        tol_ranges: other defense ranges (``ToleranceRange``, or (low, high) pairs checked
+            once here) to judge the same attack sets and spreads with, at the same V and v_min.
         certify_sigma: the noise of randomized smoothing drawn beside the curves by
             :func:`run_security` (None: none); not part of the stored report's key.
         certify_model: the model smoothed (None: the model evaluated).
@@ -181,8 +196,7 @@ class SecuritySettings:
     votes: int = DEFENSE_DEFAULTS.votes
     vmin: int | None = None
     accept_level: float = 0.90
-    tol_low: float = DEFENSE_DEFAULTS.tol_low
-    tol_high: float = DEFENSE_DEFAULTS.tol_high
+    tol_range: ToleranceRange = DEFENSE_DEFAULTS.tol_range
     seed: int | None = DEFENSE_DEFAULTS.seed  # None: secret draws; no attacker reads either
     batch_size: int = DEFENSE_DEFAULTS.batch_size
     eps: tuple[float, ...] = DEFAULT_EPS
@@ -193,7 +207,7 @@ class SecuritySettings:
     square_queries: int = 500  # half of `attack square`'s 1000: six Square rows at 100 digits take minutes each
     square_draws: int = DEFAULT_SQUARE_DRAWS
     budget_check: int = BUDGET_CHECK_COUNT
-    tol_ranges: tuple[tuple[float, float], ...] = ()
+    tol_ranges: tuple[ToleranceRange, ...] = ()
     certify_sigma: float | None = None
     certify_model: str | None = None
     certify_n0: int = 100
@@ -226,13 +240,7 @@ class SecuritySettings:
         self.accept_level = require_range("accept_level", self.accept_level, 0.0, 1.0, low_open=True)
         self.attack_options = {k: v for k, v in self.attack_options.items() if v is not None}
         self.defense(self.vmin or 0)  # checks votes, v_min and the range
-        self.tol_ranges = tuple((float(low), float(high)) for low, high in self.tol_ranges)
-        for low, high in self.tol_ranges:
-            try:
-                check_tol_range(low, high)
-            except ConfigError as error:
-                reason = error.render(lambda _setting: "the range")
-                raise setting_error("tol_ranges", f"{low:g}:{high:g} is not a range of tolerances ({reason})") from None
+        self.tol_ranges = tuple(other_range(item) for item in self.tol_ranges)
         if self.certify_sigma is not None:
             self.certify_sigma = require_positive("certify_sigma", self.certify_sigma)
             CertifySettings(sigma=self.certify_sigma, n0=self.certify_n0, n=self.certify_n)  # checks n0 and n
@@ -251,8 +259,7 @@ class SecuritySettings:
         return DefenseSettings(
             votes=self.votes,
             vmin=vmin,
-            tol_low=self.tol_low,
-            tol_high=self.tol_high,
+            tol_range=self.tol_range,
             seed=self.seed,
             batch_size=self.batch_size,
         )
@@ -278,8 +285,8 @@ class SecuritySettings:
                 **warm,
                 "kappa": self.eot_kappa,
                 "draws": self.eot_draws,
-                "tol_low": self.tol_low,
-                "tol_high": self.tol_high,
+                "tol_low": self.tol_range.low,
+                "tol_high": self.tol_range.high,
             }
             label = f"eot-cw d={self.eot_draws}" + (" from k=0" if base else "")  # continued or cold
             chosen.append(Attacker(label, "eot-cw", self.count, options, start=base))
@@ -288,8 +295,8 @@ class SecuritySettings:
                 "eps": eps,
                 "steps": self.autoattack_steps,
                 "eot_iter": self.autoattack_eot_iter,
-                "tol_low": self.tol_low,
-                "tol_high": self.tol_high,
+                "tol_low": self.tol_range.low,
+                "tol_high": self.tol_range.high,
             }
             chosen.append(Attacker(f"apgd-rand e={eps:g}", "apgd-rand", self.count, options))
         if self.square:
@@ -299,8 +306,8 @@ class SecuritySettings:
                         "eps": eps,
                         "queries": self.square_queries,
                         "draws": draws,
-                        "tol_low": self.tol_low,
-                        "tol_high": self.tol_high,
+                        "tol_low": self.tol_range.low,
+                        "tol_high": self.tol_range.high,
                     }
                     label = f"square e={eps:g}" if draws == 0 else f"square-rand e={eps:g} d={draws}"
                     chosen.append(Attacker(label, "square", self.count, options))
@@ -348,13 +355,12 @@ class SecuritySettings:
             f"of the original's {APGD_DEFAULTS.steps} and {APGD_DEFAULTS.eot_iter}"
         )
 
-    def defense_for(self, vmin: int, tol_range: tuple[float, float]) -> DefenseSettings:
+    def defense_for(self, vmin: int, tol_range: ToleranceRange) -> DefenseSettings:
         """The defense at (``votes``, ``vmin``) over another tolerance range."""
         return DefenseSettings(
             votes=self.votes,
             vmin=vmin,
-            tol_low=tol_range[0],
-            tol_high=tol_range[1],
+            tol_range=tol_range,
             seed=self.seed,
             batch_size=self.batch_size,
         )
@@ -365,6 +371,10 @@ class SecuritySettings:
         versions = {attacker.attack: ATTACKS.get(attacker.attack).version for attacker in self.attackers()}
         values = asdict(self)
         del values["certify_sigma"], values["certify_model"], values["certify_n0"], values["certify_n"]
+        # the ranges as plain numbers, as the stored settings and the printed command read them
+        del values["tol_range"]
+        values.update(tol_low=self.tol_range.low, tol_high=self.tol_range.high)
+        values["tol_ranges"] = [item.as_list() for item in self.tol_ranges]
         return {**values, "attack_versions": versions, "report_version": SECURITY_REPORT_VERSION}
 
 
@@ -461,7 +471,7 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         vmin_chosen=settings.vmin is None,
         pristine_accepted=Rate.of(int(accepted.sum()), count),
         pristine_accepted_correct=Rate.of(int(accepted_correct.sum()), count),
-        tol_range=[settings.tol_low, settings.tol_high],
+        tol_range=settings.tol_range.as_list(),
         seed=settings.seed,
         draws=defense.draws_label(defense_key(loaded, defense)),
         points=[item.row for item in main.judged],
@@ -558,7 +568,7 @@ def _gradient_norms(
     if "cw" in kinds:
         targets["model at tol_train"] = PinnedTolerance(loaded.model, loaded.tol_train).eval()
     if kinds & {"eot-cw", "apgd-rand"}:
-        low, high = settings.tol_low, settings.tol_high
+        low, high = settings.tol_range.low, settings.tol_range.high
         draws = ToleranceDraws(loaded.model, settings.eot_draws, low, high, attacker_generator(0))
         targets["randomized model"] = lambda x: draws(x).mean(1)
     norms = {}
@@ -608,12 +618,12 @@ def _judge_other_range(
     attacked: list[AttackerSet],
     vmin: int,
     pristine_reference: torch.Tensor,
-    tol_range: tuple[float, float],
+    tol_range: ToleranceRange,
     progress: Progress,
 ) -> RangeReport:
     """The same attack sets judged by the defense over ``tol_range`` (same V, v_min and seed)."""
     defense = settings.defense_for(vmin, tol_range)
-    where = f" (range {tol_range[0]:g}..{tol_range[1]:g})"
+    where = f" (range {tol_range.low:g}..{tol_range.high:g})"
     first = attacked[0].attack_set
     pristine_votes, _ = stored_votes(loaded, defense, first.clean, "pristine" + where, progress, need_logits=True)
     adversarial_votes = _adversarial_votes(loaded, defense, attacked, where, progress)
