@@ -54,6 +54,7 @@ def test_same_settings_again_reuse_the_model(registry):
     progress = RecordingProgress()
     again = train_model(tiny_config(epochs=1), registry=registry, progress=progress)
     assert again.reused and again.test_error == first.test_error
+    assert again.history == first.history and again.history[0].epoch == 1  # typed, as trained
     assert any("reusing" in message for message in progress.messages)
 
 
@@ -81,6 +82,9 @@ def test_interrupted_training_resumes_to_the_same_weights(registry, tmp_path):
     for key, value in weights_straight.items():
         assert torch.equal(value, weights_resumed[key]), key
     assert resumed.test_error == straight.test_error
+    # the epoch the first run finished comes back from the checkpoint as it was recorded
+    assert [record.epoch for record in resumed.history] == [1, 2]
+    assert resumed.history[0].train_loss == pytest.approx(straight.history[0].train_loss)
 
 
 def test_resnet_baseline_trains_the_same_way(registry):

@@ -98,11 +98,35 @@ def stored_certify_report(model: str, tol: float | None, saved: dict[str, Any]) 
     if saved["settings"].get("version") != CERTIFY_VERSION:
         raise KeyError("version")
     identity = {key: value for key, value in saved["settings"].items() if key != "version"}
-    records = saved["values"]["records"]
+    records = read_certificates(saved["values"]["records"])
     settings = CertifySettings(**identity, count=max(len(records), 1))
     report = CertifyReport(**{**certify_values(model, tol, settings, records, saved["values"]["seconds"])})
     report.curve = [report.accuracy_at(radius) for radius in DEFAULT_RADII]
     return report
+
+
+@dataclass
+class CertifiedImage:
+    """One test image's certificate, as the result store keeps it (Cohen et al. 2019).
+
+    Attributes:
+        label: its true class.
+        prediction: CERTIFY's class, or -1 (``ABSTAIN``).
+        radius: the certified L2 radius (pixels in [0, 1]; 0 on abstention).
+        p_lower: the lower confidence bound on p_A.
+        smoothed: PREDICT's class (-1: abstained), where it was asked for; else None.
+    """
+
+    label: int
+    prediction: int
+    radius: float
+    p_lower: float
+    smoothed: int | None = None
+
+
+def read_certificates(records: list[dict[str, Any]]) -> list[CertifiedImage]:
+    """The stored records as values."""
+    return [from_plain(CertifiedImage, record) for record in records]
 
 
 @dataclass
@@ -187,14 +211,14 @@ class CertifyReport:
 
 
 def _report(
-    loaded: LoadedModel, settings: CertifySettings, records: list[dict[str, Any]], seconds: float
+    loaded: LoadedModel, settings: CertifySettings, records: list[CertifiedImage], seconds: float
 ) -> dict[str, Any]:
     tol = float(getattr(loaded.model, "tol", 0.0)) if loaded.model.has_solver else None
     return certify_values(loaded.name, tol, settings, records, seconds)
 
 
 def certify_values(
-    model: str, tol: float | None, settings: CertifySettings, records: list[dict[str, Any]], seconds: float
+    model: str, tol: float | None, settings: CertifySettings, records: list[CertifiedImage], seconds: float
 ) -> dict[str, Any]:
     """A ``CertifyReport``'s fields (its curve left empty) from stored per-image certificates.
 
@@ -202,13 +226,12 @@ def certify_values(
         model: the model's name.
         tol: the solver tolerance the noisy samples were classified at (None: no solver).
         settings: the smoothing settings that made the certificates.
-        records: per image, {"label", "prediction" (-1: abstained), "radius" (L2 over
-            pixels in [0, 1]), "p_lower", "smoothed"}, in test-split order.
+        records: per image its certificate, in test-split order.
         seconds: time spent certifying.
     """
-    labels = [record["label"] for record in records]
-    predictions = [record["prediction"] for record in records]
-    radii = [record["radius"] for record in records]
+    labels = [record.label for record in records]
+    predictions = [record.prediction for record in records]
+    radii = [record.radius for record in records]
     count = len(records)
     abstained = sum(1 for prediction in predictions if prediction == ABSTAIN)
     values: dict[str, Any] = {
@@ -223,15 +246,15 @@ def certify_values(
         "labels": labels,
         "predictions": predictions,
         "radii": radii,
-        "p_lower": [record["p_lower"] for record in records],
+        "p_lower": [record.p_lower for record in records],
         "abstained": Rate.of(abstained, count),
         "curve": [],
         "max_radius": settings.smoothing.max_radius,
         "seconds": seconds,
     }
     if settings.predict:
-        right = sum(1 for record in records if record["smoothed"] == record["label"])
-        held = sum(1 for record in records if record["smoothed"] == ABSTAIN)
+        right = sum(1 for record in records if record.smoothed == record.label)
+        held = sum(1 for record in records if record.smoothed == ABSTAIN)
         values.update(
             predict_accuracy=Rate.of(right, count),
             predict_abstained=Rate.of(held, count),
@@ -245,7 +268,7 @@ def compute_certificates(
     stored: StoredResult,
     data_dir: str | None,
     progress: Progress,
-    done: tuple[list[dict[str, Any]], float] = ([], 0.0),
+    done: tuple[list[CertifiedImage], float] = ([], 0.0),
 ) -> dict[str, Any]:
     """Certify the first ``count`` test images after the ``done`` records (and their
     seconds), each image a resumable work unit (:class:`nodeguard.pipeline.units.WorkUnits`):
@@ -253,8 +276,8 @@ def compute_certificates(
     ranks certify the images round-robin.
 
     Returns:
-        What the store keeps: ``records``, one dict per image (label, prediction, radius,
-        p_lower, and smoothed with PREDICT), and ``seconds`` spent certifying in all.
+        What the store keeps: ``records``, one plain ``CertifiedImage`` per image, and
+        ``seconds`` spent certifying in all.
 
     Raises:
         SolverError: the per-sample solver cannot classify a noisy copy.
@@ -273,22 +296,17 @@ def compute_certificates(
     if records or saved:
         progress.log(f"continuing after {len(records) + sum(1 for unit in units if unit in saved)} certified images")
     task = progress.task(f"certify sigma={settings.sigma:g}", len(units))
-    tally = {"right": sum(1 for r in records if r["prediction"] == r["label"]), "certified": len(records)}
+    tally = {"right": sum(1 for r in records if r.prediction == r.label), "certified": len(records)}
 
     def certify_image(index: int) -> dict[str, Any]:
         started = time.perf_counter()
         image = split.float_images(slice(index, index + 1))[0]
         certificate = certify(loaded.model, image, smoothing)
-        record: dict[str, Any] = {
-            "label": int(split.labels[index]),
-            "prediction": certificate.prediction,
-            "radius": certificate.radius,
-            "p_lower": certificate.p_lower,
-        }
-        if settings.predict:
-            record["smoothed"] = predict(loaded.model, image, smoothing)
-        record["seconds"] = time.perf_counter() - started
-        return record
+        smoothed = predict(loaded.model, image, smoothing) if settings.predict else None
+        record = CertifiedImage(
+            int(split.labels[index]), certificate.prediction, certificate.radius, certificate.p_lower, smoothed
+        )
+        return {**to_plain(record), "seconds": time.perf_counter() - started}  # a unit's file: plain
 
     def certified_so_far(record: dict[str, Any]) -> dict[str, Any]:
         tally["right"] += int(record["prediction"] == record["label"])
@@ -304,20 +322,20 @@ def compute_certificates(
     for index in range(len(records), count):
         record = dict(every_image[index])
         seconds += float(record.pop("seconds"))
-        records.append(record)
-    return {"records": records, "seconds": seconds}
+        records.append(from_plain(CertifiedImage, record))
+    return {"records": to_plain(records), "seconds": seconds}
 
 
 LEGACY_PARTIAL_FILE = "partial.json"  # nodeguard 0.8.0 kept an interrupted run's certificates here
 
 
-def _legacy_partial(stored: StoredResult, settings: CertifySettings) -> tuple[list[dict[str, Any]], float] | None:
+def _legacy_partial(stored: StoredResult, settings: CertifySettings) -> tuple[list[CertifiedImage], float] | None:
     """The records and seconds an interrupted run of nodeguard 0.8.0 left, when made with these settings."""
     path = stored.path(LEGACY_PARTIAL_FILE)
     saved = read_json(path, default=None) if path is not None else None
     if not isinstance(saved, dict) or saved.get("identity") != settings.identity():
         return None
-    return list(saved["records"]), float(saved["seconds"])
+    return read_certificates(saved["records"]), float(saved["seconds"])
 
 
 def run_certify(
@@ -360,7 +378,7 @@ def run_certify(
 
     def certify_the_rest() -> dict[str, Any]:
         saved = stored.load_json()  # a smaller request's certificates: continued, not redone
-        done = (saved["records"], float(saved["seconds"])) if saved is not None else ([], 0.0)
+        done = (read_certificates(saved["records"]), float(saved["seconds"])) if saved is not None else ([], 0.0)
         return compute_certificates(settings, loaded, stored, data_dir, progress, done)
 
     values, reused = remember_json(stored, certify_the_rest, complete=lambda saved: len(saved["records"]) >= count)
@@ -371,7 +389,7 @@ def run_certify(
         legacy = stored.path(LEGACY_PARTIAL_FILE)
         if legacy is not None and current_ranks().is_main:
             legacy.unlink(missing_ok=True)
-    report_values = _report(loaded, settings, values["records"][:count], values["seconds"])
+    report_values = _report(loaded, settings, read_certificates(values["records"][:count]), values["seconds"])
     report = CertifyReport(**report_values, reused=reused)
     report.curve = [report.accuracy_at(radius) for radius in settings.radii]
     return report

@@ -30,7 +30,7 @@ from nodeguard.data.datasets import Dataset, check_fingerprint, dataset_fingerpr
 from nodeguard.errors import ConfigError, setting_error
 from nodeguard.models.evaluation import evaluate
 from nodeguard.models.networks import MODELS, ImageClassifier, build_model, model_config
-from nodeguard.plain import to_plain
+from nodeguard.plain import from_plain, to_plain
 from nodeguard.progress import SILENT, Progress
 from nodeguard.runtime.device import resolve_device
 from nodeguard.runtime.distributed import all_gather, barrier, current_ranks, ensure_process_group, share
@@ -147,6 +147,32 @@ class TrainConfig:
 
 
 @dataclass
+class EpochRecord:
+    """One epoch of training, as metrics.json, history.json and the checkpoint keep it.
+
+    Attributes:
+        epoch: its number, from 1.
+        train_loss: mean cross-entropy over the training images.
+        train_accuracy: share of training images classified correctly, in [0, 1] (in
+            training mode, batched).
+        train_nfe: mean function evaluations per training batch (0: ResNet).
+        test_error: error on the test split after the epoch, in [0, 1] (batched at tol_train).
+        test_nfe: mean function evaluations per test batch.
+        lr: the learning rate at its end.
+        seconds: its time (s).
+    """
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    train_nfe: float
+    test_error: float
+    test_nfe: float
+    lr: float
+    seconds: float
+
+
+@dataclass
 class TrainResult:
     """What :func:`train_model` reports (also saved, less the transient fields, as metrics.json).
 
@@ -164,7 +190,7 @@ class TrainResult:
         resumed_from_epoch: epochs already done when this run started.
         reused: True when a finished model with the same settings was found.
         path: the model's folder.
-        history: one dict per epoch (train loss/accuracy/NFE, test error/NFE, lr, seconds).
+        history: one ``EpochRecord`` per epoch.
     """
 
     model: str
@@ -179,7 +205,7 @@ class TrainResult:
     resumed_from_epoch: int
     reused: bool
     path: str
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return typing.cast("dict[str, Any]", to_plain(self))
@@ -377,7 +403,8 @@ def _train_locked(
     barrier()  # read before rank 0 writes anything
     if stored is not None and metrics is not None:
         progress.log(f"model {name!r} is already trained with these settings; reusing it")
-        return TrainResult(**{**metrics, "seconds_this_run": 0.0, "reused": True, "path": str(folder)})
+        found = {**metrics, "seconds_this_run": 0.0, "reused": True, "path": str(folder)}
+        return from_plain(TrainResult, found)
 
     progress.log(f"loading {config.dataset}")
     dataset = load_dataset(config.dataset, data_dir)
@@ -408,13 +435,14 @@ def _train_locked(
         network = DistributedDataParallel(model, device_ids=device_ids)
     steps_per_epoch = (len(dataset.train) + config.batch_size - 1) // config.batch_size
     optimizer, schedule = make_optimizer(model, config, steps_per_epoch)
-    start_epoch, history = 0, []
+    start_epoch, history = 0, list[EpochRecord]()
     if registry.has_checkpoint(name):
         checkpoint = registry.read_checkpoint(name)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         schedule.load_state_dict(checkpoint["schedule"])
-        start_epoch, history = int(checkpoint["epoch"]), list(checkpoint["history"])
+        start_epoch = int(checkpoint["epoch"])
+        history = [from_plain(EpochRecord, record) for record in checkpoint["history"]]
         progress.log(f"resuming {name!r} after epoch {start_epoch}/{config.epochs}")
 
     entry = ModelEntry(name, config.arch, config.dataset, "training", start_epoch, config.epochs, created=created)
@@ -429,14 +457,14 @@ def _train_locked(
         # every rank evaluates the whole test split: the same figure as one process
         evaluation = evaluate(model, dataset.test, device=torch_device, batch_size=500)
         history.append(
-            {
-                "epoch": epoch + 1,
+            EpochRecord(
+                epoch=epoch + 1,
                 **train_stats,
-                "test_error": evaluation.error,
-                "test_nfe": evaluation.mean_nfe,
-                "lr": schedule.get_last_lr()[0],
-                "seconds": time.perf_counter() - epoch_started,
-            }
+                test_error=evaluation.error,
+                test_nfe=evaluation.mean_nfe,
+                lr=schedule.get_last_lr()[0],
+                seconds=time.perf_counter() - epoch_started,
+            )
         )
         progress.log(
             f"epoch {epoch + 1}/{config.epochs}: loss {train_stats['train_loss']:.4f}, "
@@ -451,10 +479,10 @@ def _train_locked(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
-                    "history": history,
+                    "history": to_plain(history),
                 },
             )
-            registry.write_json(name, HISTORY_FILE, history)
+            registry.write_json(name, HISTORY_FILE, to_plain(history))
             registry.put(entry)
 
     final = history[-1]
@@ -464,9 +492,9 @@ def _train_locked(
         arch=config.arch,
         tol_train=config.tol_train,
         epochs=config.epochs,
-        test_error=final["test_error"],
-        nfe=final["test_nfe"],
-        seconds=sum(epoch_stats["seconds"] for epoch_stats in history),
+        test_error=final.test_error,
+        nfe=final.test_nfe,
+        seconds=sum(record.seconds for record in history),
         seconds_this_run=time.perf_counter() - run_started,
         resumed_from_epoch=start_epoch,
         reused=False,
