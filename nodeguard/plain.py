@@ -17,6 +17,7 @@ from typing import Any, TypeVar, Union
 from nodeguard.intervals import Rate
 
 T = TypeVar("T")
+PLAIN_TYPES = (int, float, str, bool, Any)  # kinds JSON holds as they are
 
 
 def to_plain(value: Any) -> Any:
@@ -37,9 +38,12 @@ def from_plain(cls: type[T], data: Any) -> T:
     """The typed value of type ``cls`` from its :func:`to_plain` data.
 
     Fields missing from ``data`` take their defaults (values saved before a field existed).
+    Dict keys stay strings (as JSON has them).
 
     Raises:
-        TypeError: ``data`` names a field ``cls`` does not have, or lacks one without a default.
+        TypeError: ``data`` names a field ``cls`` does not have, or lacks one without a
+            default; or a field's type is a union of several kinds that need rebuilding
+            (a dataclass, a Rate, a container), which the data cannot tell apart.
     """
     return typing.cast(T, _convert(cls, data))
 
@@ -50,7 +54,11 @@ def _convert(kind: Any, data: Any) -> Any:
     origin = typing.get_origin(kind)
     if origin in (Union, types.UnionType):
         options = [option for option in typing.get_args(kind) if option is not type(None)]
-        return _convert(options[0], data) if len(options) == 1 else data
+        if len(options) == 1:
+            return _convert(options[0], data)
+        if all(option in PLAIN_TYPES for option in options):  # a number or a string: as it is
+            return data
+        raise TypeError(f"cannot tell which of {kind} this data is: {data!r}")
     if kind is Rate:
         return Rate.from_dict(data)
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -37,7 +38,7 @@ def check_verdict_intervals(report: dict) -> None:
     for verdict in ("accepted", "rejected"):
         rate = report[f"{verdict}_rate"]
         if voted == 0:
-            assert rate is None
+            assert rate == {"value": None, "count": 0, "total": 0, "interval": None}
             continue
         assert rate["count"] == report[verdict] and rate["total"] == voted
         assert rate["value"] == report[verdict] / voted
@@ -129,6 +130,13 @@ def test_verdicts_follow_vmin_and_are_reproducible(tiny_model):
     assert torch.equal(votes.predictions, again.predictions)
     v_agree = votes.v_agree()
     assert torch.equal(votes.accepted(4), v_agree > 4)
+    # the votes carry the operating point they were drawn for; another is a value away
+    assert votes.vmin == 4 and torch.equal(votes.accepted(), v_agree > 4)
+    assert torch.equal(votes.at(6).accepted(), v_agree > 6) and votes.vmin == 4
+    with pytest.raises(ConfigError, match="`vmin` must be in"):
+        votes.at(7)
+    with pytest.raises(ValueError, match="no operating point"):
+        replace(votes, vmin=None).accepted()
     counts = votes.counts()
     assert counts.sum(1).tolist() == [7] * 10 and torch.equal(counts.max(1).values, v_agree)
 
@@ -138,8 +146,12 @@ def test_defense_settings_and_model_are_checked(tiny_model, registry):
         DefenseSettings(votes=5, vmin=5)
     with pytest.raises(ConfigError, match="`tol_range` must be low <= high"):
         ToleranceRange(1e-1, 1e-5)
+    # a pair is made a range, checked once, where it enters
+    assert DefenseSettings(tol_range=(1e-5, 1e-2)).tol_range == ToleranceRange(1e-5, 1e-2)
+    with pytest.raises(ConfigError, match="`tol_range` must be low <= high"):
+        DefenseSettings(tol_range=(1e-1, 1e-5))
     with pytest.raises(TypeError, match="ToleranceRange"):
-        DefenseSettings(tol_range=(1e-5, 1e-1))  # a range is checked once, where it is made
+        DefenseSettings(tol_range=1e-3)
     train_model(tiny_config(arch="resnet", epochs=1), name="res", registry=registry)
     with pytest.raises(ConfigError, match="needs an ODE model"):
         ToleranceRandomization(load_model("res", registry=registry).model)

@@ -124,6 +124,13 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
         "security report security-old-other: made by another nodeguard version; make it again (its attack sets "
         f"are reused): {security_command(tiny_model, other)}"
     ]
+    asked = runner.invoke(app, [*page, "--out", str(tmp_path / "r4"), "--security", "security-old-other"])
+    assert asked.exit_code == 1 and "made by another nodeguard version" in asked.output
+    assert security_command(tiny_model, other) in " ".join(asked.output.split())
+    shutil.rmtree(folder / stored_key)  # only reports of another version left: each listed, nothing else
+    missing = gather_report(tiny_model, Registry(), roc=False).missing
+    assert sum("another nodeguard version" in line for line in missing) == 2
+    assert not any(line.startswith("security: none stored yet") for line in missing)
 
 
 def test_the_tau_tables_are_gathered_with_commands_that_find_them_again(tiny_model):
@@ -138,7 +145,7 @@ def test_the_tau_tables_are_gathered_with_commands_that_find_them_again(tiny_mod
     tables = gather_report(tiny_model, Registry(), roc=False).tau_tables
     error_table = next(table for table in tables if table.title.startswith("test error"))
     assert [(row.tol, row.rate.to_dict()) for row in error_table.rows] == [
-        (row["tol"], row["error"]["error"]) for row in rows
+        (row["tol"], row["error"]["rate"]) for row in rows
     ]
     adversarial_table = next(table for table in tables if table.title.startswith("adversarials"))
     assert [(row.tol, row.rate.to_dict()) for row in adversarial_table.rows] == [
@@ -223,6 +230,9 @@ def test_a_summary_written_before_rates_were_values_still_loads():
     assert AttackReport.from_dict(old) == AttackReport.from_dict(new) == summary
     del old["successes_8bit"]  # older still: the count recovered from the share
     assert AttackReport.from_dict(old).success_rate_8bit == Rate.of(2, 3)
+    for margin in ("median_abs_margin", "p90_abs_margin", "median_abs_margin_8bit", "p90_abs_margin_8bit"):
+        del old[margin]  # older still (0.3): no margins recorded
+    assert AttackReport.from_dict(old).median_abs_margin is None
 
 
 def test_the_certify_command_keeps_what_keys_the_certificates():

@@ -26,7 +26,7 @@ FAST_ATTACK = {"steps": 8, "binary_steps": 1}
 
 def check_intervals(row: dict) -> None:
     """Each rate of a sweep row (as JSON holds it) is its counts' share with their interval."""
-    check_rate(row["error"]["error"])
+    check_rate(row["error"]["rate"])
     if row["attack"] is not None:
         check_rate(row["attack"]["success_rate"])
 
@@ -52,7 +52,7 @@ def test_error_rows_match_the_model_at_each_tolerance(tiny_model, registry):
     for row in report.rows:
         classified = classify_alone(loaded.model, test.float_images(), tol=row.tol)
         predictions, nfe = classified.predictions, classified.nfe
-        assert row.error.error == Rate.of(int((predictions != test.labels).sum()), 40)
+        assert row.error.rate == Rate.of(int((predictions != test.labels).sum()), 40)
         assert row.error.nfe == pytest.approx(float(nfe.float().mean()))
         assert row.attack is None
     assert report.rows[0].error.nfe >= report.rows[1].error.nfe  # tighter tolerance, at least as many steps
@@ -165,9 +165,10 @@ def test_sweep_cli_json_and_out_files(tiny_model, tmp_path):
 def test_sweep_plot_draws_the_tau_figure(tiny_model, tmp_path):
     args = ["sweep", "--tols", "1e-3,1e-1", "--test-limit", "10", "--attack", "cw", "--count", "3"]
     args += ["--steps", "10", "--binary-steps", "1", "--json", "--plot", str(tmp_path / "tau.png")]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "tau.json")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["plot"] == str(tmp_path / "tau.png")
+    assert json.loads((tmp_path / "tau.json").read_text()) == json.loads(result.stdout)  # --out names it too
     picture = (tmp_path / "tau.png").read_bytes()
     assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 10_000
     error_only = runner.invoke(

@@ -26,7 +26,7 @@ from nodeguard.cli._parsing import parse_tol_range
 from nodeguard.defense.files import DefendReport, defend_paths
 from nodeguard.defense.randomization import DefenseSettings
 from nodeguard.errors import ConfigError
-from nodeguard.intervals import INTERVAL_LABEL, format_optional_rate
+from nodeguard.intervals import INTERVAL_LABEL
 from nodeguard.reporting.tables import defend_to_csv
 from nodeguard.runtime.distributed import current_ranks
 from nodeguard.storage.files import atomic_write_text, check_writable, display_path, json_text
@@ -104,8 +104,8 @@ def render(console: Console, report: DefendReport) -> None:
     voted = len(report.images)
     accepted, rejected = str(report.accepted), str(report.rejected)
     if voted:  # each count with its share of the images voted on and the share's interval
-        accepted += f" ({format_optional_rate(report.accepted_rate)})"
-        rejected += f" ({format_optional_rate(report.rejected_rate)})"
+        accepted += f" ({report.accepted_rate.format()})"
+        rejected += f" ({report.rejected_rate.format()})"
     console.print(f"accepted {accepted}, rejected {rejected}, unreadable {report.unreadable} ({report.seconds:.1f} s)")
     if voted:
         console.print(f"intervals: {INTERVAL_LABEL} over {voted} image{'' if voted == 1 else 's'}")

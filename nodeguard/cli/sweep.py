@@ -116,11 +116,11 @@ def publish(
 ) -> None:
     """Write --out and --plot (rank 0 only, in a sharded job), then print the result."""
     if current_ranks().is_main:
-        if out is not None:
-            write(report, out)
-        if plot is not None:
+        if plot is not None:  # first: the --out file names the picture
             draw(report, plot)
             report.plot = str(plot)
+        if out is not None:
+            write(report, out)
     output.result(report.to_dict(), lambda console: render_human(console, report))
 
 
@@ -174,7 +174,7 @@ def render(console: Console, report: SweepReport) -> None:
     columns = ([report.baseline] if report.baseline is not None else []) + report.rows
     caption = interval_caption(
         [
-            ([column.error.error for column in columns], "test images (error)"),
+            ([column.error.rate for column in columns], "test images (error)"),
             ([column.attack.success_rate for column in columns if column.attack], "attacked images (success)"),
         ]
     )

@@ -56,8 +56,8 @@ class DefendReport:
 
     ``accepted`` and ``rejected`` count the images voted on (``len(images)``);
     ``accepted_rate`` and ``rejected_rate`` are the same as shares of them, each a
-    :class:`~nodeguard.intervals.Rate` with its 95% Clopper-Pearson interval; both None
-    when no image was voted on.
+    :class:`~nodeguard.intervals.Rate` with its 95% Clopper-Pearson interval (of no image
+    when none was voted on: value and interval None).
     """
 
     model: str
@@ -73,8 +73,8 @@ class DefendReport:
     rejected: int = 0
     unreadable: int = 0
     seconds: float = 0.0
-    accepted_rate: Rate | None = None
-    rejected_rate: Rate | None = None
+    accepted_rate: Rate = field(default_factory=lambda: Rate.of(0, 0))
+    rejected_rate: Rate = field(default_factory=lambda: Rate.of(0, 0))
 
     def to_dict(self) -> dict[str, Any]:
         return typing.cast("dict[str, Any]", to_plain(self))

@@ -70,6 +70,20 @@ class ToleranceRange:
 DEFAULT_TOL_RANGE = ToleranceRange()
 
 
+def as_tolerance_range(value: ToleranceRange | tuple[float, float] | list[float]) -> ToleranceRange:
+    """A ``ToleranceRange`` as it is, or a (low, high) pair checked once, here.
+
+    Raises:
+        ConfigError: a pair that is not a range of tolerances (about ``tol_range``).
+        TypeError: neither a range nor a pair.
+    """
+    if isinstance(value, ToleranceRange):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return ToleranceRange(value[0], value[1])
+    raise TypeError(f"tol_range must be a ToleranceRange or a (low, high) pair, got {value!r}")
+
+
 def log_uniform(uniform: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """Uniform draws in [0, 1) mapped log-uniformly onto [low, high] (both tolerances)."""
     return 10 ** (math.log10(low) + uniform * (math.log10(high) - math.log10(low)))
@@ -102,8 +116,7 @@ class DefenseSettings:
             raise setting_error("votes", f"must be at least 1, got {self.votes}")
         if not 0 <= self.vmin < self.votes:
             raise setting_error("vmin", f"must be in [0, votes - 1] = [0, {self.votes - 1}], got {self.vmin}")
-        if not isinstance(self.tol_range, ToleranceRange):
-            raise TypeError(f"tol_range must be a ToleranceRange, got {self.tol_range!r}")
+        object.__setattr__(self, "tol_range", as_tolerance_range(self.tol_range))
         if self.batch_size < 1:
             raise setting_error("batch_size", f"must be at least 1, got {self.batch_size}")
         require_seed("seed", self.seed)
@@ -134,9 +147,11 @@ class Votes:
         logits: (N, V, classes) float32 logits of each vote, or None where they were not
             kept (votes stored by nodeguard before 0.8.0); the margin-spread diagnostic
             (:mod:`nodeguard.defense.spread`) reads them.
-        vmin: the defense's operating point v_min the votes were drawn for (an image is
-            accepted iff v_agree > vmin), or None where none was chosen yet (the ROC
-            sweeps every v_min; ``security`` chooses one from the pristine votes).
+        vmin: the operating point v_min of the defense that drew them (an image is
+            accepted iff v_agree > vmin); None where the votes were built without one. The
+            ROC, which sweeps every v_min, and ``security``, which chooses v_min from the
+            pristine votes, draw with a placeholder v_min of 0 and read the votes at their
+            own point (:meth:`at`).
 
     Every method takes ``votes``: use only the first that many draws (None or 0: all V);
     the first k of V draws are the draws of k.
@@ -164,7 +179,13 @@ class Votes:
         return self.counts(votes).max(1).values
 
     def at(self, vmin: int) -> Votes:
-        """The same votes at operating point ``vmin``."""
+        """The same votes at operating point ``vmin``.
+
+        Raises:
+            ConfigError: ``vmin`` not in [0, V - 1].
+        """
+        if not 0 <= vmin < self.predictions.shape[1]:
+            raise setting_error("vmin", f"must be in [0, votes - 1] = [0, {self.predictions.shape[1] - 1}], got {vmin}")
         return replace(self, vmin=vmin)
 
     def accepted(self, vmin: int | None = None, votes: int | None = None) -> torch.Tensor:

@@ -368,8 +368,11 @@ class AttackReport:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AttackReport:
         """The report from :meth:`to_dict`, or from a summary.json written before rates were
-        values (0.12.0 and earlier: ``success_rate`` a share, ``successes`` its count)."""
+        values (0.12.0 and earlier: ``success_rate`` a share, ``successes`` its count), or
+        before the margins were recorded (they read None)."""
         values = dict(values)
+        for margin in ("median_abs_margin", "p90_abs_margin", "median_abs_margin_8bit", "p90_abs_margin_8bit"):
+            values.setdefault(margin, None)
         count = int(values.get("count", 0))
         for rate, successes in (("success_rate", "successes"), ("success_rate_8bit", "successes_8bit")):
             values.pop(f"{rate}_ci", None)

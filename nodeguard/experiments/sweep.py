@@ -24,12 +24,12 @@ class ErrorCell:
     """The test error at one tolerance: images misclassified alone, of the test images (a
     :class:`~nodeguard.intervals.Rate`), and the mean function evaluations per image."""
 
-    error: Rate
+    rate: Rate
     nfe: float
 
     def stored(self) -> dict[str, Any]:
         """The cell as the result store keeps it."""
-        return {"error": self.error.value, "nfe": self.nfe, "images": self.error.total, "errors": self.error.count}
+        return {"error": self.rate.value, "nfe": self.nfe, "images": self.rate.total, "errors": self.rate.count}
 
     @classmethod
     def from_stored(cls, values: dict[str, Any]) -> ErrorCell:

@@ -120,7 +120,7 @@ PAPER_COLUMN = {"error": 0, "success_rate": 1}
 def _sweep_value(row: SweepRow, key: str) -> Rate | float | None:
     """A sweep column's metric: its error or success (a ``Rate``), or its mean L2."""
     if key == "error":
-        return row.error.error
+        return row.error.rate
     if row.attack is None:
         return None
     return row.attack.success_rate if key == "success_rate" else row.attack.mean_l2

@@ -44,7 +44,7 @@ def _rate_cell(rate: Rate | None, digits: int, below: bool) -> str:
 
 # each metric of the sweep table: its label and its cell of a column (None: not measured)
 METRICS: tuple[tuple[str, Callable[[SweepRow, bool], str | None]], ...] = (
-    ("error %", lambda row, below: _rate_cell(row.error.error, 1, below)),
+    ("error %", lambda row, below: _rate_cell(row.error.rate, 1, below)),
     ("mean NFE", lambda row, below: "-" if row.tol is None else f"{row.error.nfe:.1f}"),
     (
         "attack success %",
@@ -121,7 +121,7 @@ SWEEP_KEYS += ["errors", "images", "successes", "attacked"]
 def _sweep_line(report: SweepReport, row: SweepRow) -> dict[str, Any]:
     line: dict[str, Any] = {"model": row.model or report.model, "tol": "" if row.tol is None else row.tol}
     line["nfe"] = row.error.nfe
-    line.update(rate_columns("error", row.error.error, "errors", "images"))
+    line.update(rate_columns("error", row.error.rate, "errors", "images"))
     if row.attack is not None:
         line.update(rate_columns("success_rate", row.attack.success_rate, "successes", "attacked"))
         line.update(mean_l2=row.attack.mean_l2, mean_mse=row.attack.mean_mse)

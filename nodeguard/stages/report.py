@@ -460,6 +460,11 @@ def gather_report(
     security.sort(key=lambda item: -item.report.count)  # stable: the latest first among equal counts
     if security_key is not None:  # the one asked for first
         chosen = [item for item in security if item.key == security_key]
+        if not chosen and security_key in outdated:
+            raise ConfigError(
+                f"security report {security_key!r} of {name} was made by another nodeguard version; make it again "
+                f"(its attack sets are reused): {outdated[security_key]}"
+            )
         if not chosen:
             stored_keys = ", ".join(item.key for item in security) or "none"
             raise ConfigError(f"no security report {security_key!r} stored for {name}; stored: {stored_keys}")
@@ -508,7 +513,7 @@ def gather_report(
             f"ROC: no FMN, CW or blend attack set that `nodeguard roc` reads; make one: nodeguard roc --model {name} "
             "--count 1000 --attack fmn" + ("" if roc_seed is None else f" --seed {roc_seed}")
         )
-    if not security:
+    if not security and not outdated:
         missing.append(
             f"security: none stored yet; the README's table: nodeguard security --model {name} --count 100 "
             "--aa-steps 20 --aa-eot-iter 5"

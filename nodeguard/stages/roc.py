@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeguard.defense.randomization import DefenseSettings, ToleranceRange
+from nodeguard.defense.randomization import DefenseSettings, ToleranceRange, as_tolerance_range
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import setting_error
 from nodeguard.experiments.attack_sets import AttackSettings
@@ -64,6 +64,7 @@ class RocSettings:
     attack_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.tol_range = as_tolerance_range(self.tol_range)
         if not self.votes or min(self.votes) < 1:
             raise setting_error("votes", "takes positive integers, like 5,10,15,20")
         self.votes = tuple(sorted(set(int(v) for v in self.votes)))

@@ -63,7 +63,7 @@ from nodeguard.attacks import ATTACKS, APGDRandOptions, PinnedTolerance
 from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
 from nodeguard.checks import require_non_negative, require_positive, require_range
 from nodeguard.constants import SECURITY_KIND
-from nodeguard.defense.randomization import DefenseSettings, ToleranceRange, Votes
+from nodeguard.defense.randomization import DefenseSettings, ToleranceRange, Votes, as_tolerance_range
 from nodeguard.defense.spread import SpreadSummary, summarize
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError, setting_error
@@ -240,6 +240,7 @@ class SecuritySettings:
         self.accept_level = require_range("accept_level", self.accept_level, 0.0, 1.0, low_open=True)
         self.attack_options = {k: v for k, v in self.attack_options.items() if v is not None}
         self.defense(self.vmin or 0)  # checks votes, v_min and the range
+        self.tol_range = as_tolerance_range(self.tol_range)
         self.tol_ranges = tuple(other_range(item) for item in self.tol_ranges)
         if self.certify_sigma is not None:
             self.certify_sigma = require_positive("certify_sigma", self.certify_sigma)
