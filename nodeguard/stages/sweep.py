@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeguard.checks import require_count, require_tol, require_tols
+from nodeguard.checks import require_count, require_tols
 from nodeguard.constants import SWEEP_CELL_KIND
 from nodeguard.data.datasets import ImageSplit
 from nodeguard.errors import ConfigError
@@ -53,13 +53,11 @@ class SweepSettings:
         self.tols = require_tols("tols", self.tols)
         require_count("count", self.count)
         require_count("test_limit", self.test_limit)
-        if self.tol_attack is not None:
-            self.tol_attack = require_tol("tol_attack", self.tol_attack)
         if self.tol_attack is not None and self.attack is None:
             raise ConfigError("{tol_attack} needs an {attack} (cw, for example)", settings=("tol_attack", "attack"))
         self.tols = tuple(float(tol) for tol in self.tols)
-        if self.attack is not None:
-            self.attack_settings(None)  # an unknown attack or option fails before any cell is computed
+        if self.attack is not None:  # an unknown attack or option, or a bad tol_attack, fails before any cell
+            self.tol_attack = self.attack_settings(self.tol_attack).tol_attack  # checked there, once
 
     def attack_settings(self, tol_attack: float | None) -> AttackSettings:
         """The attack set's settings at ``tol_attack`` (None: the model's tol_train).
