@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 from conftest import check_rate
@@ -122,6 +123,10 @@ def test_tables_show_each_rate_with_its_interval():
     assert float(written["error_ci_low"]) == pytest.approx(rate_interval(1, 40)[0])
     assert float(written["success_rate_ci_high"]) == pytest.approx(rate_interval(3, 4)[1])
     assert (written["successes"], written["attacked"], written["errors"], written["images"]) == ("3", "4", "1", "40")
+    # made once at tol_attack and judged at each tau: the mean L2 is over those still fooled there
+    assert [line[0] for line in table_cells(report)[1]][3] == "mean L2"
+    decoupled = table_cells(replace(report, tol_attack=1e-3))[1]
+    assert [line[0] for line in decoupled][3:] == ["mean L2 (still fooled)", "mean MSE (x1e-2) (still fooled)"]
 
 
 def test_baseline_column_and_table_layout(tiny_model, registry):

@@ -140,7 +140,7 @@ def render_grid(console: Console, report: GridReport) -> None:
         header, body = grid_table(report, described.model, interval_below=True)
         title = (
             f"{described.model} (tau_train {described.tol_train:g}): {report.attack} on "
-            f"{report.count} images, success / mean L2"
+            f"{report.count} images, success / mean L2 (still fooled)"
         )
         rates = [cell.success_rate for cell in report.cells_of(described.model).values()]
         caption = interval_caption([(rates, "attacked images")])
@@ -179,4 +179,9 @@ def render(console: Console, report: SweepReport) -> None:
         ]
     )
     console.print(table_of(f"{report.model}: tau_test across{mode}", header, body, caption))
+    if report.tol_attack is not None:
+        console.print(
+            "mean L2 and MSE (still fooled): over the adversarials still misclassified at each tau, "
+            "fewer digits where the success falls"
+        )
     print_footer(console, report, "tau figure")

@@ -70,13 +70,22 @@ def _columns(report: SweepReport) -> list[SweepRow]:
     return ([report.baseline] if report.baseline is not None else []) + list(report.rows)
 
 
+# the decoupled sweep's mean L2 and MSE are over the adversarials still misclassified at
+# each tau_test: fewer digits where the success falls, so the label says so
+STILL_FOOLED = " (still fooled)"
+
+
 def table_cells(report: SweepReport, interval_below: bool = False) -> tuple[list[str], list[list[str]]]:
     """(header, rows) with one column per tau (and the baseline first), one row per metric
-    measured; a rate shows its interval beside it, or below it with ``interval_below``."""
+    measured; a rate shows its interval beside it, or below it with ``interval_below``.
+    In the decoupled sweep (``tol_attack`` set) the mean L2 and MSE rows say that they are
+    over the adversarials still misclassified at each tau."""
     columns = _columns(report)
     header = ["metric"] + [row.model or "" if row.tol is None else f"tau={row.tol:g}" for row in columns]
     body = []
     for label, cell in METRICS:
+        if report.tol_attack is not None and label.startswith("mean ") and label != "mean NFE":
+            label += STILL_FOOLED
         cells = [cell(column, interval_below) for column in columns]
         if all(value is None for value in cells):
             continue
@@ -186,7 +195,7 @@ def grid_table(report: GridReport, model: str, interval_below: bool = False) -> 
 def grid_to_markdown(report: GridReport) -> str:
     parts = []
     for described in report.models:
-        title = f"{described.model} (tau_train {described.tol_train:g}): success / mean L2"
+        title = f"{described.model} (tau_train {described.tol_train:g}): success / mean L2{STILL_FOOLED}"
         parts.append("\n".join([title, "", *markdown_table(*grid_table(report, described.model))]))
     return "\n\n".join(parts) + "\n"
 
