@@ -84,6 +84,12 @@ def as_tolerance_range(value: ToleranceRange | tuple[float, float] | list[float]
     raise TypeError(f"tol_range must be a ToleranceRange or a (low, high) pair, got {value!r}")
 
 
+def check_vmin(vmin: int, votes: int) -> None:
+    """Raise a ConfigError unless ``vmin`` is an operating point of V = ``votes``: [0, V - 1]."""
+    if not 0 <= vmin < votes:
+        raise setting_error("vmin", f"must be in [0, votes - 1] = [0, {votes - 1}], got {vmin}")
+
+
 def log_uniform(uniform: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """Uniform draws in [0, 1) mapped log-uniformly onto [low, high] (both tolerances)."""
     return 10 ** (math.log10(low) + uniform * (math.log10(high) - math.log10(low)))
@@ -114,8 +120,7 @@ class DefenseSettings:
     def __post_init__(self) -> None:
         if self.votes < 1:
             raise setting_error("votes", f"must be at least 1, got {self.votes}")
-        if not 0 <= self.vmin < self.votes:
-            raise setting_error("vmin", f"must be in [0, votes - 1] = [0, {self.votes - 1}], got {self.vmin}")
+        check_vmin(self.vmin, self.votes)
         object.__setattr__(self, "tol_range", as_tolerance_range(self.tol_range))
         if self.batch_size < 1:
             raise setting_error("batch_size", f"must be at least 1, got {self.batch_size}")
@@ -184,8 +189,7 @@ class Votes:
         Raises:
             ConfigError: ``vmin`` not in [0, V - 1].
         """
-        if not 0 <= vmin < self.predictions.shape[1]:
-            raise setting_error("vmin", f"must be in [0, votes - 1] = [0, {self.predictions.shape[1] - 1}], got {vmin}")
+        check_vmin(vmin, self.predictions.shape[1])
         return replace(self, vmin=vmin)
 
     def accepted(self, vmin: int | None = None, votes: int | None = None) -> torch.Tensor:

@@ -127,12 +127,10 @@ def other_range(value: ToleranceRange | tuple[float, float] | list[float]) -> To
     Raises:
         ConfigError: a pair that is not a range of tolerances (about ``tol_ranges``).
     """
-    if isinstance(value, ToleranceRange):
-        return value
-    low, high = value
     try:
-        return ToleranceRange(low, high)
-    except ConfigError as error:
+        return as_tolerance_range(value)
+    except ConfigError as error:  # only a pair fails here (a range was checked when made)
+        low, high = value if not isinstance(value, ToleranceRange) else (value.low, value.high)
         reason = error.render(lambda _setting: "the range")
         raise setting_error("tol_ranges", f"{low:g}:{high:g} is not a range of tolerances ({reason})") from None
 
