@@ -16,6 +16,9 @@
 #   decoupling   docs/tau-story.md: the tau_train x tau_attack x tau_test grid picture
 #   certify      docs/security.md: randomized smoothing, both noise models, the picture
 #   security     README, docs/security.md: the security table and picture
+#   security-variation  README, docs/security.md: how the security table moves with the
+#                defense's draws, the attackers' seeds and the training seed (needs
+#                variation's models; about an hour on 2 cores)
 #   budget       docs/security.md: AutoAttack-rand at the reduced and the full budget
 #   public-seed  docs/inputs.md: what a known seed gives away
 #   byo          docs/library.md: a model trained by torchdiffeq alone, imported
@@ -55,7 +58,8 @@ echo "NODEGUARD_HOME=$NODEGUARD_HOME"
 echo "figures in $figures"
 
 model=odenet-mnist5k
-all_parts=(quickstart cw variation tau decoupling certify security budget public-seed byo speed distributed)
+all_parts=(quickstart cw variation tau decoupling certify security security-variation budget public-seed byo speed
+    distributed)
 
 say() {  # say FILE COMMAND...: which command makes FILE
     local file=$1
@@ -200,6 +204,26 @@ part_security() {
         --certify 0.5 --certify-model "$model-noise0.5")
     record "$figures/security.txt" nodeguard security "${options[@]}" --plot "$figures/security.png"
     record "$figures/security.json" nodeguard security "${options[@]}" --json
+}
+
+part_security_variation() {
+    need variation
+    local seed options=(--count 100 --votes 15 --aa-steps 20 --aa-eot-iter 5 --square-queries 500 --square-draws 2)
+    # the same attack sets judged by other public draws of the defense
+    for seed in 0 1 2 3 4; do
+        record "$figures/security-draws$seed.json" nodeguard security --model "$model" "${options[@]}" --seed "$seed" --json
+    done
+    # the attackers that draw (EOT-CW, AutoAttack-rand, Square) with other seeds
+    for seed in 1 2; do
+        record "$figures/security-attack$seed.json" nodeguard security --model "$model" "${options[@]}" --seed 0 \
+            --attack-seed "$seed" --json
+    done
+    # the models trained with other seeds, their own attack sets
+    for seed in 1 2; do
+        record "$figures/security-model$seed.json" nodeguard security --model "$model-seed$seed" "${options[@]}" \
+            --seed 0 --json
+    done
+    record "$figures/security-variation.md" python examples/security_variation_table.py "$figures"
 }
 
 part_budget() {

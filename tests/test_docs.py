@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 
@@ -220,3 +222,41 @@ def test_the_figure_check_refuses_a_folder_that_is_not_there(tmp_path, capsys):
         check_figures.main([str(tmp_path / "absent")])
     assert exit_info.value.code == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_the_security_variation_table_takes_the_union_of_every_runs_interval(tmp_path, capsys):
+    """Hand-made ``security --json`` files: the printed ranges are the runs' lowest and
+    highest values and the union of their Clopper-Pearson intervals, by construction."""
+    import importlib.util
+
+    from nodeguard.intervals import Rate
+
+    spec = importlib.util.spec_from_file_location("svt", ROOT / "examples" / "security_variation_table.py")
+    assert spec is not None and spec.loader is not None
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def report(fooled: int, model: str = "m") -> dict:
+        rate = Rate.of(fooled, 100).to_dict()
+        point = {"label": "cw k=0", "defended_success": rate, "success_rate": Rate.of(100, 100).to_dict()}
+        curve = [{"eps": 1.0, "robust_accuracy_defended": Rate.of(100 - fooled, 100).to_dict()}]
+        return {
+            "model": model,
+            "vmin": 14,
+            "pristine_accepted": Rate.of(100, 100).to_dict(),
+            "points": [{**point, "median_l2": 1.0 + fooled / 100}],
+            "curve": curve,
+        }
+
+    runs = {"security-draws0": 10, "security-draws1": 14, "security-attack1": 20, "security-model1": 6}
+    for name, fooled in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(report(fooled)))
+    assert table.main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    intervals = [Rate.of(fooled, 100).interval for fooled in runs.values()]
+    low, high = min(i[0] for i in intervals), max(i[1] for i in intervals)
+    union = f"{math.floor(low * 100)}-{math.ceil(high * 100)}%"
+    assert "| cw k=0 | 10-14% | 10-20% | 6-10% | 10% [" in printed and printed.count(union) == 1
+    assert "| cw k=0 | 100% | 1.060-1.200 |" in printed
+    with pytest.raises(SystemExit):
+        table.main([str(tmp_path / "nothing")])

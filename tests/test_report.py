@@ -133,7 +133,7 @@ def test_the_report_gathers_what_is_stored_and_its_commands_reproduce_it(tiny_mo
     assert not any(line.startswith("security: none stored yet") for line in missing)
 
 
-def test_the_tau_tables_are_gathered_with_commands_that_find_them_again(tiny_model):
+def test_the_tau_tables_are_gathered_with_commands_that_find_them_again(tiny_model, tmp_path):
     runner = CliRunner()
     errors = ["sweep", "--model", tiny_model, "--tols", "1e-3,1e-1", "--test-limit", "12", "--device", "cpu"]
     assert runner.invoke(app, [*errors, "--json"]).exit_code == 0
@@ -151,10 +151,25 @@ def test_the_tau_tables_are_gathered_with_commands_that_find_them_again(tiny_mod
     assert [(row.tol, row.rate.to_dict()) for row in adversarial_table.rows] == [
         (row["tol"], row["attack"]["success_rate"]) for row in rows
     ]
-    for table in (error_table, adversarial_table):  # each command prints its table from the store alone
+    # the coupled sweep: the attack made and judged at each tau, one attack set per tau
+    coupled = runner.invoke(app, [*errors, "--attack", "blend", "--count", "3", "--json"])
+    assert coupled.exit_code == 0, coupled.output
+    coupled_rows = json.loads(coupled.stdout)["rows"]
+    tables = gather_report(tiny_model, Registry(), roc=False).tau_tables
+    (attack_table,) = [table for table in tables if "tol_attack = tau" in table.title]
+    assert attack_table.title.startswith("blend on 3 images")
+    assert [(row.tol, row.rate.to_dict(), row.mean_l2) for row in attack_table.rows] == [
+        (row["tol"], row["attack"]["success_rate"], row["attack"]["mean_l2"]) for row in coupled_rows
+    ]
+    assert "--tol-attack" not in attack_table.command
+    for table in (error_table, adversarial_table, attack_table):  # each command prints its table from the store alone
         again = runner.invoke(app, [*shlex.split(table.command)[1:], "--device", "cpu", "--json"])
         assert again.exit_code == 0, again.output
         assert json.loads(again.stdout)["cells_computed"] == 0
+    page = (tmp_path / "page").as_posix()
+    assert runner.invoke(app, ["report", "--model", tiny_model, "--out", page, "--no-roc"]).exit_code == 0
+    html = (tmp_path / "page" / "report.html").read_text()
+    assert "tol_attack = tau" in html and "mean L2" in html
 
 
 def test_an_empty_out_is_one_line(tiny_model):
@@ -181,11 +196,14 @@ def _flags(command: str) -> set[str]:
 
 
 def test_every_printed_command_uses_only_options_its_command_takes():
-    settings = SecuritySettings(kappas=(0.0,), eot=False, square=False, tol_ranges=((1e-6, 1.0),), batch_size=64)
+    settings = SecuritySettings(
+        kappas=(0.0,), square=False, tol_ranges=((1e-6, 1.0),), batch_size=64, attack_seed=2, attack_batch_size=50
+    )
     secret = {**settings.identity(), "seed": "key:abcd1234"}
     command = security_command("m", secret)
     assert "--seed" not in command and "secret draws: key:abcd1234" in command
-    assert {"--no-eot", "--no-square", "--tol-ranges", "--batch-size"} <= _flags(command) <= _options("security")
+    flags = {"--no-square", "--tol-ranges", "--batch-size", "--attack-seed", "--attack-batch-size"}
+    assert flags <= _flags(command) <= _options("security")
     public = security_command("m", {**settings.identity(), "seed": 3})
     assert "--seed 3" in public and "secret" not in public
 

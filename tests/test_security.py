@@ -21,6 +21,7 @@ from nodeguard.models.loading import load_model
 from nodeguard.progress import RecordingProgress
 from nodeguard.stages.attack import run_attack
 from nodeguard.stages.attack_sets import load_attack_set
+from nodeguard.stages.report import security_command
 from nodeguard.stages.roc import RocSettings, run_roc
 from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
 from nodeguard.storage.registry import Registry
@@ -292,3 +293,30 @@ def test_a_continued_attack_starts_from_its_start_set_and_lands_past_kappa(tiny_
         run_attack(other_images, model=tiny_model, device="cpu")
     with pytest.raises(ConfigError, match="starts from the clean images only"):
         AttackSettings(attack="square", start=base.set)
+
+
+def test_the_attack_seed_reaches_every_attacker_that_draws_and_only_those():
+    """By construction: CW draws nothing and keeps seed 0 (its sets are reused); EOT-CW,
+    AutoAttack-rand, Square and the checks' reruns of them take the attack seed; every
+    attacker takes the attack batch size; the defaults keep the key of reports stored
+    before the options existed."""
+    base = SecuritySettings(kappas=(0.0, 0.1), square_draws=1)
+    seeded = SecuritySettings(kappas=(0.0, 0.1), square_draws=1, attack_seed=7, attack_batch_size=250)
+    assert "attack_seed" not in base.identity() and seeded.identity()["attack_seed"] == 7
+    assert "attack_batch_size" not in base.identity() and seeded.identity()["attack_batch_size"] == 250
+    assert all(attacker.settings.batch_size == 100 for attacker in base.attackers())
+    for attacker in seeded.attackers():
+        assert attacker.settings.seed == (0 if attacker.attack == "cw" else 7), attacker.label
+        assert attacker.settings.batch_size == 250
+    drawing = {attacker.attack for attacker in seeded.attackers() if attacker.seed == 7}
+    assert drawing == {"eot-cw", "apgd-rand", "square"}
+    pair = seeded.budget_attacker()
+    assert pair is not None and pair[1].seed == 7
+    assert seeded.unbounded_attackers() and all(rerun.seed == 7 for _, rerun in seeded.unbounded_attackers())
+    command = security_command("m", {**seeded.identity(), "seed": 0})
+    assert "--attack-seed 7" in command and "--attack-batch-size 250" in command
+    assert "--attack-seed" not in security_command("m", {**base.identity(), "seed": 0})
+    with pytest.raises(ConfigError, match="attack_seed"):
+        SecuritySettings(attack_seed=-1)
+    with pytest.raises(ConfigError, match="attack_batch_size"):
+        SecuritySettings(attack_batch_size=0)

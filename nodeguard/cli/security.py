@@ -60,6 +60,22 @@ def security(
     ] = None,
     tol_range: TolRangeOption = TOL_RANGE_DEFAULT,
     seed: DefenseSeedOption = SECURITY.seed,
+    attack_seed: Annotated[
+        int,
+        typer.Option(
+            "--attack-seed",
+            help="Seed of the attackers that draw (EOT-CW, AutoAttack-rand, Square); another value makes "
+            "their attack sets again (CW draws nothing).",
+        ),
+    ] = SECURITY.attack_seed,
+    attack_batch_size: Annotated[
+        int,
+        typer.Option(
+            "--attack-batch-size",
+            help="Images each attacker solves together (100 keeps nodeguard attack's sets; larger: less overhead "
+            "per image on large --count, and new attack sets).",
+        ),
+    ] = SECURITY.attack_batch_size,
     eps: Annotated[str, typer.Option("--eps", help="L2 budgets of the robust-accuracy curve.")] = EPS_DEFAULT,
     steps: StepsOption = None,
     binary_steps: BinaryStepsOption = None,
@@ -142,6 +158,8 @@ def security(
         vmin=vmin,
         tol_range=parse_tol_range(tol_range),
         seed=seed,
+        attack_seed=attack_seed,
+        attack_batch_size=attack_batch_size,
         batch_size=batch_size,
         eps=parse_list(eps, float, "--eps", "0.5,1,2"),
         attack_options={"steps": steps, "binary_steps": binary_steps},

@@ -25,6 +25,9 @@ Split = Literal["train", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
 
 
+ATTACK_BATCH_SIZE = 100  # images per attack batch, by default (part of every attack set's key)
+
+
 @dataclass(frozen=True)
 class ResolvedAttack:
     """Every setting that shapes an attack set, defaults filled in: what its key hashes."""
@@ -106,7 +109,7 @@ class AttackSettings:
     count: int = 100
     split: Split = "test"
     only_correct: bool = True
-    batch_size: int = 100
+    batch_size: int = ATTACK_BATCH_SIZE
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     start: str | None = None

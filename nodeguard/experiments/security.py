@@ -25,7 +25,7 @@ import torch
 from nodeguard.defense.randomization import DefenseSettings, Votes
 from nodeguard.defense.spread import MarginSpread, SpreadSummary, predicted_kappa, predicted_survival, summarize
 from nodeguard.errors import ConfigError
-from nodeguard.experiments.attack_sets import AttackSet, AttackSettings
+from nodeguard.experiments.attack_sets import ATTACK_BATCH_SIZE, AttackSet, AttackSettings
 from nodeguard.experiments.indicators import (
     EOT_ATTACKS,
     GRADIENT_ATTACKS,
@@ -60,6 +60,9 @@ class Attacker:
             by the attack's options class: see :attr:`kappa`).
         start: the label of the attacker whose adversarials its search starts from
             (EOT-CW continues from "cw k=0"); None: the clean images.
+        seed: its attack's random seed (the attack set's ``seed``: EOT-CW's tolerance
+            draws, AutoAttack-rand's and Square's starts and draws; CW draws nothing).
+        batch_size: images its attack solves together (the attack set's ``batch_size``).
     """
 
     label: str
@@ -67,6 +70,8 @@ class Attacker:
     count: int
     options: dict[str, Any]
     start: str | None = None
+    seed: int = 0
+    batch_size: int = ATTACK_BATCH_SIZE
 
     @property
     def kappa(self) -> float:
@@ -80,7 +85,9 @@ class Attacker:
         Raises:
             ConfigError: an unknown attack or option.
         """
-        return AttackSettings(attack=self.attack, count=self.count, options=dict(self.options))
+        return AttackSettings(
+            attack=self.attack, count=self.count, options=dict(self.options), seed=self.seed, batch_size=self.batch_size
+        )
 
 
 @dataclass(frozen=True)

@@ -178,10 +178,13 @@ def _tau_tables(report: ModelReport) -> str:
     parts = ["<h2>The tau tables (Carrara et al., WIFS 2019)</h2>"]
     for table in report.tau_tables:
         errors = table.rows[0].nfe is not None
-        header = ["tau", "error" if errors else "misclassified", "images"] + (["NFE per image"] if errors else [])
+        coupled = any(row.mean_l2 is not None for row in table.rows)
+        first = "error" if errors else "attack success" if coupled else "misclassified"
+        header = ["tau", first, "images"] + (["NFE per image"] if errors else []) + (["mean L2"] if coupled else [])
         rows = [
             [f"{row.tol:g}", row.rate.format(".1%"), f"{row.rate.count} of {row.rate.total}"]
             + ([format_number(row.nfe, ".1f")] if errors else [])
+            + ([format_number(row.mean_l2, ".3f")] if coupled else [])
             for row in table.rows
         ]
         parts.append(f"<h3>{_escape(table.title)}</h3>" + _table(header, rows) + _command(table.command))

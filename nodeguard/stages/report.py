@@ -30,7 +30,7 @@ from nodeguard.constants import (
 )
 from nodeguard.defense.votes import VotesNotStored
 from nodeguard.errors import ConfigError
-from nodeguard.experiments.attack_sets import AttackReport
+from nodeguard.experiments.attack_sets import ATTACK_BATCH_SIZE, AttackReport
 from nodeguard.intervals import Rate
 from nodeguard.plain import to_plain
 from nodeguard.progress import SILENT, Progress
@@ -70,20 +70,27 @@ class TauRow:
 
     Attributes:
         tol: the tolerance tau each image was classified at (alone, per-sample dopri5).
-        rate: misclassified images, of the test images (error table), or adversarials
-            misclassified at ``tol``, of the attacked images (adversarials table).
+        rate: misclassified images, of the test images (error table), adversarials
+            misclassified at ``tol``, of the attacked images (adversarials table), or
+            images whose float adversarial, made at ``tol``, is misclassified there, of
+            the attacked images (attack table).
         nfe: mean function evaluations per image (error table only).
+        mean_l2: mean L2 (pixels in [0, 1]) of the successful float adversarials (attack
+            table only).
     """
 
     tol: float
     rate: Rate
     nfe: float | None = None
+    mean_l2: float | None = None
 
 
 @dataclass
 class TauTable:
-    """Stored sweep cells: the test error against tau, or one attack set's adversarials judged
-    at each tau (the decoupled sweep), and the command that prints the table again."""
+    """Stored sweep cells: the test error against tau, one attack set's adversarials judged
+    at each tau (the decoupled sweep), or an attack made and judged at each tau (the
+    coupled sweep: attack sets that differ only in tol_attack), and the command that
+    prints the table again."""
 
     title: str
     rows: list[TauRow]
@@ -194,7 +201,7 @@ ATTACK_FLAGS: tuple[str, ...] = (
     "eot_iter",
 )
 ROC_FLAGS = ("kappa", "draws", "steps", "binary_steps")  # the attack options `nodeguard roc` takes
-ATTACK_BATCH = 100  # AttackSettings' default batch size
+ATTACK_BATCH = ATTACK_BATCH_SIZE  # AttackSettings' default batch size
 
 
 def _changed_options(attack: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -253,6 +260,10 @@ def security_command(model: str, settings: dict[str, Any]) -> str:
     parts = ["nodeguard security --model", model, "--count", str(settings["count"])]
     if isinstance(settings.get("seed"), int):
         parts += ["--seed", str(settings["seed"])]
+    if settings.get("attack_seed", 0):
+        parts += ["--attack-seed", str(settings["attack_seed"])]
+    if settings.get("attack_batch_size", ATTACK_BATCH) != ATTACK_BATCH:
+        parts += ["--attack-batch-size", str(settings["attack_batch_size"])]
     parts += ["--votes", str(settings["votes"])]
     if settings.get("vmin") is not None:
         parts += ["--vmin", str(settings["vmin"])]
@@ -381,6 +392,43 @@ def _tau_tables(model: str, registry: Registry, attacks: list[StoredAttack]) -> 
         else:
             command = f"made from Python, or its attack set {set_key} is no longer stored"
         title = f"adversarials of attack set {set_key}, misclassified at each tau"
+        tables.append(TauTable(title, rows, command))
+    return tables + _coupled_tau_tables(model, attacks, errors)
+
+
+def _coupled_tau_tables(model: str, attacks: list[StoredAttack], errors: dict[Any, list[TauRow]]) -> list[TauTable]:
+    """Attack sets that differ only in their tol_attack, two taus or more, as tau tables of
+    the coupled sweep (``nodeguard sweep --attack A``: tol_attack = tau in each row), each row
+    the set's float success at its tau and mean L2."""
+    groups: dict[str, list[StoredAttack]] = {}
+    for item in attacks:
+        others = {name: value for name, value in item.summary.settings.items() if name != "tol_attack"}
+        groups.setdefault(json.dumps(others, sort_keys=True, default=str), []).append(item)
+    tables = []
+    for members in groups.values():
+        members = sorted(members, key=lambda item: item.summary.tol_attack)
+        if len({item.summary.tol_attack for item in members}) < 2:
+            continue
+        settings = members[0].summary.settings
+        rows = [
+            TauRow(item.summary.tol_attack, item.summary.success_rate, mean_l2=item.summary.mean_l2) for item in members
+        ]
+        options = _changed_options(settings["attack"], settings.get("options", {}))
+        plain = settings.get("seed", 0) == 0 and settings.get("start") is None and settings.get("only_correct", True)
+        plain = plain and settings.get("split", "test") == "test" and settings.get("batch_size") == ATTACK_BATCH
+        if plain and set(options) <= {"steps", "binary_steps"}:  # what `nodeguard sweep` can spell
+            command = (
+                f"nodeguard sweep --model {model} --attack {settings['attack']} --count {settings['count']} "
+                f"--tols {','.join(f'{row.tol:g}' for row in rows)}"
+            )
+            command += "".join(f" {_flag(name)} {_value(value)}" for name, value in options.items())
+            tols = {row.tol for row in rows}
+            covering = [limit for limit, found in errors.items() if tols <= {row.tol for row in found}]
+            if covering and None not in covering:
+                command += f" --test-limit {max(covering)}"
+        else:
+            command = "each attack set's own command (above): no sweep makes these settings"
+        title = f"{settings['attack']} on {settings['count']} images, made and judged at each tau (tol_attack = tau)"
         tables.append(TauTable(title, rows, command))
     return tables
 

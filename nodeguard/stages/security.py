@@ -61,13 +61,13 @@ import torch
 
 from nodeguard.attacks import ATTACKS, APGDRandOptions, PinnedTolerance
 from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
-from nodeguard.checks import require_non_negative, require_positive, require_range
+from nodeguard.checks import require_non_negative, require_positive, require_range, require_seed
 from nodeguard.constants import SECURITY_KIND
 from nodeguard.defense.randomization import DefenseSettings, ToleranceRange, Votes, as_tolerance_range
 from nodeguard.defense.spread import SpreadSummary, summarize
 from nodeguard.defense.votes import defense_key, stored_votes
 from nodeguard.errors import ConfigError, setting_error
-from nodeguard.experiments.attack_sets import AttackSet
+from nodeguard.experiments.attack_sets import ATTACK_BATCH_SIZE, AttackSet
 from nodeguard.experiments.indicators import (
     BUDGET_FACTOR,
     BudgetCheck,
@@ -156,7 +156,15 @@ class SecuritySettings:
         accept_level: share of pristine images v_min must accept, in (0, 1].
         tol_range: the defense's log-uniform range of tolerances.
         seed: the defense's seed (no attacker reads it).
+        attack_seed: the seed of the attackers that draw (EOT-CW, AutoAttack-rand, Square
+            and the checks' reruns of them; CW draws nothing and keeps seed 0): another
+            value makes their attack sets again, to measure how far the rows move with
+            the attacks' own randomness (``docs/results.md``; >= 0).
         batch_size: (image, tolerance) pairs solved together.
+        attack_batch_size: images each attacker solves together (>= 1; 100, the attacks'
+            default, keeps the attack sets of ``nodeguard attack``; a larger batch keeps
+            more images in each step as early-stopping ones leave, for less overhead per
+            image on large counts; another value makes the attack sets again).
         eps: L2 budgets (>= 0) of the robust-accuracy curve.
         attack_options: options for cw and eot-cw (``steps``, ``binary_steps``).
         warm_start: EOT-CW starts from the kappa = 0 CW adversarials (needs 0 among
@@ -196,6 +204,8 @@ class SecuritySettings:
     accept_level: float = 0.90
     tol_range: ToleranceRange = DEFENSE_DEFAULTS.tol_range
     seed: int | None = DEFENSE_DEFAULTS.seed  # None: secret draws; no attacker reads either
+    attack_seed: int = 0
+    attack_batch_size: int = ATTACK_BATCH_SIZE
     batch_size: int = DEFENSE_DEFAULTS.batch_size
     eps: tuple[float, ...] = DEFAULT_EPS
     attack_options: dict[str, Any] = field(default_factory=dict)  # steps, binary_steps of cw and eot-cw
@@ -226,6 +236,9 @@ class SecuritySettings:
             raise setting_error("warm_binary_steps", f"must be at least 1, got {self.warm_binary_steps}")
         if self.square_draws < 0:
             raise setting_error("square_draws", f"must be at least 0, got {self.square_draws}")
+        require_seed("attack_seed", self.attack_seed)
+        if self.attack_batch_size < 1:
+            raise setting_error("attack_batch_size", f"must be at least 1, got {self.attack_batch_size}")
         if self.budget_check < 0:
             raise setting_error("budget_check", f"must be at least 0, got {self.budget_check}")
         if not self.kappas and not self.eot and not self.autoattack_eps:
@@ -271,11 +284,12 @@ class SecuritySettings:
         adversarials, with ``warm_binary_steps`` searches over c; its label says so
         ("eot-cw d=4 from k=0")."""
         base = "cw k=0" if self.warm_start and 0.0 in self.kappas else None
+        batch = self.attack_batch_size
         warm = {"binary_steps": self.warm_binary_steps} if base else {}
         # the CW rows past kappa 0 stay cold: continued from the kappa = 0 adversarials they
         # found smaller L2 but fooled the defended model less often (docs/security.md)
         chosen = [
-            Attacker(f"cw k={kappa:g}", "cw", self.count, {**self.attack_options, "kappa": kappa})
+            Attacker(f"cw k={kappa:g}", "cw", self.count, {**self.attack_options, "kappa": kappa}, batch_size=batch)
             for kappa in self.kappas
         ]
         if self.eot:
@@ -288,7 +302,7 @@ class SecuritySettings:
                 "tol_high": self.tol_range.high,
             }
             label = f"eot-cw d={self.eot_draws}" + (" from k=0" if base else "")  # continued or cold
-            chosen.append(Attacker(label, "eot-cw", self.count, options, start=base))
+            chosen.append(Attacker(label, "eot-cw", self.count, options, base, self.attack_seed, batch))
         for eps in self.autoattack_eps:
             options = {
                 "eps": eps,
@@ -297,7 +311,8 @@ class SecuritySettings:
                 "tol_low": self.tol_range.low,
                 "tol_high": self.tol_range.high,
             }
-            chosen.append(Attacker(f"apgd-rand e={eps:g}", "apgd-rand", self.count, options))
+            label = f"apgd-rand e={eps:g}"
+            chosen.append(Attacker(label, "apgd-rand", self.count, options, None, self.attack_seed, batch))
         if self.square:
             for draws in sorted({0, self.square_draws}):
                 for eps in self.autoattack_eps:
@@ -309,7 +324,7 @@ class SecuritySettings:
                         "tol_high": self.tol_range.high,
                     }
                     label = f"square e={eps:g}" if draws == 0 else f"square-rand e={eps:g} d={draws}"
-                    chosen.append(Attacker(label, "square", self.count, options))
+                    chosen.append(Attacker(label, "square", self.count, options, None, self.attack_seed, batch))
         return chosen
 
     def budget_attacker(self) -> tuple[Attacker, Attacker] | None:
@@ -321,7 +336,8 @@ class SecuritySettings:
         eps = sorted(self.autoattack_eps)[(len(self.autoattack_eps) - 1) // 2]
         base = next(item for item in self.attackers() if item.attack == "apgd-rand" and item.options["eps"] == eps)
         options = {**base.options, "steps": BUDGET_FACTOR * self.autoattack_steps}
-        rerun = Attacker(f"{base.label} x{BUDGET_FACTOR}", "apgd-rand", min(self.budget_check, self.count), options)
+        count = min(self.budget_check, self.count)
+        rerun = replace(base, label=f"{base.label} x{BUDGET_FACTOR}", count=count, options=options)
         return base, rerun
 
     def unbounded_attackers(self) -> list[tuple[Attacker, Attacker]]:
@@ -338,7 +354,7 @@ class SecuritySettings:
             if item.attack in ("apgd-rand", "square") and item.options["eps"] == largest:
                 label = item.label.replace(f" e={largest:g}", " unbounded")
                 options = {**item.options, "eps": UNBOUNDED_EPS}
-                pairs.append((item, Attacker(label, item.attack, count, options)))
+                pairs.append((item, replace(item, label=label, count=count, options=options)))
         return pairs
 
     def reduced_budget(self) -> str:
@@ -370,6 +386,10 @@ class SecuritySettings:
         versions = {attacker.attack: ATTACKS.get(attacker.attack).version for attacker in self.attackers()}
         values = asdict(self)
         del values["certify_sigma"], values["certify_model"], values["certify_n0"], values["certify_n"]
+        if self.attack_seed == 0:  # the reports stored before these existed keep their key
+            del values["attack_seed"]
+        if self.attack_batch_size == ATTACK_BATCH_SIZE:
+            del values["attack_batch_size"]
         # the ranges as plain numbers, as the stored settings and the printed command read them
         del values["tol_range"]
         values.update(tol_low=self.tol_range.low, tol_high=self.tol_range.high)

@@ -1,0 +1,122 @@
+"""How the security table moves with the defense's draws, the attacks' seeds and the training seed.
+
+    python examples/security_variation_table.py out/figures    # after: bash examples/figures.sh security-variation
+
+Reads the ``nodeguard security --json`` files that examples/figures.sh writes: the
+quickstart's model with the defense's public draws 0 to 4 (security-draws*.json, the same
+attack sets judged by other draws), with the attackers' seeds 1 and 2
+(security-attack*.json: EOT-CW, AutoAttack-rand and Square made again; CW draws nothing),
+and the models trained with seeds 1 and 2 (security-model*.json, their own attack sets).
+Prints a Markdown table: per attacker, its defended success in each group of runs (the
+lowest and highest value), the seed-0 run's own 95% Clopper-Pearson interval (it counts
+only which digits were drawn), and the range a rerun should land in: the union of every
+run's interval (the digits and the runs together), in whole percent rounded outward.
+The same for the robust accuracy of the defended model at each L2 budget, and per run the
+chosen v_min and the pristine digits it accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from nodeguard.intervals import Rate
+from nodeguard.plain import from_plain
+
+GROUPS = (
+    ("security-draws", "draws"),
+    ("security-attack", "attack seed"),
+    ("security-model", "training seed"),
+)
+
+
+def read_runs(folder: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Group name -> [(run label, the ``security --json`` object)], the seed-0 run first in each."""
+    base = folder / "security-draws0.json"
+    found: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for prefix, group in GROUPS:
+        paths = sorted(folder.glob(f"{prefix}*.json"))
+        runs = [(f"{group} {path.stem.removeprefix(prefix)}", json.loads(path.read_text())) for path in paths]
+        if prefix != "security-draws":  # the seed-0 run belongs to every group
+            runs.insert(0, (f"{group} 0", json.loads(base.read_text())))
+        found[group] = runs
+    return found
+
+
+def rate(data: dict[str, Any]) -> Rate:
+    """A rate of the JSON as the typed value."""
+    return from_plain(Rate, data)
+
+
+def row_rates(report: dict[str, Any]) -> dict[str, Rate]:
+    """Attacker label -> its defended success; "robust accuracy at L2 E" -> the defended one."""
+    rates = {point["label"]: rate(point["defended_success"]) for point in report["points"]}
+    for point in report["curve"]:
+        if point["eps"] > 0:
+            rates[f"robust accuracy, defended, L2 {point['eps']:g}"] = rate(point["robust_accuracy_defended"])
+    return rates
+
+
+def value_range(rates: list[Rate]) -> str:
+    """The lowest and highest share, in whole percent."""
+    values = [r.value for r in rates if r.value is not None]
+    low, high = round(min(values) * 100), round(max(values) * 100)
+    return f"{low}%" if low == high else f"{low}-{high}%"
+
+
+def union_range(rates: list[Rate]) -> str:
+    """The union of the rates' 95% intervals, in whole percent rounded outward."""
+    intervals = [r.interval for r in rates if r.interval is not None]
+    low = min(lo for lo, _ in intervals)
+    high = max(hi for _, hi in intervals)
+    return f"{math.floor(low * 100)}-{math.ceil(high * 100)}%"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="where examples/figures.sh wrote its files")
+    folder = parser.parse_args(argv).folder
+    if not (folder / "security-draws0.json").is_file():
+        parser.error(f"{folder} holds no security-draws0.json (run: bash examples/figures.sh security-variation)")
+    groups = read_runs(folder)
+    per_group = {group: [row_rates(report) for _, report in runs] for group, runs in groups.items()}
+    seed0 = per_group["draws"][0]
+    every = [rates for group in per_group.values() for rates in group]
+    counts = ", ".join(f"{len(runs)} {group}" for group, runs in groups.items())
+    print(f"Defended success (robust accuracy for the last rows), over runs of {counts} (the seed-0 run in each)\n")
+    print("| row | " + " | ".join(groups) + " | seed 0, its interval | **a rerun should land in** |")
+    print("|---|" + "---|" * (len(groups) + 2))
+    for label, first in seed0.items():
+        cells = [value_range([rates[label] for rates in group if label in rates]) for group in per_group.values()]
+        interval = first.interval or (math.nan, math.nan)
+        own = f"{first.value:.0%} [{math.floor(interval[0] * 100)}%, {math.ceil(interval[1] * 100)}%]"
+        union = union_range([rates[label] for rates in every if label in rates])
+        print(f"| {label} | " + " | ".join(cells) + f" | {own} | {union} |")
+    print("\nSuccess against the undefended model and median L2 of the 8-bit adversarials, lowest-highest")
+    print("over every run\n")
+    print("| attacker | success (undefended) | median L2 |")
+    print("|---|---|---|")
+    reports = [report for runs in groups.values() for _, report in runs]
+    for point in groups["draws"][0][1]["points"]:
+        label = point["label"]
+        same = [p for report in reports for p in report["points"] if p["label"] == label]
+        medians = [p["median_l2"] for p in same if p["median_l2"] is not None]
+        l2 = f"{min(medians):.3f}-{max(medians):.3f}" if medians else "n/a"
+        print(f"| {label} | {value_range([rate(p['success_rate']) for p in same])} | {l2} |")
+    print()
+    for runs in groups.values():
+        for label, report in runs:
+            accepted = rate(report["pristine_accepted"])
+            print(
+                f"- {label} ({report['model']}): v_min {report['vmin']}, pristine accepted "
+                f"{accepted.count} of {accepted.total}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
