@@ -11,6 +11,7 @@ Prints a Markdown table: per attacker, its defended success in each group of run
 lowest and highest value), the seed-0 run's own 95% Clopper-Pearson interval (it counts
 only which digits were drawn), and the range a rerun should land in: the union of every
 run's interval (the digits and the runs together), in whole percent rounded outward.
+Every file of those names in the folder counts: remove the ones of an earlier run first.
 The same for the robust accuracy of the defended model at each L2 budget, and per run the
 chosen v_min and the pristine digits it accepts.
 """
@@ -62,15 +63,19 @@ def row_rates(report: dict[str, Any]) -> dict[str, Rate]:
 
 
 def value_range(rates: list[Rate]) -> str:
-    """The lowest and highest share, in whole percent."""
+    """The lowest and highest share, in whole percent ("n/a": no rate has a value)."""
     values = [r.value for r in rates if r.value is not None]
+    if not values:
+        return "n/a"
     low, high = round(min(values) * 100), round(max(values) * 100)
     return f"{low}%" if low == high else f"{low}-{high}%"
 
 
 def union_range(rates: list[Rate]) -> str:
-    """The union of the rates' 95% intervals, in whole percent rounded outward."""
+    """The union of the rates' 95% intervals, in whole percent rounded outward ("n/a": none has one)."""
     intervals = [r.interval for r in rates if r.interval is not None]
+    if not intervals:
+        return "n/a"
     low = min(lo for lo, _ in intervals)
     high = max(hi for _, hi in intervals)
     return f"{math.floor(low * 100)}-{math.ceil(high * 100)}%"
@@ -86,8 +91,8 @@ def main(argv: list[str]) -> int:
     per_group = {group: [row_rates(report) for _, report in runs] for group, runs in groups.items()}
     seed0 = per_group["draws"][0]
     every = [rates for group in per_group.values() for rates in group]
-    counts = ", ".join(f"{len(runs)} {group}" for group, runs in groups.items())
-    print(f"Defended success (robust accuracy for the last rows), over runs of {counts} (the seed-0 run in each)\n")
+    counts = ", ".join(f"{group}: {len(runs)} runs" for group, runs in groups.items())
+    print(f"Defended success (robust accuracy for the last rows); {counts} (the seed-0 run in each)\n")
     print("| row | " + " | ".join(groups) + " | seed 0, its interval | **a rerun should land in** |")
     print("|---|" + "---|" * (len(groups) + 2))
     for label, first in seed0.items():

@@ -161,7 +161,13 @@ def test_the_tau_tables_are_gathered_with_commands_that_find_them_again(tiny_mod
     assert [(row.tol, row.rate.to_dict(), row.mean_l2) for row in attack_table.rows] == [
         (row["tol"], row["attack"]["success_rate"], row["attack"]["mean_l2"]) for row in coupled_rows
     ]
-    assert "--tol-attack" not in attack_table.command
+    assert "--tol-attack" not in attack_table.command and attack_table.kind == "attack"
+    for tol in ("1e-3", "1e-2"):  # a group whose taus no stored error cells cover: no sweep command
+        made = runner.invoke(app, ["attack", "blend", "--model", tiny_model, "--count", "2", "--tol-attack", tol])
+        assert made.exit_code == 0, made.output
+    tables = gather_report(tiny_model, Registry(), roc=False).tau_tables
+    (uncovered,) = [table for table in tables if table.title.startswith("blend on 2 images")]
+    assert [row.tol for row in uncovered.rows] == [1e-3, 1e-2] and not uncovered.command.startswith("nodeguard")
     for table in (error_table, adversarial_table, attack_table):  # each command prints its table from the store alone
         again = runner.invoke(app, [*shlex.split(table.command)[1:], "--device", "cpu", "--json"])
         assert again.exit_code == 0, again.output

@@ -23,7 +23,7 @@ from nodeguard.stages.attack import run_attack
 from nodeguard.stages.attack_sets import load_attack_set
 from nodeguard.stages.report import security_command
 from nodeguard.stages.roc import RocSettings, run_roc
-from nodeguard.stages.security import SecurityReport, SecuritySettings, run_security
+from nodeguard.stages.security import ATTACK_SEED_STRIDE, SecurityReport, SecuritySettings, run_security
 from nodeguard.storage.registry import Registry
 
 FAST = {"steps": 30, "binary_steps": 3}
@@ -306,17 +306,19 @@ def test_the_attack_seed_reaches_every_attacker_that_draws_and_only_those():
     assert "attack_batch_size" not in base.identity() and seeded.identity()["attack_batch_size"] == 250
     assert all(attacker.settings.batch_size == 100 for attacker in base.attackers())
     for attacker in seeded.attackers():
-        assert attacker.settings.seed == (0 if attacker.attack == "cw" else 7), attacker.label
+        assert attacker.settings.seed == (0 if attacker.attack == "cw" else 7 * ATTACK_SEED_STRIDE), attacker.label
         assert attacker.settings.batch_size == 250
-    drawing = {attacker.attack for attacker in seeded.attackers() if attacker.seed == 7}
+    drawing = {attacker.attack for attacker in seeded.attackers() if attacker.seed == 7 * ATTACK_SEED_STRIDE}
     assert drawing == {"eot-cw", "apgd-rand", "square"}
     pair = seeded.budget_attacker()
-    assert pair is not None and pair[1].seed == 7
-    assert seeded.unbounded_attackers() and all(rerun.seed == 7 for _, rerun in seeded.unbounded_attackers())
+    assert pair is not None and pair[1].seed == 7 * ATTACK_SEED_STRIDE
+    reruns = seeded.unbounded_attackers()
+    assert reruns and all(rerun.seed == 7 * ATTACK_SEED_STRIDE for _, rerun in reruns)
     command = security_command("m", {**seeded.identity(), "seed": 0})
     assert "--attack-seed 7" in command and "--attack-batch-size 250" in command
     assert "--attack-seed" not in security_command("m", {**base.identity(), "seed": 0})
-    with pytest.raises(ConfigError, match="attack_seed"):
-        SecuritySettings(attack_seed=-1)
+    for bad in (-1, 2**63 // ATTACK_SEED_STRIDE + 1):
+        with pytest.raises(ConfigError, match="attack_seed"):
+            SecuritySettings(attack_seed=bad)
     with pytest.raises(ConfigError, match="attack_batch_size"):
         SecuritySettings(attack_batch_size=0)

@@ -177,8 +177,7 @@ def _tau_tables(report: ModelReport) -> str:
         return ""
     parts = ["<h2>The tau tables (Carrara et al., WIFS 2019)</h2>"]
     for table in report.tau_tables:
-        errors = table.rows[0].nfe is not None
-        coupled = any(row.mean_l2 is not None for row in table.rows)
+        errors, coupled = table.kind == "error", table.kind == "attack"
         first = "error" if errors else "attack success" if coupled else "misclassified"
         header = ["tau", first, "images"] + (["NFE per image"] if errors else []) + (["mean L2"] if coupled else [])
         rows = [

@@ -16,7 +16,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Literal
 
 from nodeguard.attacks import ATTACKS
 from nodeguard.constants import (
@@ -87,14 +87,15 @@ class TauRow:
 
 @dataclass
 class TauTable:
-    """Stored sweep cells: the test error against tau, one attack set's adversarials judged
-    at each tau (the decoupled sweep), or an attack made and judged at each tau (the
-    coupled sweep: attack sets that differ only in tol_attack), and the command that
-    prints the table again."""
+    """Stored sweep cells: the test error against tau (``kind`` "error"), one attack set's
+    adversarials judged at each tau (the decoupled sweep, "judged"), or an attack made and
+    judged at each tau (the coupled sweep, "attack": attack sets that differ only in
+    tol_attack), and the command that prints the table again."""
 
     title: str
     rows: list[TauRow]
     command: str
+    kind: Literal["error", "judged", "attack"] = "error"
 
 
 @dataclass
@@ -122,7 +123,9 @@ class ModelReport:
         certified: the stored certificates of randomized smoothing (Cohen et al. 2019), the
             most images first.
         tau_tables: the stored sweep cells as tau tables (``nodeguard sweep``): the error
-            against tau per test-image count, and each attack set judged against tau.
+            against tau per test-image count, each attack set judged against tau (the
+            decoupled sweep), and each attack made and judged at every tau (the coupled
+            sweep, from the attack sets that differ only in tol_attack).
         versions: nodeguard, torch, Python and the platform that wrote this report.
         device: the processor this report was written on.
         missing: what is not stored yet, each with the command that makes it.
@@ -369,7 +372,7 @@ def _tau_tables(model: str, registry: Registry, attacks: list[StoredAttack]) -> 
     tables = []
     for limit, rows in sorted(errors.items(), key=lambda item: -(item[0] or 10**9)):
         rows.sort(key=lambda row: row.tol)
-        command = f"nodeguard sweep --model {model} --tols {','.join(f'{row.tol:g}' for row in rows)}"
+        command = f"nodeguard sweep --model {model} --tols {','.join(_tol_text(row.tol) for row in rows)}"
         command += "" if limit is None else f" --test-limit {limit}"
         title = "test error against tau" + ("" if limit is None else f" (first {limit} test images)")
         tables.append(TauTable(title, rows, command))
@@ -381,7 +384,7 @@ def _tau_tables(model: str, registry: Registry, attacks: list[StoredAttack]) -> 
         if attack and set(options) <= {"steps", "binary_steps"}:
             command = (
                 f"nodeguard sweep --model {model} --attack {attack['attack']} --count {attack['count']} "
-                f"--tol-attack {attack['tol_attack']:g} --tols {','.join(f'{row.tol:g}' for row in rows)}"
+                f"--tol-attack {_tol_text(attack['tol_attack'])} --tols {','.join(_tol_text(row.tol) for row in rows)}"
             )
             command += "".join(f" {_flag(name)} {_value(value)}" for name, value in options.items())
             # the sweep prints the error beside: the stored error cells that cover these taus
@@ -392,14 +395,25 @@ def _tau_tables(model: str, registry: Registry, attacks: list[StoredAttack]) -> 
         else:
             command = f"made from Python, or its attack set {set_key} is no longer stored"
         title = f"adversarials of attack set {set_key}, misclassified at each tau"
-        tables.append(TauTable(title, rows, command))
+        tables.append(TauTable(title, rows, command, kind="judged"))
     return tables + _coupled_tau_tables(model, attacks, errors)
 
 
 def _coupled_tau_tables(model: str, attacks: list[StoredAttack], errors: dict[Any, list[TauRow]]) -> list[TauTable]:
-    """Attack sets that differ only in their tol_attack, two taus or more, as tau tables of
-    the coupled sweep (``nodeguard sweep --attack A``: tol_attack = tau in each row), each row
-    the set's float success at its tau and mean L2."""
+    """The coupled sweep's tau tables (``nodeguard sweep --attack A``: tol_attack = tau in each
+    row): the stored attack sets that differ only in tol_attack, two taus or more, each row a
+    set's float success at its tau and mean L2.
+
+    Args:
+        model: the model's name.
+        attacks: its stored attack sets.
+        errors: the stored error cells by test-image limit (None: all), as the error tables'
+            rows: the sweep command is printed only where they cover every tau, so that it
+            prints the table from the store alone.
+
+    Returns:
+        One ``TauTable`` (kind "attack") per group, the taus ascending.
+    """
     groups: dict[str, list[StoredAttack]] = {}
     for item in attacks:
         others = {name: value for name, value in item.summary.settings.items() if name != "tol_attack"}
@@ -410,27 +424,51 @@ def _coupled_tau_tables(model: str, attacks: list[StoredAttack], errors: dict[An
         if len({item.summary.tol_attack for item in members}) < 2:
             continue
         settings = members[0].summary.settings
+        attack = settings["attack"]
         rows = [
             TauRow(item.summary.tol_attack, item.summary.success_rate, mean_l2=item.summary.mean_l2) for item in members
         ]
-        options = _changed_options(settings["attack"], settings.get("options", {}))
-        plain = settings.get("seed", 0) == 0 and settings.get("start") is None and settings.get("only_correct", True)
-        plain = plain and settings.get("split", "test") == "test" and settings.get("batch_size") == ATTACK_BATCH
-        if plain and set(options) <= {"steps", "binary_steps"}:  # what `nodeguard sweep` can spell
+        options = _changed_options(attack, settings.get("options", {}))
+        tols = {row.tol for row in rows}
+        covering = [limit for limit, found in errors.items() if tols <= {row.tol for row in found}]
+        sweep_makes = (
+            settings.get("seed", 0) == 0
+            and settings.get("start") is None
+            and settings.get("only_correct", True)
+            and settings.get("split", "test") == "test"
+            and settings.get("batch_size") == ATTACK_BATCH
+            and settings.get("algorithm_version") == ATTACKS.get(attack).version
+            and set(options) <= {"steps", "binary_steps"}  # what `nodeguard sweep` can spell
+        )
+        if sweep_makes and covering:
             command = (
-                f"nodeguard sweep --model {model} --attack {settings['attack']} --count {settings['count']} "
-                f"--tols {','.join(f'{row.tol:g}' for row in rows)}"
+                f"nodeguard sweep --model {model} --attack {attack} --count {settings['count']} "
+                f"--tols {','.join(_tol_text(row.tol) for row in rows)}"
             )
             command += "".join(f" {_flag(name)} {_value(value)}" for name, value in options.items())
-            tols = {row.tol for row in rows}
-            covering = [limit for limit, found in errors.items() if tols <= {row.tol for row in found}]
-            if covering and None not in covering:
-                command += f" --test-limit {max(covering)}"
+            command += "" if None in covering else f" --test-limit {max(covering)}"
+        elif sweep_makes:
+            command = (
+                "each attack set's own command (below, with the stored attack sets); `nodeguard sweep --attack "
+                f"{attack}` would also compute the test error at each tau"
+            )
         else:
-            command = "each attack set's own command (above): no sweep makes these settings"
-        title = f"{settings['attack']} on {settings['count']} images, made and judged at each tau (tol_attack = tau)"
-        tables.append(TauTable(title, rows, command))
+            command = "each attack set's own command (below, with the stored attack sets)"
+        described = [f"{name} {_value(value)}" for name, value in options.items()]
+        described += [f"seed {settings['seed']}"] if settings.get("seed", 0) else []
+        described += [f"batch {settings['batch_size']}"] if settings.get("batch_size") != ATTACK_BATCH else []
+        described += [f"from {settings['start']}"] if settings.get("start") else []
+        described += ["every image"] if not settings.get("only_correct", True) else []
+        which = f" ({', '.join(described)})" if described else ""
+        title = f"{attack}{which} on {settings['count']} images, made and judged at each tau (tol_attack = tau)"
+        tables.append(TauTable(title, rows, command, kind="attack"))
     return tables
+
+
+def _tol_text(tol: float) -> str:
+    """A tolerance as a command spells it: ``:g`` where that reads back as the same float."""
+    short = f"{tol:g}"
+    return short if float(short) == tol else repr(tol)
 
 
 def _roc_settings(attack: dict[str, Any], seed: int | None) -> RocSettings:

@@ -61,7 +61,7 @@ import torch
 
 from nodeguard.attacks import ATTACKS, APGDRandOptions, PinnedTolerance
 from nodeguard.attacks.eot_cw import ToleranceDraws, attacker_generator
-from nodeguard.checks import require_non_negative, require_positive, require_range, require_seed
+from nodeguard.checks import MAX_SEED, require_non_negative, require_positive, require_range, require_seed
 from nodeguard.constants import SECURITY_KIND
 from nodeguard.defense.randomization import DefenseSettings, ToleranceRange, Votes, as_tolerance_range
 from nodeguard.defense.spread import SpreadSummary, summarize
@@ -114,6 +114,9 @@ DEFAULT_EPS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 SECURITY_REPORT_VERSION = 6  # 2: intervals, Square, spread, ranges; 3: checks; 4: budget check; 5: no bound;
 # 6: rates as values (count, total, interval)
 GRADIENT_BATCH = 100  # images per graph of the gradient check
+# an attack set's seed per --attack-seed: batch b of a set of seed s draws with seed s + b,
+# so the attack seeds are this far apart to keep every batch's draws their own
+ATTACK_SEED_STRIDE = 1_000_000
 # the attack options that the evaluation sets from its own settings, by those settings' names
 OPTION_NAMES = {"cw": {"kappa": "kappas"}, "eot-cw": {"kappa": "eot_kappa", "draws": "eot_draws"}}
 WARM_BINARY_STEPS = 2  # searches over c of a row continued from the kappa = 0 adversarials
@@ -159,7 +162,10 @@ class SecuritySettings:
         attack_seed: the seed of the attackers that draw (EOT-CW, AutoAttack-rand, Square
             and the checks' reruns of them; CW draws nothing and keeps seed 0): another
             value makes their attack sets again, to measure how far the rows move with
-            the attacks' own randomness (``docs/results.md``; >= 0).
+            the attacks' own randomness (docs/security.md, what a rerun moves; >= 0). Their
+            attack sets take seed ``attack_seed * ATTACK_SEED_STRIDE``: a batch adds its
+            number to its set's seed, so seeds one apart would share batches' draws.
+            The zero-gradient check draws with seed 0 whatever this is.
         batch_size: (image, tolerance) pairs solved together.
         attack_batch_size: images each attacker solves together (>= 1; 100, the attacks'
             default, keeps the attack sets of ``nodeguard attack``; a larger batch keeps
@@ -237,6 +243,10 @@ class SecuritySettings:
         if self.square_draws < 0:
             raise setting_error("square_draws", f"must be at least 0, got {self.square_draws}")
         require_seed("attack_seed", self.attack_seed)
+        if self.attack_seed > MAX_SEED // ATTACK_SEED_STRIDE:
+            raise setting_error(
+                "attack_seed", f"must be at most {MAX_SEED // ATTACK_SEED_STRIDE}, got {self.attack_seed}"
+            )
         if self.attack_batch_size < 1:
             raise setting_error("attack_batch_size", f"must be at least 1, got {self.attack_batch_size}")
         if self.budget_check < 0:
@@ -284,7 +294,7 @@ class SecuritySettings:
         adversarials, with ``warm_binary_steps`` searches over c; its label says so
         ("eot-cw d=4 from k=0")."""
         base = "cw k=0" if self.warm_start and 0.0 in self.kappas else None
-        batch = self.attack_batch_size
+        batch, seed = self.attack_batch_size, self.attack_seed * ATTACK_SEED_STRIDE
         warm = {"binary_steps": self.warm_binary_steps} if base else {}
         # the CW rows past kappa 0 stay cold: continued from the kappa = 0 adversarials they
         # found smaller L2 but fooled the defended model less often (docs/security.md)
@@ -302,7 +312,7 @@ class SecuritySettings:
                 "tol_high": self.tol_range.high,
             }
             label = f"eot-cw d={self.eot_draws}" + (" from k=0" if base else "")  # continued or cold
-            chosen.append(Attacker(label, "eot-cw", self.count, options, base, self.attack_seed, batch))
+            chosen.append(Attacker(label, "eot-cw", self.count, options, start=base, seed=seed, batch_size=batch))
         for eps in self.autoattack_eps:
             options = {
                 "eps": eps,
@@ -312,7 +322,7 @@ class SecuritySettings:
                 "tol_high": self.tol_range.high,
             }
             label = f"apgd-rand e={eps:g}"
-            chosen.append(Attacker(label, "apgd-rand", self.count, options, None, self.attack_seed, batch))
+            chosen.append(Attacker(label, "apgd-rand", self.count, options, seed=seed, batch_size=batch))
         if self.square:
             for draws in sorted({0, self.square_draws}):
                 for eps in self.autoattack_eps:
@@ -324,7 +334,7 @@ class SecuritySettings:
                         "tol_high": self.tol_range.high,
                     }
                     label = f"square e={eps:g}" if draws == 0 else f"square-rand e={eps:g} d={draws}"
-                    chosen.append(Attacker(label, "square", self.count, options, None, self.attack_seed, batch))
+                    chosen.append(Attacker(label, "square", self.count, options, seed=seed, batch_size=batch))
         return chosen
 
     def budget_attacker(self) -> tuple[Attacker, Attacker] | None:
