@@ -388,10 +388,7 @@ def _tau_tables(model: str, registry: Registry, attacks: list[StoredAttack]) -> 
             )
             command += "".join(f" {_flag(name)} {_value(value)}" for name, value in options.items())
             # the sweep prints the error beside: the stored error cells that cover these taus
-            tols = {row.tol for row in rows}
-            covering = [limit for limit, found in errors.items() if tols <= {row.tol for row in found}]
-            if covering and None not in covering:
-                command += f" --test-limit {max(covering)}"
+            command += _test_limit_flag(rows, errors) or ""
         else:
             command = f"made from Python, or its attack set {set_key} is no longer stored"
         title = f"adversarials of attack set {set_key}, misclassified at each tau"
@@ -429,8 +426,7 @@ def _coupled_tau_tables(model: str, attacks: list[StoredAttack], errors: dict[An
             TauRow(item.summary.tol_attack, item.summary.success_rate, mean_l2=item.summary.mean_l2) for item in members
         ]
         options = _changed_options(attack, settings.get("options", {}))
-        tols = {row.tol for row in rows}
-        covering = [limit for limit, found in errors.items() if tols <= {row.tol for row in found}]
+        limit_flag = _test_limit_flag(rows, errors)
         sweep_makes = (
             settings.get("seed", 0) == 0
             and settings.get("start") is None
@@ -440,13 +436,12 @@ def _coupled_tau_tables(model: str, attacks: list[StoredAttack], errors: dict[An
             and settings.get("algorithm_version") == ATTACKS.get(attack).version
             and set(options) <= {"steps", "binary_steps"}  # what `nodeguard sweep` can spell
         )
-        if sweep_makes and covering:
+        if sweep_makes and limit_flag is not None:
             command = (
                 f"nodeguard sweep --model {model} --attack {attack} --count {settings['count']} "
                 f"--tols {','.join(_tol_text(row.tol) for row in rows)}"
             )
-            command += "".join(f" {_flag(name)} {_value(value)}" for name, value in options.items())
-            command += "" if None in covering else f" --test-limit {max(covering)}"
+            command += "".join(f" {_flag(name)} {_value(value)}" for name, value in options.items()) + limit_flag
         elif sweep_makes:
             command = (
                 "each attack set's own command (below, with the stored attack sets); `nodeguard sweep --attack "
@@ -463,6 +458,18 @@ def _coupled_tau_tables(model: str, attacks: list[StoredAttack], errors: dict[An
         title = f"{attack}{which} on {settings['count']} images, made and judged at each tau (tol_attack = tau)"
         tables.append(TauTable(title, rows, command, kind="attack"))
     return tables
+
+
+def _test_limit_flag(rows: list[TauRow], errors: dict[Any, list[TauRow]]) -> str | None:
+    """The ``--test-limit`` a sweep over these rows' taus needs to find its error cells stored:
+    "" (cells over every test image cover them), " --test-limit N" (the largest limit whose
+    cells cover them), or None (no stored error cells cover them: a sweep would compute them).
+    ``errors``: the stored error cells' rows by test-image limit (None: every test image)."""
+    tols = {row.tol for row in rows}
+    covering = [limit for limit, found in errors.items() if tols <= {row.tol for row in found}]
+    if not covering:
+        return None
+    return "" if None in covering else f" --test-limit {max(covering)}"
 
 
 def _tol_text(tol: float) -> str:
