@@ -90,15 +90,23 @@ def main(argv: list[str]) -> int:
     groups = read_runs(folder)
     per_group = {group: [row_rates(report) for _, report in runs] for group, runs in groups.items()}
     seed0 = per_group["draws"][0]
+    for group, runs in groups.items():
+        if len(runs) == 1:
+            print(
+                f"warning: no {group} runs of their own in {folder}: that column is the seed-0 run alone",
+                file=sys.stderr,
+            )
+    for label, report in groups["attack seed"][1:]:
+        if report.get("attack_seed", None) == 0:  # written since 0.14.0: the run's own attack seed
+            print(f"warning: {label} was made with attack seed 0, as the seed-0 run", file=sys.stderr)
     every = [rates for group in per_group.values() for rates in group]
-    counts = ", ".join(f"{group}: {len(runs)} runs" for group, runs in groups.items())
+    counts = ", ".join(f"{group}: {len(runs)} run{'s' if len(runs) > 1 else ''}" for group, runs in groups.items())
     print(f"Defended success (robust accuracy for the last rows); {counts} (the seed-0 run in each)\n")
     print("| row | " + " | ".join(groups) + " | seed 0, its interval | **a rerun should land in** |")
     print("|---|" + "---|" * (len(groups) + 2))
     for label, first in seed0.items():
         cells = [value_range([rates[label] for rates in group if label in rates]) for group in per_group.values()]
-        interval = first.interval or (math.nan, math.nan)
-        own = f"{first.value:.0%} [{math.floor(interval[0] * 100)}%, {math.ceil(interval[1] * 100)}%]"
+        own = first.format(".0%")  # as `nodeguard security` prints it
         union = union_range([rates[label] for rates in every if label in rates])
         print(f"| {label} | " + " | ".join(cells) + f" | {own} | {union} |")
     print("\nSuccess against the undefended model and median L2 of the 8-bit adversarials, lowest-highest")
@@ -110,7 +118,11 @@ def main(argv: list[str]) -> int:
         label = point["label"]
         same = [p for report in reports for p in report["points"] if p["label"] == label]
         medians = [p["median_l2"] for p in same if p["median_l2"] is not None]
-        l2 = f"{min(medians):.3f}-{max(medians):.3f}" if medians else "n/a"
+        l2 = (
+            "n/a"
+            if not medians
+            else f"{min(medians):.3f}" + ("" if min(medians) == max(medians) else f"-{max(medians):.3f}")
+        )
         print(f"| {label} | {value_range([rate(p['success_rate']) for p in same])} | {l2} |")
     print()
     for runs in groups.values():

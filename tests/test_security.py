@@ -137,6 +137,7 @@ def test_security_rows_curve_cache_and_the_defense_seed(tiny_model, tmp_path):
     check_intervals(data)
     check_spread(data)
     assert SecurityReport.from_dict(data).to_dict() == data  # the JSON is the typed report, whole
+    assert (data["attack_seed"], data["attack_batch_size"]) == (0, 100)  # the defaults, recorded
     assert [item["tol_range"] for item in data["ranges"]] == [[1e-6, 1.0]]
     assert [row["label"] for row in data["ranges"][0]["rows"]] == [point["label"] for point in data["points"]]
     # the certified curve covers the very images attacked, read from certificates of the first test images

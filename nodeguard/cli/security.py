@@ -26,6 +26,7 @@ from nodeguard.cli._output import Output, Picture, compact_table, rate_cell
 from nodeguard.cli._parsing import parse_list, parse_tol_range
 from nodeguard.defense.randomization import ToleranceRange
 from nodeguard.errors import ConfigError
+from nodeguard.experiments.attack_sets import ATTACK_BATCH_SIZE
 from nodeguard.experiments.indicators import indicator_mark, row_flags
 from nodeguard.intervals import INTERVAL_LABEL, format_number
 from nodeguard.reporting.security_plots import plot_security
@@ -231,8 +232,11 @@ def render(console: Console, report: SecurityReport) -> None:
     timed = [f"{point.label} {point.attack_seconds:.0f}" for point in report.points if point.attack_seconds is not None]
     if timed:
         console.print(f"attack time (s, summed over batches and ranks, when each set was made): {', '.join(timed)}")
+    attackers = f"attack seed {report.attack_seed}" + (
+        f", attack batch {report.attack_batch_size}" if report.attack_batch_size != ATTACK_BATCH_SIZE else ""
+    )
     console.print(
-        f"draws: {report.draws}; pristine accepted "
+        f"draws: {report.draws}; {attackers}; pristine accepted "
         f"{report.pristine_accepted.format()}, accepted with the right class "
         f"{report.pristine_accepted_correct.format()}"
     )

@@ -438,6 +438,10 @@ class SecurityReport:
     indicators: list[Indicator] = field(default_factory=list)
     optimality: list[Optimality] = field(default_factory=list)
     worst_case: WorstCase = field(default_factory=WorstCase)
+    # the attackers' seed and batch (--attack-seed, --attack-batch-size); stored reports
+    # made before they existed were made at these defaults
+    attack_seed: int = 0
+    attack_batch_size: int = ATTACK_BATCH_SIZE
     verdict: str = ""
     budget_check: BudgetCheck | None = None
 
@@ -503,6 +507,8 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         tol_range=settings.tol_range.as_list(),
         seed=settings.seed,
         draws=defense.draws_label(defense_key(loaded, defense)),
+        attack_seed=settings.attack_seed,
+        attack_batch_size=settings.attack_batch_size,
         points=[item.row for item in main.judged],
         curve=robust_accuracy_curve(main.judged, accepted_correct, settings.eps),
         spreads=[summarize(label, spread) for label, spread in main.spreads.items()],
