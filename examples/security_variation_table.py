@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nodeguard.intervals import Rate
+from nodeguard.intervals import Rate, union_of_intervals
 from nodeguard.plain import from_plain
 
 GROUPS = (
@@ -73,12 +73,10 @@ def value_range(rates: list[Rate]) -> str:
 
 def union_range(rates: list[Rate]) -> str:
     """The union of the rates' 95% intervals, in whole percent rounded outward ("n/a": none has one)."""
-    intervals = [r.interval for r in rates if r.interval is not None]
-    if not intervals:
+    union = union_of_intervals(rates)
+    if union is None:
         return "n/a"
-    low = min(lo for lo, _ in intervals)
-    high = max(hi for _, hi in intervals)
-    return f"{math.floor(low * 100)}-{math.ceil(high * 100)}%"
+    return f"{math.floor(union[0] * 100)}-{math.ceil(union[1] * 100)}%"
 
 
 def main(argv: list[str]) -> int:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from nodeguard.experiments.roc import RocCurve
-from nodeguard.intervals import Rate
+from nodeguard.intervals import Rate, union_of_intervals
 from nodeguard.plain import from_plain
 from nodeguard.stages.roc import RocReport
 
@@ -54,12 +54,6 @@ def curve_of(report: RocReport, votes: int) -> RocCurve:
     return curve
 
 
-def union_of_intervals(rates: list[Rate]) -> tuple[float, float]:
-    """The lowest low end and the highest high end of the rates' 95% intervals."""
-    intervals = [rate.interval for rate in rates if rate.interval is not None]
-    return min(low for low, _ in intervals), max(high for _, high in intervals)
-
-
 def format_share(rate: Rate | None) -> str:
     """A share in percent with one decimal; "n/a" for none."""
     return "n/a" if rate is None or rate.value is None else f"{rate.value:.1%}"
@@ -87,7 +81,9 @@ def main(argv: list[str]) -> int:
     cells = []
     for v in votes:
         aucs = [curve_of(report, v).auc for _, report in found]
-        low, high = union_of_intervals([curve_of(report, v).rejected_at(v - 1) for _, report in found])
+        union = union_of_intervals([curve_of(report, v).rejected_at(v - 1) for _, report in found])
+        assert union is not None, "every run has adversarials"
+        low, high = union
         auc_low = math.floor((min(aucs) - AUC_WIDENING) * 100) / 100
         auc_high = math.ceil((max(aucs) + AUC_WIDENING) * 100) / 100
         cells.append(f"{auc_low:.2f}-{auc_high:.2f} / {percent_range(low, high)}")
@@ -105,7 +101,9 @@ def main(argv: list[str]) -> int:
             f"accepted at vmin = V - 1: {', '.join(str(a) for a in accepted)} of {report.pristine}; rejected at "
             f"100%: {', '.join(at_100)}"
         )
-    low, high = union_of_intervals(defended)
+    union = union_of_intervals(defended)
+    assert union is not None, "every run has adversarials"
+    low, high = union
     print(f"- the range a rerun should land in: {percent_range(low, high)} ({low:.3f}-{high:.3f})")
     return 0
 

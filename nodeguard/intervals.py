@@ -162,3 +162,13 @@ class Rate:
 def format_optional_rate(rate: Rate | None, spec: str = ".1%", interval_spec: str = ".0%") -> str:
     """:meth:`Rate.format`, or ``"n/a"`` for a missing rate (an operating point never reached)."""
     return "n/a" if rate is None else rate.format(spec, interval_spec)
+
+
+def union_of_intervals(rates: list[Rate]) -> tuple[float, float] | None:
+    """The union of the rates' 95% intervals, (lowest low end, highest high end), in [0, 1]:
+    the interval over several runs' digits and the runs together (``examples/``' variation
+    tables); None when no rate has an interval (every total 0)."""
+    intervals = [rate.interval for rate in rates if rate.interval is not None]
+    if not intervals:
+        return None
+    return min(low for low, _ in intervals), max(high for _, high in intervals)
