@@ -17,8 +17,8 @@
 #   certify      docs/security.md: randomized smoothing, both noise models, the picture
 #   security     README, docs/security.md: the security table and picture
 #   security-variation  README, docs/security.md: how the security table moves with the
-#                defense's draws, the attackers' seeds and the training seed (needs
-#                variation's models; about an hour on 2 cores)
+#                defense's draws, the attackers' seeds, the training seed and the 8-bit
+#                rounding (needs variation's models; about an hour on 2 cores)
 #   budget       docs/security.md: AutoAttack-rand at the reduced and the full budget
 #   public-seed  docs/inputs.md: what a known seed gives away
 #   byo          docs/library.md: a model trained by torchdiffeq alone, imported
@@ -222,6 +222,12 @@ part_security_variation() {
     for seed in 1 2; do
         record "$figures/security-model$seed.json" nodeguard security --model "$model-seed$seed" "${options[@]}" \
             --seed 0 --json
+    done
+    # the 8-bit rounding: the same attack sets' float adversarials judged by the same defense
+    local name
+    for name in "$model" "$model-seed1" "$model-seed2"; do
+        record "$figures/security-rounding-$name.json" python examples/rounding_security.py --model "$name" \
+            "${options[@]}" --seed 0 --json
     done
     record "$figures/security-variation.md" python examples/security_variation_table.py "$figures"
 }

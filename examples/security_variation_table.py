@@ -1,4 +1,4 @@
-"""How the security table moves with the defense's draws, the attacks' seeds and the training seed.
+"""How the security table moves with the defense's draws, the attacks' seeds, the training seed and the rounding.
 
     python examples/security_variation_table.py out/figures    # after: bash examples/figures.sh security-variation
 
@@ -14,6 +14,12 @@ run's interval (the digits and the runs together), in whole percent rounded outw
 Every file of those names in the folder counts: remove the ones of an earlier run first.
 The same for the robust accuracy of the defended model at each L2 budget, and per run the
 chosen v_min and the pristine digits it accepts.
+
+Where the folder holds ``examples/rounding_security.py --json`` files
+(security-rounding-*.json, one per model), a column gives what the 8-bit rounding moves:
+per row, the float adversarials' defended success at their 8-bit versions' draws minus the
+8-bit one, in points, lowest and highest over those models. A rerun rounds as this run
+did, so the rounding is a column of its own and not part of the union.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ GROUPS = (
     ("security-attack", "attack seed"),
     ("security-model", "training seed"),
 )
+ROUNDING_PREFIX = "security-rounding-"
 
 
 def read_runs(folder: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -46,6 +53,42 @@ def read_runs(folder: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
             runs.insert(0, (f"{group} 0", json.loads(base.read_text())))
         found[group] = runs
     return found
+
+
+def read_rounding(folder: Path) -> list[dict[str, Any]]:
+    """The ``rounding_security.py --json`` objects in the folder (security-rounding-*.json)."""
+    return [json.loads(path.read_text()) for path in sorted(folder.glob(f"{ROUNDING_PREFIX}*.json"))]
+
+
+def rounding_moves(rounding: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Row label (as :func:`row_rates` names it) -> per model, float at the 8-bit draws
+    minus 8-bit, in whole points (defended success; robust accuracy for the L2 rows)."""
+    moves: dict[str, list[int]] = {}
+
+    def points(pair: dict[str, Any]) -> int:
+        grid, floats = rate(pair["8bit"]), rate(pair["float_8bit_draws"])
+        return round(100 * (floats.count / floats.total - grid.count / grid.total))
+
+    for result in rounding:
+        for row in result["rows"]:
+            pair = {name: row[name]["defended_success"] for name in ("8bit", "float_8bit_draws")}
+            moves.setdefault(row["label"], []).append(points(pair))
+        for point in result["robust_accuracy_defended"]:
+            if point["eps"] > 0:
+                moves.setdefault(f"robust accuracy, defended, L2 {point['eps']:g}", []).append(points(point))
+    return moves
+
+
+def move_range(moves: list[int]) -> str:
+    """'-2 to +6', '0', '+1' (points); 'n/a' for none."""
+    if not moves:
+        return "n/a"
+    low, high = min(moves), max(moves)
+
+    def signed(value: int) -> str:
+        return "0" if value == 0 else f"{value:+d}"
+
+    return signed(low) if low == high else f"{signed(low)} to {signed(high)}"
 
 
 def rate(data: dict[str, Any]) -> Rate:
@@ -100,10 +143,16 @@ def main(argv: list[str]) -> int:
     every = [rates for group in per_group.values() for rates in group]
     counts = ", ".join(f"{group}: {len(runs)} run{'s' if len(runs) > 1 else ''}" for group, runs in groups.items())
     print(f"Defended success (robust accuracy for the last rows); {counts} (the seed-0 run in each)\n")
-    print("| row | " + " | ".join(groups) + " | seed 0, its interval | **a rerun should land in** |")
-    print("|---|" + "---|" * (len(groups) + 2))
+    rounding = read_rounding(folder)
+    moves = rounding_moves(rounding)
+    rounding_column = [f"8-bit rounding, points ({len(rounding)} model{'s' if len(rounding) > 1 else ''})"]
+    columns = [*groups, *(rounding_column if rounding else [])]
+    print("| row | " + " | ".join(columns) + " | seed 0, its interval | **a rerun should land in** |")
+    print("|---|" + "---|" * (len(columns) + 2))
     for label, first in seed0.items():
         cells = [value_range([rates[label] for rates in group if label in rates]) for group in per_group.values()]
+        if rounding:
+            cells.append(move_range(moves.get(label, [])))
         own = first.format(".0%")  # as `nodeguard security` prints it
         union = union_range([rates[label] for rates in every if label in rates])
         print(f"| {label} | " + " | ".join(cells) + f" | {own} | {union} |")

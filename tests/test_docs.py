@@ -258,5 +258,23 @@ def test_the_security_variation_table_takes_the_union_of_every_runs_interval(tmp
     union = f"{math.floor(low * 100)}-{math.ceil(high * 100)}%"
     assert "| cw k=0 | 10-14% | 10-20% | 6-10% | 10% [" in printed and printed.count(union) == 1
     assert "| cw k=0 | 100% | 1.060-1.200 |" in printed
+    assert "rounding" not in printed  # no rounding_security.py files: no column
+
+    def rounding(grid: int, floats: int) -> dict:
+        pair = {"8bit": Rate.of(grid, 100).to_dict(), "float_8bit_draws": Rate.of(floats, 100).to_dict()}
+        return {
+            "rows": [{"label": "cw k=0", **{name: {"defended_success": rate} for name, rate in pair.items()}}],
+            "robust_accuracy_defended": [{"eps": 1.0, **pair}],
+        }
+
+    for name, (grid, floats) in {"m": (10, 8), "m-seed1": (14, 17)}.items():
+        (tmp_path / f"security-rounding-{name}.json").write_text(json.dumps(rounding(grid, floats)))
+    assert table.main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    # float minus 8-bit: -2 and +3 points; the union is the runs' alone, as before
+    assert "| cw k=0 | 10-14% | 10-20% | 6-10% | -2 to +3 | 10% [" in printed and printed.count(union) == 1
+    assert "8-bit rounding, points (2 models)" in printed
+    assert "| robust accuracy, defended, L2 1 | 86-90% | 80-90% | 90-94% | -2 to +3 |" in printed
+    assert table.move_range([0, 0]) == "0" and table.move_range([1]) == "+1" and table.move_range([0, 4]) == "0 to +4"
     with pytest.raises(SystemExit):
         table.main([str(tmp_path / "nothing")])

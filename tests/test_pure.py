@@ -9,8 +9,15 @@ import torch
 
 from nodeguard.attacks.blend import BLEND_CLEARANCE, blend_targets
 from nodeguard.attacks.boundary import smallest_scale
-from nodeguard.experiments.attack_sets import BATCH_FIELDS, AttackSettings, margin_stats, perturbation_stats
-from nodeguard.experiments.security import JudgedAttack, robust_accuracy_curve
+from nodeguard.defense.randomization import Votes
+from nodeguard.experiments.attack_sets import (
+    BATCH_FIELDS,
+    AttackSet,
+    AttackSettings,
+    margin_stats,
+    perturbation_stats,
+)
+from nodeguard.experiments.security import Attacker, JudgedAttack, judge, robust_accuracy_curve
 from nodeguard.intervals import Rate, rate_interval
 from nodeguard.reporting.tables import grid_table, grid_to_csv, table_cells, to_csv, to_markdown
 from nodeguard.runtime.distributed import Ranks
@@ -102,6 +109,50 @@ def test_robust_accuracy_takes_the_best_attacker_per_image():
     assert [point.robust_accuracy_defended.value for point in curve] == [0.75, 0.75, 0.25, 0.25]
     assert all(point.robust_accuracy_defended.total == 4 for point in curve)
     assert curve[0].eps == 0.0 and len(curve) == 4
+
+
+def test_judge_reads_the_8bit_or_the_float_adversarials():
+    # three images of 1 x 1 x 2 pixels; the float attack fooled images 0 and 1, the 8-bit
+    # grid images 0 and 2 (rounding lost image 1's; image 2's is a hand-made case)
+    clean = torch.zeros(3, 1, 1, 2)
+    adversarial = torch.tensor([[0.3, 0.4], [0.0, 0.7], [0.1, 0.1]]).view(3, 1, 1, 2)
+    levels = torch.tensor([[0, 255], [0, 0], [51, 0]], dtype=torch.uint8).view(3, 1, 1, 2)
+    attack_set = AttackSet(
+        settings=None,  # type: ignore[arg-type]  (not read by judge)
+        indices=torch.arange(3),
+        clean=clean,
+        adversarial=adversarial,
+        labels=torch.tensor([1, 2, 3]),
+        clean_predictions=torch.tensor([1, 2, 3]),
+        predictions=torch.tensor([0, 0, 3]),
+        success=torch.tensor([True, True, False]),
+        margin=torch.tensor([-1e-4, -3e-4, 0.3]),
+        l2=(adversarial - clean).flatten(1).norm(dim=1),
+        adversarial_8bit=levels,
+        success_8bit=torch.tensor([True, False, True]),
+        margin_8bit=torch.tensor([-0.05, 0.1, -0.02]),
+        grid_method=torch.zeros(3, dtype=torch.long),
+        seconds=2.0,
+    )
+    attacker = Attacker("cw k=0", "cw", 3, {"kappa": 0.0})
+    # V = 3 at v_min 1: accepted when at least 2 votes agree
+    grid_votes = Votes(torch.tensor([[5, 5, 5], [3, 4, 5]]), torch.full((2, 3), 1e-3, dtype=torch.float64), 10, vmin=1)
+    float_votes = Votes(torch.tensor([[1, 1, 5], [7, 7, 7]]), torch.full((2, 3), 1e-3, dtype=torch.float64), 10, vmin=1)
+    on_grid = judge(attacker, attack_set, "key", grid_votes)
+    floats = judge(attacker, attack_set, "key", float_votes, on_8bit_grid=False)
+    # 8-bit: image 0 wrong and accepted, image 2 rejected (no two votes agree)
+    assert (on_grid.row.success_rate.count, on_grid.row.rejected.count, on_grid.row.defended_success.count) == (2, 1, 1)
+    assert on_grid.fooled_defended.tolist() == [True, False, False]
+    assert on_grid.fooled_undefended.tolist() == [True, False, True]
+    assert on_grid.l2[0] == pytest.approx(1.0) and on_grid.l2[2] == pytest.approx(0.2) and on_grid.l2[1] == float("inf")
+    assert on_grid.row.median_abs_margin_8bit == pytest.approx(0.02)
+    # float: image 0 voted its true class (not fooled), image 1 wrong and accepted
+    assert (floats.row.success_rate.count, floats.row.rejected.count, floats.row.defended_success.count) == (2, 0, 1)
+    assert floats.fooled_defended.tolist() == [False, True, False]
+    assert floats.l2[:2].tolist() == pytest.approx([0.5, 0.7]) and floats.l2[2] == float("inf")
+    assert floats.row.median_l2 == pytest.approx(0.5) and floats.row.median_abs_margin_8bit == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="3 votes for 2"):
+        judge(attacker, attack_set, "key", Votes(torch.zeros(3, 3, dtype=torch.long), torch.ones(3, 3), 10, vmin=1))
 
 
 def percent_interval(count: int, total: int, digits: int) -> str:

@@ -273,6 +273,7 @@ def judge(
     attack_set: AttackSet,
     set_key: str,
     tally: Votes,
+    on_8bit_grid: bool = True,
 ) -> JudgedAttack:
     """One attacker's row: its 8-bit adversarials against the undefended and the defended model.
 
@@ -285,22 +286,33 @@ def judge(
         tally: the defense's votes on its M successful 8-bit adversarials
             (``attack_set.successful_8bit_images()``, in row order): (M, V) predictions,
             at the defense's operating point (``tally.vmin``).
+        on_8bit_grid: True (what ``security`` reports): the adversarials as saved, on the
+            8-bit grid. False: the attack's float adversarials before rounding
+            (``attack_set.adversarial`` where ``attack_set.success``; ``tally`` then holds
+            the votes on those), to measure what the rounding moves
+            (``examples/rounding_security.py``); the row's L2 and margins are then the floats'.
 
     Returns:
         A ``JudgedAttack``: the ``SecurityRow`` (rates in [0, 1], L2 over pixels in
-        [0, 1], margins in logits) and, per attacked image, (N,) float32 L2 of its 8-bit
-        adversarial (inf where the attack failed), (N,) bool fooled undefended and (N,)
-        bool fooled through the vote (misclassified and accepted).
+        [0, 1], margins in logits) and, per attacked image, (N,) float32 L2 of its
+        adversarial (8-bit, or float with ``on_8bit_grid`` False; inf where the attack
+        failed), (N,) bool fooled undefended and (N,) bool fooled through the vote
+        (misclassified and accepted).
+
+    Raises:
+        ValueError: ``tally`` holds another number of images than the successful adversarials.
     """
-    success = attack_set.success_8bit
+    success = attack_set.success_8bit if on_8bit_grid else attack_set.success
+    if len(tally.predictions) != int(success.sum()):
+        raise ValueError(f"{len(tally.predictions)} votes for {int(success.sum())} successful adversarials")
     count = len(attack_set)
-    l2_8bit = attack_set.l2_8bit()
+    l2 = attack_set.l2_8bit() if on_8bit_grid else attack_set.l2
     accepted = tally.accepted()
     wrong = tally.prediction() != attack_set.labels[success]
     fooled_defended = torch.zeros(count, dtype=torch.bool)
     fooled_defended[success.nonzero().squeeze(1)] = wrong & accepted
-    successful_l2 = l2_8bit[success]
-    margins = attack_set.margin_8bit[success].abs()
+    successful_l2 = l2[success]
+    margins = (attack_set.margin_8bit if on_8bit_grid else attack_set.margin)[success].abs()
     row = SecurityRow(
         attack=attacker.attack,
         label=attacker.label,
@@ -316,7 +328,7 @@ def judge(
         attack_seconds=attack_set.seconds,
     )
     budget = float(attacker.options["eps"]) if attacker.attack in FIXED_BUDGET_ATTACKS else None
-    return JudgedAttack(row, torch.where(success, l2_8bit, torch.inf), success.clone(), fooled_defended, budget)
+    return JudgedAttack(row, torch.where(success, l2, torch.inf), success.clone(), fooled_defended, budget)
 
 
 def robust_accuracy_curve(

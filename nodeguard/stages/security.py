@@ -466,7 +466,7 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
     Raises:
         ConfigError, RegistryError, DataUnavailableError: as :func:`run_security`.
     """
-    attacked = _attack_sets(settings, loaded, progress)
+    attacked = security_attack_sets(settings, loaded, progress)
     first = attacked[0].attack_set
     pristine, labels = first.clean, first.labels
     pristine_votes, _ = stored_votes(loaded, settings.defense(0), pristine, "pristine", progress, need_logits=True)
@@ -612,8 +612,17 @@ def _gradient_norms(
     return norms
 
 
-def _attack_sets(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> list[AttackerSet]:
+def security_attack_sets(settings: SecuritySettings, loaded: LoadedModel, progress: Progress) -> list[AttackerSet]:
     """Every attacker's attack set, made or found in the store, in the attackers' order.
+
+    Args:
+        settings: the attackers (:meth:`SecuritySettings.attackers`).
+        loaded: the model attacked.
+        progress: receives log lines and progress.
+
+    Returns:
+        One ``AttackerSet`` (the attacker, its attack set of the same N images, the set's
+        key) per attacker; an attacker that starts from another's adversarials is made after it.
 
     Raises:
         ConfigError: the attackers attacked different images.
