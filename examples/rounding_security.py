@@ -23,35 +23,79 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
+
+import torch
 
 from nodeguard.defense.randomization import Votes
 from nodeguard.defense.votes import stored_votes
+from nodeguard.experiments.attack_sets import AttackSet
 from nodeguard.experiments.security import JudgedAttack, choose_vmin, judge, robust_accuracy_curve
 from nodeguard.intervals import Rate
 from nodeguard.models.evaluation import classify_alone
-from nodeguard.models.loading import load_model
-from nodeguard.progress import SILENT
+from nodeguard.models.loading import LoadedModel, load_model
+from nodeguard.progress import SilentProgress
 from nodeguard.stages.security import SecuritySettings, security_attack_sets
 
 GRIDS = (("8bit", True), ("float", False), ("float_8bit_draws", False))
 
 
-def votes_at_8bit_draws(loaded: Any, float_votes: Votes, grid_votes: Votes, attack_set: Any) -> Votes:
+def tolerances_at_8bit_draws(
+    float_tolerances: torch.Tensor, grid_tolerances: torch.Tensor, success: torch.Tensor, success_8bit: torch.Tensor
+) -> torch.Tensor:
+    """The tolerances to solve the float adversarials at: their 8-bit versions' draws.
+
+    Args:
+        float_tolerances: (M, V) float64, the draws of the M float adversarials
+            (``attack_set.adversarial[success]``, in row order).
+        grid_tolerances: (K, V) float64, the draws of the K 8-bit adversarials
+            (``attack_set.successful_8bit_images()``, in row order).
+        success: (N,) bool, the rows whose float adversarial succeeds (M of them).
+        success_8bit: (N,) bool, the rows whose 8-bit adversarial succeeds (K of them).
+
+    Returns:
+        (M, V) float64: row by row the 8-bit version's draws, or the float's own where
+        only the float succeeds.
+    """
+    tolerances = float_tolerances.clone()
+    grid_position = {int(row): position for position, row in enumerate(success_8bit.nonzero().squeeze(1).tolist())}
+    for position, row in enumerate(success.nonzero().squeeze(1).tolist()):
+        if row in grid_position:
+            tolerances[position] = grid_tolerances[grid_position[row]]
+    return tolerances
+
+
+def votes_at_8bit_draws(loaded: LoadedModel, float_votes: Votes, grid_votes: Votes, attack_set: AttackSet) -> Votes:
     """The float adversarials' votes at the tolerances drawn for their 8-bit versions.
 
-    The public seed's draws come from an image's 8-bit levels, so a float adversarial and
-    its 8-bit version may get other draws; at the same draws the two columns differ by
-    the rounding alone. An image that succeeds only as a float keeps its own draws.
+    The public seed's draws come from an image's 8-bit levels (``round(x * 255)``), so a
+    float adversarial whose grid finish is not plain rounding draws other tolerances than
+    its 8-bit version; at the same draws the two differ by the rounding alone.
+
+    Args:
+        loaded: the model voting.
+        float_votes: the defense's votes on ``attack_set.adversarial[attack_set.success]``.
+        grid_votes: its votes on ``attack_set.successful_8bit_images()``.
+        attack_set: the attack set both come from.
+
+    Returns:
+        ``Votes`` (with logits) on the float adversarials, in row order, at
+        :func:`tolerances_at_8bit_draws`, at ``float_votes``' operating point.
     """
-    tolerances = float_votes.tolerances.clone()
-    grid_rows = {int(row): position for position, row in enumerate(attack_set.success_8bit.nonzero().squeeze(1))}
-    for position, row in enumerate(attack_set.success.nonzero().squeeze(1).tolist()):
-        if row in grid_rows:
-            tolerances[position] = grid_votes.tolerances[grid_rows[row]]
+    tolerances = tolerances_at_8bit_draws(
+        float_votes.tolerances, grid_votes.tolerances, attack_set.success, attack_set.success_8bit
+    )
     images = attack_set.adversarial[attack_set.success]
     logits = classify_alone(loaded.model, images, tolerances).logits
     return Votes(logits.argmax(2), tolerances, float_votes.num_classes, logits, float_votes.vmin)
+
+
+class StderrLog(SilentProgress):
+    """Prints the library's log lines (an attack set made because it was missing) on stderr."""
+
+    def log(self, message: str) -> None:
+        print(message, file=sys.stderr)
 
 
 def rate_text(rate: Rate) -> str:
@@ -85,7 +129,7 @@ def main() -> None:
         attack_seed=args.attack_seed,
     )
     loaded = load_model(args.model)
-    attacked = security_attack_sets(settings, loaded, SILENT)
+    attacked = security_attack_sets(settings, loaded, StderrLog())
     first = attacked[0].attack_set
     pristine_votes, _ = stored_votes(loaded, settings.defense(0), first.clean, "pristine")
     vmin = settings.vmin
@@ -97,13 +141,13 @@ def main() -> None:
     judged: dict[str, list[JudgedAttack]] = {name: [] for name, _ in GRIDS}
     one_way: list[int] = []  # per row, images that succeed only as a float or only on the grid
     for item in attacked:
-        attack_set, label = item.attack_set, item.attacker.attack
+        attack_set, attack = item.attack_set, item.attacker.attack
         images = {
             "8bit": attack_set.successful_8bit_images(),
             "float": attack_set.adversarial[attack_set.success],
         }
         votes = {
-            name: stored_votes(loaded, defense, images[name], f"{label}-adversarial ({name})")[0].at(vmin)
+            name: stored_votes(loaded, defense, images[name], f"{attack}-adversarial ({name})")[0].at(vmin)
             for name in images
         }
         votes["float_8bit_draws"] = votes_at_8bit_draws(loaded, votes["float"], votes["8bit"], attack_set)
@@ -117,6 +161,8 @@ def main() -> None:
         "votes": settings.votes,
         "vmin": vmin,
         "seed": settings.seed,
+        "attack_seed": settings.attack_seed,
+        "attack_sets": [item.set_key for item in attacked],
         "rows": [
             {
                 "label": judged["8bit"][i].row.label,

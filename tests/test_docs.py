@@ -224,6 +224,26 @@ def test_the_figure_check_refuses_a_folder_that_is_not_there(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
+def test_the_rounding_script_solves_each_float_adversarial_at_its_8bit_versions_draws():
+    """Rows 0 and 3 succeed both ways, row 1 only as a float, row 2 only on the grid: the
+    float rows take their 8-bit versions' draws where there is one, else keep their own."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("rounding", ROOT / "examples" / "rounding_security.py")
+    assert spec is not None and spec.loader is not None
+    rounding = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rounding)
+    success = torch.tensor([True, True, False, True])
+    success_8bit = torch.tensor([True, False, True, True])
+    float_draws = torch.tensor([[1.0, 1.5], [2.0, 2.5], [4.0, 4.5]], dtype=torch.float64)  # rows 0, 1, 3
+    grid_draws = torch.tensor([[10.0, 10.5], [30.0, 30.5], [40.0, 40.5]], dtype=torch.float64)  # rows 0, 2, 3
+    chosen = rounding.tolerances_at_8bit_draws(float_draws, grid_draws, success, success_8bit)
+    assert chosen.tolist() == [[10.0, 10.5], [2.0, 2.5], [40.0, 40.5]]
+    assert float_draws[0, 0] == 1.0  # the float votes' own draws are left as they were
+
+
 def test_the_security_variation_table_takes_the_union_of_every_runs_interval(tmp_path, capsys):
     """Hand-made ``security --json`` files: the printed ranges are the runs' lowest and
     highest values and the union of their Clopper-Pearson intervals, by construction."""

@@ -200,7 +200,7 @@ class JudgedAttack:
     """One attacker's adversarials judged by the defense, one entry per attacked image."""
 
     row: SecurityRow
-    l2: torch.Tensor  # (count,) L2 of the 8-bit adversarial (inf where the attack failed)
+    l2: torch.Tensor  # (count,) L2 of the adversarial judged, 8-bit or float (inf where the attack failed)
     fooled_undefended: torch.Tensor  # (count,) bool
     fooled_defended: torch.Tensor  # (count,) bool: misclassified by the vote and accepted
     budget: float | None = None  # a fixed-budget attacker's eps (None: a minimal-perturbation one)
@@ -275,7 +275,7 @@ def judge(
     tally: Votes,
     on_8bit_grid: bool = True,
 ) -> JudgedAttack:
-    """One attacker's row: its 8-bit adversarials against the undefended and the defended model.
+    """One attacker's row: its adversarials (8-bit, or float) against the undefended and the defended model.
 
     Tolerance randomization (Carrara et al., ICPR 2021 workshops) at the votes' operating point.
 
@@ -283,14 +283,14 @@ def judge(
         attacker: the attacker (its label, attack and kappa go into the row).
         attack_set: its attack set of N images.
         set_key: the attack set's key, for the row.
-        tally: the defense's votes on its M successful 8-bit adversarials
-            (``attack_set.successful_8bit_images()``, in row order): (M, V) predictions,
-            at the defense's operating point (``tally.vmin``).
+        tally: the defense's votes on its M successful adversarials, in row order
+            (``attack_set.successful_8bit_images()``; with ``on_8bit_grid`` False,
+            ``attack_set.adversarial[attack_set.success]``): (M, V) predictions, at the
+            defense's operating point (``tally.vmin``).
         on_8bit_grid: True (what ``security`` reports): the adversarials as saved, on the
-            8-bit grid. False: the attack's float adversarials before rounding
-            (``attack_set.adversarial`` where ``attack_set.success``; ``tally`` then holds
-            the votes on those), to measure what the rounding moves
-            (``examples/rounding_security.py``); the row's L2 and margins are then the floats'.
+            8-bit grid. False: the attack's float adversarials before rounding, to
+            measure what the rounding moves (``examples/rounding_security.py``); the
+            row's L2 and margins (``median_abs_margin_8bit`` included) are then the floats'.
 
     Returns:
         A ``JudgedAttack``: the ``SecurityRow`` (rates in [0, 1], L2 over pixels in

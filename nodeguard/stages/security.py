@@ -625,7 +625,9 @@ def security_attack_sets(settings: SecuritySettings, loaded: LoadedModel, progre
         key) per attacker; an attacker that starts from another's adversarials is made after it.
 
     Raises:
-        ConfigError: the attackers attacked different images.
+        ConfigError: the attackers attacked different images, or no image to attack.
+        RegistryError: an attack set is being made by another process.
+        DataUnavailableError: the data set is not there.
     """
     made: dict[str, AttackerSet] = {}
     attackers = settings.attackers()
