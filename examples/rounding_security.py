@@ -31,12 +31,12 @@ import torch
 from nodeguard.defense.randomization import Votes
 from nodeguard.defense.votes import stored_votes
 from nodeguard.experiments.attack_sets import AttackSet
-from nodeguard.experiments.security import JudgedAttack, choose_vmin, judge, robust_accuracy_curve
-from nodeguard.intervals import Rate
+from nodeguard.experiments.security import JudgedAttack, judge, robust_accuracy_curve
+from nodeguard.intervals import Rate, format_number
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import LoadedModel, load_model
 from nodeguard.progress import SilentProgress
-from nodeguard.stages.security import SecuritySettings, security_attack_sets
+from nodeguard.stages.security import SecuritySettings, pristine_operating_point, security_attack_sets
 
 GRIDS = (("8bit", True), ("float", False), ("float_8bit_draws", False))
 
@@ -131,10 +131,7 @@ def main() -> None:
     loaded = load_model(args.model)
     attacked = security_attack_sets(settings, loaded, StderrLog())
     first = attacked[0].attack_set
-    pristine_votes, _ = stored_votes(loaded, settings.defense(0), first.clean, "pristine")
-    vmin = settings.vmin
-    if vmin is None:
-        vmin = choose_vmin(pristine_votes.v_agree(), settings.votes, settings.accept_level)
+    pristine_votes, vmin = pristine_operating_point(settings, loaded, first.clean, StderrLog())
     defense = settings.defense(vmin)
     pristine_votes = pristine_votes.at(vmin)
     pristine_ok = pristine_votes.accepted() & (pristine_votes.prediction() == first.labels)
@@ -201,8 +198,8 @@ def main() -> None:
             rate_text(grid.defended_success),
             rate_text(floats.defended_success),
             rate_text(same.defended_success),
-            " / ".join(_percent(row.rejected) for row in (grid, floats, same)),
-            f"{_number(grid.median_abs_margin_8bit)} / {_number(floats.median_abs_margin_8bit)}",
+            " / ".join(format_number(row.rejected.value, ".0%") for row in (grid, floats, same)),
+            " / ".join(format_number(row.median_abs_margin_8bit, ".3g") for row in (grid, floats)),
         ]
         print(f"| {item.attacker.label} | " + " | ".join(cells) + " |")
     print(f"\nImages that succeed only as a float or only on the grid, over every row: {sum(one_way)}")
@@ -211,14 +208,6 @@ def main() -> None:
     for j, point in enumerate(curves["8bit"]):
         rates = [rate_text(curves[name][j].robust_accuracy_defended) for name, _ in GRIDS]
         print(f"| {point.eps:g} | " + " | ".join(rates) + " |")
-
-
-def _percent(rate: Rate) -> str:
-    return "-" if rate.value is None else f"{rate.value:.0%}"
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
 
 
 if __name__ == "__main__":

@@ -469,12 +469,7 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
     attacked = security_attack_sets(settings, loaded, progress)
     first = attacked[0].attack_set
     pristine, labels = first.clean, first.labels
-    pristine_votes, _ = stored_votes(loaded, settings.defense(0), pristine, "pristine", progress, need_logits=True)
-    vmin = (
-        settings.vmin
-        if settings.vmin is not None
-        else choose_vmin(pristine_votes.v_agree(), settings.votes, settings.accept_level)
-    )
+    pristine_votes, vmin = pristine_operating_point(settings, loaded, pristine, progress)
     defense = settings.defense(vmin)
     pristine_reference = classify_alone(loaded.model, pristine, None, labels).margins
     adversarial_votes = _adversarial_votes(loaded, defense, attacked, "", progress)
@@ -524,6 +519,36 @@ def compute_security(settings: SecuritySettings, loaded: LoadedModel, progress: 
         verdict=checked.verdict,
         budget_check=checked.budget_check,
     )
+
+
+def pristine_operating_point(
+    settings: SecuritySettings, loaded: LoadedModel, pristine: torch.Tensor, progress: Progress = SILENT
+) -> tuple[Votes, int]:
+    """The defense's votes on the pristine images and the v_min ``security`` judges at.
+
+    Tolerance randomization (Carrara et al., ICPR 2021 workshops): ``settings.vmin``, or
+    the largest v_min that accepts at least ``settings.accept_level`` of the pristine
+    images (:func:`~nodeguard.experiments.security.choose_vmin`).
+
+    Args:
+        settings: the defense's range, V, seed, v_min and accept level.
+        loaded: the model voting.
+        pristine: (N, C, H, W) float32 images in [0, 1], the attacked ones.
+        progress: receives log lines and progress.
+
+    Returns:
+        (votes, vmin): the (N, V) votes with logits (drawn at a placeholder v_min of 0:
+        read them ``.at(vmin)``), and v_min.
+
+    Raises:
+        ConfigError: no v_min accepts ``accept_level`` of the pristine images, or the
+            model has no solver.
+        RegistryError: another process is computing the same votes.
+    """
+    pristine_votes, _ = stored_votes(loaded, settings.defense(0), pristine, "pristine", progress, need_logits=True)
+    if settings.vmin is not None:
+        return pristine_votes, settings.vmin
+    return pristine_votes, choose_vmin(pristine_votes.v_agree(), settings.votes, settings.accept_level)
 
 
 def _unbounded_failures(
