@@ -19,6 +19,10 @@
 #   security-variation  README, docs/security.md: how the security table moves with the
 #                defense's draws, the attackers' seeds, the training seed and the 8-bit
 #                rounding (needs variation's models; about an hour on 2 cores)
+#   security-all docs/security.md: the security table on every test digit, two 1-thread
+#                ranks under torchrun (about 2 hours on 2 cores), their time against one
+#                process (A B A B, 200 digits: half an hour), and why EOT-CW's 8-bit rows
+#                are weaker (minutes)
 #   budget       docs/security.md: AutoAttack-rand at the reduced and the full budget
 #   public-seed  docs/inputs.md: what a known seed gives away
 #   byo          docs/library.md: a model trained by torchdiffeq alone, imported
@@ -58,8 +62,8 @@ echo "NODEGUARD_HOME=$NODEGUARD_HOME"
 echo "figures in $figures"
 
 model=odenet-mnist5k
-all_parts=(quickstart cw variation tau decoupling certify security security-variation budget public-seed byo speed
-    distributed)
+all_parts=(quickstart cw variation tau decoupling certify security security-variation security-all budget public-seed
+    byo speed distributed)
 
 say() {  # say FILE COMMAND...: which command makes FILE
     local file=$1
@@ -88,6 +92,17 @@ timed() {  # timed FILE COMMAND...: run the command, append its wall time in sec
     shift
     start=$(date +%s.%N)
     "$@"
+    end=$(date +%s.%N)
+    printf '%s\t%s\n' "$(awk -v start="$start" -v end="$end" 'BEGIN { printf "%.1f", end - start }')" "$*" |
+        tee -a "$file"
+}
+
+timed_into() {  # timed_into FILE OUT COMMAND...: run the command, its stdout into OUT, its wall time appended to FILE
+    local file=$1 out=$2 start end
+    shift 2
+    say "$out" "$@"
+    start=$(date +%s.%N)
+    "$@" >"$out"
     end=$(date +%s.%N)
     printf '%s\t%s\n' "$(awk -v start="$start" -v end="$end" 'BEGIN { printf "%.1f", end - start }')" "$*" |
         tee -a "$file"
@@ -263,6 +278,44 @@ part_speed() {
     record "$figures/bench-attack.json" python benches/attack.py --model "$model" --count 50
     record "$figures/bench-attack-cw-references.json" python benches/attack.py --model "$model" --count 20 --cw-references
     record "$figures/bench-defend.json" python benches/defend.py --model "$model"
+    record "$figures/bench-threads.json" python benches/threads.py --model "$model"
+}
+
+fresh_home() {  # fresh_home: a new registry holding only the quickstart's model (no results); prints its path
+    local fresh
+    fresh=$(mktemp -d "${TMPDIR:-/tmp}/nodeguard-fresh.XXXXXX") || return 1
+    mkdir -p "$fresh/models" || return 1
+    cp -r "$NODEGUARD_HOME/models/$model" "$fresh/models/" || return 1
+    rm -rf "$fresh/models/$model/results"
+    echo "$fresh"
+}
+
+part_security_all() {
+    need quickstart
+    local options=(--model "$model" --seed 0 --votes 15 --aa-steps 20 --aa-eot-iter 5 --square-queries 500
+        --square-draws 2)
+    local two_ranks=(torchrun --standalone --nproc-per-node 2 -m nodeguard)
+    # one process (torch's threads) against two ranks of one thread, A B A B, each on an
+    # empty result store: the first 200 digits, CW, AutoAttack-rand and both Squares at L2 1
+    local round fresh rows=(--count 200 --kappas 0.05 --no-eot --aa-eps 1 --budget-check 0 --json)
+    for round in 1 2; do
+        fresh=$(fresh_home)
+        timed_into "$figures/security-ranks-seconds.tsv" "$figures/security-ranks-one-$round.json" \
+            env NODEGUARD_HOME="$fresh" nodeguard security "${options[@]}" "${rows[@]}"
+        rm -rf "$fresh"
+        fresh=$(fresh_home)
+        timed_into "$figures/security-ranks-seconds.tsv" "$figures/security-ranks-two-$round.json" \
+            env NODEGUARD_HOME="$fresh" "${two_ranks[@]}" security "${options[@]}" "${rows[@]}" --threads 1
+        rm -rf "$fresh"
+    done
+    # every test digit, two ranks, on an empty result store (kept: its registry is printed)
+    fresh=$(fresh_home)
+    echo "the 1000-digit run's registry: $fresh"
+    timed_into "$figures/security-all-seconds.tsv" "$figures/security-all.json" env NODEGUARD_HOME="$fresh" \
+        "${two_ranks[@]}" security "${options[@]}" --count 1000 --threads 1 --plot "$figures/security-all.png" --json
+    # the same attack sets: why EOT-CW's 8-bit adversarials get fewer digits through than its floats
+    record "$figures/rounding-cause.txt" env NODEGUARD_HOME="$fresh" python examples/rounding_cause.py \
+        --model "$model" --count 1000 --seed 0 --votes 15
 }
 
 part_distributed() {

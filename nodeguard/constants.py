@@ -11,7 +11,7 @@ The cache root (``NODEGUARD_HOME``) holds::
 
 from __future__ import annotations
 
-__version__ = "0.15.0"  # the package's version (pyproject.toml reads it from here)
+__version__ = "0.16.0"  # the package's version (pyproject.toml reads it from here)
 
 # environment variables
 HOME_VARIABLE = "NODEGUARD_HOME"  # the cache root

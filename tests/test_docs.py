@@ -244,6 +244,39 @@ def test_the_rounding_script_solves_each_float_adversarial_at_its_8bit_versions_
     assert float_draws[0, 0] == 1.0  # the float votes' own draws are left as they were
 
 
+def test_the_rounding_cause_scripts_variants_round_without_bias_or_pull_toward_the_clean_image_as_claimed():
+    """Stochastic rounding lands next to the float with the float's mean and leaves levels
+    alone; zeroing takes exactly the components below 1/510; the random-sign change moves
+    each pixel by nearest rounding's change, up or down."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("cause", ROOT / "examples" / "rounding_cause.py")
+    assert spec is not None and spec.loader is not None
+    cause = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cause)
+    clean_levels = torch.tensor([0.0, 0.0, 0.0, 100.0, 254.0, 255.0, 37.0]).view(1, 1, 1, 7)
+    delta_levels = torch.tensor([0.0, 0.3, 0.6, 0.9, 0.2, 0.0, -1.25]).view(1, 1, 1, 7)
+    clean = clean_levels / 255
+    adversarial = clean + delta_levels / 255
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([cause.stochastic_rounding(adversarial, clean, generator) for _ in range(4000)]) * 255
+    target = clean_levels + delta_levels
+    assert torch.equal(draws, draws.round())  # every draw is an 8-bit image
+    assert bool(((draws - target).abs() < 1).all())  # the level below or the level above
+    # the mean of 4000 coin flips lies within 5 standard errors (<= 0.5 / sqrt(4000)) of p
+    assert torch.allclose(draws.mean(0), target, atol=5 * 0.5 / 4000**0.5)
+    unchanged = delta_levels == 0
+    assert torch.equal(draws[:, unchanged], clean_levels[unchanged].expand(4000, -1))  # levels stay exactly
+    zeroed = cause.small_components_zeroed(adversarial, clean) * 255 - clean_levels
+    assert torch.allclose(zeroed, torch.tensor([0.0, 0.0, 0.6, 0.9, 0.0, 0.0, -1.25]).view(1, 1, 1, 7), atol=1e-4)
+    nearest_change = cause.nearest_rounding(adversarial) - adversarial
+    for _ in range(20):
+        moved = cause.random_sign_change(adversarial, generator) - adversarial
+        assert torch.allclose(moved.abs(), nearest_change.abs(), atol=1e-6)
+
+
 def test_the_security_variation_table_takes_the_union_of_every_runs_interval(tmp_path, capsys):
     """Hand-made ``security --json`` files: the printed ranges are the runs' lowest and
     highest values and the union of their Clopper-Pearson intervals, by construction."""
