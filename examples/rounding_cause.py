@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import torch
@@ -55,7 +54,7 @@ from nodeguard.defense.votes import stored_votes
 from nodeguard.experiments.attack_sets import AttackSet
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import LoadedModel, load_model
-from nodeguard.progress import SilentProgress
+from nodeguard.progress import StderrLogProgress
 from nodeguard.stages.security import SecuritySettings, pristine_operating_point, security_attack_sets
 
 HALF_LEVEL = 0.5 / 255
@@ -223,13 +222,6 @@ def analyse(loaded: LoadedModel, attack_set: AttackSet, grid_votes: Votes, sampl
     return result
 
 
-class StderrLog(SilentProgress):
-    """Prints the library's log lines (an attack set made because it was missing) on stderr."""
-
-    def log(self, message: str) -> None:
-        print(message, file=sys.stderr)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="odenet-mnist5k")
@@ -252,9 +244,9 @@ def main() -> None:
         budget_check=0,
     )
     loaded = load_model(args.model)
-    attacked = security_attack_sets(settings, loaded, StderrLog())
+    attacked = security_attack_sets(settings, loaded, StderrLogProgress())
     first = attacked[0].attack_set
-    _, vmin = pristine_operating_point(settings, loaded, first.clean, StderrLog())
+    _, vmin = pristine_operating_point(settings, loaded, first.clean, StderrLogProgress())
     defense = settings.defense(vmin)
     result: dict[str, Any] = {"model": loaded.name, "count": len(first), "votes": settings.votes, "vmin": vmin}
     result["seed"], result["sample_seed"], result["rows"] = settings.seed, args.sample_seed, {}

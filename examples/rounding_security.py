@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import torch
@@ -35,7 +34,7 @@ from nodeguard.experiments.security import JudgedAttack, judge, robust_accuracy_
 from nodeguard.intervals import Rate, format_number
 from nodeguard.models.evaluation import classify_alone
 from nodeguard.models.loading import LoadedModel, load_model
-from nodeguard.progress import SilentProgress
+from nodeguard.progress import StderrLogProgress
 from nodeguard.stages.security import SecuritySettings, pristine_operating_point, security_attack_sets
 
 GRIDS = (("8bit", True), ("float", False), ("float_8bit_draws", False))
@@ -91,13 +90,6 @@ def votes_at_8bit_draws(loaded: LoadedModel, float_votes: Votes, grid_votes: Vot
     return Votes(logits.argmax(2), tolerances, float_votes.num_classes, logits, float_votes.vmin)
 
 
-class StderrLog(SilentProgress):
-    """Prints the library's log lines (an attack set made because it was missing) on stderr."""
-
-    def log(self, message: str) -> None:
-        print(message, file=sys.stderr)
-
-
 def rate_text(rate: Rate) -> str:
     """'84% [75%, 91%]': the share and its 95% Clopper-Pearson interval."""
     return rate.format(".0%")
@@ -129,9 +121,9 @@ def main() -> None:
         attack_seed=args.attack_seed,
     )
     loaded = load_model(args.model)
-    attacked = security_attack_sets(settings, loaded, StderrLog())
+    attacked = security_attack_sets(settings, loaded, StderrLogProgress())
     first = attacked[0].attack_set
-    pristine_votes, vmin = pristine_operating_point(settings, loaded, first.clean, StderrLog())
+    pristine_votes, vmin = pristine_operating_point(settings, loaded, first.clean, StderrLogProgress())
     defense = settings.defense(vmin)
     pristine_votes = pristine_votes.at(vmin)
     pristine_ok = pristine_votes.accepted() & (pristine_votes.prediction() == first.labels)

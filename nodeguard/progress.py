@@ -7,6 +7,7 @@ The CLI passes one that draws rich progress bars on stderr; the default does not
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Protocol
 
 
@@ -38,6 +39,13 @@ class SilentProgress:
 
     def log(self, message: str) -> None:
         pass
+
+
+class StderrLogProgress(SilentProgress):
+    """Prints each log line on stderr and draws no bars: for scripts that print their own results on stdout."""
+
+    def log(self, message: str) -> None:
+        print(message, file=sys.stderr)
 
 
 class RecordingProgress:
